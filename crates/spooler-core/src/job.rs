@@ -1,0 +1,215 @@
+//! The job row as stored, and the request to insert one.
+
+use crate::state::JobState;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A job's id: increasing, assigned by the store.
+pub type JobId = i64;
+
+/// The queue a job goes to when none is named.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Attempts a job gets when neither the job nor its queue says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 25;
+
+/// One failed attempt, kept on the job for as long as the job is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// The attempt that failed (1 for the first run).
+    pub attempt: i32,
+    /// When it failed.
+    pub at: DateTime<Utc>,
+    /// What went wrong: the handler's error, the panic message, "timed out after 5s", "lease expired".
+    pub message: String,
+}
+
+/// A job as the store holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    /// Increasing id assigned at insert.
+    pub id: JobId,
+    /// The queue it waits in.
+    pub queue: String,
+    /// Names the handler that runs it.
+    pub kind: String,
+    /// The handler's arguments.
+    pub args: Value,
+    /// Where it is in its life; see `docs/state-machine.md`.
+    pub state: JobState,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Attempts begun so far; every claim adds one, and it is the fence of the claim.
+    pub attempt: i32,
+    /// Attempts allowed before the job is `failed`.
+    pub max_attempts: i32,
+    /// When it may run (for `scheduled`), or when it became runnable.
+    pub run_at: DateTime<Utc>,
+    /// When it was inserted.
+    pub created_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached `completed`, `failed` or `cancelled`.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Longest a single attempt may run; `None` means the worker's default.
+    #[serde(with = "opt_millis", rename = "timeout_ms")]
+    pub timeout: Option<Duration>,
+    /// Enqueueing another job with this key while this one is unfinished returns this one.
+    pub unique_key: Option<String>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// One entry per failed attempt, oldest first.
+    pub errors: Vec<AttemptError>,
+    /// A small JSON value the handler returned.
+    pub result: Option<Value>,
+    /// While running: when the lease lapses unless renewed.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// While running: the worker holding the lease.
+    pub worker_id: Option<String>,
+    /// The job whose failure (or success) route enqueued this one.
+    pub routed_from: Option<JobId>,
+    /// Set when cancellation of a running job was asked for; the worker stops it.
+    pub cancel_requested: bool,
+}
+
+impl JobRow {
+    /// The fence of the current claim: what a worker must present to finish or extend it.
+    pub fn lease(&self) -> crate::store::LeaseRef {
+        crate::store::LeaseRef {
+            id: self.id,
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// A job to insert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// The queue; [`DEFAULT_QUEUE`] by default.
+    pub queue: String,
+    /// Names the handler.
+    pub kind: String,
+    /// The handler's arguments.
+    pub args: Value,
+    /// Higher runs first; 0 by default.
+    pub priority: i32,
+    /// When to run; `None` (the default) means now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Attempts allowed; [`DEFAULT_MAX_ATTEMPTS`] by default.
+    pub max_attempts: i32,
+    /// Longest one attempt may run.
+    #[serde(with = "opt_millis", rename = "timeout_ms")]
+    pub timeout: Option<Duration>,
+    /// Deduplicates against unfinished jobs with the same key.
+    pub unique_key: Option<String>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// The job that routed to this one.
+    pub routed_from: Option<JobId>,
+}
+
+impl NewJob {
+    /// A job of `kind` with `args` and every other field at its default.
+    pub fn new(kind: impl Into<String>, args: Value) -> Self {
+        Self {
+            queue: DEFAULT_QUEUE.to_string(),
+            kind: kind.into(),
+            args,
+            priority: 0,
+            run_at: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            timeout: None,
+            unique_key: None,
+            tags: Vec::new(),
+            routed_from: None,
+        }
+    }
+
+    /// Sets the queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets when it may run.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Sets the attempts allowed.
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Sets the unique key.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Checks what a store cannot check for itself; the error names the field.
+    pub fn validate(&self) -> Result<(), crate::StoreError> {
+        let invalid = |field: &'static str, message: &str| {
+            Err(crate::StoreError::InvalidInput {
+                field,
+                message: message.to_string(),
+            })
+        };
+        if self.kind.trim().is_empty() {
+            return invalid("kind", "must not be empty");
+        }
+        if self.kind.len() > 200 {
+            return invalid("kind", "must be at most 200 bytes");
+        }
+        if self.queue.trim().is_empty() {
+            return invalid("queue", "must not be empty");
+        }
+        if self.queue.len() > 200 {
+            return invalid("queue", "must be at most 200 bytes");
+        }
+        if self.max_attempts < 1 {
+            return invalid("max_attempts", "must be at least 1");
+        }
+        if let Some(t) = self.timeout
+            && t.is_zero()
+        {
+            return invalid("timeout", "must be greater than zero");
+        }
+        Ok(())
+    }
+}
+
+/// Serde for `Option<Duration>` as whole milliseconds.
+pub mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Writes milliseconds, or null.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads milliseconds, or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}

@@ -1,0 +1,370 @@
+//! The `Store` trait: every storage operation the runtime, server and CLI need, one params struct each.
+//!
+//! Every write on a running job is fenced by the [`LeaseRef`] (id and attempt) it was claimed with:
+//! each claim adds one to `attempt`, so a worker whose lease was lost and whose job was claimed again
+//! presents a stale attempt and its write changes nothing.
+
+use crate::error::StoreError;
+use crate::job::{JobId, JobRow, NewJob};
+use crate::state::JobState;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a backend can do beyond the common contract. Asked, never assumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Inserts made by other processes wake this process's subscribers (Postgres `LISTEN/NOTIFY`).
+    /// Without it, subscribers hear only this process's inserts and workers poll for the rest.
+    pub cross_process_wakeups: bool,
+    /// Jobs can be inserted inside the caller's own database transaction.
+    pub transactional_enqueue: bool,
+}
+
+/// The fence of one claim: a job id and the attempt number the claim gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseRef {
+    /// The job.
+    pub id: JobId,
+    /// The attempt the claim set.
+    pub attempt: i32,
+}
+
+/// The result of inserting one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inserted {
+    /// The job now stored (for a duplicate: the existing one).
+    pub job: JobRow,
+    /// True when `unique_key` matched an unfinished job and nothing new was inserted.
+    pub duplicate: bool,
+}
+
+/// Claim up to `limit` available jobs, highest priority first, then oldest `run_at`, then lowest id.
+#[derive(Debug, Clone)]
+pub struct JobClaim {
+    /// Queues to claim from; paused queues are skipped.
+    pub queues: Vec<String>,
+    /// Only jobs of these kinds are claimed: a worker claims only what it can run.
+    pub kinds: Vec<String>,
+    /// At most this many.
+    pub limit: u32,
+    /// Recorded on the job while it runs.
+    pub worker_id: String,
+    /// How long the lease lasts unless extended.
+    pub lease: Duration,
+}
+
+/// Extend the leases of running jobs held by one worker.
+#[derive(Debug, Clone)]
+pub struct LeaseExtend {
+    /// The claims to extend.
+    pub leases: Vec<LeaseRef>,
+    /// The worker asking.
+    pub worker_id: String,
+    /// New lease length, from now.
+    pub lease: Duration,
+}
+
+/// What extending one lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The job.
+    pub id: JobId,
+    /// False when the claim is no longer held (rescued, finished, claimed again): stop working on it.
+    pub held: bool,
+    /// True when cancellation was requested: stop it and record it cancelled.
+    pub cancel_requested: bool,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Succeeded; `result` is kept on the job.
+    Completed {
+        /// A small JSON value, if any.
+        result: Option<Value>,
+    },
+    /// Failed; run again at `at` (an error entry is appended). If `at` is not in the future the job
+    /// is `available` at once, otherwise `scheduled`.
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        at: DateTime<Utc>,
+    },
+    /// Failed for good: attempts exhausted or not retryable (an error entry is appended).
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+    /// Stopped by request or by the handler's choice.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+    /// Asked to run again later without spending an attempt (`max_attempts` grows by one).
+    Snoozed {
+        /// When to run again.
+        until: DateTime<Utc>,
+    },
+    /// Given back unfinished (worker shutting down): `available` at once, the attempt not spent.
+    Released,
+}
+
+/// One finished attempt to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFinish {
+    /// The claim being finished; ignored unless it still holds the job.
+    pub lease: LeaseRef,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// Filters for listing jobs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobList {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// At most this many (the store caps it at 1000).
+    pub limit: u32,
+    /// Only ids below this one: the cursor of the previous page.
+    pub before_id: Option<JobId>,
+}
+
+/// Counts of jobs per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    /// `scheduled`
+    pub scheduled: i64,
+    /// `available`
+    pub available: i64,
+    /// `running`
+    pub running: i64,
+    /// `completed`
+    pub completed: i64,
+    /// `failed`
+    pub failed: i64,
+    /// `cancelled`
+    pub cancelled: i64,
+}
+
+impl StateCounts {
+    /// Adds `n` to the count of `state`.
+    pub fn add(&mut self, state: JobState, n: i64) {
+        *self.get_mut(state) += n;
+    }
+
+    /// The count of `state`.
+    pub fn get(&self, state: JobState) -> i64 {
+        match state {
+            JobState::Scheduled => self.scheduled,
+            JobState::Available => self.available,
+            JobState::Running => self.running,
+            JobState::Completed => self.completed,
+            JobState::Failed => self.failed,
+            JobState::Cancelled => self.cancelled,
+        }
+    }
+
+    fn get_mut(&mut self, state: JobState) -> &mut i64 {
+        match state {
+            JobState::Scheduled => &mut self.scheduled,
+            JobState::Available => &mut self.available,
+            JobState::Running => &mut self.running,
+            JobState::Completed => &mut self.completed,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+        }
+    }
+}
+
+/// One queue as `queue_list` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Its name.
+    pub name: String,
+    /// Paused queues are not claimed from.
+    pub paused: bool,
+    /// Jobs per state.
+    pub counts: StateCounts,
+    /// `run_at` of the oldest available job: how long work has waited.
+    pub oldest_available_at: Option<DateTime<Utc>>,
+}
+
+/// Make jobs whose lease lapsed runnable again (or `failed` if out of attempts).
+#[derive(Debug, Clone)]
+pub struct JobRescue {
+    /// At most this many per call.
+    pub limit: u32,
+}
+
+/// What a rescue did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RescueReport {
+    /// Made available again.
+    pub retried: Vec<JobId>,
+    /// Out of attempts: now `failed`.
+    pub failed: Vec<JobId>,
+}
+
+/// Delete finished jobs older than their retention.
+#[derive(Debug, Clone, Default)]
+pub struct JobPrune {
+    /// Delete `completed` jobs finished before this.
+    pub completed_before: Option<DateTime<Utc>>,
+    /// Delete `failed` jobs finished before this.
+    pub failed_before: Option<DateTime<Utc>>,
+    /// Delete `cancelled` jobs finished before this.
+    pub cancelled_before: Option<DateTime<Utc>>,
+    /// At most this many per call (batches keep transactions short).
+    pub limit: u32,
+}
+
+/// Try to become (or stay) the leader named `name`.
+#[derive(Debug, Clone)]
+pub struct LeaderElect {
+    /// What is being led, e.g. "maintenance".
+    pub name: String,
+    /// Who asks: a unique id of the process.
+    pub holder: String,
+    /// How long leadership lasts unless renewed.
+    pub ttl: Duration,
+}
+
+/// A live worker, as it reports itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Unique id of the worker.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Queues and their concurrency.
+    pub queues: BTreeMap<String, u32>,
+    /// Kinds it runs.
+    pub kinds: Vec<String>,
+    /// Jobs running now.
+    pub running: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat (set by the store).
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// A wake-up: jobs became available in `queue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wakeup {
+    /// The queue.
+    pub queue: String,
+}
+
+/// The only seam between spooler and a database. Implemented by `spooler-sqlite` and
+/// `spooler-postgres`; specified by the conformance suite in [`crate::testing`].
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// The backend's name: "sqlite", "postgres".
+    fn backend(&self) -> &'static str;
+
+    /// What this backend can do beyond the common contract.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The store's URL, password removed, for messages.
+    fn describe(&self) -> String;
+
+    /// Applies pending migrations; safe to call from many processes at once.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Inserts jobs in one transaction, in order; a job whose `unique_key` matches an unfinished
+    /// job is not inserted and the existing one is returned (`duplicate: true`).
+    async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>>;
+
+    /// Inserts one job; see [`Store::job_insert_many`].
+    async fn job_insert(&self, job: &NewJob) -> StoreResult<Inserted> {
+        let mut inserted = self.job_insert_many(std::slice::from_ref(job)).await?;
+        inserted.pop().ok_or_else(|| StoreError::Database {
+            message: "insert returned no row".into(),
+        })
+    }
+
+    /// Claims up to `limit` available jobs: each becomes `running` with `attempt + 1`,
+    /// `started_at = now`, a lease until `now + lease`, and `worker_id`.
+    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>>;
+
+    /// Extends leases still held; reports, per lease asked, whether it is held and whether
+    /// cancellation was requested. Leases not held are left alone.
+    async fn job_lease_extend(&self, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>>;
+
+    /// Records finished attempts in one transaction. Returns, aligned with `finishes`, whether
+    /// each was accepted: false when its lease no longer holds the job (the fence).
+    async fn job_finish_many(&self, finishes: &[JobFinish]) -> StoreResult<Vec<bool>>;
+
+    /// Cancels a job: `scheduled`/`available` become `cancelled`; a `running` job gets
+    /// `cancel_requested` and its worker stops it. A finished job is `InvalidState`.
+    async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow>;
+
+    /// Runs a job again now: `failed`, `cancelled`, `completed` and `scheduled` jobs become
+    /// `available` (with one more attempt allowed if they had none left). A running job is
+    /// `InvalidState`; an available one is returned unchanged.
+    async fn job_retry(&self, id: JobId) -> StoreResult<JobRow>;
+
+    /// Deletes a job that is not running, returning it as it was.
+    async fn job_delete(&self, id: JobId) -> StoreResult<JobRow>;
+
+    /// One job, if it exists.
+    async fn job_get(&self, id: JobId) -> StoreResult<Option<JobRow>>;
+
+    /// Jobs matching the filters, newest (highest id) first.
+    async fn job_list(&self, list: &JobList) -> StoreResult<Vec<JobRow>>;
+
+    /// Every queue that has jobs or a pause flag, with counts per state and the oldest wait.
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>>;
+
+    /// Stops claims from `queue` (running jobs continue).
+    async fn queue_pause(&self, queue: &str) -> StoreResult<()>;
+
+    /// Lets claims from `queue` resume.
+    async fn queue_resume(&self, queue: &str) -> StoreResult<()>;
+
+    /// Makes running jobs whose lease has lapsed `available` again, an error entry recording the
+    /// lost lease; jobs out of attempts become `failed`.
+    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport>;
+
+    /// Moves up to `limit` `scheduled` jobs whose `run_at` has come to `available`; returns how many.
+    async fn job_promote(&self, limit: u32) -> StoreResult<u64>;
+
+    /// Deletes finished jobs past their retention, at most `limit`; returns how many.
+    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64>;
+
+    /// Takes or renews leadership of `name`; true if `holder` leads until `now + ttl`.
+    async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool>;
+
+    /// Gives up leadership of `name` if `holder` has it, so another process takes over at once.
+    async fn leader_resign(&self, name: &str, holder: &str) -> StoreResult<()>;
+
+    /// Records a worker's heartbeat (`last_seen_at` is set to now).
+    async fn worker_heartbeat(&self, worker: &WorkerInfo) -> StoreResult<()>;
+
+    /// Workers seen since `since`.
+    async fn worker_list(&self, since: DateTime<Utc>) -> StoreResult<Vec<WorkerInfo>>;
+
+    /// Removes a worker's record (on shutdown).
+    async fn worker_remove(&self, id: &str) -> StoreResult<()>;
+
+    /// Wake-ups when jobs become available. Every store delivers its own process's inserts;
+    /// with `cross_process_wakeups`, other processes' too. A lagging receiver should simply poll.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Wakeup>;
+
+    /// The store's clock.
+    fn clock(&self) -> &dyn crate::Clock;
+}
