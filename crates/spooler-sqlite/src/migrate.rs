@@ -1,0 +1,53 @@
+//! Embedded, numbered migrations, recorded in `spooler_migrations` and applied inside the writer's
+//! `BEGIN IMMEDIATE` transaction, so processes migrating at once apply each exactly once.
+
+use crate::error::OpError;
+use rusqlite::{Connection, params};
+use spooler_core::StoreError;
+
+/// The migrations, in order: (version, name, SQL). Version numbers match the other backends'.
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+/// Applies every migration not yet recorded. Runs inside an open write transaction.
+pub(crate) fn migrate(conn: &Connection, now_us: i64) -> Result<(), OpError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS spooler_migrations (
+            version    INTEGER PRIMARY KEY,
+            name       TEXT    NOT NULL,
+            applied_at INTEGER NOT NULL
+        )",
+    )?;
+    let applied: Vec<i64> = conn
+        .prepare("SELECT version FROM spooler_migrations ORDER BY version")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if let Some(&newest) = applied.last()
+        && newest > known
+    {
+        tracing::warn!(
+            applied = newest,
+            known,
+            "the database was migrated by a newer spooler; continuing with the older schema"
+        );
+    }
+    for &(version, name, sql) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        conn.execute_batch(sql)
+            .and_then(|_| {
+                conn.execute(
+                    "INSERT INTO spooler_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                    params![version, name, now_us],
+                )
+            })
+            .map_err(|e| StoreError::Migration {
+                version,
+                message: e.to_string(),
+            })?;
+        tracing::info!(version, name, "applied migration");
+    }
+    Ok(())
+}

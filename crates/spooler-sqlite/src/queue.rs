@@ -1,0 +1,98 @@
+//! Queue operations: pause, resume, and the per-queue counts `queue_list` reports.
+
+use crate::Db;
+use crate::job::{from_micros, micros};
+use rusqlite::params;
+use spooler_core::store::{QueueInfo, StateCounts};
+use spooler_core::{JobState, StoreError, StoreResult};
+use std::collections::BTreeMap;
+
+fn check_name(queue: &str) -> StoreResult<()> {
+    if queue.trim().is_empty() {
+        return Err(StoreError::InvalidInput {
+            field: "queue",
+            message: "must not be empty".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) async fn pause(db: &Db, queue: &str) -> StoreResult<()> {
+    check_name(queue)?;
+    let queue = queue.to_string();
+    db.write(move |ctx| {
+        ctx.conn
+            .prepare_cached(
+                "INSERT INTO spooler_queues (name, paused, updated_at) VALUES (?1, 1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET paused = 1, updated_at = excluded.updated_at",
+            )?
+            .execute(params![queue, micros(ctx.now)])?;
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn resume(db: &Db, queue: &str) -> StoreResult<()> {
+    check_name(queue)?;
+    let queue = queue.to_string();
+    db.write(move |ctx| {
+        let removed = ctx
+            .conn
+            .prepare_cached("DELETE FROM spooler_queues WHERE name = ?1")?
+            .execute(params![queue])?;
+        if removed > 0 {
+            // Its available jobs can be claimed again: wake the workers that wait on it.
+            ctx.wake(&queue);
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn list(db: &Db) -> StoreResult<Vec<QueueInfo>> {
+    let (counts, oldest, paused) = db
+        .read(|conn| {
+            let counts: Vec<(String, String, i64)> = conn
+                .prepare_cached(
+                    "SELECT queue, state, count(*) FROM spooler_jobs GROUP BY queue, state",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let oldest: Vec<(String, i64)> = conn
+                .prepare_cached(
+                    "SELECT queue, min(run_at) FROM spooler_jobs WHERE state = 'available' \
+                     GROUP BY queue",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let paused: Vec<String> = conn
+                .prepare_cached("SELECT name FROM spooler_queues WHERE paused = 1")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((counts, oldest, paused))
+        })
+        .await?;
+    let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
+    for (name, state, n) in counts {
+        let state: JobState = state
+            .parse()
+            .map_err(|message| StoreError::Decode { id: 0, message })?;
+        entry(&mut queues, name).counts.add(state, n);
+    }
+    for (name, at) in oldest {
+        entry(&mut queues, name).oldest_available_at = Some(from_micros(0, at)?);
+    }
+    for name in paused {
+        entry(&mut queues, name).paused = true;
+    }
+    Ok(queues.into_values().collect())
+}
+
+fn entry(queues: &mut BTreeMap<String, QueueInfo>, name: String) -> &mut QueueInfo {
+    queues.entry(name.clone()).or_insert_with(|| QueueInfo {
+        name,
+        paused: false,
+        counts: StateCounts::default(),
+        oldest_available_at: None,
+    })
+}
