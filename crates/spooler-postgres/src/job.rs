@@ -1,0 +1,765 @@
+//! Job statements: insert (also inside the caller's transaction), claim, lease extension, finish,
+//! cancel, retry, delete, get, list, rescue, promote and prune. Every time is a bind parameter read
+//! from the store's clock; batches travel as arrays and are expanded with `unnest`.
+
+use crate::error::map;
+use crate::{Inner, PgStore};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use spooler_core::clock::add;
+use spooler_core::{
+    AttemptError, Inserted, JobClaim, JobFinish, JobId, JobList, JobPrune, JobRescue, JobRow,
+    JobState, LeaseExtend, LeaseRef, LeaseStatus, NewJob, Outcome, RescueReport, StoreError,
+    StoreResult,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+/// The job columns, in the order every statement returns them.
+pub(crate) const JOB_COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
+     run_at, created_at, started_at, finished_at, timeout_ms, unique_key, tags, errors, result, \
+     lease_expires_at, worker_id, routed_from, cancel_requested";
+
+/// The same columns qualified by the alias `j`.
+pub(crate) const J_COLS: &str = "j.id, j.queue, j.kind, j.args, j.state, j.priority, j.attempt, \
+     j.max_attempts, j.run_at, j.created_at, j.started_at, j.finished_at, j.timeout_ms, \
+     j.unique_key, j.tags, j.errors, j.result, j.lease_expires_at, j.worker_id, j.routed_from, \
+     j.cancel_requested";
+
+/// `SELECT` fragment that sends one notification per distinct queue of `{cte}` rows that are
+/// `available`: one NOTIFY per queue per statement, never one per job. `$N` is the channel.
+fn notify_fragment(cte: &str, channel_param: &str) -> String {
+    format!(
+        "(SELECT count(*) FROM (SELECT pg_notify({channel_param}, d.queue) \
+         FROM (SELECT DISTINCT queue FROM {cte} WHERE state = 'available') d) n) AS notified"
+    )
+}
+
+/// The unfinished states, in which a unique key deduplicates.
+const UNFINISHED: &str = "('scheduled', 'available', 'running')";
+
+pub(crate) fn insert_sql() -> String {
+    format!(
+        "WITH input AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int4[], $5::timestamptz[],
+                                 $6::int4[], $7::int8[], $8::text[], $9::jsonb[], $10::int8[])
+              WITH ORDINALITY AS i(queue, kind, args, priority, run_at, max_attempts, timeout_ms,
+                                   unique_key, tags, routed_from, ord)
+        ), ins AS (
+            INSERT INTO {{s}}.jobs (queue, kind, args, state, priority, max_attempts, run_at,
+                                   created_at, timeout_ms, unique_key, tags, routed_from)
+            SELECT queue, kind, args,
+                   CASE WHEN coalesce(run_at, $11) > $11 THEN 'scheduled' ELSE 'available' END,
+                   priority, max_attempts, coalesce(run_at, $11), $11, timeout_ms, unique_key,
+                   CASE WHEN tags = '[]'::jsonb THEN '{{}}'::text[]
+                        ELSE ARRAY(SELECT jsonb_array_elements_text(tags)) END,
+                   routed_from
+              FROM input ORDER BY ord
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN {UNFINISHED}
+            DO NOTHING
+            RETURNING {JOB_COLS}
+        )
+        SELECT ins.*, {notify} FROM ins",
+        notify = notify_fragment("ins", "$12")
+    )
+}
+
+pub(crate) fn existing_unique_sql() -> String {
+    format!(
+        "SELECT {JOB_COLS} FROM {{s}}.jobs
+          WHERE unique_key = ANY($1) AND unique_key IS NOT NULL AND state IN {UNFINISHED}"
+    )
+}
+
+pub(crate) fn latest_by_key_sql() -> String {
+    format!("SELECT {JOB_COLS} FROM {{s}}.jobs WHERE unique_key = $1 ORDER BY id DESC LIMIT 1")
+}
+
+/// The claim. Each asked-for, unpaused queue is probed on the partial index `jobs_claim` with
+/// `queue = q.name`, so the index hands rows over already in claim order and `LIMIT` stops the scan
+/// after `limit` rows however deep the backlog; the outer sort orders at most `limit` rows per queue.
+pub(crate) fn claim_sql() -> String {
+    format!(
+        "WITH c AS (
+            SELECT x.id
+              FROM unnest($1::text[]) AS q(name)
+             CROSS JOIN LATERAL (
+                SELECT jobs.id, jobs.priority, jobs.run_at FROM {{s}}.jobs
+                 WHERE jobs.state = 'available' AND jobs.queue = q.name AND jobs.kind = ANY($2)
+                 ORDER BY jobs.priority DESC, jobs.run_at, jobs.id
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED
+             ) x
+             WHERE NOT EXISTS (SELECT 1 FROM {{s}}.paused_queues p WHERE p.queue = q.name)
+             ORDER BY x.priority DESC, x.run_at, x.id
+             LIMIT $3
+        )
+        UPDATE {{s}}.jobs j
+           SET state = 'running', attempt = j.attempt + 1, started_at = $4,
+               lease_expires_at = $5, worker_id = $6
+          FROM c WHERE j.id = c.id
+        RETURNING {J_COLS}"
+    )
+}
+
+pub(crate) const EXTEND_SQL: &str =
+    "WITH u AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS u(id, attempt))
+    UPDATE {s}.jobs j SET lease_expires_at = $3
+      FROM u WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
+    RETURNING j.id, j.attempt, j.cancel_requested";
+
+pub(crate) fn finish_sql() -> String {
+    format!(
+        "WITH u AS (
+            SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[],
+                                 $6::timestamptz[])
+              AS u(id, attempt, outcome, result, err, at)
+        ), done AS (
+            UPDATE {{s}}.jobs j SET
+                state = CASE u.outcome
+                    WHEN 'completed' THEN 'completed'
+                    WHEN 'failed' THEN 'failed'
+                    WHEN 'cancelled' THEN 'cancelled'
+                    WHEN 'released' THEN 'available'
+                    ELSE CASE WHEN u.at <= $7 THEN 'available' ELSE 'scheduled' END
+                END,
+                result = CASE WHEN u.outcome = 'completed' THEN u.result ELSE j.result END,
+                errors = CASE WHEN u.err IS NULL THEN j.errors
+                              ELSE j.errors || jsonb_build_array(u.err) END,
+                run_at = CASE WHEN u.outcome IN ('retry', 'snoozed') THEN u.at ELSE j.run_at END,
+                finished_at = CASE WHEN u.outcome IN ('completed', 'failed', 'cancelled')
+                                   THEN $7::timestamptz END,
+                max_attempts = CASE WHEN u.outcome IN ('snoozed', 'released')
+                                    THEN j.max_attempts + 1 ELSE j.max_attempts END,
+                lease_expires_at = NULL,
+                worker_id = NULL
+              FROM u
+             WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
+            RETURNING j.id, j.attempt, j.queue, j.state
+        )
+        SELECT done.id, done.attempt, done.queue, done.state, {notify} FROM done",
+        notify = notify_fragment("done", "$8")
+    )
+}
+
+pub(crate) fn cancel_sql() -> String {
+    format!(
+        "UPDATE {{s}}.jobs SET
+            state = CASE WHEN state = 'running' THEN 'running' ELSE 'cancelled' END,
+            cancel_requested = cancel_requested OR state = 'running',
+            finished_at = CASE WHEN state = 'running' THEN finished_at ELSE $2 END
+          WHERE id = $1 AND state IN {UNFINISHED}
+        RETURNING {JOB_COLS}"
+    )
+}
+
+pub(crate) fn retry_sql() -> String {
+    format!(
+        "WITH r AS (
+            UPDATE {{s}}.jobs SET state = 'available', run_at = $2, finished_at = NULL,
+                   cancel_requested = false,
+                   max_attempts = greatest(max_attempts, attempt + 1)
+             WHERE id = $1 AND state IN ('scheduled', 'completed', 'failed', 'cancelled')
+            RETURNING {JOB_COLS}
+        )
+        SELECT r.*, {notify} FROM r",
+        notify = notify_fragment("r", "$3")
+    )
+}
+
+pub(crate) fn delete_sql() -> String {
+    format!("DELETE FROM {{s}}.jobs WHERE id = $1 AND state <> 'running' RETURNING {JOB_COLS}")
+}
+
+pub(crate) fn get_sql() -> String {
+    format!("SELECT {JOB_COLS} FROM {{s}}.jobs WHERE id = $1")
+}
+
+pub(crate) fn list_sql() -> String {
+    format!(
+        "SELECT {JOB_COLS} FROM {{s}}.jobs
+          WHERE ($1::text IS NULL OR queue = $1)
+            AND ($2::text IS NULL OR state = $2)
+            AND ($3::text IS NULL OR kind = $3)
+            AND ($4::int8 IS NULL OR id < $4)
+          ORDER BY id DESC
+          LIMIT $5"
+    )
+}
+
+pub(crate) fn rescue_sql() -> String {
+    format!(
+        "WITH c AS (
+            SELECT id FROM {{s}}.jobs
+             WHERE state = 'running' AND lease_expires_at < $1
+             ORDER BY lease_expires_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+        ), r AS (
+            UPDATE {{s}}.jobs j SET
+                state = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'available' END,
+                errors = j.errors || jsonb_build_array(jsonb_build_object(
+                    'attempt', j.attempt, 'at', $3::text,
+                    'message', 'lease expired (worker ' || coalesce(j.worker_id, 'unknown')
+                               || ' stopped renewing it)')),
+                finished_at = CASE WHEN j.attempt >= j.max_attempts THEN $1::timestamptz END,
+                run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE $1 END,
+                lease_expires_at = NULL,
+                worker_id = NULL
+              FROM c WHERE j.id = c.id
+            RETURNING j.id, j.queue, j.state
+        )
+        SELECT r.id, r.state, r.queue, {notify} FROM r",
+        notify = notify_fragment("r", "$4")
+    )
+}
+
+pub(crate) fn promote_sql() -> String {
+    format!(
+        "WITH c AS (
+            SELECT id FROM {{s}}.jobs
+             WHERE state = 'scheduled' AND run_at <= $1
+             ORDER BY run_at, id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+        ), p AS (
+            UPDATE {{s}}.jobs j SET state = 'available' FROM c WHERE j.id = c.id
+            RETURNING j.queue, j.state
+        )
+        SELECT p.queue, count(*) AS n, {notify} FROM p GROUP BY p.queue",
+        notify = notify_fragment("p", "$3")
+    )
+}
+
+pub(crate) const PRUNE_SQL: &str = "DELETE FROM {s}.jobs WHERE id IN (
+        SELECT id FROM {s}.jobs
+         WHERE state IN ('completed', 'failed', 'cancelled') AND finished_at < $4
+           AND ((state = 'completed' AND finished_at < $1)
+             OR (state = 'failed' AND finished_at < $2)
+             OR (state = 'cancelled' AND finished_at < $3))
+         LIMIT $5
+         FOR UPDATE SKIP LOCKED)";
+
+/// The queues of a claim, each once (a queue named twice would be probed twice).
+fn distinct(queues: &[String]) -> Vec<&str> {
+    let mut seen = HashSet::new();
+    queues
+        .iter()
+        .map(String::as_str)
+        .filter(|q| seen.insert(*q))
+        .collect()
+}
+
+/// Decodes one job row selected with [`JOB_COLS`].
+pub(crate) fn decode(row: &PgRow) -> StoreResult<JobRow> {
+    let id: i64 = row.try_get("id").map_err(map)?;
+    let bad = |message: String| StoreError::Decode { id, message };
+    let get_err = |e: sqlx::Error| bad(e.to_string());
+    let state: String = row.try_get("state").map_err(get_err)?;
+    let state: JobState = state.parse().map_err(bad)?;
+    let errors: Value = row.try_get("errors").map_err(get_err)?;
+    let errors: Vec<AttemptError> =
+        serde_json::from_value(errors).map_err(|e| bad(format!("errors: {e}")))?;
+    let timeout_ms: Option<i64> = row.try_get("timeout_ms").map_err(get_err)?;
+    Ok(JobRow {
+        id,
+        queue: row.try_get("queue").map_err(get_err)?,
+        kind: row.try_get("kind").map_err(get_err)?,
+        args: row.try_get("args").map_err(get_err)?,
+        state,
+        priority: row.try_get("priority").map_err(get_err)?,
+        attempt: row.try_get("attempt").map_err(get_err)?,
+        max_attempts: row.try_get("max_attempts").map_err(get_err)?,
+        run_at: row.try_get("run_at").map_err(get_err)?,
+        created_at: row.try_get("created_at").map_err(get_err)?,
+        started_at: row.try_get("started_at").map_err(get_err)?,
+        finished_at: row.try_get("finished_at").map_err(get_err)?,
+        timeout: timeout_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        unique_key: row.try_get("unique_key").map_err(get_err)?,
+        tags: row.try_get("tags").map_err(get_err)?,
+        errors,
+        result: row.try_get("result").map_err(get_err)?,
+        lease_expires_at: row.try_get("lease_expires_at").map_err(get_err)?,
+        worker_id: row.try_get("worker_id").map_err(get_err)?,
+        routed_from: row.try_get("routed_from").map_err(get_err)?,
+        cancel_requested: row.try_get("cancel_requested").map_err(get_err)?,
+    })
+}
+
+/// Inserts `jobs` on `conn` in one statement; returns what was inserted (aligned with `jobs`) and
+/// the queues that gained available jobs. Duplicates of a `unique_key` resolve to the unfinished
+/// job holding it, or within the batch to the first job carrying it.
+pub(crate) async fn insert_on(
+    inner: &Inner,
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+) -> StoreResult<(Vec<Inserted>, BTreeSet<String>)> {
+    if jobs.is_empty() {
+        return Ok((Vec::new(), BTreeSet::new()));
+    }
+    for job in jobs {
+        job.validate()?;
+    }
+    let now = inner.clock.now();
+    let n = jobs.len();
+    let mut queue = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut args = Vec::with_capacity(n);
+    let mut priority = Vec::with_capacity(n);
+    let mut run_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut timeout_ms: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut unique_key: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n);
+    let mut routed_from: Vec<Option<i64>> = Vec::with_capacity(n);
+    for job in jobs {
+        queue.push(job.queue.as_str());
+        kind.push(job.kind.as_str());
+        args.push(&job.args);
+        priority.push(job.priority);
+        run_at.push(job.run_at);
+        max_attempts.push(job.max_attempts);
+        timeout_ms.push(
+            job.timeout
+                .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1)),
+        );
+        unique_key.push(job.unique_key.clone());
+        tags.push(Value::from(job.tags.clone()));
+        routed_from.push(job.routed_from);
+    }
+    let rows = sqlx::query(&inner.sql.insert)
+        .bind(&queue)
+        .bind(&kind)
+        .bind(&args)
+        .bind(&priority)
+        .bind(&run_at)
+        .bind(&max_attempts)
+        .bind(&timeout_ms)
+        .bind(&unique_key)
+        .bind(&tags)
+        .bind(&routed_from)
+        .bind(now)
+        .bind(&inner.channel)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)?;
+    let mut fresh: Vec<JobRow> = rows.iter().map(decode).collect::<StoreResult<_>>()?;
+    fresh.sort_by_key(|j| j.id);
+    let woken: BTreeSet<String> = fresh
+        .iter()
+        .filter(|j| j.state == JobState::Available)
+        .map(|j| j.queue.clone())
+        .collect();
+
+    // Which keys got a new row, and which must be looked up among existing unfinished jobs.
+    let inserted_keys: HashSet<String> =
+        fresh.iter().filter_map(|j| j.unique_key.clone()).collect();
+    let missing: Vec<String> = jobs
+        .iter()
+        .filter_map(|j| j.unique_key.as_deref())
+        .filter(|k| !inserted_keys.contains(*k))
+        .map(str::to_string)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut by_key: HashMap<String, JobRow> = HashMap::new();
+    if !missing.is_empty() {
+        let rows = sqlx::query(&inner.sql.existing_unique)
+            .bind(&missing)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map)?;
+        for row in &rows {
+            let job = decode(row)?;
+            if let Some(k) = job.unique_key.clone() {
+                by_key.insert(k, job);
+            }
+        }
+        // The holder finished between the insert and the lookup: report the latest job with the key.
+        for key in &missing {
+            if !by_key.contains_key(key) {
+                let row = sqlx::query(&inner.sql.latest_by_key)
+                    .bind(key)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map)?;
+                let row = row.ok_or_else(|| StoreError::Database {
+                    message: format!("unique key \"{key}\" conflicted but no job holds it"),
+                })?;
+                by_key.insert(key.clone(), decode(&row)?);
+            }
+        }
+    }
+
+    let mut fresh = fresh.into_iter();
+    let mut out = Vec::with_capacity(n);
+    let mut seen_keys: HashSet<&str> = HashSet::new();
+    for job in jobs {
+        let inserted_here = match job.unique_key.as_deref() {
+            None => true,
+            Some(k) => inserted_keys.contains(k) && seen_keys.insert(k),
+        };
+        if inserted_here {
+            let row = fresh.next().ok_or_else(|| StoreError::Database {
+                message: "insert returned fewer rows than expected".into(),
+            })?;
+            if let Some(k) = &row.unique_key {
+                by_key.insert(k.clone(), row.clone());
+            }
+            out.push(Inserted {
+                job: row,
+                duplicate: false,
+            });
+        } else {
+            let key = job.unique_key.as_deref().unwrap_or_default();
+            let existing = by_key
+                .get(key)
+                .cloned()
+                .ok_or_else(|| StoreError::Database {
+                    message: format!("no job found for unique key \"{key}\""),
+                })?;
+            out.push(Inserted {
+                job: existing,
+                duplicate: true,
+            });
+        }
+    }
+    Ok((out, woken))
+}
+
+impl PgStore {
+    pub(crate) async fn insert_many_impl(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        for job in jobs {
+            job.validate()?;
+        }
+        let mut conn = self.inner.pool.acquire().await.map_err(map)?;
+        let (out, woken) = insert_on(&self.inner, &mut conn, jobs).await?;
+        self.inner.wake_local(woken);
+        Ok(out)
+    }
+
+    pub(crate) async fn claim_impl(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
+        if claim.limit == 0 || claim.queues.is_empty() || claim.kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.inner.clock.now();
+        let rows = sqlx::query(&self.inner.sql.claim)
+            .bind(distinct(&claim.queues))
+            .bind(&claim.kinds)
+            .bind(i64::from(claim.limit))
+            .bind(now)
+            .bind(add(now, claim.lease))
+            .bind(&claim.worker_id)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        let mut jobs: Vec<JobRow> = rows.iter().map(decode).collect::<StoreResult<_>>()?;
+        jobs.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(jobs)
+    }
+
+    /// The plan PostgreSQL chooses for `claim` (`EXPLAIN`, nothing is claimed): shows whether the
+    /// claim is served by the partial index of available jobs rather than a scan and a sort.
+    pub async fn explain_claim(&self, claim: &JobClaim) -> StoreResult<String> {
+        let now = self.inner.clock.now();
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", self.inner.sql.claim))
+            .bind(distinct(&claim.queues))
+            .bind(&claim.kinds)
+            .bind(i64::from(claim.limit))
+            .bind(now)
+            .bind(add(now, claim.lease))
+            .bind(&claim.worker_id)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        Ok(lines.join("\n"))
+    }
+
+    pub(crate) async fn extend_impl(&self, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>> {
+        if extend.leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.inner.clock.now();
+        let ids: Vec<i64> = extend.leases.iter().map(|l| l.id).collect();
+        let attempts: Vec<i32> = extend.leases.iter().map(|l| l.attempt).collect();
+        let rows = sqlx::query(&self.inner.sql.extend)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(add(now, extend.lease))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        let mut held: HashMap<LeaseRef, bool> = HashMap::new();
+        for row in &rows {
+            let lease = LeaseRef {
+                id: row.try_get(0).map_err(map)?,
+                attempt: row.try_get(1).map_err(map)?,
+            };
+            held.insert(lease, row.try_get(2).map_err(map)?);
+        }
+        Ok(extend
+            .leases
+            .iter()
+            .map(|l| match held.get(l) {
+                Some(&cancel_requested) => LeaseStatus {
+                    id: l.id,
+                    held: true,
+                    cancel_requested,
+                },
+                None => LeaseStatus {
+                    id: l.id,
+                    held: false,
+                    cancel_requested: false,
+                },
+            })
+            .collect())
+    }
+
+    pub(crate) async fn finish_impl(&self, finishes: &[JobFinish]) -> StoreResult<Vec<bool>> {
+        if finishes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.inner.clock.now();
+        // The first finish of a claim counts; a repeat in the same batch is rejected like a late one.
+        let mut first: HashSet<LeaseRef> = HashSet::new();
+        let mut sent = Vec::with_capacity(finishes.len());
+        let (mut ids, mut attempts, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut results, mut errs, mut ats): (Vec<Option<Value>>, Vec<Option<Value>>, Vec<_>) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for f in finishes {
+            let is_first = first.insert(f.lease);
+            sent.push(is_first);
+            if !is_first {
+                continue;
+            }
+            let entry = |message: &str| {
+                serde_json::to_value(AttemptError {
+                    attempt: f.lease.attempt,
+                    at: now,
+                    message: message.to_string(),
+                })
+                .ok()
+            };
+            let (outcome, result, err, at): (&str, Option<Value>, Option<Value>, Option<_>) =
+                match &f.outcome {
+                    Outcome::Completed { result } => ("completed", result.clone(), None, None),
+                    Outcome::Retry { error, at } => ("retry", None, entry(error), Some(*at)),
+                    Outcome::Failed { error } => ("failed", None, entry(error), None),
+                    Outcome::Cancelled { .. } => ("cancelled", None, None, None),
+                    Outcome::Snoozed { until } => ("snoozed", None, None, Some(*until)),
+                    Outcome::Released => ("released", None, None, None),
+                };
+            ids.push(f.lease.id);
+            attempts.push(f.lease.attempt);
+            outcomes.push(outcome);
+            results.push(result);
+            errs.push(err);
+            ats.push(at);
+        }
+        let rows = sqlx::query(&self.inner.sql.finish)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&outcomes)
+            .bind(&results)
+            .bind(&errs)
+            .bind(&ats)
+            .bind(now)
+            .bind(&self.inner.channel)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        let mut accepted: HashSet<LeaseRef> = HashSet::new();
+        let mut woken = BTreeSet::new();
+        for row in &rows {
+            accepted.insert(LeaseRef {
+                id: row.try_get(0).map_err(map)?,
+                attempt: row.try_get(1).map_err(map)?,
+            });
+            let state: String = row.try_get(3).map_err(map)?;
+            if state == "available" {
+                woken.insert(row.try_get::<String, _>(2).map_err(map)?);
+            }
+        }
+        self.inner.wake_local(woken);
+        Ok(finishes
+            .iter()
+            .zip(sent)
+            .map(|(f, sent)| sent && accepted.contains(&f.lease))
+            .collect())
+    }
+
+    /// The job's current state, for the error of an operation that did not apply to it.
+    async fn state_error(&self, id: JobId, action: &'static str) -> StoreError {
+        match self.get_impl(id).await {
+            Ok(Some(job)) => StoreError::InvalidState {
+                id,
+                state: job.state,
+                action,
+            },
+            Ok(None) => StoreError::JobNotFound { id },
+            Err(e) => e,
+        }
+    }
+
+    pub(crate) async fn cancel_impl(&self, id: JobId) -> StoreResult<JobRow> {
+        let row = sqlx::query(&self.inner.sql.cancel)
+            .bind(id)
+            .bind(self.inner.clock.now())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        match row {
+            Some(row) => decode(&row),
+            None => Err(self.state_error(id, "cancel").await),
+        }
+    }
+
+    pub(crate) async fn retry_impl(&self, id: JobId) -> StoreResult<JobRow> {
+        let row = sqlx::query(&self.inner.sql.retry)
+            .bind(id)
+            .bind(self.inner.clock.now())
+            .bind(&self.inner.channel)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        if let Some(row) = row {
+            let job = decode(&row)?;
+            self.inner.wake_local([job.queue.clone()]);
+            return Ok(job);
+        }
+        match self.get_impl(id).await? {
+            Some(job) if job.state == JobState::Available => Ok(job),
+            Some(job) => Err(StoreError::InvalidState {
+                id,
+                state: job.state,
+                action: "retry",
+            }),
+            None => Err(StoreError::JobNotFound { id }),
+        }
+    }
+
+    pub(crate) async fn delete_impl(&self, id: JobId) -> StoreResult<JobRow> {
+        let row = sqlx::query(&self.inner.sql.delete)
+            .bind(id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        match row {
+            Some(row) => decode(&row),
+            None => Err(self.state_error(id, "delete").await),
+        }
+    }
+
+    pub(crate) async fn get_impl(&self, id: JobId) -> StoreResult<Option<JobRow>> {
+        let row = sqlx::query(&self.inner.sql.get)
+            .bind(id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    pub(crate) async fn list_impl(&self, list: &JobList) -> StoreResult<Vec<JobRow>> {
+        let rows = sqlx::query(&self.inner.sql.list)
+            .bind(list.queue.as_deref())
+            .bind(list.state.map(|s| s.as_str()))
+            .bind(list.kind.as_deref())
+            .bind(list.before_id)
+            .bind(i64::from(list.limit.min(1000)))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        rows.iter().map(decode).collect()
+    }
+
+    pub(crate) async fn rescue_impl(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
+        let mut report = RescueReport::default();
+        if rescue.limit == 0 {
+            return Ok(report);
+        }
+        let now = self.inner.clock.now();
+        // The error entry's time, formatted exactly as serde writes `AttemptError::at`.
+        let at = serde_json::to_value(now).map_err(|e| StoreError::Database {
+            message: e.to_string(),
+        })?;
+        let rows = sqlx::query(&self.inner.sql.rescue)
+            .bind(now)
+            .bind(i64::from(rescue.limit))
+            .bind(at.as_str().unwrap_or_default())
+            .bind(&self.inner.channel)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        let mut woken = BTreeSet::new();
+        for row in &rows {
+            let id: i64 = row.try_get(0).map_err(map)?;
+            let state: String = row.try_get(1).map_err(map)?;
+            if state == "failed" {
+                report.failed.push(id);
+            } else {
+                report.retried.push(id);
+                woken.insert(row.try_get::<String, _>(2).map_err(map)?);
+            }
+        }
+        report.retried.sort_unstable();
+        report.failed.sort_unstable();
+        self.inner.wake_local(woken);
+        Ok(report)
+    }
+
+    pub(crate) async fn promote_impl(&self, limit: u32) -> StoreResult<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let now = self.inner.clock.now();
+        let rows = sqlx::query(&self.inner.sql.promote)
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(&self.inner.channel)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        let mut total = 0u64;
+        let mut woken = BTreeSet::new();
+        for row in &rows {
+            woken.insert(row.try_get::<String, _>(0).map_err(map)?);
+            total += row.try_get::<i64, _>(1).map_err(map)? as u64;
+        }
+        self.inner.wake_local(woken);
+        Ok(total)
+    }
+
+    pub(crate) async fn prune_impl(&self, prune: &JobPrune) -> StoreResult<u64> {
+        let cutoffs = [
+            prune.completed_before,
+            prune.failed_before,
+            prune.cancelled_before,
+        ];
+        let Some(latest) = cutoffs.iter().flatten().max().copied() else {
+            return Ok(0);
+        };
+        if prune.limit == 0 {
+            return Ok(0);
+        }
+        let done = sqlx::query(&self.inner.sql.prune)
+            .bind(prune.completed_before)
+            .bind(prune.failed_before)
+            .bind(prune.cancelled_before)
+            .bind(latest)
+            .bind(i64::from(prune.limit))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,502 @@
+//! spooler-postgres: the PostgreSQL store, for many worker processes and machines on one database.
+//!
+//! Jobs are claimed with one `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` statement on a
+//! partial index of available jobs in claim order; results, lease extensions and inserts travel
+//! many per statement as arrays expanded with `unnest`. Inserts that make jobs available send one
+//! `NOTIFY` per queue per statement; a background listener turns them into [`Wakeup`]s for
+//! [`Store::subscribe`]. Jobs can be enqueued inside the caller's own transaction with
+//! [`PgStore::job_insert_tx`]. Every table lives in one configurable schema (default `spooler`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), spooler_core::StoreError> {
+//! use spooler_core::Store;
+//! let store = spooler_postgres::PgStore::connect("postgres://postgres@127.0.0.1:5432/app?schema=jobs").await?;
+//! store.migrate().await?;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod error;
+mod job;
+mod leader;
+mod listen;
+mod migrate;
+mod queue;
+
+pub use migrate::MIGRATIONS;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use spooler_core::error::redact_url;
+use spooler_core::{
+    Capabilities, Clock, Inserted, JobClaim, JobFinish, JobId, JobList, JobPrune, JobRescue,
+    JobRow, LeaderElect, LeaseExtend, LeaseStatus, NewJob, QueueInfo, RescueReport, Store,
+    StoreError, StoreResult, SystemClock, Wakeup, WorkerInfo,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgConnection, PgPool};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// The schema used when neither the options nor the URL name one.
+pub const DEFAULT_SCHEMA: &str = "spooler";
+
+/// How a [`PgStore`] connects and behaves.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Schema holding spooler's tables (default `spooler`); a `?schema=` in the URL overrides it.
+    /// Letters, digits and `_`, at most 50 bytes, not starting with a digit.
+    pub schema: String,
+    /// Where every time written to the database comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Pool size (default 10); the listener uses one more connection of its own.
+    pub max_connections: u32,
+    /// Longest wait to connect or to get a pooled connection (default 5s).
+    pub connect_timeout: Duration,
+    /// Server-side limit on each statement (default 30s); migrations run without it.
+    pub statement_timeout: Duration,
+    /// How often an idle listener pings its connection to detect a dead or half-open one (default 5s).
+    pub listener_ping_interval: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            schema: DEFAULT_SCHEMA.to_string(),
+            clock: Arc::new(SystemClock),
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            listener_ping_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Every statement, with the schema filled in once at connect.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    insert: String,
+    existing_unique: String,
+    latest_by_key: String,
+    claim: String,
+    extend: String,
+    finish: String,
+    cancel: String,
+    retry: String,
+    delete: String,
+    get: String,
+    list: String,
+    rescue: String,
+    promote: String,
+    prune: String,
+    queue_counts: String,
+    queue_paused: String,
+    queue_pause: String,
+    queue_resume: String,
+    leader_elect: String,
+    leader_resign: String,
+    worker_heartbeat: String,
+    worker_list: String,
+    worker_remove: String,
+    available_queues: String,
+}
+
+impl Sql {
+    fn new(schema: &str) -> Self {
+        let q = |template: &str| template.replace("{s}", &format!("\"{schema}\""));
+        Self {
+            insert: q(&job::insert_sql()),
+            existing_unique: q(&job::existing_unique_sql()),
+            latest_by_key: q(&job::latest_by_key_sql()),
+            claim: q(&job::claim_sql()),
+            extend: q(job::EXTEND_SQL),
+            finish: q(&job::finish_sql()),
+            cancel: q(&job::cancel_sql()),
+            retry: q(&job::retry_sql()),
+            delete: q(&job::delete_sql()),
+            get: q(&job::get_sql()),
+            list: q(&job::list_sql()),
+            rescue: q(&job::rescue_sql()),
+            promote: q(&job::promote_sql()),
+            prune: q(job::PRUNE_SQL),
+            queue_counts: q(queue::COUNTS_SQL),
+            queue_paused: q(queue::PAUSED_SQL),
+            queue_pause: q(queue::PAUSE_SQL),
+            queue_resume: q(queue::RESUME_SQL),
+            leader_elect: q(leader::ELECT_SQL),
+            leader_resign: q(leader::RESIGN_SQL),
+            worker_heartbeat: q(leader::HEARTBEAT_SQL),
+            worker_list: q(leader::WORKER_LIST_SQL),
+            worker_remove: q(leader::WORKER_REMOVE_SQL),
+            // A loose index scan over the claim index: one probe per queue, however deep the backlog.
+            available_queues: q("WITH RECURSIVE q AS (
+                    (SELECT queue FROM {s}.jobs WHERE state = 'available' ORDER BY queue LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT j.queue FROM {s}.jobs j
+                             WHERE j.state = 'available' AND j.queue > q.queue
+                             ORDER BY j.queue LIMIT 1)
+                      FROM q WHERE q.queue IS NOT NULL)
+                SELECT queue FROM q WHERE queue IS NOT NULL"),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pool: PgPool,
+    sql: Sql,
+    schema: String,
+    channel: String,
+    url: String,
+    clock: Arc<dyn Clock>,
+    wake: broadcast::Sender<Wakeup>,
+    listener: listen::Listener,
+}
+
+impl Inner {
+    /// Wakes this process's subscribers for `queues` (after a commit that made jobs available).
+    pub(crate) fn wake_local(&self, queues: impl IntoIterator<Item = String>) {
+        for queue in queues {
+            let _ = self.wake.send(Wakeup { queue });
+        }
+    }
+}
+
+/// The PostgreSQL [`Store`]. Cheap to clone: clones share the pool and the listener, which stops
+/// when the last clone is dropped.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.inner.url)
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits `?schema=NAME` off a URL: returns the URL without it and the schema, if given.
+fn take_schema_param(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut schema = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("schema=") {
+            Some(value) => {
+                schema = Some(value.to_string());
+                false
+            }
+            None => !pair.is_empty(),
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_string(), schema)
+    } else {
+        (format!("{base}?{}", rest.join("&")), schema)
+    }
+}
+
+fn validate_schema(schema: &str) -> StoreResult<()> {
+    let mut chars = schema.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && schema.len() <= 50;
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput {
+            field: "schema",
+            message: format!(
+                "\"{schema}\" is not a valid schema name (use letters, digits and _, at most 50 bytes, not starting with a digit)"
+            ),
+        })
+    }
+}
+
+/// The cause of a failed connect and, when known, the fix.
+fn connect_message(err: &sqlx::Error, endpoint: &str, user: &str, database: &str) -> String {
+    if let sqlx::Error::Database(db) = err {
+        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+        let fix = match code.as_str() {
+            "28P01" | "28000" => {
+                format!(" (check the user \"{user}\" and its password in the URL)")
+            }
+            "3D000" => format!(" (create it: createdb -h HOST -p PORT {database})"),
+            "53300" => {
+                " (too many connections: lower max_connections or raise the server's)".into()
+            }
+            _ => String::new(),
+        };
+        return format!("PostgreSQL at {endpoint} refused: {}{fix}", db.message());
+    }
+    format!(
+        "cannot reach PostgreSQL at {endpoint}: {err} (is the server running and accepting TCP connections on {endpoint}? check the host and port in the URL)"
+    )
+}
+
+impl PgStore {
+    /// Connects with default [`PgOptions`] (a `?schema=` in the URL is honoured).
+    pub async fn connect(url: &str) -> StoreResult<PgStore> {
+        Self::connect_with(url, PgOptions::default()).await
+    }
+
+    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB[?schema=NAME]`), failing within
+    /// `connect_timeout` with an error naming host and port. Does not migrate: call
+    /// [`Store::migrate`].
+    pub async fn connect_with(url: &str, options: PgOptions) -> StoreResult<PgStore> {
+        let redacted = redact_url(url);
+        let (sqlx_url, url_schema) = take_schema_param(url);
+        let schema = url_schema.unwrap_or(options.schema);
+        validate_schema(&schema)?;
+        let open_err = |message: String| StoreError::Open {
+            url: redacted.clone(),
+            message,
+        };
+        let connect = PgConnectOptions::from_str(&sqlx_url)
+            .map_err(|e| open_err(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name("spooler")
+            .options([(
+                "statement_timeout",
+                format!("{}", options.statement_timeout.as_millis()),
+            )])
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let endpoint = if connect.get_host().starts_with('/') {
+            format!("{}/.s.PGSQL.{}", connect.get_host(), connect.get_port())
+        } else {
+            format!("{}:{}", connect.get_host(), connect.get_port())
+        };
+        let user = connect.get_username().to_string();
+        let database = connect.get_database().unwrap_or(&user).to_string();
+        let pool_options = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.connect_timeout);
+        let pool = match tokio::time::timeout(
+            options.connect_timeout,
+            pool_options.connect_with(connect.clone()),
+        )
+        .await
+        {
+            Ok(Ok(pool)) => pool,
+            Ok(Err(e)) => return Err(open_err(connect_message(&e, &endpoint, &user, &database))),
+            Err(_) => {
+                return Err(open_err(format!(
+                    "cannot reach PostgreSQL at {endpoint}: no answer within {:?} (is the host reachable and the port open?)",
+                    options.connect_timeout
+                )));
+            }
+        };
+        let sql = Sql::new(&schema);
+        let channel = format!("{schema}_jobs");
+        let (wake, _) = broadcast::channel(1024);
+        let listener = listen::spawn(listen::Config {
+            connect,
+            channel: channel.clone(),
+            queues_sql: sql.available_queues.clone(),
+            wake: wake.clone(),
+            ping_every: options.listener_ping_interval,
+            ping_timeout: options.connect_timeout,
+            endpoint,
+        });
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                sql,
+                schema,
+                channel,
+                url: redacted,
+                clock: options.clock,
+                wake,
+                listener,
+            }),
+        })
+    }
+
+    /// Inserts jobs on the caller's connection, typically `&mut *tx` of the caller's own
+    /// `sqlx::Transaction<'_, Postgres>`: the jobs exist only if that transaction commits, and
+    /// their wake-up (`NOTIFY`) is delivered by PostgreSQL at commit. Same semantics as
+    /// [`Store::job_insert_many`] otherwise.
+    pub async fn job_insert_tx(
+        &self,
+        tx: &mut PgConnection,
+        jobs: &[NewJob],
+    ) -> StoreResult<Vec<Inserted>> {
+        job::insert_on(&self.inner, tx, jobs)
+            .await
+            .map(|(inserted, _)| inserted)
+    }
+
+    /// The connection pool (for the caller's own transactions, e.g. with [`PgStore::job_insert_tx`]).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema holding spooler's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The `LISTEN/NOTIFY` channel of this schema: `<schema>_jobs`; the payload is a queue name.
+    pub fn channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    /// The server process id of the listener's connection while it is connected (`None` while it
+    /// reconnects): lets tests and operators find it in `pg_stat_activity`.
+    pub fn listener_backend_pid(&self) -> Option<i32> {
+        self.inner.listener.pid()
+    }
+
+    /// How many times the listener has reconnected after losing its connection.
+    pub fn listener_reconnects(&self) -> u32 {
+        self.inner.listener.reconnects()
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            cross_process_wakeups: true,
+            transactional_enqueue: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.inner.url.clone()
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        migrate::run(&self.inner.pool, &self.inner.schema, self.inner.clock.now()).await
+    }
+
+    async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
+        self.insert_many_impl(jobs).await
+    }
+
+    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
+        self.claim_impl(claim).await
+    }
+
+    async fn job_lease_extend(&self, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>> {
+        self.extend_impl(extend).await
+    }
+
+    async fn job_finish_many(&self, finishes: &[JobFinish]) -> StoreResult<Vec<bool>> {
+        self.finish_impl(finishes).await
+    }
+
+    async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow> {
+        self.cancel_impl(id).await
+    }
+
+    async fn job_retry(&self, id: JobId) -> StoreResult<JobRow> {
+        self.retry_impl(id).await
+    }
+
+    async fn job_delete(&self, id: JobId) -> StoreResult<JobRow> {
+        self.delete_impl(id).await
+    }
+
+    async fn job_get(&self, id: JobId) -> StoreResult<Option<JobRow>> {
+        self.get_impl(id).await
+    }
+
+    async fn job_list(&self, list: &JobList) -> StoreResult<Vec<JobRow>> {
+        self.list_impl(list).await
+    }
+
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
+        self.queue_list_impl().await
+    }
+
+    async fn queue_pause(&self, queue: &str) -> StoreResult<()> {
+        self.queue_pause_impl(queue).await
+    }
+
+    async fn queue_resume(&self, queue: &str) -> StoreResult<()> {
+        self.queue_resume_impl(queue).await
+    }
+
+    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
+        self.rescue_impl(rescue).await
+    }
+
+    async fn job_promote(&self, limit: u32) -> StoreResult<u64> {
+        self.promote_impl(limit).await
+    }
+
+    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64> {
+        self.prune_impl(prune).await
+    }
+
+    async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool> {
+        self.leader_elect_impl(elect).await
+    }
+
+    async fn leader_resign(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.leader_resign_impl(name, holder).await
+    }
+
+    async fn worker_heartbeat(&self, worker: &WorkerInfo) -> StoreResult<()> {
+        self.worker_heartbeat_impl(worker).await
+    }
+
+    async fn worker_list(&self, since: DateTime<Utc>) -> StoreResult<Vec<WorkerInfo>> {
+        self.worker_list_impl(since).await
+    }
+
+    async fn worker_remove(&self, id: &str) -> StoreResult<()> {
+        self.worker_remove_impl(id).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Wakeup> {
+        self.inner.wake.subscribe()
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_param_is_split_off() {
+        assert_eq!(
+            take_schema_param("postgres://u@h:5432/db?schema=t1"),
+            ("postgres://u@h:5432/db".to_string(), Some("t1".to_string()))
+        );
+        assert_eq!(
+            take_schema_param("postgres://u@h/db?sslmode=disable&schema=t1&application_name=x"),
+            (
+                "postgres://u@h/db?sslmode=disable&application_name=x".to_string(),
+                Some("t1".to_string())
+            )
+        );
+        assert_eq!(
+            take_schema_param("postgres://u@h/db"),
+            ("postgres://u@h/db".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn schema_names_are_identifiers() {
+        assert!(validate_schema("spooler").is_ok());
+        assert!(validate_schema("t_1").is_ok());
+        for bad in ["", "1a", "a-b", "a\"b", "a;drop", &"x".repeat(51)] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+}

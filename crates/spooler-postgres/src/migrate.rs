@@ -1,0 +1,79 @@
+//! Embedded, versioned migrations, applied under a transaction-scoped advisory lock keyed on the
+//! schema name, so several processes starting at once is safe: one migrates, the others wait and
+//! find nothing left to do.
+
+use crate::error::map;
+use chrono::{DateTime, Utc};
+use spooler_core::{StoreError, StoreResult};
+use sqlx::{Acquire, Executor, PgPool};
+
+/// Every migration: version, name and SQL with a `{schema}` placeholder. Numbers match the SQLite
+/// store's migrations.
+pub const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+/// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].
+fn fail(schema: &str, version: i64, e: sqlx::Error) -> StoreError {
+    match map(e) {
+        StoreError::Unavailable { message } => StoreError::Unavailable { message },
+        other => StoreError::Migration {
+            version,
+            message: format!("schema {schema}: {other}"),
+        },
+    }
+}
+
+/// Applies pending migrations to `schema` (a validated identifier).
+pub(crate) async fn run(pool: &PgPool, schema: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    let quoted = format!("\"{schema}\"");
+    let bootstrap = format!(
+        "CREATE SCHEMA IF NOT EXISTS {quoted};
+         CREATE TABLE IF NOT EXISTS {quoted}.spooler_migrations (
+             version    bigint PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL
+         );"
+    );
+    let applied_sql = format!("SELECT version FROM {quoted}.spooler_migrations ORDER BY version");
+    let record_sql = format!(
+        "INSERT INTO {quoted}.spooler_migrations (version, name, applied_at) VALUES ($1, $2, $3)"
+    );
+    let mut conn = pool.acquire().await.map_err(map)?;
+    let mut tx = conn.begin().await.map_err(map)?;
+    // Migrating a large table may take longer than the statement timeout used for queue work.
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| fail(schema, 0, e))?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('spooler.migrate.' || $1, 0))")
+        .bind(schema)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| fail(schema, 0, e))?;
+    tx.execute(bootstrap.as_str())
+        .await
+        .map_err(|e| fail(schema, 0, e))?;
+    let applied: Vec<i64> = sqlx::query_scalar(&applied_sql)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| fail(schema, 0, e))?;
+    for &(version, name, sql) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        tracing::info!(schema, version, name, "applying migration");
+        let sql = sql.replace("{schema}", &quoted);
+        tx.execute(sql.as_str())
+            .await
+            .map_err(|e| fail(schema, version, e))?;
+        sqlx::query(&record_sql)
+            .bind(version)
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| fail(schema, version, e))?;
+    }
+    tx.commit().await.map_err(|e| fail(schema, 0, e))?;
+    Ok(())
+}

@@ -1,0 +1,642 @@
+//! PostgreSQL-specific store tests: transactional enqueue, wake-ups through LISTEN/NOTIFY and the
+//! listener's recovery, concurrent migrations and claims across store instances, the claim plan,
+//! and connection errors. Each test uses its own schema and drops it.
+//!
+//! Needs `SPOOLER_TEST_POSTGRES` (e.g. `postgres://postgres@127.0.0.1:5432/test`); without it the
+//! tests that need a server print that they were skipped.
+
+mod common;
+
+use common::{connect, drop_schema, fresh_schema, fresh_store, options, url};
+use serde_json::json;
+use spooler_core::{JobClaim, JobFinish, ManualClock, NewJob, Outcome, Store, SystemClock, Wakeup};
+use spooler_postgres::PgStore;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Waits up to `within` for a wake-up naming `queue`.
+async fn wakeup_for(rx: &mut broadcast::Receiver<Wakeup>, queue: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => return false,
+            Ok(Ok(w)) if w.queue == queue => return true,
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(e)) => panic!("subscription closed: {e}"),
+        }
+    }
+}
+
+fn claim(queue: &str, kind: &str, limit: u32, worker: &str) -> JobClaim {
+    JobClaim {
+        queues: vec![queue.into()],
+        kinds: vec![kind.into()],
+        limit,
+        worker_id: worker.into(),
+        lease: Duration::from_secs(60),
+    }
+}
+
+mod connecting {
+    use super::*;
+    use spooler_core::StoreError;
+    use spooler_postgres::PgOptions;
+
+    #[tokio::test]
+    async fn postgres_unreachable_server_fails_fast_naming_host_and_port() {
+        // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+        let started = std::time::Instant::now();
+        let err = PgStore::connect_with(
+            "postgres://me:hunter2@127.0.0.1:1/db",
+            PgOptions {
+                connect_timeout: Duration::from_secs(2),
+                ..PgOptions::default()
+            },
+        )
+        .await
+        .expect_err("nothing listens on port 1");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "took {:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+        assert!(text.contains("127.0.0.1:1"), "{text}");
+        assert!(text.contains("is the server running"), "{text}");
+        assert!(!text.contains("hunter2"), "password leaked: {text}");
+    }
+
+    #[tokio::test]
+    async fn postgres_bad_schema_name_is_rejected_before_connecting() {
+        let err = PgStore::connect("postgres://me@127.0.0.1:1/db?schema=a;drop")
+            .await
+            .expect_err("invalid schema");
+        assert!(
+            matches!(
+                err,
+                StoreError::InvalidInput {
+                    field: "schema",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn postgres_schema_from_url_and_password_redacted_in_describe() {
+        let Some(url) = url() else { return };
+        let schema = fresh_schema("spurl");
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let store = connect(&format!("{url}{sep}schema={schema}"), PgOptions::default()).await;
+        assert_eq!(store.schema(), schema);
+        assert_eq!(store.channel(), format!("{schema}_jobs"));
+        store.migrate().await.unwrap();
+        let ins = store
+            .job_insert(&NewJob::new("k", json!({})))
+            .await
+            .unwrap();
+        assert!(ins.job.id > 0);
+        assert!(!store.describe().contains("hunter2"));
+        drop_schema(&store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_unknown_database_names_the_fix() {
+        let Some(url) = url() else { return };
+        let (base, _) = url.rsplit_once('/').expect("URL has a database");
+        let err = PgStore::connect(&format!("{base}/spooler_no_such_db"))
+            .await
+            .expect_err("database does not exist");
+        let text = err.to_string();
+        assert!(text.contains("createdb"), "{text}");
+    }
+}
+
+mod transactional {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_rolled_back_enqueue_leaves_no_job() {
+        let Some(url) = url() else { return };
+        let store = fresh_store(&url, Arc::new(SystemClock)).await;
+        let mut tx = store.pool().begin().await.unwrap();
+        let ins = store
+            .job_insert_tx(&mut tx, &[NewJob::new("k", json!({"in": "tx"}))])
+            .await
+            .unwrap();
+        let id = ins[0].job.id;
+        assert_eq!(
+            store.job_get(id).await.unwrap(),
+            None,
+            "invisible before commit"
+        );
+        tx.rollback().await.unwrap();
+        assert_eq!(store.job_get(id).await.unwrap(), None);
+        assert!(
+            store
+                .job_claim(&claim("default", "k", 10, "w"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        drop_schema(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_committed_enqueue_wakes_another_process() {
+        let Some(url) = url() else { return };
+        let store = fresh_store(&url, Arc::new(SystemClock)).await;
+        // A second store on the same schema stands for another process with an idle worker.
+        let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
+        wait_listening(&other).await;
+        let mut rx = other.subscribe();
+        let mut tx = store.pool().begin().await.unwrap();
+        sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+        let ins = store
+            .job_insert_tx(&mut tx, &[NewJob::new("k", json!({})).queue("txq")])
+            .await
+            .unwrap();
+        assert!(
+            !wakeup_for(&mut rx, "txq", Duration::from_millis(200)).await,
+            "no wake-up before commit"
+        );
+        tx.commit().await.unwrap();
+        assert!(
+            wakeup_for(&mut rx, "txq", Duration::from_secs(5)).await,
+            "wake-up at commit"
+        );
+        let got = other.job_claim(&claim("txq", "k", 10, "w")).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, ins[0].job.id);
+        drop_schema(&store).await;
+    }
+}
+
+/// Waits until the store's listener is connected (it starts in the background at connect).
+async fn wait_listening(store: &PgStore) -> i32 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = store.listener_backend_pid() {
+            return pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listener did not connect within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+mod wakeups {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_notifications_are_coalesced_per_queue() {
+        let Some(url) = url() else { return };
+        let store = fresh_store(&url, Arc::new(SystemClock)).await;
+        let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
+        wait_listening(&other).await;
+        let mut rx = other.subscribe();
+        let batch: Vec<NewJob> = (0..1000)
+            .map(|i| NewJob::new("k", json!({ "i": i })).queue(if i % 2 == 0 { "a" } else { "b" }))
+            .collect();
+        store.job_insert_many(&batch).await.unwrap();
+        // Notifications arrive in commit order: once the marker is heard, the batch's all were.
+        store
+            .job_insert(&NewJob::new("k", json!({})).queue("marker"))
+            .await
+            .unwrap();
+        let mut heard = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let w = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("marker within 5s")
+                .expect("subscription open");
+            if w.queue == "marker" {
+                break;
+            }
+            heard.push(w.queue);
+        }
+        heard.sort();
+        assert_eq!(
+            heard,
+            vec!["a", "b"],
+            "one notification per queue for 1000 jobs"
+        );
+        drop_schema(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_listener_killed_reconnects_and_wakeups_continue() {
+        let Some(url) = url() else { return };
+        let producer = fresh_store(&url, Arc::new(SystemClock)).await;
+        let worker = connect(&url, options(producer.schema(), Arc::new(SystemClock))).await;
+        let first_pid = wait_listening(&worker).await;
+        let mut rx = worker.subscribe();
+        // Jobs keep arriving from the other store while the listener is killed.
+        let feeder = {
+            let producer = producer.clone();
+            tokio::spawn(async move {
+                for i in 0..400 {
+                    producer
+                        .job_insert(&NewJob::new("k", json!({ "i": i })).queue("live"))
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        assert!(wakeup_for(&mut rx, "live", Duration::from_secs(5)).await);
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(first_pid)
+            .fetch_one(producer.pool())
+            .await
+            .unwrap();
+        assert!(killed, "listener backend {first_pid} terminated");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let second_pid = loop {
+            match worker.listener_backend_pid() {
+                Some(pid) if pid != first_pid => break pid,
+                _ => {}
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "listener did not reconnect in 10s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_ne!(second_pid, first_pid);
+        assert!(worker.listener_reconnects() >= 1);
+        // Everything received so far is stale; the next wake-ups must come from the new connection.
+        while rx.try_recv().is_ok() {}
+        assert!(
+            wakeup_for(&mut rx, "live", Duration::from_secs(5)).await,
+            "wake-ups continue after the listener reconnected"
+        );
+        feeder.abort();
+        // Every job is still there to run.
+        let mut claimed = 0;
+        loop {
+            let got = worker
+                .job_claim(&claim("live", "k", 100, "w"))
+                .await
+                .unwrap();
+            if got.is_empty() {
+                break;
+            }
+            claimed += got.len();
+        }
+        assert!(claimed > 0);
+        drop_schema(&producer).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_half_open_listener_is_detected_and_replaced() {
+        let Some(url) = url() else { return };
+        let producer = fresh_store(&url, Arc::new(SystemClock)).await;
+        // The worker reaches PostgreSQL through a proxy that can go silent without closing.
+        let target = proxy::target_of(&url);
+        let proxy = proxy::Proxy::start(&target).await;
+        let proxied = proxy::rewrite(&url, proxy.port());
+        let mut opts = options(producer.schema(), Arc::new(SystemClock));
+        opts.listener_ping_interval = Duration::from_millis(300);
+        opts.connect_timeout = Duration::from_secs(1);
+        let worker = connect(&proxied, opts).await;
+        let first_pid = wait_listening(&worker).await;
+        let mut rx = worker.subscribe();
+        // Every connection open now stops forwarding in both directions but stays open.
+        proxy.freeze_existing();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match worker.listener_backend_pid() {
+                Some(pid) if pid != first_pid => break,
+                _ => {}
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "half-open listener not replaced within 10s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        producer
+            .job_insert(&NewJob::new("k", json!({})).queue("after"))
+            .await
+            .unwrap();
+        assert!(wakeup_for(&mut rx, "after", Duration::from_secs(5)).await);
+        drop(worker);
+        drop_schema(&producer).await;
+    }
+}
+
+/// A TCP proxy for the half-open test: forwards bytes, and can stop forwarding on the connections
+/// it already has without closing them (what a dead peer behind a NAT looks like).
+mod proxy {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub struct Proxy {
+        port: u16,
+        frozen_below: Arc<AtomicU64>,
+        next: Arc<AtomicU64>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// `host:port` of the server in a `postgres://` URL.
+    pub fn target_of(url: &str) -> String {
+        let rest = url.split_once("://").unwrap().1;
+        let authority = rest.split(['/', '?']).next().unwrap();
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if hostport.contains(':') {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:5432")
+        }
+    }
+
+    /// The URL with its host and port replaced by the proxy's.
+    pub fn rewrite(url: &str, port: u16) -> String {
+        let target = target_of(url);
+        let host_only = target.rsplit_once(':').unwrap().0.to_string();
+        if url.contains(&target) {
+            url.replacen(&target, &format!("127.0.0.1:{port}"), 1)
+        } else {
+            url.replacen(&host_only, &format!("127.0.0.1:{port}"), 1)
+        }
+    }
+
+    impl Proxy {
+        pub async fn start(target: &str) -> Proxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let frozen_below = Arc::new(AtomicU64::new(0));
+            let next = Arc::new(AtomicU64::new(1));
+            let target = target.to_string();
+            let (f, n) = (frozen_below.clone(), next.clone());
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let Ok(server) = TcpStream::connect(&target).await else {
+                        continue;
+                    };
+                    let id = n.fetch_add(1, Ordering::SeqCst);
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(pipe(cr, sw, id, f.clone()));
+                    tokio::spawn(pipe(sr, cw, id, f.clone()));
+                }
+            });
+            Proxy {
+                port,
+                frozen_below,
+                next,
+                task,
+            }
+        }
+
+        pub fn port(&self) -> u16 {
+            self.port
+        }
+
+        /// Connections made so far stop forwarding; new ones work.
+        pub fn freeze_existing(&self) {
+            self.frozen_below
+                .store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        id: u64,
+        frozen_below: Arc<AtomicU64>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if id < frozen_below.load(Ordering::SeqCst) {
+                // Swallow the bytes and keep both sockets open: a silent peer.
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+mod migrations {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_concurrent_migrations_one_migrates_all_start() {
+        let Some(url) = url() else { return };
+        let schema = fresh_schema("spmig");
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(connect(&url, options(&schema, Arc::new(SystemClock))).await);
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(stores.len()));
+        let tasks: Vec<_> = stores
+            .iter()
+            .cloned()
+            .map(|store| {
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.migrate().await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().expect("every concurrent migrate succeeds");
+        }
+        let versions: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT version FROM \"{schema}\".spooler_migrations ORDER BY version"
+        ))
+        .fetch_all(stores[0].pool())
+        .await
+        .unwrap();
+        let expected: Vec<i64> = spooler_postgres::MIGRATIONS.iter().map(|m| m.0).collect();
+        assert_eq!(versions, expected, "each migration recorded once");
+        for store in &stores {
+            let ins = store
+                .job_insert(&NewJob::new("k", json!({})))
+                .await
+                .unwrap();
+            assert!(ins.job.id > 0);
+        }
+        drop_schema(&stores[0]).await;
+    }
+}
+
+mod claims {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_claims_across_stores_never_share_a_job() {
+        let Some(url) = url() else { return };
+        const JOBS: usize = 5_000;
+        let first = fresh_store(&url, Arc::new(SystemClock)).await;
+        let batch: Vec<NewJob> = (0..JOBS)
+            .map(|i| NewJob::new("k", json!({ "i": i })))
+            .collect();
+        for chunk in batch.chunks(1000) {
+            first.job_insert_many(chunk).await.unwrap();
+        }
+        let mut stores = vec![first.clone()];
+        for _ in 1..4 {
+            stores.push(connect(&url, options(first.schema(), Arc::new(SystemClock))).await);
+        }
+        let mut tasks = Vec::new();
+        for (s, store) in stores.iter().enumerate() {
+            for t in 0..3 {
+                let store = store.clone();
+                let worker = format!("s{s}t{t}");
+                tasks.push(tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = store
+                            .job_claim(&claim("default", "k", 25, &worker))
+                            .await
+                            .unwrap();
+                        if got.is_empty() {
+                            return mine;
+                        }
+                        let finishes: Vec<JobFinish> = got
+                            .iter()
+                            .map(|j| JobFinish {
+                                lease: j.lease(),
+                                outcome: Outcome::Completed { result: None },
+                            })
+                            .collect();
+                        let acks = store.job_finish_many(&finishes).await.unwrap();
+                        assert!(
+                            acks.iter().all(|a| *a),
+                            "every finish of a held claim is accepted"
+                        );
+                        mine.extend(got.into_iter().map(|j| j.id));
+                    }
+                }));
+            }
+        }
+        let mut seen = HashSet::new();
+        for t in tasks {
+            for id in t.await.unwrap() {
+                assert!(seen.insert(id), "job {id} claimed twice");
+            }
+        }
+        assert_eq!(seen.len(), JOBS);
+        let counts: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT state, count(*) FROM \"{}\".jobs GROUP BY state",
+            first.schema()
+        ))
+        .fetch_all(first.pool())
+        .await
+        .unwrap();
+        assert_eq!(counts, vec![("completed".to_string(), JOBS as i64)]);
+        drop_schema(&first).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_claim_uses_the_partial_index_with_a_deep_backlog() {
+        let Some(url) = url() else { return };
+        let store = fresh_store(&url, Arc::new(ManualClock::new())).await;
+        let schema = store.schema().to_string();
+        // 20,000 available jobs in the claimed queue, as many in another, and finished history.
+        sqlx::query(&format!(
+            "INSERT INTO \"{schema}\".jobs (queue, kind, args, state, max_attempts, run_at, created_at, finished_at)
+             SELECT CASE WHEN g % 3 = 0 THEN 'other' ELSE 'default' END, 'k', '{{}}',
+                    CASE WHEN g % 3 = 2 THEN 'completed' ELSE 'available' END, 25,
+                    now() - (g || ' ms')::interval, now(),
+                    CASE WHEN g % 3 = 2 THEN now() END
+               FROM generate_series(1, 60000) g"
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        sqlx::query(&format!("ANALYZE \"{schema}\".jobs"))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let plan = store
+            .explain_claim(&claim("default", "k", 100, "w"))
+            .await
+            .unwrap();
+        assert!(
+            plan.contains("Index Scan using jobs_claim"),
+            "claim uses the partial index:\n{plan}"
+        );
+        assert!(
+            !plan.contains("Seq Scan on jobs"),
+            "no sequential scan:\n{plan}"
+        );
+        assert!(
+            !plan.contains("Bitmap"),
+            "no bitmap scan (it would lose the index order):\n{plan}"
+        );
+        // The index scan feeds LockRows and the per-queue Limit directly: the backlog is never
+        // sorted (the outer sort orders at most `limit` rows per queue).
+        let lines: Vec<&str> = plan.lines().collect();
+        let scan = lines
+            .iter()
+            .position(|l| l.contains("Index Scan using jobs_claim"))
+            .unwrap();
+        assert!(
+            lines[scan - 1].contains("LockRows") && lines[scan - 2].contains("Limit"),
+            "index scan right below LockRows and Limit:\n{plan}"
+        );
+        let got = store
+            .job_claim(&claim("default", "k", 100, "w"))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 100);
+        drop_schema(&store).await;
+    }
+}
+
+mod leadership {
+    use super::*;
+    use spooler_core::LeaderElect;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_leader_dies_and_another_process_takes_over() {
+        let Some(url) = url() else { return };
+        let clock = Arc::new(ManualClock::new());
+        let a = fresh_store(&url, clock.clone()).await;
+        let b = connect(&url, options(a.schema(), clock.clone())).await;
+        let elect = |holder: &str| LeaderElect {
+            name: "maintenance".into(),
+            holder: holder.into(),
+            ttl: Duration::from_secs(10),
+        };
+        assert!(a.leader_try_elect(&elect("a")).await.unwrap());
+        assert!(!b.leader_try_elect(&elect("b")).await.unwrap());
+        // `a` dies without resigning: its pool and listener go away.
+        let schema_keeper = b.clone();
+        drop(a);
+        clock.advance(Duration::from_secs(11));
+        assert!(
+            b.leader_try_elect(&elect("b")).await.unwrap(),
+            "b leads once a's lease lapses"
+        );
+        drop_schema(&schema_keeper).await;
+    }
+}
