@@ -1,0 +1,197 @@
+//! The client: enqueue typed or raw jobs (one or many) and read their status.
+
+use crate::job::{BlockingJob, Job};
+use crate::{ConnectOptions, Error};
+use chrono::{DateTime, Utc};
+use spooler_core::{Inserted, JobId, JobRow, NewJob, Store, StoreError};
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Enqueues jobs and reads them back. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    store: Arc<dyn Store>,
+}
+
+impl Client {
+    /// A client over an open store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Opens (and migrates) the store a URL names; see [`crate::connect`].
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Ok(Self::new(crate::connect(url).await?))
+    }
+
+    /// Opens the store a URL names, with options.
+    pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Self, Error> {
+        Ok(Self::new(crate::connect_with(url, options).await?))
+    }
+
+    /// The store, to share with a [`crate::Worker`].
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Starts enqueueing a typed job; set options on the returned builder, then `.await` it.
+    pub fn enqueue<J: Job>(&self, job: J) -> Enqueue<'_> {
+        let new = serde_json::to_value(&job)
+            .map(|args| {
+                NewJob::new(J::KIND, args)
+                    .queue(J::QUEUE)
+                    .max_attempts(J::MAX_ATTEMPTS)
+                    .priority(J::PRIORITY)
+            })
+            .map_err(|source| Error::Args {
+                kind: J::KIND.to_string(),
+                source,
+            });
+        Enqueue { client: self, new }
+    }
+
+    /// Starts enqueueing a typed blocking job.
+    pub fn enqueue_blocking<J: BlockingJob>(&self, job: J) -> Enqueue<'_> {
+        let new = serde_json::to_value(&job)
+            .map(|args| {
+                NewJob::new(J::KIND, args)
+                    .queue(J::QUEUE)
+                    .max_attempts(J::MAX_ATTEMPTS)
+                    .priority(J::PRIORITY)
+            })
+            .map_err(|source| Error::Args {
+                kind: J::KIND.to_string(),
+                source,
+            });
+        Enqueue { client: self, new }
+    }
+
+    /// Inserts one job as given.
+    pub async fn enqueue_new(&self, job: NewJob) -> Result<Inserted, Error> {
+        let mut inserted = self.enqueue_many(vec![job]).await?;
+        Ok(inserted.remove(0))
+    }
+
+    /// Inserts many jobs in one transaction.
+    pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>, Error> {
+        let inserted = self.store.job_insert_many(&jobs).await?;
+        for i in inserted.iter().filter(|i| !i.duplicate) {
+            metrics::counter!(
+                "spooler_jobs_enqueued_total",
+                "queue" => i.job.queue.clone(),
+                "kind" => i.job.kind.clone()
+            )
+            .increment(1);
+        }
+        Ok(inserted)
+    }
+
+    /// The job as stored now; `JobNotFound` if there is none.
+    pub async fn status(&self, id: JobId) -> Result<JobRow, Error> {
+        self.store
+            .job_get(id)
+            .await?
+            .ok_or(Error::Store(StoreError::JobNotFound { id }))
+    }
+
+    /// Waits until the job is `completed`, `failed` or `cancelled`, for at most `timeout`.
+    pub async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobRow, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let job = self.status(id).await?;
+            if job.state.is_finished() {
+                return Ok(job);
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(Error::WaitTimeout {
+                    id,
+                    waited: spooler_core::format_duration(timeout),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A job being enqueued: set options, then `.await` it for the job's id.
+#[must_use = "an Enqueue does nothing until awaited"]
+pub struct Enqueue<'a> {
+    client: &'a Client,
+    new: Result<NewJob, Error>,
+}
+
+impl Enqueue<'_> {
+    fn with(mut self, f: impl FnOnce(&mut NewJob)) -> Self {
+        if let Ok(new) = &mut self.new {
+            f(new);
+        }
+        self
+    }
+
+    /// Puts it in `queue`.
+    pub fn queue(self, queue: impl Into<String>) -> Self {
+        let queue = queue.into();
+        self.with(|j| j.queue = queue)
+    }
+
+    /// Runs it no sooner than `delay` from now.
+    pub fn delay(self, delay: Duration) -> Self {
+        let at = spooler_core::clock::add(self.client.store.clock().now(), delay);
+        self.with(|j| j.run_at = Some(at))
+    }
+
+    /// Runs it no sooner than `at`.
+    pub fn run_at(self, at: DateTime<Utc>) -> Self {
+        self.with(|j| j.run_at = Some(at))
+    }
+
+    /// Sets its priority (higher runs first).
+    pub fn priority(self, priority: i32) -> Self {
+        self.with(|j| j.priority = priority)
+    }
+
+    /// Sets the attempts allowed.
+    pub fn max_attempts(self, n: i32) -> Self {
+        self.with(|j| j.max_attempts = n)
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.with(|j| j.timeout = Some(timeout))
+    }
+
+    /// Deduplicates against unfinished jobs with the same key.
+    pub fn unique_key(self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        self.with(|j| j.unique_key = Some(key))
+    }
+
+    /// Adds tags.
+    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(self, tags: I) -> Self {
+        let tags: Vec<String> = tags.into_iter().map(Into::into).collect();
+        self.with(|j| j.tags.extend(tags))
+    }
+
+    /// The job to be inserted, for inspection or for `enqueue_many`.
+    pub fn into_new_job(self) -> Result<NewJob, Error> {
+        self.new
+    }
+
+    /// Inserts it and returns the full result (the job row, and whether it was a duplicate).
+    pub async fn inserted(self) -> Result<Inserted, Error> {
+        self.client.enqueue_new(self.new?).await
+    }
+}
+
+impl<'a> IntoFuture for Enqueue<'a> {
+    type Output = Result<JobId, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { Ok(self.inserted().await?.job.id) })
+    }
+}

@@ -1,0 +1,78 @@
+//! Opening a store from a URL: the only place in the library that names a backend, by URL scheme.
+
+use crate::Error;
+use spooler_core::{Clock, Store, StoreError};
+use std::sync::Arc;
+
+/// How [`connect_with`] opens a store.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// The clock the store reads; the system clock by default.
+    pub clock: Arc<dyn Clock>,
+    /// Apply pending migrations after opening (default true).
+    pub migrate: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(spooler_core::SystemClock),
+            migrate: true,
+        }
+    }
+}
+
+/// Opens and migrates the store a URL names: `sqlite://path`, `sqlite::memory:` or `postgres://…`.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, Error> {
+    connect_with(url, ConnectOptions::default()).await
+}
+
+/// Opens the store a URL names, with options.
+#[cfg_attr(
+    not(all(feature = "sqlite", feature = "postgres")),
+    allow(unreachable_code, unused_variables)
+)]
+pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Arc<dyn Store>, Error> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    let store: Arc<dyn Store> = match scheme {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            let opts = spooler_sqlite::SqliteOptions {
+                clock: options.clock.clone(),
+                ..Default::default()
+            };
+            Arc::new(spooler_sqlite::SqliteStore::open_with(url, opts)?)
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            let opts = spooler_postgres::PgOptions {
+                clock: options.clock.clone(),
+                ..Default::default()
+            };
+            Arc::new(spooler_postgres::PgStore::connect_with(url, opts).await?)
+        }
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => return Err(feature_off("sqlite")),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => return Err(feature_off("postgres")),
+        _ => {
+            return Err(StoreError::UnsupportedUrl {
+                url: spooler_core::error::redact_url(url),
+            }
+            .into());
+        }
+    };
+    if options.migrate {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+fn feature_off(backend: &'static str) -> Error {
+    StoreError::NotSupported {
+        what: "this URL scheme (enable the spooler crate feature of the same name)",
+        backend,
+    }
+    .into()
+}

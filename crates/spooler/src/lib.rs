@@ -1,0 +1,53 @@
+//! spooler: background jobs for Rust — typed jobs, a client to enqueue them and a worker runtime to run them.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use spooler::{Client, Job, JobContext, JobError, Worker};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct SendEmail { to: String }
+//!
+//! impl Job for SendEmail {
+//!     const KIND: &'static str = "send_email";
+//!     async fn run(self, _ctx: JobContext) -> Result<(), JobError> {
+//!         println!("sending to {}", self.to);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), spooler::Error> {
+//! let client = Client::connect("sqlite://jobs.db").await?;
+//! let id = client.enqueue(SendEmail { to: "a@example.com".into() }).await?;
+//! let worker = Worker::builder(client.store()).register::<SendEmail>().queue("default", 10).build()?;
+//! worker.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | feature    | default | what it adds |
+//! |------------|---------|--------------|
+//! | `sqlite`   | yes     | the embedded SQLite store, `sqlite://path` and `sqlite::memory:` URLs |
+//! | `postgres` | no      | the PostgreSQL store, `postgres://` URLs |
+
+mod client;
+mod connect;
+mod error;
+mod job;
+pub mod maintenance;
+mod worker;
+
+pub use client::{Client, Enqueue};
+pub use connect::{ConnectOptions, connect, connect_with};
+pub use error::Error;
+pub use job::{BlockingJob, Handler, Job, JobContext, JobError};
+pub use spooler_core as core;
+pub use spooler_core::{
+    Capabilities, Clock, Inserted, JobId, JobList, JobRow, JobState, NewJob, QueueInfo,
+    RetryPolicy, StateCounts, Store, StoreError, SystemClock, WorkerInfo, format_duration,
+    parse_duration,
+};
+pub use worker::{Retention, Worker, WorkerBuilder, WorkerHandle};
+
+#[cfg(feature = "postgres")]
+pub use spooler_postgres as postgres;
+#[cfg(feature = "sqlite")]
+pub use spooler_sqlite as sqlite;

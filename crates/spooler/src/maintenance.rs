@@ -1,0 +1,202 @@
+//! Maintenance on one elected leader: rescue jobs whose lease lapsed, promote scheduled jobs whose
+//! time has come, and prune finished jobs past their retention.
+
+use crate::Error;
+use crate::worker::Retention;
+use spooler_core::{JobPrune, JobRescue, LeaderElect, Store, clock::add};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, watch};
+
+/// The leadership name maintenance is elected under.
+pub const LEADER_NAME: &str = "maintenance";
+
+/// Maintenance timing; [`MaintenanceConfig::default`] suits most deployments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceConfig {
+    /// How often the leader rescues and promotes, and followers try to become leader (1 s).
+    pub interval: Duration,
+    /// How long leadership lasts without renewal (5 s): a dead leader is replaced within it.
+    pub leader_ttl: Duration,
+    /// How often finished jobs are pruned (30 s).
+    pub prune_interval: Duration,
+    /// How long finished jobs are kept.
+    pub retention: Retention,
+    /// Rows per rescue, promote or prune statement (1,000).
+    pub batch: u32,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            leader_ttl: Duration::from_secs(5),
+            prune_interval: Duration::from_secs(30),
+            retention: Retention::default(),
+            batch: 1000,
+        }
+    }
+}
+
+impl MaintenanceConfig {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let invalid = |key: &str, message: &str| {
+            Err(Error::Config {
+                key: format!("maintenance.{key}"),
+                message: message.to_string(),
+            })
+        };
+        if self.interval.is_zero() {
+            return invalid("interval", "must be greater than zero");
+        }
+        if self.leader_ttl <= self.interval {
+            return invalid("leader_ttl", "must be longer than the interval");
+        }
+        if self.batch == 0 {
+            return invalid("batch", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Whether this process led the pass.
+    pub leader: bool,
+    /// Jobs made available again after their lease lapsed.
+    pub rescued: usize,
+    /// Jobs failed because their lease lapsed on the last attempt.
+    pub rescued_failed: usize,
+    /// Scheduled jobs made available.
+    pub promoted: u64,
+    /// Finished jobs deleted.
+    pub pruned: u64,
+}
+
+/// The maintenance service. `run_once` does one pass (tests call it directly); `run` loops.
+#[derive(Clone)]
+pub struct Maintenance {
+    store: Arc<dyn Store>,
+    config: MaintenanceConfig,
+    holder: String,
+    is_leader: Arc<AtomicBool>,
+    last_prune: Arc<Mutex<Option<tokio::time::Instant>>>,
+}
+
+impl Maintenance {
+    /// A maintenance service for `store`, electing as `holder`.
+    pub fn new(store: Arc<dyn Store>, config: MaintenanceConfig, holder: String) -> Self {
+        Self {
+            store,
+            config,
+            holder,
+            is_leader: Arc::new(AtomicBool::new(false)),
+            last_prune: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Whether this process led the latest pass.
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Relaxed)
+    }
+
+    /// One pass: elect, and if leader rescue, promote, and prune when due.
+    pub async fn run_once(&self) -> Result<MaintenanceReport, Error> {
+        let mut report = MaintenanceReport::default();
+        let elect = LeaderElect {
+            name: LEADER_NAME.to_string(),
+            holder: self.holder.clone(),
+            ttl: self.config.leader_ttl,
+        };
+        let leader = self.store.leader_try_elect(&elect).await?;
+        let was = self.is_leader.swap(leader, Ordering::Relaxed);
+        if leader != was {
+            tracing::info!(holder = %self.holder, leader, "maintenance leadership changed");
+        }
+        if !leader {
+            return Ok(report);
+        }
+        report.leader = true;
+        let rescue = self
+            .store
+            .job_rescue(&JobRescue {
+                limit: self.config.batch,
+            })
+            .await?;
+        report.rescued = rescue.retried.len();
+        report.rescued_failed = rescue.failed.len();
+        if !rescue.retried.is_empty() || !rescue.failed.is_empty() {
+            tracing::warn!(retried = ?rescue.retried, failed = ?rescue.failed, "rescued jobs whose lease expired");
+        }
+        loop {
+            let n = self.store.job_promote(self.config.batch).await?;
+            report.promoted += n;
+            if n < u64::from(self.config.batch) {
+                break;
+            }
+        }
+        let mut last = self.last_prune.lock().await;
+        let due = last.is_none_or(|t| t.elapsed() >= self.config.prune_interval);
+        if due {
+            *last = Some(tokio::time::Instant::now());
+            report.pruned = self.prune().await?;
+        }
+        Ok(report)
+    }
+
+    /// Deletes finished jobs past their retention, in batches.
+    pub async fn prune(&self) -> Result<u64, Error> {
+        let now = self.store.clock().now();
+        let before = |keep: Option<Duration>| {
+            keep.map(|k| {
+                add(now, Duration::ZERO)
+                    - chrono::TimeDelta::from_std(k).unwrap_or(chrono::TimeDelta::MAX)
+            })
+        };
+        let r = &self.config.retention;
+        let prune = JobPrune {
+            completed_before: before(r.completed),
+            failed_before: before(r.failed),
+            cancelled_before: before(r.cancelled),
+            limit: self.config.batch,
+        };
+        let mut total = 0;
+        loop {
+            let n = self.store.job_prune(&prune).await?;
+            total += n;
+            if n < u64::from(self.config.batch) {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Loops [`Maintenance::run_once`] every interval until `stop` turns true.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.run_once().await {
+                tracing::warn!(store = %self.store.describe(), error = %e, "maintenance pass failed");
+            }
+        }
+    }
+
+    /// Gives up leadership so another process takes over at once.
+    pub async fn resign(&self) {
+        if self.is_leader.swap(false, Ordering::Relaxed)
+            && let Err(e) = self.store.leader_resign(LEADER_NAME, &self.holder).await
+        {
+            tracing::warn!(error = %e, "could not resign maintenance leadership");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The completer: collects finished attempts from every executor and writes them many per store
+//! call, so a burst of completions costs one transaction.
+
+use spooler_core::{JobFinish, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most outcomes written in one call.
+const MAX_BATCH: usize = 1000;
+
+enum Message {
+    Finish(JobFinish),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Sends outcomes to the completer task.
+pub(crate) struct CompleterHandle {
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+impl CompleterHandle {
+    /// Starts the completer task. A write that keeps failing is retried for up to `give_up_after`
+    /// (the lease: after that the job is rescued and runs again anyway).
+    pub(crate) fn start(store: Arc<dyn Store>, give_up_after: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, rx, give_up_after));
+        Self { tx }
+    }
+
+    pub(crate) fn send(&self, finish: JobFinish) {
+        if self.tx.send(Message::Finish(finish)).is_err() {
+            tracing::error!(
+                "completer stopped: an outcome was not recorded; the job will be rescued when its lease expires"
+            );
+        }
+    }
+
+    /// Waits until everything sent before this call is written.
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    give_up_after: Duration,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Finish(f) => batch.push(f),
+                Message::Flush(ack) => flushes.push(ack),
+            }
+            next = if batch.len() < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !batch.is_empty() {
+            write(&*store, &batch, give_up_after).await;
+            batch.clear();
+        }
+        for ack in flushes.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+async fn write(store: &dyn Store, batch: &[JobFinish], give_up_after: Duration) {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match store.job_finish_many(batch).await {
+            Ok(acks) => {
+                for (finish, accepted) in batch.iter().zip(acks) {
+                    if !accepted {
+                        metrics::counter!("spooler_jobs_rejected_total").increment(1);
+                        tracing::warn!(
+                            job = finish.lease.id,
+                            attempt = finish.lease.attempt,
+                            "result rejected: the lease was lost and the job is another worker's now"
+                        );
+                    }
+                }
+                return;
+            }
+            Err(e) if started.elapsed() + pause < give_up_after => {
+                tracing::warn!(store = %store.describe(), error = %e, jobs = batch.len(), "recording outcomes failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::error!(
+                    store = %store.describe(),
+                    error = %e,
+                    jobs = batch.len(),
+                    "recording outcomes failed; giving up: these jobs run again once their leases expire"
+                );
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Runs one claimed job: its handler under the timeout, a panic caught as a failure, stopped from
+//! outside on cancel, lost lease or shutdown; the outcome goes to the completer.
+
+use super::{Abort, QueueSlots, RunningJob, Shared};
+use crate::job::{JobContext, JobError};
+use futures::FutureExt;
+use spooler_core::{JobFinish, JobRow, Outcome, clock::add, format_duration};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// How a run ended, before it is mapped to a stored outcome.
+enum RunEnd {
+    Returned(Result<Option<serde_json::Value>, JobError>),
+    Panicked(String),
+    TimedOut(std::time::Duration),
+    Aborted(Abort),
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<QueueSlots>, job: JobRow) {
+    let job = Arc::new(job);
+    let lease = job.lease();
+    let (abort_tx, abort_rx) = oneshot::channel();
+    shared.running.lock().expect("running lock").insert(
+        job.id,
+        RunningJob {
+            lease,
+            abort: Some(abort_tx),
+        },
+    );
+    let ctx = JobContext::new(job.clone(), shared.id.clone());
+    let started = Instant::now();
+    let end = match shared.handlers.get(&job.kind).cloned() {
+        None => RunEnd::Returned(Err(JobError::Retry(format!(
+            "worker {} has no handler for kind {}",
+            shared.id, job.kind
+        )))),
+        Some(handler) => {
+            let timeout = job.timeout.or(shared.settings.default_timeout);
+            let args = job.args.clone();
+            let handler_ctx = ctx.clone();
+            let work = async move {
+                if handler.is_blocking() {
+                    let rt = tokio::runtime::Handle::current();
+                    match tokio::task::spawn_blocking(move || {
+                        rt.block_on(handler.run(args, handler_ctx))
+                    })
+                    .await
+                    {
+                        Ok(result) => RunEnd::Returned(result),
+                        Err(e) if e.is_panic() => RunEnd::Panicked(panic_message(e.into_panic())),
+                        Err(e) => RunEnd::Panicked(e.to_string()),
+                    }
+                } else {
+                    match AssertUnwindSafe(handler.run(args, handler_ctx))
+                        .catch_unwind()
+                        .await
+                    {
+                        Ok(result) => RunEnd::Returned(result),
+                        Err(payload) => RunEnd::Panicked(panic_message(payload)),
+                    }
+                }
+            };
+            let timed = async move {
+                match timeout {
+                    Some(t) => tokio::time::timeout(t, work)
+                        .await
+                        .unwrap_or(RunEnd::TimedOut(t)),
+                    None => work.await,
+                }
+            };
+            let aborted = async move {
+                match abort_rx.await {
+                    Ok(why) => why,
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                end = timed => end,
+                why = aborted => RunEnd::Aborted(why),
+            }
+        }
+    };
+    ctx.cancel();
+    let elapsed = started.elapsed();
+    shared.running.lock().expect("running lock").remove(&job.id);
+
+    let now = shared.store.clock().now();
+    let retry_or_fail = |error: String| {
+        if job.attempt >= job.max_attempts {
+            Outcome::Failed { error }
+        } else {
+            let policy = shared.settings.retry_policy(&job.queue, &job.kind);
+            Outcome::Retry {
+                error,
+                at: add(now, policy.delay(job.attempt)),
+            }
+        }
+    };
+    let outcome = match end {
+        RunEnd::Returned(Ok(result)) => Some(Outcome::Completed { result }),
+        RunEnd::Returned(Err(JobError::Retry(message))) => Some(retry_or_fail(message)),
+        RunEnd::Returned(Err(JobError::Fail(message))) => Some(Outcome::Failed { error: message }),
+        RunEnd::Returned(Err(JobError::Cancel(reason))) => Some(Outcome::Cancelled { reason }),
+        RunEnd::Returned(Err(JobError::Snooze(d))) => Some(Outcome::Snoozed { until: add(now, d) }),
+        RunEnd::Panicked(message) => Some(retry_or_fail(format!("panicked: {message}"))),
+        RunEnd::TimedOut(t) => Some(retry_or_fail(format!(
+            "timed out after {}",
+            format_duration(t)
+        ))),
+        RunEnd::Aborted(Abort::CancelRequested) => Some(Outcome::Cancelled {
+            reason: "cancellation requested".into(),
+        }),
+        RunEnd::Aborted(Abort::Shutdown) => Some(Outcome::Released),
+        RunEnd::Aborted(Abort::LeaseLost) => None,
+    };
+    match &outcome {
+        Some(o) => {
+            let label = outcome_label(o);
+            metrics::counter!(
+                "spooler_jobs_finished_total",
+                "queue" => job.queue.clone(),
+                "kind" => job.kind.clone(),
+                "outcome" => label
+            )
+            .increment(1);
+            metrics::histogram!(
+                "spooler_job_run_seconds",
+                "queue" => job.queue.clone(),
+                "kind" => job.kind.clone()
+            )
+            .record(elapsed.as_secs_f64());
+            if let Outcome::Retry { error, .. } | Outcome::Failed { error } = o {
+                tracing::warn!(job = job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job {label}");
+            }
+        }
+        None => tracing::warn!(
+            job = job.id,
+            attempt = job.attempt,
+            "lease lost: another worker owns the job now; this run's result is dropped"
+        ),
+    }
+    if let Some(outcome) = outcome {
+        shared.completer.send(JobFinish { lease, outcome });
+    }
+    slots.running.fetch_sub(1, Ordering::AcqRel);
+    slots.freed.notify_one();
+    shared.idle.notify_waiters();
+}
+
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Completed { .. } => "completed",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Cancelled { .. } => "cancelled",
+        Outcome::Snoozed { .. } => "snoozed",
+        Outcome::Released => "released",
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}

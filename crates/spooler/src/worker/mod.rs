@@ -1,0 +1,500 @@
+//! The worker: registers handlers, runs a producer per queue, executes claimed jobs, batches their
+//! outcomes, renews leases, and (on the elected leader) runs maintenance. Shutdown is graceful.
+
+mod completer;
+mod executor;
+mod heartbeat;
+mod producer;
+
+use crate::Error;
+use crate::job::{BlockingHandler, BlockingJob, Handler, Job, TypedHandler};
+use crate::maintenance::{Maintenance, MaintenanceConfig};
+use spooler_core::{JobId, LeaseRef, RetryPolicy, Store};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot, watch};
+
+/// How long finished jobs are kept before maintenance deletes them; `None` keeps them forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// `completed` jobs (24 h by default).
+    pub completed: Option<Duration>,
+    /// `failed` jobs (7 days by default).
+    pub failed: Option<Duration>,
+    /// `cancelled` jobs (7 days by default).
+    pub cancelled: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            completed: Some(Duration::from_secs(24 * 3600)),
+            failed: Some(Duration::from_secs(7 * 24 * 3600)),
+            cancelled: Some(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
+/// Why a running job is being stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Abort {
+    /// Cancellation was requested: record it `cancelled`.
+    CancelRequested,
+    /// The lease is no longer held: record nothing, someone else owns the job now.
+    LeaseLost,
+    /// The worker is stopping and the grace period ran out: give the job back.
+    Shutdown,
+}
+
+pub(crate) struct RunningJob {
+    pub(crate) lease: LeaseRef,
+    pub(crate) abort: Option<oneshot::Sender<Abort>>,
+}
+
+/// Per-queue slot accounting shared by the producer and the executors.
+pub(crate) struct QueueSlots {
+    pub(crate) name: String,
+    pub(crate) concurrency: u32,
+    pub(crate) running: AtomicU32,
+    pub(crate) freed: Notify,
+}
+
+pub(crate) struct Settings {
+    pub(crate) lease: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) poll_interval: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) max_claim: u32,
+    pub(crate) retry_default: RetryPolicy,
+    pub(crate) retry_by_queue: HashMap<String, RetryPolicy>,
+    pub(crate) retry_by_kind: HashMap<String, RetryPolicy>,
+}
+
+impl Settings {
+    pub(crate) fn retry_policy(&self, queue: &str, kind: &str) -> &RetryPolicy {
+        self.retry_by_kind
+            .get(kind)
+            .or_else(|| self.retry_by_queue.get(queue))
+            .unwrap_or(&self.retry_default)
+    }
+}
+
+/// State shared by the worker's tasks.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) id: Arc<str>,
+    pub(crate) handlers: HashMap<String, Arc<dyn Handler>>,
+    pub(crate) kinds: Vec<String>,
+    pub(crate) queues: BTreeMap<String, u32>,
+    pub(crate) settings: Settings,
+    pub(crate) running: Mutex<HashMap<JobId, RunningJob>>,
+    pub(crate) idle: Notify,
+    pub(crate) completer: completer::CompleterHandle,
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Shared {
+    pub(crate) fn running_count(&self) -> usize {
+        self.running.lock().expect("running lock").len()
+    }
+
+    /// Stops running jobs from outside; returns how many were told.
+    pub(crate) fn abort(&self, ids: &[JobId], why: Abort) -> usize {
+        let mut running = self.running.lock().expect("running lock");
+        let mut told = 0;
+        for id in ids {
+            if let Some(tx) = running.get_mut(id).and_then(|r| r.abort.take()) {
+                told += usize::from(tx.send(why).is_ok());
+            }
+        }
+        told
+    }
+}
+
+/// Builds a [`Worker`]; every setting has a default and is checked by [`WorkerBuilder::build`].
+pub struct WorkerBuilder {
+    store: Arc<dyn Store>,
+    handlers: HashMap<String, Arc<dyn Handler>>,
+    queues: BTreeMap<String, u32>,
+    lease: Duration,
+    heartbeat: Option<Duration>,
+    poll_interval: Duration,
+    grace: Duration,
+    default_timeout: Option<Duration>,
+    max_claim: u32,
+    retry_default: RetryPolicy,
+    retry_by_queue: HashMap<String, RetryPolicy>,
+    retry_by_kind: HashMap<String, RetryPolicy>,
+    maintenance: bool,
+    maintenance_config: MaintenanceConfig,
+    id: Option<String>,
+}
+
+impl WorkerBuilder {
+    /// Runs jobs of `J::KIND` with `J::run`.
+    pub fn register<J: Job>(self) -> Self {
+        self.handler(J::KIND, Arc::new(TypedHandler::<J>::new()))
+    }
+
+    /// Runs jobs of `J::KIND` with `J::run` on the blocking thread pool.
+    pub fn register_blocking<J: BlockingJob>(self) -> Self {
+        self.handler(J::KIND, Arc::new(BlockingHandler::<J>::new()))
+    }
+
+    /// Runs jobs of `kind` with a dynamic handler.
+    pub fn handler(mut self, kind: &str, handler: Arc<dyn Handler>) -> Self {
+        self.handlers.insert(kind.to_string(), handler);
+        self
+    }
+
+    /// Works `queue` with up to `concurrency` jobs at once. Without any, the worker works
+    /// `"default"` with 10.
+    pub fn queue(mut self, queue: &str, concurrency: u32) -> Self {
+        self.queues.insert(queue.to_string(), concurrency);
+        self
+    }
+
+    /// How long a claim lasts without renewal (30 s by default). A dead worker's jobs run again
+    /// about this long after it died; heartbeats renew it every third of it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How often leases are renewed (a third of the lease by default).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every);
+        self
+    }
+
+    /// How often an idle queue is polled for jobs nobody woke it for (1 s by default).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// How long running jobs may take to finish after shutdown starts (10 s by default); the
+    /// rest are released for another worker.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Timeout of an attempt whose job sets none (none by default).
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Most jobs one claim takes (100 by default).
+    pub fn max_claim(mut self, n: u32) -> Self {
+        self.max_claim = n;
+        self
+    }
+
+    /// The retry policy of every job unless its queue or kind has one.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_default = policy;
+        self
+    }
+
+    /// The retry policy of jobs in `queue`.
+    pub fn queue_retry_policy(mut self, queue: &str, policy: RetryPolicy) -> Self {
+        self.retry_by_queue.insert(queue.to_string(), policy);
+        self
+    }
+
+    /// The retry policy of jobs of `kind` (wins over the queue's).
+    pub fn kind_retry_policy(mut self, kind: &str, policy: RetryPolicy) -> Self {
+        self.retry_by_kind.insert(kind.to_string(), policy);
+        self
+    }
+
+    /// Whether this worker takes part in maintenance (rescue, promotion, pruning) when elected
+    /// leader; on by default.
+    pub fn maintenance(mut self, on: bool) -> Self {
+        self.maintenance = on;
+        self
+    }
+
+    /// How long finished jobs are kept.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.maintenance_config.retention = retention;
+        self
+    }
+
+    /// Maintenance timing (interval, leader ttl, batch sizes).
+    pub fn maintenance_config(mut self, config: MaintenanceConfig) -> Self {
+        self.maintenance_config = config;
+        self
+    }
+
+    /// A fixed worker id (by default host-pid-random).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Checks the settings and makes the worker.
+    pub fn build(mut self) -> Result<Worker, Error> {
+        let invalid = |key: &str, message: &str| {
+            Err(Error::Config {
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if self.handlers.is_empty() {
+            return invalid(
+                "handlers",
+                "no job kinds registered (call register::<YourJob>() or handler(kind, ..))",
+            );
+        }
+        if self.queues.is_empty() {
+            self.queues
+                .insert(spooler_core::DEFAULT_QUEUE.to_string(), 10);
+        }
+        if let Some((q, _)) = self.queues.iter().find(|(_, c)| **c == 0) {
+            return invalid(&format!("queues.{q}.concurrency"), "must be at least 1");
+        }
+        if self.lease < Duration::from_millis(100) {
+            return invalid("lease", "must be at least 100ms");
+        }
+        let heartbeat = self.heartbeat.unwrap_or(self.lease / 3);
+        if heartbeat >= self.lease {
+            return invalid("heartbeat", "must be shorter than the lease");
+        }
+        if self.poll_interval.is_zero() {
+            return invalid("poll_interval", "must be greater than zero");
+        }
+        if self.max_claim == 0 {
+            return invalid("max_claim", "must be at least 1");
+        }
+        self.maintenance_config.validate()?;
+        let id = self.id.unwrap_or_else(default_worker_id);
+        let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
+        kinds.sort();
+        let store = self.store.clone();
+        let completer = completer::CompleterHandle::start(store.clone(), self.lease);
+        let shared = Arc::new(Shared {
+            started_at: store.clock().now(),
+            store,
+            id: id.into(),
+            handlers: self.handlers,
+            kinds,
+            queues: self.queues,
+            settings: Settings {
+                lease: self.lease,
+                heartbeat,
+                poll_interval: self.poll_interval,
+                grace: self.grace,
+                default_timeout: self.default_timeout,
+                max_claim: self.max_claim,
+                retry_default: self.retry_default,
+                retry_by_queue: self.retry_by_queue,
+                retry_by_kind: self.retry_by_kind,
+            },
+            running: Mutex::new(HashMap::new()),
+            idle: Notify::new(),
+            completer,
+        });
+        Ok(Worker {
+            shared,
+            maintenance: self.maintenance.then_some(self.maintenance_config),
+        })
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = hostname();
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+pub(crate) fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Runs jobs. Build one with [`Worker::builder`], then [`Worker::run_until`] or [`Worker::start`].
+pub struct Worker {
+    shared: Arc<Shared>,
+    maintenance: Option<MaintenanceConfig>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.shared.id)
+            .field("queues", &self.shared.queues)
+            .field("kinds", &self.shared.kinds)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Starts building a worker over `store`.
+    pub fn builder(store: Arc<dyn Store>) -> WorkerBuilder {
+        WorkerBuilder {
+            store,
+            handlers: HashMap::new(),
+            queues: BTreeMap::new(),
+            lease: Duration::from_secs(30),
+            heartbeat: None,
+            poll_interval: Duration::from_secs(1),
+            grace: Duration::from_secs(10),
+            default_timeout: None,
+            max_claim: 100,
+            retry_default: RetryPolicy::default(),
+            retry_by_queue: HashMap::new(),
+            retry_by_kind: HashMap::new(),
+            maintenance: true,
+            maintenance_config: MaintenanceConfig::default(),
+            id: None,
+        }
+    }
+
+    /// This worker's id, as recorded on the jobs it runs.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Runs until `shutdown` completes, then stops gracefully: no new claims; running jobs get the
+    /// grace period to finish; the rest are released so another worker takes them at once;
+    /// buffered outcomes are written before this returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let shared = self.shared;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (queue, concurrency) in &shared.queues {
+            let slots = Arc::new(QueueSlots {
+                name: queue.clone(),
+                concurrency: *concurrency,
+                running: AtomicU32::new(0),
+                freed: Notify::new(),
+            });
+            tasks.spawn(producer::run(shared.clone(), slots, stop_rx.clone()));
+        }
+        tasks.spawn(heartbeat::run(shared.clone(), stop_rx.clone()));
+        let maintenance = self.maintenance.map(|config| {
+            let m = Maintenance::new(shared.store.clone(), config, shared.id.to_string());
+            let handle = m.clone();
+            let stop = stop_rx.clone();
+            (handle, tokio::spawn(async move { m.run(stop).await }))
+        });
+        tracing::info!(
+            worker = %shared.id,
+            store = %shared.store.describe(),
+            queues = ?shared.queues,
+            kinds = ?shared.kinds,
+            "worker started"
+        );
+
+        shutdown.await;
+        tracing::info!(worker = %shared.id, running = shared.running_count(), "worker stopping");
+        let _ = stop_tx.send(true);
+        // Producers stop claiming; running jobs get the grace period.
+        let deadline = tokio::time::Instant::now() + shared.settings.grace;
+        loop {
+            let idle = shared.idle.notified();
+            if shared.running_count() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break;
+            }
+        }
+        let left: Vec<JobId> = shared
+            .running
+            .lock()
+            .expect("running lock")
+            .keys()
+            .copied()
+            .collect();
+        if !left.is_empty() {
+            tracing::warn!(
+                worker = %shared.id,
+                jobs = ?left,
+                "grace period over: releasing running jobs for another worker"
+            );
+            shared.abort(&left, Abort::Shutdown);
+            let release_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while shared.running_count() > 0 {
+                let idle = shared.idle.notified();
+                if shared.running_count() == 0
+                    || tokio::time::timeout_at(release_deadline, idle)
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        shared.completer.flush().await;
+        if let Some((m, task)) = maintenance {
+            let _ = task.await;
+            m.resign().await;
+        }
+        if let Err(e) = shared.store.worker_remove(&shared.id).await {
+            tracing::warn!(worker = %shared.id, error = %e, "could not remove the worker record");
+        }
+        tracing::info!(worker = %shared.id, "worker stopped");
+        Ok(())
+    }
+
+    /// Starts the worker on the runtime and returns a handle that stops it.
+    pub fn start(self) -> WorkerHandle {
+        let (tx, rx) = oneshot::channel::<()>();
+        let id = self.shared.id.to_string();
+        let task = tokio::spawn(self.run_until(async move {
+            let _ = rx.await;
+        }));
+        WorkerHandle {
+            id,
+            stop: Some(tx),
+            task,
+        }
+    }
+}
+
+/// A started worker; [`WorkerHandle::shutdown`] stops it gracefully.
+pub struct WorkerHandle {
+    id: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl WorkerHandle {
+    /// The worker's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Stops the worker gracefully and waits until it has.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Config {
+                key: "worker".into(),
+                message: format!("worker task ended abnormally: {e}"),
+            }),
+        }
+    }
+}
