@@ -1,0 +1,401 @@
+//! The HTTP API's routes and handlers: jobs, queues, schedules, workers, health, metrics, docs.
+
+use crate::auth::{log_request, require_token};
+use crate::error::ApiError;
+use crate::extract::{JobIdPath, JsonBody, NamePath, Params};
+use crate::metrics::oldest_age_seconds;
+use crate::state::AppState;
+use crate::wire::{JobWire, parse_enqueue};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use spooler::{JobList, JobState, QueueInfo, StateCounts, parse_duration};
+use std::time::Duration;
+
+type Routes = Vec<(Method, &'static str, MethodRouter<AppState>)>;
+
+/// The `/v1` routes: they need the token when one is configured.
+fn v1_routes() -> Routes {
+    vec![
+        (Method::POST, "/v1/jobs", post(enqueue)),
+        (Method::GET, "/v1/jobs", get(list_jobs)),
+        (Method::POST, "/v1/jobs/batch", post(enqueue_batch)),
+        (Method::GET, "/v1/jobs/{id}", get(get_job)),
+        (Method::DELETE, "/v1/jobs/{id}", delete(delete_job)),
+        (Method::POST, "/v1/jobs/{id}/cancel", post(cancel_job)),
+        (Method::POST, "/v1/jobs/{id}/retry", post(retry_job)),
+        (Method::GET, "/v1/queues", get(list_queues)),
+        (Method::POST, "/v1/queues/{name}/pause", post(pause_queue)),
+        (Method::POST, "/v1/queues/{name}/resume", post(resume_queue)),
+        (Method::GET, "/v1/schedules", get(list_schedules)),
+        (Method::GET, "/v1/workers", get(list_workers)),
+    ]
+}
+
+/// Routes open to anyone who can reach the listener: probes, scrapes, docs and the dashboard
+/// (whose page asks for the token before calling `/v1`).
+fn open_routes() -> Routes {
+    vec![
+        (Method::GET, "/", get(dashboard)),
+        (Method::GET, "/healthz", get(healthz)),
+        (Method::GET, "/metrics", get(metrics)),
+        (Method::GET, "/openapi.json", get(openapi)),
+    ]
+}
+
+/// Every (method, path) the router serves, in axum's path syntax (`/v1/jobs/{id}`), which is also
+/// OpenAPI's. The router is built from the same table, so this list cannot drift from it.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    v1_routes()
+        .into_iter()
+        .chain(open_routes())
+        .map(|(m, p, _)| (m, p))
+        .collect()
+}
+
+/// The API as an axum router, ready to serve or to nest in another app. Unknown paths and methods
+/// are answered with JSON errors; every request is logged; bodies are limited to
+/// [`ServerOptions::body_limit`](crate::ServerOptions::body_limit).
+pub fn router(state: AppState) -> Router {
+    let mut v1 = Router::new();
+    for (_, path, route) in v1_routes() {
+        v1 = v1.route(path, route);
+    }
+    let v1 = v1.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
+    let mut open = Router::new();
+    for (_, path, route) in open_routes() {
+        open = open.route(path, route);
+    }
+    let body_limit = state.inner.options.body_limit;
+    open.merge(v1)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {method} {} (see /openapi.json)",
+        uri.path()
+    ))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {} (see /openapi.json)",
+            uri.path()
+        ),
+    )
+}
+
+fn job_response(status: StatusCode, wire: JobWire<'_>) -> Response {
+    (status, Json(wire)).into_response()
+}
+
+/// `POST /v1/jobs`: 201 with the new job; 200 with the existing one (and `"duplicate": true`)
+/// when `unique_key` matched an unfinished job.
+async fn enqueue(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let now = state.inner.store.clock().now();
+    let job = parse_enqueue(&body, "", |q| state.defaults(q), now)?;
+    let inserted = state.inner.client.enqueue_new(job).await?;
+    let status = if inserted.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(job_response(
+        status,
+        JobWire::inserted(&inserted.job, inserted.duplicate),
+    ))
+}
+
+/// `POST /v1/jobs/batch` with `{"jobs": [...]}`: all inserted in one transaction, or none.
+async fn enqueue_batch(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let limit = state.inner.options.batch_limit;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::invalid(
+            "jobs",
+            "request body must be an object like {\"jobs\": [{\"kind\": \"noop\"}]}",
+        ));
+    };
+    if let Some(key) = obj.keys().find(|k| k.as_str() != "jobs") {
+        return Err(ApiError::invalid(
+            key.clone(),
+            format!("unknown field \"{key}\" (accepted: jobs)"),
+        ));
+    }
+    let items = match obj.get("jobs") {
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "jobs",
+                format!(
+                    "jobs must be an array, not {}",
+                    crate::wire::type_name(other)
+                ),
+            ));
+        }
+        None => return Err(ApiError::invalid("jobs", "jobs is required")),
+    };
+    if items.len() > limit {
+        return Err(ApiError::too_large(format!(
+            "a batch holds at most {limit} jobs; this one has {} (split it)",
+            items.len()
+        ))
+        .field("jobs")
+        .with("limit", limit.into()));
+    }
+    let now = state.inner.store.clock().now();
+    let jobs = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_enqueue(item, &format!("jobs[{i}]."), |q| state.defaults(q), now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inserted = state.inner.client.enqueue_many(jobs).await?;
+    let wires: Vec<JobWire<'_>> = inserted
+        .iter()
+        .map(|i| JobWire::inserted(&i.job, i.duplicate))
+        .collect();
+    Ok((StatusCode::CREATED, Json(json!({ "jobs": wires }))).into_response())
+}
+
+/// `GET /v1/jobs/{id}[?wait=30s]`: with `wait`, answers as soon as the job is finished, or with
+/// the job as it is when the wait (capped at `max_wait`) ends.
+async fn get_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+    params: Params,
+) -> Result<Response, ApiError> {
+    params.only(&["wait"])?;
+    let wait = match params.get("wait") {
+        Some(text) => parse_duration(text)
+            .map_err(|e| ApiError::bad_param("wait", format!("wait: {e}")))?
+            .min(state.inner.options.max_wait),
+        None => Duration::ZERO,
+    };
+    let store = &state.inner.store;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let job = store
+            .job_get(id)
+            .await?
+            .ok_or_else(|| ApiError::from(spooler::StoreError::JobNotFound { id }))?;
+        let now = tokio::time::Instant::now();
+        if job.state.is_finished() || now >= deadline {
+            return Ok(job_response(StatusCode::OK, JobWire::new(&job)));
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// `GET /v1/jobs?queue=&state=&kind=&limit=&cursor=`: newest first; `next_cursor` fetches the
+/// next page, `null` on the last.
+async fn list_jobs(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    params.only(&["queue", "state", "kind", "limit", "cursor"])?;
+    let job_state = params
+        .get("state")
+        .map(|s| {
+            s.parse::<JobState>().map_err(|e| {
+                ApiError::bad_param("state", e).with(
+                    "valid",
+                    json!(JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
+                )
+            })
+        })
+        .transpose()?;
+    let limit = match params.get("limit") {
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_param(
+                    "limit",
+                    format!("limit must be an integer from 1 to 1000, not \"{text}\""),
+                ));
+            }
+        },
+        None => 100,
+    };
+    let before_id = params
+        .get("cursor")
+        .map(|c| {
+            c.parse::<i64>().map_err(|_| {
+                ApiError::bad_param(
+                    "cursor",
+                    format!("invalid cursor \"{c}\" (use the next_cursor of the previous page)"),
+                )
+            })
+        })
+        .transpose()?;
+    let list = JobList {
+        queue: params.get("queue").map(str::to_string),
+        state: job_state,
+        kind: params.get("kind").map(str::to_string),
+        limit,
+        before_id,
+    };
+    let jobs = state.inner.store.job_list(&list).await?;
+    let next_cursor = (jobs.len() as u32 == limit)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
+    let wires: Vec<JobWire<'_>> = jobs.iter().map(JobWire::new).collect();
+    Ok(Json(json!({ "jobs": wires, "next_cursor": next_cursor })).into_response())
+}
+
+async fn cancel_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> Result<Response, ApiError> {
+    let job = state.inner.store.job_cancel(id).await?;
+    Ok(job_response(StatusCode::OK, JobWire::new(&job)))
+}
+
+async fn retry_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> Result<Response, ApiError> {
+    let job = state.inner.store.job_retry(id).await?;
+    Ok(job_response(StatusCode::OK, JobWire::new(&job)))
+}
+
+async fn delete_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> Result<Response, ApiError> {
+    let job = state.inner.store.job_delete(id).await?;
+    Ok(job_response(StatusCode::OK, JobWire::new(&job)))
+}
+
+/// The queues the store knows, plus configured queues that hold no jobs yet.
+async fn queues_with_configured(state: &AppState) -> Result<Vec<QueueInfo>, ApiError> {
+    let mut queues = state.inner.store.queue_list().await?;
+    for name in state.inner.options.queues.keys() {
+        if !queues.iter().any(|q| &q.name == name) {
+            queues.push(QueueInfo {
+                name: name.clone(),
+                paused: false,
+                counts: StateCounts::default(),
+                oldest_available_at: None,
+            });
+        }
+    }
+    queues.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(queues)
+}
+
+/// `GET /v1/queues`.
+async fn list_queues(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let queues = queues_with_configured(&state).await?;
+    let now = state.inner.store.clock().now();
+    let list: Vec<Value> = queues
+        .iter()
+        .map(|q| {
+            json!({
+                "name": q.name,
+                "paused": q.paused,
+                "counts": q.counts,
+                "oldest_available_at": q.oldest_available_at,
+                "oldest_available_age_s": oldest_age_seconds(q, now),
+                "configured": state.inner.options.queues.contains_key(&q.name),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "queues": list })).into_response())
+}
+
+async fn pause_queue(
+    State(state): State<AppState>,
+    NamePath(name): NamePath,
+) -> Result<Response, ApiError> {
+    state.inner.store.queue_pause(&name).await?;
+    Ok(Json(json!({ "name": name, "paused": true })).into_response())
+}
+
+async fn resume_queue(
+    State(state): State<AppState>,
+    NamePath(name): NamePath,
+) -> Result<Response, ApiError> {
+    state.inner.store.queue_resume(&name).await?;
+    Ok(Json(json!({ "name": name, "paused": false })).into_response())
+}
+
+/// `GET /v1/schedules`: always `{"schedules": []}` in this version: cron schedules are not
+/// implemented yet (a config with `[[schedules]]` is rejected with "not supported yet").
+async fn list_schedules() -> Response {
+    Json(json!({ "schedules": [] })).into_response()
+}
+
+/// `GET /v1/workers`: workers that sent a heartbeat in the last minute.
+async fn list_workers(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let since = state.inner.store.clock().now() - chrono::TimeDelta::seconds(60);
+    let workers = state.inner.store.worker_list(since).await?;
+    Ok(Json(json!({ "workers": workers })).into_response())
+}
+
+/// `GET /healthz`: 200 when the store answers within 2 s, else 503.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let store = &state.inner.store;
+    let probe = tokio::time::timeout(Duration::from_secs(2), store.job_get(0)).await;
+    let (status, body) = match probe {
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            json!({"status": "ok", "store": store.backend()}),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "health check: store error");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "unavailable", "store": store.backend(), "error": format!("store error: {e}")}),
+            )
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable", "store": store.backend(), "error": "store did not answer within 2s"}),
+        ),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus exposition text.
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let queues = queues_with_configured(&state).await?;
+    let now = state.inner.store.clock().now();
+    let text = crate::metrics::render(state.inner.metrics.as_ref(), &queues, now);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(crate::dashboard::PAGE)
+}

@@ -1,0 +1,89 @@
+//! Bearer-token auth for `/v1` (compared in constant time) and the request log line.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::time::Instant;
+
+/// True when `a == b`, in time that depends only on the lengths, not on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Rejects `/v1` calls without the configured bearer token.
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = state.inner.options.token.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match given {
+        None => ApiError::unauthorized(
+            "missing token: this server needs \"Authorization: Bearer <token>\" on /v1 calls",
+        )
+        .into_response(),
+        Some(value) => {
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .map(str::trim);
+            match token {
+                Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => {
+                    next.run(request).await
+                }
+                Some(_) => ApiError::unauthorized("wrong token").into_response(),
+                None => {
+                    ApiError::unauthorized("the Authorization header must be \"Bearer <token>\"")
+                        .into_response()
+                }
+            }
+        }
+    }
+}
+
+/// Logs one line per request: method, path, status and duration.
+pub(crate) async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(target: "spooler_server::request", %method, %path, status, ms, "request");
+    } else {
+        tracing::info!(target: "spooler_server::request", %method, %path, status, ms, "request");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn equal_only_when_equal() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"secret", b""));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

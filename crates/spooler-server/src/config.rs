@@ -1,0 +1,527 @@
+//! The config file (`spooler.toml`): store, listen, token, logs, queues, allowed commands, retention.
+//!
+//! Unknown keys are errors, and every error names the file, the line and the key:
+//! `spooler.toml, line 7, key queues.deliver.concurency: unknown field ...`.
+//!
+//! Keys that belong to features not built yet — `on_failure` / `on_success` routes, `rate_limit`
+//! and `[[schedules]]` — are rejected with "not supported yet" rather than silently ignored.
+
+use serde::Deserialize;
+use spooler::{Retention, RetryPolicy, parse_duration};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Concurrency of a queue whose config does not say.
+pub const DEFAULT_CONCURRENCY: u32 = 10;
+
+/// A config file, read and checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// The file it came from (none for the built-in defaults).
+    pub path: Option<PathBuf>,
+    /// Store URL (`store`).
+    pub store: Option<String>,
+    /// Listen address (`listen`).
+    pub listen: Option<String>,
+    /// API token (`token`).
+    pub token: Option<String>,
+    /// `pretty`, `json` or `auto` (`log_format`).
+    pub log_format: Option<String>,
+    /// A `RUST_LOG`-style filter (`log_level`).
+    pub log_level: Option<String>,
+    /// Largest request body in bytes (`body_limit`).
+    pub body_limit: Option<usize>,
+    /// Most jobs per batch enqueue (`batch_limit`).
+    pub batch_limit: Option<usize>,
+    /// The `[queues.NAME]` tables.
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// Programs the `command` kind may run (`[commands] allow`).
+    pub commands_allow: Vec<String>,
+    /// How long finished jobs are kept (`[retention]`).
+    pub retention: Retention,
+    /// Worker timings (`[worker]`).
+    pub worker: WorkerConfig,
+}
+
+/// One `[queues.NAME]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    /// Jobs run at once from this queue (10 by default).
+    pub concurrency: u32,
+    /// Attempts allowed for jobs enqueued through the API without `max_attempts`.
+    pub max_attempts: Option<i32>,
+    /// The retry policy (`backoff = "1s"` fixed, or `"exponential"`, the default).
+    pub backoff: Option<RetryPolicy>,
+    /// Per-attempt timeout for jobs enqueued without one.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_CONCURRENCY,
+            max_attempts: None,
+            backoff: None,
+            timeout: None,
+        }
+    }
+}
+
+/// The `[worker]` table: timings of the worker that `serve` and `worker` run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerConfig {
+    /// Lease length (`lease`, 30 s by default).
+    pub lease: Option<Duration>,
+    /// Poll interval of idle queues (`poll`, 1 s by default).
+    pub poll: Option<Duration>,
+    /// Grace period at shutdown (`grace`, 10 s by default).
+    pub grace: Option<Duration>,
+}
+
+/// A config that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key is unknown, has the wrong type or an invalid value.
+    #[error("{path}, line {line}, key {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// The key, dotted from the root: `queues.deliver.backoff`.
+        key: String,
+        /// What is wrong and, when known, the fix.
+        message: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: Option<String>,
+    listen: Option<String>,
+    token: Option<String>,
+    log_format: Option<Spanned<String>>,
+    log_level: Option<String>,
+    body_limit: Option<Spanned<i64>>,
+    batch_limit: Option<Spanned<i64>>,
+    #[serde(default)]
+    queues: BTreeMap<String, Spanned<RawQueue>>,
+    #[serde(default)]
+    commands: RawCommands,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
+    worker: RawWorker,
+    schedules: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    concurrency: Option<Spanned<i64>>,
+    max_attempts: Option<Spanned<i64>>,
+    backoff: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    on_failure: Option<Spanned<toml::Value>>,
+    on_success: Option<Spanned<toml::Value>>,
+    rate_limit: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommands {
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    completed: Option<Spanned<String>>,
+    failed: Option<Spanned<String>>,
+    cancelled: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    lease: Option<Spanned<String>>,
+    poll: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses config text; `name` is the file name used in errors.
+    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let src = Source { text, name };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| src.from_toml(&e))?;
+        if let Some(s) = &raw.schedules {
+            return Err(src.invalid(
+                s.span(),
+                "schedules",
+                "not supported yet: cron schedules are not implemented in this version (remove [[schedules]])",
+            ));
+        }
+        let mut config = Config {
+            store: raw.store,
+            listen: raw.listen,
+            token: raw.token.filter(|t| !t.is_empty()),
+            log_level: raw.log_level,
+            commands_allow: raw.commands.allow,
+            ..Config::default()
+        };
+        if let Some(f) = raw.log_format {
+            if !matches!(f.get_ref().as_str(), "pretty" | "json" | "auto") {
+                return Err(src.invalid(
+                    f.span(),
+                    "log_format",
+                    format!(
+                        "\"{}\" is not a log format (expected \"pretty\", \"json\" or \"auto\")",
+                        f.get_ref()
+                    ),
+                ));
+            }
+            config.log_format = Some(f.into_inner());
+        }
+        config.body_limit =
+            positive(&src, raw.body_limit, "body_limit", usize::MAX as i64)?.map(|n| n as usize);
+        config.batch_limit =
+            positive(&src, raw.batch_limit, "batch_limit", usize::MAX as i64)?.map(|n| n as usize);
+        for (name, q) in raw.queues {
+            let span = q.span();
+            let q = q.into_inner();
+            let key = |k: &str| format!("queues.{name}.{k}");
+            for (k, v) in [
+                ("on_failure", &q.on_failure),
+                ("on_success", &q.on_success),
+                ("rate_limit", &q.rate_limit),
+            ] {
+                if let Some(v) = v {
+                    return Err(src.invalid(
+                        v.span(),
+                        &key(k),
+                        format!(
+                            "not supported yet: {k} is not implemented in this version (remove it)"
+                        ),
+                    ));
+                }
+            }
+            if name.trim().is_empty() {
+                return Err(src.invalid(span, "queues", "a queue name must not be empty"));
+            }
+            let mut queue = QueueConfig::default();
+            if let Some(n) = positive(&src, q.concurrency, &key("concurrency"), 100_000)? {
+                queue.concurrency = n as u32;
+            }
+            queue.max_attempts =
+                positive(&src, q.max_attempts, &key("max_attempts"), i32::MAX as i64)?
+                    .map(|n| n as i32);
+            if let Some(b) = q.backoff {
+                queue.backoff = Some(match b.get_ref().trim() {
+                    "exponential" => RetryPolicy::default(),
+                    text => RetryPolicy::fixed(parse_duration(text).map_err(|e| {
+                        src.invalid(
+                            b.span(),
+                            &key("backoff"),
+                            format!("{e} (or \"exponential\")"),
+                        )
+                    })?),
+                });
+            }
+            queue.timeout = duration(&src, q.timeout, &key("timeout"))?;
+            config.queues.insert(name, queue);
+        }
+        let keep = |v: Option<Spanned<String>>, k: &str, default: Option<Duration>| match v {
+            None => Ok(default),
+            Some(s) if matches!(s.get_ref().as_str(), "forever" | "never") => Ok(None),
+            Some(s) => parse_duration(s.get_ref())
+                .map(Some)
+                .map_err(|e| src.invalid(s.span(), k, format!("{e} (or \"forever\")"))),
+        };
+        let defaults = Retention::default();
+        config.retention = Retention {
+            completed: keep(
+                raw.retention.completed,
+                "retention.completed",
+                defaults.completed,
+            )?,
+            failed: keep(raw.retention.failed, "retention.failed", defaults.failed)?,
+            cancelled: keep(
+                raw.retention.cancelled,
+                "retention.cancelled",
+                defaults.cancelled,
+            )?,
+        };
+        config.worker = WorkerConfig {
+            lease: duration(&src, raw.worker.lease, "worker.lease")?,
+            poll: duration(&src, raw.worker.poll, "worker.poll")?,
+            grace: duration(&src, raw.worker.grace, "worker.grace")?,
+        };
+        Ok(config)
+    }
+
+    /// The file name for messages, or `"(no config file)"`.
+    pub fn name(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "(no config file)".into(), |p| p.display().to_string())
+    }
+
+    /// The per-queue defaults the API applies to enqueued jobs.
+    pub fn queue_defaults(&self) -> BTreeMap<String, crate::QueueDefaults> {
+        self.queues
+            .iter()
+            .map(|(name, q)| {
+                (
+                    name.clone(),
+                    crate::QueueDefaults {
+                        max_attempts: q.max_attempts,
+                        timeout: q.timeout,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+fn positive(
+    src: &Source<'_>,
+    v: Option<Spanned<i64>>,
+    key: &str,
+    max: i64,
+) -> Result<Option<i64>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(n) if (1..=max).contains(n.get_ref()) => Ok(Some(*n.get_ref())),
+        Some(n) => Err(src.invalid(
+            n.span(),
+            key,
+            format!("must be from 1 to {max}, not {}", n.get_ref()),
+        )),
+    }
+}
+
+fn duration(
+    src: &Source<'_>,
+    v: Option<Spanned<String>>,
+    key: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(s) => match parse_duration(s.get_ref()) {
+            Ok(d) if d.is_zero() => Err(src.invalid(s.span(), key, "must be greater than zero")),
+            Ok(d) => Ok(Some(d)),
+            Err(e) => Err(src.invalid(s.span(), key, e)),
+        },
+    }
+}
+
+struct Source<'a> {
+    text: &'a str,
+    name: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text[..offset].matches('\n').count() + 1
+    }
+
+    fn invalid(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.name.to_string(),
+            line: self.line_of(span.start),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The innermost `[table]` header above `offset`, as a dotted prefix.
+    fn table_at(&self, offset: usize) -> Option<String> {
+        let before = &self.text[..offset.min(self.text.len())];
+        before.lines().rev().find_map(|line| {
+            let line = line.trim();
+            let inner = line
+                .strip_prefix("[[")
+                .and_then(|l| l.split("]]").next())
+                .or_else(|| line.strip_prefix('[').and_then(|l| l.split(']').next()))?;
+            Some(
+                inner
+                    .split('.')
+                    .map(|p| p.trim().trim_matches('"'))
+                    .collect::<Vec<_>>()
+                    .join("."),
+            )
+        })
+    }
+
+    /// Maps a toml error to file, line and key. The key is the field the message names (unknown
+    /// or missing fields) or the key written on the offending line, under its table header.
+    fn from_toml(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim().to_string();
+        let Some(span) = e.span() else {
+            return ConfigError::Invalid {
+                path: self.name.to_string(),
+                line: 1,
+                key: "(file)".into(),
+                message,
+            };
+        };
+        let line_no = self.line_of(span.start);
+        let line_text = self.text.lines().nth(line_no - 1).unwrap_or("").trim();
+        let named = message
+            .split('`')
+            .nth(1)
+            .filter(|_| {
+                message.starts_with("unknown field") || message.starts_with("missing field")
+            })
+            .map(str::to_string);
+        let on_line = (!line_text.starts_with('['))
+            .then(|| {
+                line_text
+                    .split('=')
+                    .next()
+                    .map(|k| k.trim().trim_matches('"').to_string())
+            })
+            .flatten()
+            .filter(|k| !k.is_empty());
+        let leaf = named.or(on_line);
+        let line_start = self.text[..span.start.min(self.text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let table = if line_text.starts_with('[') {
+            // The error is about the header itself (e.g. an unknown section).
+            None
+        } else {
+            self.table_at(line_start)
+        };
+        let key = match (table, leaf) {
+            (Some(t), Some(l)) if l.starts_with(&format!("{t}.")) => l,
+            (Some(t), Some(l)) => format!("{t}.{l}"),
+            (None, Some(l)) => l,
+            (Some(t), None) => t,
+            (None, None) => line_text.trim_matches(|c| c == '[' || c == ']').to_string(),
+        };
+        ConfigError::Invalid {
+            path: self.name.to_string(),
+            line: line_no,
+            key,
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (usize, String, String) {
+        match Config::parse(text, "spooler.toml").unwrap_err() {
+            ConfigError::Invalid {
+                line, key, message, ..
+            } => (line, key, message),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn the_documented_shape_parses() {
+        let c = Config::parse(
+            r#"
+store = "sqlite://spooler.db"
+listen = "127.0.0.1:7700"
+log_format = "json"
+
+[queues.deliver]
+concurrency = 4
+max_attempts = 2
+backoff = "1s"
+
+[queues.other]
+backoff = "exponential"
+
+[commands]
+allow = ["/usr/bin/convert"]
+
+[retention]
+completed = "24h"
+failed = "7d"
+"#,
+            "spooler.toml",
+        )
+        .unwrap();
+        assert_eq!(c.store.as_deref(), Some("sqlite://spooler.db"));
+        let q = &c.queues["deliver"];
+        assert_eq!(q.concurrency, 4);
+        assert_eq!(q.max_attempts, Some(2));
+        assert_eq!(q.backoff, Some(RetryPolicy::fixed(Duration::from_secs(1))));
+        assert_eq!(c.queues["other"].backoff, Some(RetryPolicy::default()));
+        assert_eq!(c.commands_allow, vec!["/usr/bin/convert".to_string()]);
+        assert_eq!(c.retention.failed, Some(Duration::from_secs(7 * 86400)));
+    }
+
+    #[test]
+    fn a_typo_names_line_and_key() {
+        let (line, key, message) = err("store = \"x\"\n\n[queues.deliver]\nconcurency = 4\n");
+        assert_eq!(line, 4);
+        assert_eq!(key, "queues.deliver.concurency");
+        assert!(message.contains("unknown field"), "{message}");
+        let (line, key, _) = err("lissen = \"x\"\n");
+        assert_eq!((line, key.as_str()), (1, "lissen"));
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_line_and_key() {
+        let (line, key, _) = err("[queues.a]\nconcurrency = \"four\"\n");
+        assert_eq!((line, key.as_str()), (2, "queues.a.concurrency"));
+        let (line, key, message) = err("[queues.a]\nbackoff = \"fast\"\n");
+        assert_eq!((line, key.as_str()), (2, "queues.a.backoff"));
+        assert!(message.contains("fast"), "{message}");
+        let (line, key, _) = err("[retention]\ncompleted = \"1 day\"\n");
+        assert_eq!((line, key.as_str()), (2, "retention.completed"));
+    }
+
+    #[test]
+    fn later_features_are_refused_not_ignored() {
+        let (line, key, message) = err("[queues.a]\non_failure = { queue = \"b\" }\n");
+        assert_eq!((line, key.as_str()), (2, "queues.a.on_failure"));
+        assert!(message.contains("not supported yet"));
+        let (_, key, message) = err("[[schedules]]\nname = \"x\"\ncron = \"@every 1s\"\n");
+        assert_eq!(key, "schedules");
+        assert!(message.contains("not supported yet"));
+    }
+
+    #[test]
+    fn messages_name_the_file() {
+        let e = Config::parse("x = 1\n", "conf/spooler.toml").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("conf/spooler.toml, line 1, key x:"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The job server's built-in job kinds, as [`spooler::Handler`]s: `http`, `tcp`, `command`, `file`,
+//! and the diagnostic `noop` and `sleep`.
+//!
+//! Bad arguments (a missing `url`, a wrong type, an unknown argument) fail the job at once without a
+//! retry ([`JobError::Fail`]), naming the argument. Network and process failures are retried on the
+//! queue's policy, naming what they concern (URL and status, host:port, program, path).
+
+mod command;
+mod diag;
+mod file;
+mod http;
+mod tcp;
+
+pub use command::CommandKind;
+pub use diag::{NoopKind, SleepKind};
+pub use file::FileKind;
+pub use http::HttpKind;
+pub use tcp::TcpKind;
+
+use serde_json::{Map, Value};
+use spooler::{Handler, JobError, parse_duration};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Names of the built-in kinds.
+pub const BUILTIN_KINDS: &[&str] = &["http", "tcp", "command", "file", "noop", "sleep"];
+
+/// Every built-in kind with its handler. `allowed_commands` is the `[commands] allow` list of the
+/// config: the only programs the `command` kind may run.
+pub fn builtin(allowed_commands: Vec<String>) -> Vec<(&'static str, Arc<dyn Handler>)> {
+    vec![
+        ("http", Arc::new(HttpKind::new()) as Arc<dyn Handler>),
+        ("tcp", Arc::new(TcpKind)),
+        ("command", Arc::new(CommandKind::new(allowed_commands))),
+        ("file", Arc::new(FileKind::default())),
+        ("noop", Arc::new(NoopKind)),
+        ("sleep", Arc::new(SleepKind)),
+    ]
+}
+
+/// Reads a kind's arguments, failing (without retry) with messages that name the argument.
+pub(crate) struct Args<'a> {
+    kind: &'static str,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Args<'a> {
+    /// Checks `args` is an object with only `known` keys.
+    pub(crate) fn new(
+        kind: &'static str,
+        args: &'a Value,
+        known: &[&str],
+    ) -> Result<Self, JobError> {
+        let map = args.as_object().ok_or_else(|| {
+            JobError::fail(format!(
+                "{kind} job: args must be an object (with {}), not {}",
+                known.join(", "),
+                crate::wire::type_name(args)
+            ))
+        })?;
+        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(JobError::fail(format!(
+                "{kind} job: unknown argument \"{key}\" (accepted: {})",
+                known.join(", ")
+            )));
+        }
+        Ok(Self { kind, map })
+    }
+
+    pub(crate) fn wrong(&self, key: &str, expected: &str) -> JobError {
+        let got = self.map.get(key).map_or("nothing", crate::wire::type_name);
+        JobError::fail(format!(
+            "{} job: argument \"{key}\" must be {expected}, not {got}",
+            self.kind
+        ))
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    pub(crate) fn required_str(&self, key: &str) -> Result<&'a str, JobError> {
+        match self.get(key) {
+            None => Err(JobError::fail(format!(
+                "{} job: argument \"{key}\" is required",
+                self.kind
+            ))),
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(self.wrong(key, "a string")),
+        }
+    }
+
+    pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&'a str>, JobError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.wrong(key, "a string")),
+        }
+    }
+
+    pub(crate) fn opt_bool(&self, key: &str) -> Result<Option<bool>, JobError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.wrong(key, "true or false")),
+        }
+    }
+
+    /// A duration: a string like `"5s"` or a number of seconds.
+    pub(crate) fn duration(&self, key: &str, default: Duration) -> Result<Duration, JobError> {
+        let d = match self.get(key) {
+            None => return Ok(default),
+            Some(Value::String(s)) => parse_duration(s).map_err(|e| {
+                JobError::fail(format!("{} job: argument \"{key}\": {e}", self.kind))
+            })?,
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e10)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| self.wrong(key, "a duration like \"5s\""))?,
+            Some(_) => return Err(self.wrong(key, "a duration like \"5s\"")),
+        };
+        if d.is_zero() {
+            return Err(JobError::fail(format!(
+                "{} job: argument \"{key}\" must be greater than zero",
+                self.kind
+            )));
+        }
+        Ok(d)
+    }
+
+    /// An object whose values are all strings (headers, env).
+    pub(crate) fn string_map(&self, key: &str) -> Result<Vec<(String, String)>, JobError> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k.clone(), s.clone())),
+                    _ => Err(JobError::fail(format!(
+                        "{} job: argument \"{key}.{k}\" must be a string, not {}",
+                        self.kind,
+                        crate::wire::type_name(v)
+                    ))),
+                })
+                .collect(),
+            Some(_) => Err(self.wrong(key, "an object of strings")),
+        }
+    }
+
+    /// An array of strings.
+    pub(crate) fn string_list(&self, key: &str) -> Result<Vec<String>, JobError> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.wrong(key, "an array of strings"))
+                })
+                .collect(),
+            Some(_) => Err(self.wrong(key, "an array of strings")),
+        }
+    }
+}
+
+/// At most `max` bytes of `text` from its start, cut on a character boundary.
+pub(crate) fn head(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// At most `max` bytes of `text` from its end, cut on a character boundary.
+pub(crate) fn tail(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bad_args_fail_without_retry_naming_the_argument() {
+        let args = json!({"url": 5});
+        let a = Args::new("http", &args, &["url"]).unwrap();
+        match a.required_str("url") {
+            Err(JobError::Fail(m)) => assert!(m.contains("\"url\""), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match Args::new("http", &json!({"ur": "x"}), &["url"]) {
+            Err(JobError::Fail(m)) => assert!(m.contains("\"ur\""), "{m}"),
+            _ => panic!("unknown argument accepted"),
+        }
+    }
+
+    #[test]
+    fn head_and_tail_cut_on_characters() {
+        assert_eq!(head("héllo", 2), "h");
+        assert_eq!(tail("héllo", 4), "llo");
+        assert_eq!(tail("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,77 @@
+//! The `tcp` kind: connect to `address`, write `payload` (plus a newline), close.
+
+use super::Args;
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use spooler::{Handler, JobContext, JobError, format_duration};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const ARGS: &[&str] = &[
+    "address",
+    "payload",
+    "newline",
+    "connect_timeout",
+    "write_timeout",
+];
+
+/// Delivers a payload over TCP. Errors name host:port and, for timeouts, which one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpKind;
+
+#[async_trait]
+impl Handler for TcpKind {
+    async fn run(&self, args: Value, _ctx: JobContext) -> Result<Option<Value>, JobError> {
+        let a = Args::new("tcp", &args, ARGS)?;
+        let address = a.required_str("address")?;
+        match address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => {
+                return Err(JobError::fail(format!(
+                    "tcp job: argument \"address\": \"{address}\" must be host:port"
+                )));
+            }
+        }
+        let mut payload = match a.get("payload") {
+            Some(Value::String(s)) => s.clone().into_bytes(),
+            // Any other JSON is sent as its compact text.
+            Some(other) => other.to_string().into_bytes(),
+            None => {
+                return Err(JobError::fail("tcp job: argument \"payload\" is required"));
+            }
+        };
+        if a.opt_bool("newline")?.unwrap_or(true) {
+            payload.push(b'\n');
+        }
+        let connect_timeout = a.duration("connect_timeout", Duration::from_secs(5))?;
+        let write_timeout = a.duration("write_timeout", Duration::from_secs(5))?;
+
+        let mut stream =
+            match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    return Err(JobError::retry(format!("cannot connect to {address}: {e}")));
+                }
+                Err(_) => {
+                    return Err(JobError::retry(format!(
+                        "cannot connect to {address}: timed out after {} (connect_timeout)",
+                        format_duration(connect_timeout)
+                    )));
+                }
+            };
+        let write = async {
+            stream.write_all(&payload).await?;
+            stream.flush().await?;
+            stream.shutdown().await
+        };
+        match tokio::time::timeout(write_timeout, write).await {
+            Ok(Ok(())) => Ok(Some(json!({ "bytes": payload.len() }))),
+            Ok(Err(e)) => Err(JobError::retry(format!("writing to {address}: {e}"))),
+            Err(_) => Err(JobError::retry(format!(
+                "writing to {address}: timed out after {} (write_timeout)",
+                format_duration(write_timeout)
+            ))),
+        }
+    }
+}

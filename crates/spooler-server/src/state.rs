@@ -1,0 +1,103 @@
+//! The state every handler shares: the store, the client, the token, limits and per-queue defaults.
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use spooler::{Client, Store};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Defaults applied to jobs enqueued through the API into one queue when the request leaves them out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueDefaults {
+    /// Attempts allowed (the library default, 25, when `None`).
+    pub max_attempts: Option<i32>,
+    /// Per-attempt timeout (none when `None`: the worker's default applies).
+    pub timeout: Option<Duration>,
+}
+
+/// How the API behaves: auth, limits and defaults.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// When set, every `/v1` call needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Largest request body accepted, in bytes (1 MiB by default); larger bodies get 413.
+    pub body_limit: usize,
+    /// Most jobs one `POST /v1/jobs/batch` may carry (1,000 by default); more get 413.
+    pub batch_limit: usize,
+    /// Longest `?wait=` honoured on `GET /v1/jobs/{id}` (60 s by default); longer waits are cut to it.
+    pub max_wait: Duration,
+    /// Per-queue defaults for enqueued jobs; queues named here are listed by `GET /v1/queues` even
+    /// while they hold no jobs.
+    pub queues: BTreeMap<String, QueueDefaults>,
+    /// Serve `/metrics` from the process-wide Prometheus recorder (installed on first use).
+    pub metrics: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            token: None,
+            body_limit: 1024 * 1024,
+            batch_limit: 1000,
+            max_wait: Duration::from_secs(60),
+            queues: BTreeMap::new(),
+            metrics: true,
+        }
+    }
+}
+
+/// What the router's handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) client: Client,
+    pub(crate) options: ServerOptions,
+    pub(crate) metrics: Option<PrometheusHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.inner.store.describe())
+            .field("auth", &self.inner.options.token.is_some())
+            .finish()
+    }
+}
+
+impl AppState {
+    /// State over an open (and migrated) store.
+    pub fn new(store: Arc<dyn Store>, options: ServerOptions) -> Self {
+        let metrics = options.metrics.then(crate::metrics::prometheus_handle);
+        Self {
+            inner: Arc::new(Inner {
+                client: Client::new(store.clone()),
+                store,
+                options,
+                metrics,
+            }),
+        }
+    }
+
+    /// The store the API reads and writes.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
+    /// The options it was built with.
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn defaults(&self, queue: &str) -> QueueDefaults {
+        self.inner
+            .options
+            .queues
+            .get(queue)
+            .cloned()
+            .unwrap_or_default()
+    }
+}

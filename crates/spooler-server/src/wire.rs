@@ -1,0 +1,364 @@
+//! The wire JSON: a job as API responses and `--json` output show it, and the parsing of enqueue
+//! requests into [`NewJob`]s with errors that name the field at fault.
+
+use crate::error::ApiError;
+use crate::state::QueueDefaults;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use spooler::core::AttemptError;
+use spooler::{JobRow, NewJob, format_duration, parse_duration};
+
+/// A job as the API shows it. Durations are strings like `"30s"`; times are RFC 3339.
+#[derive(Debug, Serialize)]
+pub struct JobWire<'a> {
+    /// Increasing id.
+    pub id: i64,
+    /// The queue.
+    pub queue: &'a str,
+    /// The handler's name.
+    pub kind: &'a str,
+    /// The handler's arguments.
+    pub args: &'a Value,
+    /// `scheduled`, `available`, `running`, `completed`, `failed` or `cancelled`.
+    pub state: &'static str,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Attempts begun.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// When it may run.
+    pub run_at: DateTime<Utc>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// One entry per failed attempt: `{attempt, at, message}`.
+    pub errors: &'a [AttemptError],
+    /// What the handler returned.
+    pub result: Option<&'a Value>,
+    /// Deduplication key.
+    pub unique_key: Option<&'a str>,
+    /// The job whose route enqueued this one.
+    pub routed_from: Option<i64>,
+    /// Labels.
+    pub tags: &'a [String],
+    /// Per-attempt timeout, e.g. `"30s"`.
+    pub timeout: Option<String>,
+    /// While running: the worker holding it.
+    pub worker_id: Option<&'a str>,
+    /// While running: when its lease lapses.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Cancellation was asked for while it ran.
+    pub cancel_requested: bool,
+    /// On enqueue only: true when `unique_key` matched an unfinished job, which is returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+}
+
+impl<'a> JobWire<'a> {
+    /// The wire view of a stored job.
+    pub fn new(job: &'a JobRow) -> Self {
+        Self {
+            id: job.id,
+            queue: &job.queue,
+            kind: &job.kind,
+            args: &job.args,
+            state: job.state.as_str(),
+            priority: job.priority,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            run_at: job.run_at,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            errors: &job.errors,
+            result: job.result.as_ref(),
+            unique_key: job.unique_key.as_deref(),
+            routed_from: job.routed_from,
+            tags: &job.tags,
+            timeout: job.timeout.map(format_duration),
+            worker_id: job.worker_id.as_deref(),
+            lease_expires_at: job.lease_expires_at,
+            cancel_requested: job.cancel_requested,
+            duplicate: None,
+        }
+    }
+
+    /// The wire view of an enqueue's result, with `duplicate` set.
+    pub fn inserted(job: &'a JobRow, duplicate: bool) -> Self {
+        Self {
+            duplicate: Some(duplicate),
+            ..Self::new(job)
+        }
+    }
+}
+
+/// The wire JSON of a job as a value.
+pub fn job_json(job: &JobRow) -> Value {
+    serde_json::to_value(JobWire::new(job)).unwrap_or(Value::Null)
+}
+
+/// Fields an enqueue request may carry.
+pub const ENQUEUE_FIELDS: &[&str] = &[
+    "kind",
+    "args",
+    "queue",
+    "priority",
+    "run_at",
+    "delay",
+    "max_attempts",
+    "timeout",
+    "unique_key",
+    "tags",
+];
+
+/// Parses one enqueue request. `prefix` is prepended to field names in errors (`"jobs[3]."` in a
+/// batch); `defaults` gives the queue's defaults; `now` is the store's clock, for `delay`.
+pub fn parse_enqueue(
+    body: &Value,
+    prefix: &str,
+    defaults: impl Fn(&str) -> QueueDefaults,
+    now: DateTime<Utc>,
+) -> Result<NewJob, ApiError> {
+    let name = |field: &str| format!("{prefix}{field}");
+    let Some(obj) = body.as_object() else {
+        let what = if prefix.is_empty() {
+            "request body".to_string()
+        } else {
+            prefix.trim_end_matches('.').to_string()
+        };
+        return Err(ApiError::invalid(
+            what.clone(),
+            format!(
+                "{what} must be a JSON object like {{\"kind\": \"noop\", \"args\": {{}}}}, not {}",
+                type_name(body)
+            ),
+        ));
+    };
+    for key in obj.keys() {
+        if !ENQUEUE_FIELDS.contains(&key.as_str()) {
+            return Err(ApiError::invalid(
+                name(key),
+                format!(
+                    "unknown field \"{}\" (accepted: {})",
+                    name(key),
+                    ENQUEUE_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+    let field = FieldReader { obj, name: &name };
+    let kind = field
+        .string("kind")?
+        .ok_or_else(|| ApiError::invalid(name("kind"), format!("{} is required", name("kind"))))?;
+    let args = obj
+        .get("args")
+        .filter(|v| !v.is_null())
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    let queue = field
+        .string("queue")?
+        .unwrap_or_else(|| spooler::core::DEFAULT_QUEUE.to_string());
+    let defaults = defaults(&queue);
+    let mut job = NewJob::new(kind, args).queue(queue);
+    if let Some(p) = field.int("priority", i32::MIN as i64, i32::MAX as i64)? {
+        job.priority = p as i32;
+    }
+    job.max_attempts = match field.int("max_attempts", 1, i32::MAX as i64)? {
+        Some(n) => n as i32,
+        None => defaults
+            .max_attempts
+            .unwrap_or(spooler::core::DEFAULT_MAX_ATTEMPTS),
+    };
+    job.timeout = match field.duration("timeout")? {
+        Some(t) if t.is_zero() => {
+            return Err(ApiError::invalid(
+                name("timeout"),
+                format!("{} must be greater than zero", name("timeout")),
+            ));
+        }
+        Some(t) => Some(t),
+        None => defaults.timeout,
+    };
+    let run_at = match field.string("run_at")? {
+        Some(text) => Some(
+            DateTime::parse_from_rfc3339(&text)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::invalid(
+                        name("run_at"),
+                        format!(
+                            "{}: \"{text}\" is not an RFC 3339 time like \"2030-01-02T03:04:05Z\": {e}",
+                            name("run_at")
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let delay = field.duration("delay")?;
+    job.run_at = match (run_at, delay) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                name("delay"),
+                format!("give {} or {}, not both", name("run_at"), name("delay")),
+            ));
+        }
+        (Some(at), None) => Some(at),
+        (None, Some(d)) => Some(spooler::core::clock::add(now, d)),
+        (None, None) => None,
+    };
+    job.unique_key = field.string("unique_key")?;
+    if let Some(tags) = obj.get("tags").filter(|v| !v.is_null()) {
+        let wrong = || {
+            ApiError::invalid(
+                name("tags"),
+                format!("{} must be an array of strings", name("tags")),
+            )
+        };
+        let list = tags.as_array().ok_or_else(wrong)?;
+        job.tags = list
+            .iter()
+            .map(|t| t.as_str().map(str::to_string).ok_or_else(wrong))
+            .collect::<Result<_, _>>()?;
+    }
+    job.validate().map_err(|e| match e {
+        spooler::StoreError::InvalidInput { field, message } => {
+            ApiError::invalid(name(field), format!("{}: {message}", name(field)))
+        }
+        other => ApiError::internal(other),
+    })?;
+    Ok(job)
+}
+
+struct FieldReader<'a, F: Fn(&str) -> String> {
+    obj: &'a Map<String, Value>,
+    name: &'a F,
+}
+
+impl<F: Fn(&str) -> String> FieldReader<'_, F> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+
+    fn wrong(&self, key: &str, expected: &str, got: &Value) -> ApiError {
+        let field = (self.name)(key);
+        ApiError::invalid(
+            field.clone(),
+            format!("{field} must be {expected}, not {}", type_name(got)),
+        )
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.wrong(key, "a string", other)),
+        }
+    }
+
+    fn int(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                let n = v.as_i64().ok_or_else(|| self.wrong(key, "an integer", v))?;
+                if n < min || n > max {
+                    let field = (self.name)(key);
+                    return Err(ApiError::invalid(
+                        field.clone(),
+                        format!("{field} must be between {min} and {max}, not {n}"),
+                    ));
+                }
+                Ok(Some(n))
+            }
+        }
+    }
+
+    fn duration(&self, key: &str) -> Result<Option<std::time::Duration>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => parse_duration(s).map(Some).map_err(|e| {
+                let field = (self.name)(key);
+                ApiError::invalid(field.clone(), format!("{field}: {e}"))
+            }),
+            Some(other) => Err(self.wrong(key, "a duration string like \"30s\"", other)),
+        }
+    }
+}
+
+/// The JSON type of a value, for messages: "a number", "an array".
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<NewJob, ApiError> {
+        parse_enqueue(&v, "", |_| QueueDefaults::default(), Utc::now())
+    }
+
+    #[test]
+    fn a_minimal_request_gets_the_defaults() {
+        let job = parse(json!({"kind": "noop"})).unwrap();
+        assert_eq!(job.queue, "default");
+        assert_eq!(job.max_attempts, 25);
+        assert_eq!(job.args, json!({}));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (body, field) in [
+            (json!({"args": {}}), "kind"),
+            (json!({"kind": 5}), "kind"),
+            (json!({"kind": "x", "priority": "high"}), "priority"),
+            (json!({"kind": "x", "max_attempts": 0}), "max_attempts"),
+            (json!({"kind": "x", "delay": "soon"}), "delay"),
+            (json!({"kind": "x", "tags": [1]}), "tags"),
+            (json!({"kind": "x", "kindd": 1}), "kindd"),
+            (json!({"kind": "x", "run_at": "tomorrow"}), "run_at"),
+            (json!({"kind": ""}), "kind"),
+        ] {
+            let e = parse(body.clone()).unwrap_err();
+            assert_eq!(e.status(), 422, "{body}");
+            assert!(e.message().contains(field), "{body}: {}", e.message());
+        }
+    }
+
+    #[test]
+    fn queue_defaults_apply_unless_given() {
+        let defaults = |q: &str| QueueDefaults {
+            max_attempts: (q == "mail").then_some(3),
+            timeout: None,
+        };
+        let job = parse_enqueue(
+            &json!({"kind": "x", "queue": "mail"}),
+            "",
+            defaults,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(job.max_attempts, 3);
+        let job = parse_enqueue(
+            &json!({"kind": "x", "queue": "mail", "max_attempts": 9}),
+            "",
+            defaults,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(job.max_attempts, 9);
+    }
+}
