@@ -1,0 +1,578 @@
+//! `spooler bench`: enqueue, drain, latency and steady-load figures for a store, each workload
+//! on a fresh store (a new SQLite file, or a new Postgres schema) unless `--reuse` is given.
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::Value;
+use spooler::{Client, Handler, JobContext, JobError, NewJob, Store, Worker};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+
+/// What `spooler bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// N jobs inserted one per call (by `concurrency` tasks) and in batches of 1,000.
+    Enqueue,
+    /// N queued no-op jobs drained by a worker at the given concurrency.
+    Drain,
+    /// Jobs enqueued one at a time with an idle worker: enqueue→start p50/p99.
+    Latency,
+    /// A fixed offered rate for a duration, default worker settings: completed/s and latency.
+    Steady,
+}
+
+/// Arguments of `spooler bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Store to measure: a fresh file beside this path, or a fresh schema on this server.
+    #[arg(
+        long,
+        env = "SPOOLER_STORE",
+        default_value = "sqlite://spooler-bench.db"
+    )]
+    pub store: String,
+    /// Jobs for the enqueue and drain workloads.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    /// Worker concurrency (and concurrent enqueuers for the single-insert figure).
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: u32,
+    /// Workloads to run (repeatable); all when none is given.
+    #[arg(long = "workload", value_enum)]
+    pub workloads: Vec<Workload>,
+    /// Jobs for the latency workload, enqueued one at a time.
+    #[arg(long, default_value_t = 500)]
+    pub latency_jobs: usize,
+    /// Offered rate of the steady workload, jobs per second.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: u32,
+    /// Duration of the steady workload.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub duration: Duration,
+    /// Measure the store as it is instead of a fresh one (it must be migrated and should be empty).
+    #[arg(long)]
+    pub reuse: bool,
+    /// One JSON object per line per workload instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    spooler::parse_duration(s)
+}
+
+/// One line of results.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    workload: &'static str,
+    mode: &'static str,
+    backend: String,
+    jobs: usize,
+    concurrency: u32,
+    seconds: f64,
+    jobs_per_sec: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offered_per_sec: Option<u32>,
+    rss_mb: f64,
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.jobs == 0 || args.concurrency == 0 {
+        bail!("--jobs and --concurrency must be at least 1");
+    }
+    let workloads = if args.workloads.is_empty() {
+        vec![
+            Workload::Enqueue,
+            Workload::Drain,
+            Workload::Latency,
+            Workload::Steady,
+        ]
+    } else {
+        args.workloads.clone()
+    };
+    let mut rows = Vec::new();
+    for workload in workloads {
+        let fresh = FreshStore::create(&args.store, args.reuse).await?;
+        let result = match workload {
+            Workload::Enqueue => enqueue(&args, &fresh).await,
+            Workload::Drain => drain(&args, &fresh).await,
+            Workload::Latency => latency(&args, &fresh).await,
+            Workload::Steady => steady(&args, &fresh).await,
+        };
+        fresh.remove().await;
+        for row in result? {
+            if args.json {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+            rows.push(row);
+        }
+    }
+    if !args.json {
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+/// A store made for one workload and removed after it.
+struct FreshStore {
+    store: Arc<dyn Store>,
+    backend: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    None,
+    Dir(std::path::PathBuf),
+    Schema(Arc<spooler::postgres::PgStore>),
+}
+
+impl FreshStore {
+    async fn create(url: &str, reuse: bool) -> anyhow::Result<Self> {
+        let scheme = url.split(':').next().unwrap_or_default().to_string();
+        if reuse {
+            let store = spooler::connect(url)
+                .await
+                .with_context(|| format!("opening {url}"))?;
+            return Ok(Self {
+                store,
+                backend: scheme,
+                cleanup: Cleanup::None,
+            });
+        }
+        match scheme.as_str() {
+            "sqlite" => {
+                if url.contains(":memory:") {
+                    let store = spooler::connect(url).await?;
+                    return Ok(Self {
+                        store,
+                        backend: "sqlite-memory".into(),
+                        cleanup: Cleanup::None,
+                    });
+                }
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                let path = std::path::Path::new(path);
+                let parent = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => std::path::PathBuf::from("."),
+                };
+                let dir = parent.join(format!("spooler-bench-{:08x}", rand::random::<u32>()));
+                std::fs::create_dir_all(&dir).with_context(|| {
+                    format!(
+                        "creating bench directory {} (does {} exist?)",
+                        dir.display(),
+                        parent.display()
+                    )
+                })?;
+                let fresh = format!("sqlite://{}", dir.join("bench.db").display());
+                let store = spooler::connect(&fresh)
+                    .await
+                    .with_context(|| format!("opening {fresh}"))?;
+                Ok(Self {
+                    store,
+                    backend: "sqlite".into(),
+                    cleanup: Cleanup::Dir(dir),
+                })
+            }
+            "postgres" | "postgresql" => {
+                let schema = format!("spooler_bench_{:08x}", rand::random::<u32>());
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let fresh = format!("{url}{sep}schema={schema}");
+                let pg = spooler::postgres::PgStore::connect(&fresh)
+                    .await
+                    .with_context(|| {
+                        format!("connecting to {}", spooler::core::error::redact_url(url))
+                    })?;
+                pg.migrate().await?;
+                let pg = Arc::new(pg);
+                Ok(Self {
+                    store: pg.clone(),
+                    backend: "postgres".into(),
+                    cleanup: Cleanup::Schema(pg),
+                })
+            }
+            _ => bail!(
+                "unsupported store URL \"{}\" (expected sqlite://PATH, sqlite::memory: or postgres://USER@HOST:PORT/DB)",
+                spooler::core::error::redact_url(url)
+            ),
+        }
+    }
+
+    async fn remove(self) {
+        let Self { store, cleanup, .. } = self;
+        drop(store);
+        match cleanup {
+            Cleanup::None => {}
+            Cleanup::Dir(dir) => {
+                // Give the store's writer thread a moment to close the file.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(path = %dir.display(), error = %e, "could not remove the bench directory");
+                }
+            }
+            Cleanup::Schema(pg) => {
+                if let Err(e) = pg.drop_schema().await {
+                    tracing::warn!(schema = %pg.schema(), error = %e, "could not drop the bench schema");
+                }
+            }
+        }
+    }
+}
+
+/// Counts runs and reports when `target` is reached; optionally reports each start.
+struct Noop {
+    done: AtomicUsize,
+    target: AtomicUsize,
+    reached: Notify,
+    starts: Option<mpsc::UnboundedSender<(i64, Instant)>>,
+}
+
+impl Noop {
+    fn new(target: usize, starts: Option<mpsc::UnboundedSender<(i64, Instant)>>) -> Arc<Self> {
+        Arc::new(Self {
+            done: AtomicUsize::new(0),
+            target: AtomicUsize::new(target),
+            reached: Notify::new(),
+            starts,
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for Noop {
+    async fn run(&self, _args: Value, ctx: JobContext) -> Result<Option<Value>, JobError> {
+        if let Some(tx) = &self.starts {
+            let _ = tx.send((ctx.id(), Instant::now()));
+        }
+        let n = self.done.fetch_add(1, Ordering::AcqRel) + 1;
+        if n == self.target.load(Ordering::Acquire) {
+            self.reached.notify_one();
+        }
+        Ok(None)
+    }
+}
+
+const KIND: &str = "bench_noop";
+
+fn noop_job(i: usize) -> NewJob {
+    NewJob::new(KIND, serde_json::json!({ "i": i }))
+}
+
+fn progress(len: usize, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn row(
+    args: &BenchArgs,
+    fresh: &FreshStore,
+    workload: &'static str,
+    mode: &'static str,
+    jobs: usize,
+    took: Duration,
+) -> Row {
+    Row {
+        workload,
+        mode,
+        backend: fresh.backend.clone(),
+        jobs,
+        concurrency: args.concurrency,
+        seconds: round(took.as_secs_f64(), 3),
+        jobs_per_sec: round(jobs as f64 / took.as_secs_f64(), 0),
+        p50_ms: None,
+        p99_ms: None,
+        max_ms: None,
+        offered_per_sec: None,
+        rss_mb: rss_mb(),
+    }
+}
+
+async fn insert_batches(client: &Client, n: usize, bar: &ProgressBar) -> anyhow::Result<()> {
+    let mut i = 0;
+    while i < n {
+        let end = (i + 1000).min(n);
+        client
+            .enqueue_many((i..end).map(noop_job).collect())
+            .await?;
+        bar.inc((end - i) as u64);
+        i = end;
+    }
+    Ok(())
+}
+
+async fn enqueue(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>> {
+    let client = Client::new(fresh.store.clone());
+    let n = args.jobs;
+    // One job per call, from `concurrency` tasks.
+    let bar = progress(n, "enqueue");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (client, next, bar) = (client.clone(), next.clone(), bar.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, spooler::Error>(());
+                }
+                client.enqueue_new(noop_job(i)).await?;
+                if i % 256 == 0 {
+                    bar.set_position(i as u64);
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let single = row(args, fresh, "enqueue", "single", n, started.elapsed());
+    bar.finish_and_clear();
+    // Batches of 1,000 from one task.
+    let bar = progress(n, "batch");
+    let started = Instant::now();
+    insert_batches(&client, n, &bar).await?;
+    let batch = row(args, fresh, "enqueue", "batch", n, started.elapsed());
+    bar.finish_and_clear();
+    Ok(vec![single, batch])
+}
+
+async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>> {
+    let client = Client::new(fresh.store.clone());
+    let n = args.jobs;
+    let bar = progress(n, "queue");
+    insert_batches(&client, n, &bar).await?;
+    bar.finish_and_clear();
+    let noop = Noop::new(n, None);
+    let worker = Worker::builder(fresh.store.clone())
+        .handler(KIND, noop.clone())
+        .queue(spooler::core::DEFAULT_QUEUE, args.concurrency)
+        .maintenance(false)
+        .build()?;
+    let bar = progress(n, "drain");
+    let started = Instant::now();
+    let reached = noop.reached.notified();
+    let handle = worker.start();
+    let ticker = {
+        let (bar, noop) = (bar.clone(), noop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                bar.set_position(noop.done.load(Ordering::Relaxed) as u64);
+            }
+        })
+    };
+    reached.await;
+    // Every handler has run; wait until the store shows every job completed.
+    loop {
+        let completed: i64 = fresh
+            .store
+            .queue_list()
+            .await?
+            .iter()
+            .map(|q| q.counts.completed)
+            .sum();
+        if completed as usize >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    let out = row(args, fresh, "drain", "no-op", n, took);
+    handle.shutdown().await?;
+    Ok(vec![out])
+}
+
+async fn latency(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>> {
+    let client = Client::new(fresh.store.clone());
+    let (tx, mut starts) = mpsc::unbounded_channel();
+    let noop = Noop::new(usize::MAX, Some(tx));
+    let handle = Worker::builder(fresh.store.clone())
+        .handler(KIND, noop)
+        .queue(spooler::core::DEFAULT_QUEUE, args.concurrency)
+        .build()?
+        .start();
+    // Let the worker go idle first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let n = args.latency_jobs;
+    let bar = progress(n, "latency");
+    let mut samples = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let t0 = Instant::now();
+        let id = client.enqueue_new(noop_job(i)).await?.job.id;
+        loop {
+            let (started_id, at) = tokio::time::timeout(Duration::from_secs(30), starts.recv())
+                .await
+                .with_context(|| format!("job {id} did not start within 30s"))?
+                .context("worker stopped")?;
+            if started_id == id {
+                samples.push(at - t0);
+                break;
+            }
+        }
+        bar.inc(1);
+        // A short idle gap, so each job finds the worker idle.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = started.elapsed();
+    bar.finish_and_clear();
+    handle.shutdown().await?;
+    let mut r = row(args, fresh, "latency", "enqueue→start", n, took);
+    fill_percentiles(&mut r, &mut samples);
+    Ok(vec![r])
+}
+
+async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>> {
+    let client = Client::new(fresh.store.clone());
+    let (tx, mut starts) = mpsc::unbounded_channel();
+    let noop = Noop::new(usize::MAX, Some(tx));
+    let handle = Worker::builder(fresh.store.clone())
+        .handler(KIND, noop.clone())
+        .queue(spooler::core::DEFAULT_QUEUE, args.concurrency)
+        .build()?
+        .start();
+    let rate = f64::from(args.rate.max(1));
+    let total = (rate * args.duration.as_secs_f64()).round() as usize;
+    let bar = progress(total, "steady");
+    let enqueued_at = Arc::new(std::sync::Mutex::new(
+        std::collections::HashMap::with_capacity(total),
+    ));
+    let producer = {
+        let (client, enqueued_at, bar) = (client.clone(), enqueued_at.clone(), bar.clone());
+        tokio::spawn(async move {
+            let begin = Instant::now();
+            let mut sent = 0usize;
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            while sent < total {
+                tick.tick().await;
+                let due = ((begin.elapsed().as_secs_f64() * rate) as usize).min(total);
+                while sent < due {
+                    let t0 = Instant::now();
+                    let id = client.enqueue_new(noop_job(sent)).await?.job.id;
+                    enqueued_at.lock().expect("lock").insert(id, t0);
+                    sent += 1;
+                }
+                bar.set_position(sent as u64);
+            }
+            Ok::<_, spooler::Error>(())
+        })
+    };
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(total);
+    let mut pending = Vec::new();
+    while samples.len() < total {
+        let (id, at) = tokio::time::timeout(Duration::from_secs(60), starts.recv())
+            .await
+            .context("no job started for 60s")?
+            .context("worker stopped")?;
+        pending.push((id, at));
+        let map = enqueued_at.lock().expect("lock");
+        pending.retain(|(id, at)| match map.get(id) {
+            Some(t0) => {
+                samples.push(*at - *t0);
+                false
+            }
+            None => true,
+        });
+    }
+    let took = started.elapsed();
+    producer.await??;
+    bar.finish_and_clear();
+    handle.shutdown().await?;
+    let mut r = row(args, fresh, "steady", "offered", total, took);
+    r.offered_per_sec = Some(args.rate);
+    fill_percentiles(&mut r, &mut samples);
+    Ok(vec![r])
+}
+
+fn fill_percentiles(r: &mut Row, samples: &mut [Duration]) {
+    samples.sort();
+    let pick = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        round(samples[i].as_secs_f64() * 1000.0, 3)
+    };
+    if !samples.is_empty() {
+        r.p50_ms = Some(pick(0.50));
+        r.p99_ms = Some(pick(0.99));
+        r.max_ms = Some(pick(1.0));
+    }
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+/// Resident memory of this process, from /proc (0 where unavailable).
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| round(kb / 1024.0, 1))
+        .unwrap_or(0.0)
+}
+
+fn print_table(rows: &[Row]) {
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    println!(
+        "{:<9} {:<14} {:<8} {:>8} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8} {:>7}",
+        "workload",
+        "mode",
+        "backend",
+        "jobs",
+        "conc",
+        "seconds",
+        "jobs/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "rss MB"
+    );
+    for r in rows {
+        println!(
+            "{:<9} {:<14} {:<8} {:>8} {:>5} {:>9.3} {:>11.0} {:>8} {:>8} {:>8} {:>7.1}",
+            r.workload,
+            r.mode,
+            r.backend,
+            r.jobs,
+            r.concurrency,
+            r.seconds,
+            r.jobs_per_sec,
+            ms(r.p50_ms),
+            ms(r.p99_ms),
+            ms(r.max_ms),
+            r.rss_mb
+        );
+    }
+}

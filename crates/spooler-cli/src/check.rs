@@ -1,0 +1,151 @@
+//! `spooler check`: a health probe for schedulers (Nomad, Consul, Kubernetes). One line out; exit
+//! 0 healthy, 1 warning (a threshold crossed), 2 unhealthy (unreachable, timed out, store error),
+//! always within `--timeout` plus a small margin.
+
+use crate::target::{Remote, Target};
+use clap::Args;
+use reqwest::Method;
+use serde_json::Value;
+use std::time::Duration;
+
+/// `spooler check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The server to check (default http://127.0.0.1:7700 when no --store is given).
+    #[arg(long, env = "SPOOLER_URL", conflicts_with = "store")]
+    pub url: Option<String>,
+    /// A store to check directly.
+    #[arg(long, env = "SPOOLER_STORE")]
+    pub store: Option<String>,
+    /// The server's token.
+    #[arg(long, env = "SPOOLER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Give up (exit 2) after this long.
+    #[arg(long, default_value = "5s", value_parser = crate::duration_arg)]
+    pub timeout: Duration,
+    /// Warn (exit 1) when more jobs than this are waiting (available) across queues.
+    #[arg(long)]
+    pub max_backlog: Option<u64>,
+    /// Warn (exit 1) when the oldest waiting job has waited longer than this, e.g. 5m.
+    #[arg(long, value_parser = crate::duration_arg)]
+    pub max_age: Option<Duration>,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Health {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+}
+
+/// Runs the check and prints its line; returns the exit code.
+pub async fn run(args: CheckArgs) -> i32 {
+    let what = match (&args.url, &args.store) {
+        (None, Some(store)) => spooler::core::error::redact_url(store),
+        (url, _) => url
+            .clone()
+            .unwrap_or_else(|| crate::target::DEFAULT_URL.to_string()),
+    };
+    let (health, line) = match tokio::time::timeout(args.timeout, probe(&args)).await {
+        Ok(Ok(found)) => judge(&args, &found),
+        Ok(Err(e)) => (Health::Critical, format!("{e:#}")),
+        Err(_) => (
+            Health::Critical,
+            format!(
+                "no answer within {} (raise --timeout if it is just slow)",
+                spooler::format_duration(args.timeout)
+            ),
+        ),
+    };
+    let label = match health {
+        Health::Ok => "OK",
+        Health::Warning => "WARNING",
+        Health::Critical => "CRITICAL",
+    };
+    println!("{label}: {what}: {line}");
+    health as i32
+}
+
+/// What the probe saw.
+#[derive(Debug, Default)]
+struct Found {
+    queues: usize,
+    backlog: u64,
+    running: u64,
+    oldest_age_s: f64,
+}
+
+async fn probe(args: &CheckArgs) -> anyhow::Result<Found> {
+    let queues = match (&args.url, &args.store) {
+        (None, Some(store)) => {
+            let store = spooler::connect_with(
+                store,
+                spooler::ConnectOptions {
+                    migrate: false,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            Target::Store {
+                store,
+                config: Default::default(),
+            }
+            .queues()
+            .await?
+        }
+        (url, _) => {
+            let base = url.as_deref().unwrap_or(crate::target::DEFAULT_URL);
+            let remote = Remote::new(base, args.token.clone(), args.timeout)?;
+            let body = remote.call(Method::GET, "/v1/queues", None).await?;
+            body["queues"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let mut found = Found {
+        queues: queues.len(),
+        ..Found::default()
+    };
+    for q in &queues {
+        let count = |state: &str| q["counts"][state].as_u64().unwrap_or(0);
+        if q["paused"] != Value::Bool(true) {
+            found.backlog += count("available");
+            found.oldest_age_s = found
+                .oldest_age_s
+                .max(q["oldest_available_age_s"].as_f64().unwrap_or(0.0));
+        }
+        found.running += count("running");
+    }
+    Ok(found)
+}
+
+fn judge(args: &CheckArgs, found: &Found) -> (Health, String) {
+    let mut problems = Vec::new();
+    if let Some(max) = args.max_backlog.filter(|max| found.backlog > *max) {
+        problems.push(format!(
+            "backlog {} is over --max-backlog {max}",
+            found.backlog
+        ));
+    }
+    if let Some(max) = args
+        .max_age
+        .filter(|max| found.oldest_age_s > max.as_secs_f64())
+    {
+        problems.push(format!(
+            "oldest waiting job is {:.0}s old, over --max-age {}",
+            found.oldest_age_s,
+            spooler::format_duration(max)
+        ));
+    }
+    let summary = format!(
+        "{} waiting, {} running in {} queues, oldest waiting {:.0}s",
+        found.backlog, found.running, found.queues, found.oldest_age_s
+    );
+    if problems.is_empty() {
+        (Health::Ok, summary)
+    } else {
+        (
+            Health::Warning,
+            format!("{}; {summary}", problems.join("; ")),
+        )
+    }
+}

@@ -1,0 +1,91 @@
+//! The `spooler` command-line tool: run the server or a worker, enqueue and inspect jobs, check
+//! health, migrate, and benchmark a store.
+
+mod bench;
+mod check;
+mod logging;
+mod ops;
+mod serve;
+mod target;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// spooler: durable background jobs on SQLite or PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "spooler", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API, the dashboard and a worker for the built-in job kinds.
+    Serve(serve::ServeArgs),
+    /// Run a worker for the built-in job kinds (no HTTP).
+    Worker(serve::WorkerArgs),
+    /// Create or upgrade the store's schema.
+    Migrate(serve::MigrateArgs),
+    /// Enqueue a job.
+    Enqueue(ops::EnqueueArgs),
+    /// Show a job.
+    Status(ops::StatusArgs),
+    /// List jobs, newest first.
+    Jobs(ops::JobsArgs),
+    /// Run a finished (failed, cancelled, completed) job again.
+    Retry(ops::IdArgs),
+    /// Cancel a job.
+    Cancel(ops::IdArgs),
+    /// Delete finished jobs past their retention.
+    Prune(ops::PruneArgs),
+    /// Health probe: exit 0 healthy, 1 warning, 2 unhealthy.
+    Check(check::CheckArgs),
+    /// Measure a store: enqueue, drain, latency and steady-load figures.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses durations like `500ms`, `5s`, `2m`, `24h` in flags.
+pub(crate) fn duration_arg(text: &str) -> Result<Duration, String> {
+    spooler::parse_duration(text)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(async {
+        let result = match cli.command {
+            Command::Serve(a) => serve::serve(a).await,
+            Command::Worker(a) => serve::worker(a).await,
+            Command::Migrate(a) => serve::migrate(a).await,
+            Command::Enqueue(a) => ops::enqueue(a).await,
+            Command::Status(a) => ops::status(a).await,
+            Command::Jobs(a) => ops::jobs(a).await,
+            Command::Retry(a) => ops::retry(a).await,
+            Command::Cancel(a) => ops::cancel(a).await,
+            Command::Prune(a) => ops::prune(a).await,
+            Command::Check(a) => Ok(check::run(a).await),
+            Command::Bench(a) => bench::run(a).await.map(|()| 0),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        }
+    });
+    // Do not wait for stray blocking tasks (a DNS lookup, a store thread): the answer is given.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

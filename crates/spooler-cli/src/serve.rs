@@ -1,0 +1,224 @@
+//! `spooler serve`, `spooler worker` and `spooler migrate`: the long-running processes and the
+//! schema step, configured from flags over environment over the config file.
+
+use crate::logging::{self, LogFormat};
+use anyhow::{Context, anyhow};
+use clap::Args;
+use spooler_server::config::Config;
+use spooler_server::run::{
+    WorkerOverrides, serve as serve_router, server_options, shutdown_signal, worker_builder,
+};
+use spooler_server::{AppState, router};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The store when nothing names one.
+pub const DEFAULT_STORE: &str = "sqlite://spooler.db";
+/// The listen address when nothing names one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+
+/// Flags every long-running command shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The store: sqlite://path, sqlite::memory: or postgres://user@host:5432/db [default: sqlite://spooler.db]
+    #[arg(long, env = "SPOOLER_STORE")]
+    pub store: Option<String>,
+    /// Config file (TOML); flags and SPOOLER_* variables override it.
+    #[arg(long, env = "SPOOLER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr [default: pretty on a terminal, JSON lines otherwise].
+    #[arg(long, value_enum, env = "SPOOLER_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Common {
+    /// Loads the config file (if any) and starts logging.
+    fn setup(&self) -> anyhow::Result<(Config, String)> {
+        let config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let format = self
+            .log_format
+            .or_else(|| {
+                config
+                    .log_format
+                    .as_deref()
+                    .and_then(LogFormat::from_config)
+            })
+            .unwrap_or(LogFormat::Auto);
+        logging::init(format, config.log_level.as_deref());
+        let store = self
+            .store
+            .clone()
+            .or_else(|| config.store.clone())
+            .unwrap_or_else(|| DEFAULT_STORE.to_string());
+        Ok((config, store))
+    }
+}
+
+/// Worker flags.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerFlags {
+    /// A queue to work and its concurrency, NAME=CONCURRENCY (repeatable) [default: the config's queues, else default=10].
+    #[arg(long = "queue", value_parser = parse_queue)]
+    pub queues: Vec<(String, u32)>,
+    /// How long a claimed job is leased before another worker may take it (renewed by heartbeats).
+    #[arg(long, value_parser = crate::duration_arg)]
+    pub lease: Option<Duration>,
+    /// How often an idle worker polls when no wake-up arrives.
+    #[arg(long, value_parser = crate::duration_arg)]
+    pub poll: Option<Duration>,
+    /// On SIGINT/SIGTERM, how long running jobs may take to finish before they are released.
+    #[arg(long, value_parser = crate::duration_arg)]
+    pub grace: Option<Duration>,
+}
+
+impl WorkerFlags {
+    fn overrides(&self) -> WorkerOverrides {
+        WorkerOverrides {
+            queues: self.queues.clone(),
+            lease: self.lease,
+            poll: self.poll,
+            grace: self.grace,
+        }
+    }
+}
+
+fn parse_queue(text: &str) -> Result<(String, u32), String> {
+    let (name, concurrency) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=CONCURRENCY, e.g. default=10, not \"{text}\""))?;
+    let concurrency: u32 = concurrency
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c| *c > 0)
+        .ok_or_else(|| format!("concurrency of queue \"{name}\" must be a whole number above 0"))?;
+    if name.trim().is_empty() {
+        return Err("the queue name is empty".into());
+    }
+    Ok((name.trim().to_string(), concurrency))
+}
+
+/// `spooler serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Address to listen on [default: 127.0.0.1:7700].
+    #[arg(long, env = "SPOOLER_LISTEN")]
+    pub listen: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on every /v1 call.
+    #[arg(long, env = "SPOOLER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Serve the API only; run no worker for the built-in kinds.
+    #[arg(long)]
+    pub no_worker: bool,
+    #[command(flatten)]
+    pub worker: WorkerFlags,
+}
+
+/// Runs the HTTP API (and a worker for the built-in kinds) until SIGINT/SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
+    let (config, store_url) = args.common.setup()?;
+    let listen = args
+        .listen
+        .clone()
+        .or_else(|| config.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let token = args.token.clone().or_else(|| config.token.clone());
+    let store = spooler::connect(&store_url).await?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+        anyhow!("cannot listen on {listen}: {e} (is another server there? choose an address with --listen or SPOOLER_LISTEN)")
+    })?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("listener on {listen}"))?;
+    let options = server_options(&config, token);
+    let auth = options.token.is_some();
+    let app = router(AppState::new(store.clone(), options));
+    let worker = if args.no_worker {
+        None
+    } else {
+        Some(
+            worker_builder(store.clone(), &config, &args.worker.overrides())
+                .build()?
+                .start(),
+        )
+    };
+    tracing::info!(
+        listen = %local,
+        store = %store.describe(),
+        config = %config.name(),
+        auth,
+        worker = worker.is_some(),
+        "server listening on http://{local}"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(serve_router(listener, app, async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        result = &mut server => {
+            result.context("server task")?.with_context(|| format!("serving on {local}"))?;
+        }
+    }
+    let _ = stop_tx.send(true);
+    if let Some(worker) = worker {
+        worker.shutdown().await?;
+    }
+    // Open requests (long polls) get a moment; then we go.
+    if tokio::time::timeout(Duration::from_secs(5), &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("open requests did not finish within 5s; closing them");
+        server.abort();
+    }
+    tracing::info!("server stopped");
+    Ok(0)
+}
+
+/// `spooler worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub worker: WorkerFlags,
+}
+
+/// Runs a worker for the built-in kinds until SIGINT/SIGTERM, then stops gracefully.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
+    let (config, store_url) = args.common.setup()?;
+    let store = spooler::connect(&store_url).await?;
+    let worker = worker_builder(store, &config, &args.worker.overrides()).build()?;
+    worker.run_until(shutdown_signal()).await?;
+    Ok(0)
+}
+
+/// `spooler migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Creates or upgrades the store's schema.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<i32> {
+    let (_, store_url) = args.common.setup()?;
+    let store = spooler::connect_with(
+        &store_url,
+        spooler::ConnectOptions {
+            migrate: false,
+            ..Default::default()
+        },
+    )
+    .await?;
+    store.migrate().await?;
+    println!("{}: schema is up to date", store.describe());
+    Ok(0)
+}

@@ -1,0 +1,353 @@
+//! What the job commands talk to: a running server over HTTP (`--url`, `SPOOLER_URL`) or a store
+//! directly (`--store`, `SPOOLER_STORE`). Both answer with the same job JSON.
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use spooler::{JobList, JobState, Store};
+use spooler_server::config::Config;
+use spooler_server::wire::{job_json, parse_enqueue};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The server the CLI talks to when neither `--url` nor `--store` is given.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
+
+/// Where the job commands go.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// A running server, e.g. http://127.0.0.1:7700 (the default when no --store is given).
+    #[arg(long, env = "SPOOLER_URL", conflicts_with = "store")]
+    pub url: Option<String>,
+    /// A store to use directly instead of a server, e.g. sqlite://spooler.db or postgres://…
+    #[arg(long, env = "SPOOLER_STORE")]
+    pub store: Option<String>,
+    /// The server's token (with --url).
+    #[arg(long, env = "SPOOLER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Config file, for queue defaults when using a store directly.
+    #[arg(long, env = "SPOOLER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How long to wait for the server or the store (each request).
+    #[arg(long = "request-timeout", default_value = "10s", value_parser = crate::duration_arg)]
+    pub request_timeout: Duration,
+}
+
+/// A server or a store.
+pub enum Target {
+    /// Over HTTP.
+    Server(Remote),
+    /// Directly.
+    Store {
+        /// The open store.
+        store: Arc<dyn Store>,
+        /// Queue defaults for enqueue.
+        config: Config,
+    },
+}
+
+/// Filters of `spooler jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub queue: Option<String>,
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub limit: u32,
+    pub cursor: Option<i64>,
+}
+
+impl Target {
+    /// Opens what the arguments name: the store (migrating it) or an HTTP client for the server.
+    pub async fn open(args: &TargetArgs) -> anyhow::Result<Self> {
+        if let (None, Some(url)) = (&args.url, &args.store) {
+            let config = match &args.config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            let store = tokio::time::timeout(args.request_timeout, spooler::connect(url))
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "store {} did not answer within {}",
+                        spooler::core::error::redact_url(url),
+                        spooler::format_duration(args.request_timeout)
+                    )
+                })??;
+            return Ok(Self::Store { store, config });
+        }
+        let base = args.url.as_deref().unwrap_or(DEFAULT_URL);
+        Ok(Self::Server(Remote::new(
+            base,
+            args.token.clone(),
+            args.request_timeout,
+        )?))
+    }
+
+    /// Enqueues one job described like a `POST /v1/jobs` body; returns the job.
+    pub async fn enqueue(&self, body: &Value) -> anyhow::Result<Value> {
+        match self {
+            Self::Server(remote) => remote.call(Method::POST, "/v1/jobs", Some(body)).await,
+            Self::Store { store, config } => {
+                let defaults = config.queue_defaults();
+                let job = parse_enqueue(
+                    body,
+                    "",
+                    |q| defaults.get(q).cloned().unwrap_or_default(),
+                    store.clock().now(),
+                )
+                .map_err(|e| anyhow!("invalid job: {e}"))?;
+                let inserted = store.job_insert(&job).await?;
+                let mut value = job_json(&inserted.job);
+                value["duplicate"] = json!(inserted.duplicate);
+                Ok(value)
+            }
+        }
+    }
+
+    /// The job; with `wait`, as soon as it is finished or the wait ends.
+    pub async fn get(&self, id: i64, wait: Option<Duration>) -> anyhow::Result<Value> {
+        match self {
+            Self::Server(remote) => {
+                let Some(wait) = wait else {
+                    return remote
+                        .call(Method::GET, &format!("/v1/jobs/{id}"), None)
+                        .await;
+                };
+                // Long-poll in steps the server accepts, until finished or the wait is over.
+                let deadline = tokio::time::Instant::now() + wait;
+                loop {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let step = left.min(Duration::from_secs(30));
+                    let path = format!("/v1/jobs/{id}?wait={}ms", step.as_millis());
+                    let job = remote.call_with(Method::GET, &path, None, step).await?;
+                    if is_finished(&job) || left <= step {
+                        return Ok(job);
+                    }
+                }
+            }
+            Self::Store { store, .. } => {
+                let client = spooler::Client::new(store.clone());
+                let job = match wait {
+                    Some(wait) => client.wait(id, wait).await?,
+                    None => client.status(id).await?,
+                };
+                Ok(job_json(&job))
+            }
+        }
+    }
+
+    /// A page of jobs, newest first, and the cursor of the next page.
+    pub async fn list(&self, filter: &ListFilter) -> anyhow::Result<(Vec<Value>, Option<String>)> {
+        match self {
+            Self::Server(remote) => {
+                let mut query = vec![format!("limit={}", filter.limit)];
+                if let Some(q) = &filter.queue {
+                    query.push(format!("queue={}", encode(q)));
+                }
+                if let Some(s) = filter.state {
+                    query.push(format!("state={}", s.as_str()));
+                }
+                if let Some(k) = &filter.kind {
+                    query.push(format!("kind={}", encode(k)));
+                }
+                if let Some(c) = filter.cursor {
+                    query.push(format!("cursor={c}"));
+                }
+                let page = remote
+                    .call(Method::GET, &format!("/v1/jobs?{}", query.join("&")), None)
+                    .await?;
+                let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
+                let next = page["next_cursor"].as_str().map(str::to_string);
+                Ok((jobs, next))
+            }
+            Self::Store { store, .. } => {
+                let jobs = store
+                    .job_list(&JobList {
+                        queue: filter.queue.clone(),
+                        state: filter.state,
+                        kind: filter.kind.clone(),
+                        limit: filter.limit,
+                        before_id: filter.cursor,
+                    })
+                    .await?;
+                let next = (jobs.len() as u32 == filter.limit)
+                    .then(|| jobs.last().map(|j| j.id.to_string()))
+                    .flatten();
+                Ok((jobs.iter().map(job_json).collect(), next))
+            }
+        }
+    }
+
+    /// Cancels the job.
+    pub async fn cancel(&self, id: i64) -> anyhow::Result<Value> {
+        match self {
+            Self::Server(remote) => {
+                remote
+                    .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+                    .await
+            }
+            Self::Store { store, .. } => Ok(job_json(&store.job_cancel(id).await?)),
+        }
+    }
+
+    /// Makes a finished job available again.
+    pub async fn retry(&self, id: i64) -> anyhow::Result<Value> {
+        match self {
+            Self::Server(remote) => {
+                remote
+                    .call(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
+                    .await
+            }
+            Self::Store { store, .. } => Ok(job_json(&store.job_retry(id).await?)),
+        }
+    }
+
+    /// Queues with their counts and the age of their oldest available job, in seconds.
+    pub async fn queues(&self) -> anyhow::Result<Vec<Value>> {
+        match self {
+            Self::Server(remote) => {
+                let body = remote.call(Method::GET, "/v1/queues", None).await?;
+                Ok(body["queues"].as_array().cloned().unwrap_or_default())
+            }
+            Self::Store { store, .. } => {
+                let now = store.clock().now();
+                Ok(store
+                    .queue_list()
+                    .await?
+                    .into_iter()
+                    .map(|q| {
+                        let age = q
+                            .oldest_available_at
+                            .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0);
+                        json!({
+                            "name": q.name,
+                            "paused": q.paused,
+                            "counts": q.counts,
+                            "oldest_available_age_s": age,
+                        })
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Whether a job JSON is in a final state.
+pub fn is_finished(job: &Value) -> bool {
+    job["state"]
+        .as_str()
+        .and_then(|s| s.parse::<JobState>().ok())
+        .is_some_and(|s| s.is_finished())
+}
+
+/// An HTTP client for one server.
+pub struct Remote {
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+impl Remote {
+    /// A client for the server at `base` (`http://host:port`).
+    pub fn new(base: &str, token: Option<String>, timeout: Duration) -> anyhow::Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!(
+                "--url {base}: expected a server address like {DEFAULT_URL} (for a store, use --store)"
+            );
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            base,
+            token: token.filter(|t| !t.is_empty()),
+            timeout,
+            http,
+        })
+    }
+
+    /// Sends a request and returns its JSON; a 4xx/5xx becomes an error carrying the server's message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        self.call_with(method, path, body, Duration::ZERO).await
+    }
+
+    /// Like [`call`](Self::call), allowing `extra` time beyond the request timeout (long polls).
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        extra: Duration,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .timeout(self.timeout + extra);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            let why = if e.is_timeout() {
+                format!("no answer within {}", spooler::format_duration(self.timeout + extra))
+            } else {
+                root_cause(&e)
+            };
+            anyhow!(
+                "cannot reach the spooler server at {}: {why} (is `spooler serve` running there? set --url, or use --store URL to work on a store directly)",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("{method} {url}: reading the response"))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "error": text }));
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["error"].as_str().unwrap_or("no message").to_string();
+        if status == StatusCode::UNAUTHORIZED {
+            bail!(
+                "{method} {url}: {status}: {message} (pass the server's token with --token or SPOOLER_TOKEN)"
+            );
+        }
+        bail!("{method} {url}: {status}: {message}")
+    }
+}
+
+/// The innermost error message (reqwest wraps hyper wraps io).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Percent-encodes a query value.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,379 @@
+//! Real `spooler` processes sharing one PostgreSQL schema: four workers drain 200,000 jobs exactly
+//! once, a killed worker's jobs are rescued, a killed leader is replaced, and two processes migrate
+//! at the same moment. Runs when `SPOOLER_TEST_POSTGRES` is set (CI sets it).
+
+use serde_json::json;
+use spooler::core::{JobFinish, LeaseRef, Outcome};
+use spooler::{Client, JobList, JobState, NewJob, Store};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A fresh schema on the test server, dropped when the test ends; `None` when not configured.
+struct Schema {
+    server: String,
+    name: String,
+}
+
+impl Schema {
+    fn new() -> Option<Self> {
+        let Ok(server) = std::env::var("SPOOLER_TEST_POSTGRES") else {
+            eprintln!(
+                "skipped: SPOOLER_TEST_POSTGRES is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
+            );
+            return None;
+        };
+        Some(Self {
+            server,
+            name: format!("spooler_proc_{:016x}", rand::random::<u64>()),
+        })
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.server.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={}", self.server, self.name)
+    }
+
+    async fn pool(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&self.server)
+            .await
+            .unwrap_or_else(|e| panic!("SPOOLER_TEST_POSTGRES={} is set but unreachable: {e} (start Postgres or unset it)", self.server))
+    }
+
+    async fn drop_schema(&self) {
+        let pool = self.pool().await;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
+            .execute(&pool)
+            .await
+            .expect("drop schema");
+    }
+}
+
+fn spooler() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spooler"));
+    cmd.env_remove("SPOOLER_STORE")
+        .env_remove("SPOOLER_URL")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+struct Proc {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn worker(store: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let child = spooler()
+            .args(["worker", "--store", store, "--log-format", "json"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start spooler worker");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "process did not exit within {within:?} of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn open(url: &str) -> Arc<dyn Store> {
+    spooler::connect(url).await.expect("open store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_four_worker_processes_drain_200000_jobs_exactly_once() {
+    let Some(schema) = Schema::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = schema.url();
+    let store = open(&url).await;
+    let client = Client::new(store.clone());
+    let n: i64 = 200_000;
+    for start in (0..n).step_by(5000) {
+        let jobs = (start..start + 5000)
+            .map(|i| NewJob::new("noop", json!({ "i": i })))
+            .collect();
+        client.enqueue_many(jobs).await.unwrap();
+    }
+    let mut workers: Vec<Proc> = (0..4)
+        .map(|i| {
+            Proc::worker(
+                &url,
+                dir.path(),
+                &format!("w{i}"),
+                &["--queue", "default=20"],
+            )
+        })
+        .collect();
+    wait_for(
+        "200,000 completed jobs",
+        Duration::from_secs(600),
+        || async {
+            let queues = store.queue_list().await.ok()?;
+            (queues.iter().map(|q| q.counts.completed).sum::<i64>() == n).then_some(())
+        },
+    )
+    .await;
+    for w in &mut workers {
+        let status = w.terminate(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "worker exited with {status}; log:\n{}",
+            w.log_text()
+        );
+    }
+    let pool = schema.pool().await;
+    let (total, not_once, not_completed): (i64, i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE attempt <> 1), count(*) FILTER (WHERE state::text <> 'completed') FROM \"{}\".jobs",
+        schema.name
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("count jobs");
+    assert_eq!(total, n);
+    assert_eq!(not_completed, 0, "every job completed, none left running");
+    assert_eq!(
+        not_once, 0,
+        "each claim adds one to attempt: no job ran twice"
+    );
+    drop(store);
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_killed_workers_job_is_rescued_and_its_late_result_rejected() {
+    let Some(schema) = Schema::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = schema.url();
+    let store = open(&url).await;
+    let client = Client::new(store.clone());
+    let id = client
+        .enqueue_new(NewJob::new("sleep", json!({ "duration": "3s" })))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let lease = ["--lease", "2s"];
+    let mut first = Proc::worker(&url, dir.path(), "first", &lease);
+    let claimed = wait_for(
+        "the first worker to start the job",
+        Duration::from_secs(30),
+        || async {
+            let job = store.job_get(id).await.ok()??;
+            (job.state == JobState::Running).then_some(job)
+        },
+    )
+    .await;
+    assert!(
+        claimed
+            .worker_id
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&first.pid().to_string())
+    );
+    first.kill9();
+    let _second = Proc::worker(&url, dir.path(), "second", &lease);
+    let done = wait_for(
+        "the job to complete on the second worker",
+        Duration::from_secs(60),
+        || async {
+            let job = store.job_get(id).await.ok()??;
+            (job.state == JobState::Completed).then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(done.attempt, 2);
+    assert!(
+        done.errors[0].message.contains("lease expired"),
+        "{:?}",
+        done.errors
+    );
+    let late = store
+        .job_finish_many(&[JobFinish {
+            lease: LeaseRef { id, attempt: 1 },
+            outcome: Outcome::Completed { result: None },
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        vec![false],
+        "the killed worker's late result is rejected"
+    );
+    drop(store);
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_killed_leader_is_replaced_and_maintenance_goes_on() {
+    let Some(schema) = Schema::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = schema.url();
+    let store = open(&url).await;
+    let client = Client::new(store.clone());
+    // The leader runs alone first, so it is elected; it also takes a long job.
+    let mut leader = Proc::worker(&url, dir.path(), "leader", &["--lease", "2s"]);
+    let stuck = client
+        .enqueue_new(NewJob::new("sleep", json!({ "duration": "2s" })))
+        .await
+        .unwrap()
+        .job
+        .id;
+    wait_for(
+        "the leader to elect itself and start the job",
+        Duration::from_secs(30),
+        || async {
+            let job = store.job_get(stuck).await.ok()??;
+            (leader.log_text().contains("\"leader\":true") && job.state == JobState::Running)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut follower = Proc::worker(&url, dir.path(), "follower", &["--lease", "2s"]);
+    wait_for("the follower to start", Duration::from_secs(30), || async {
+        follower.log_text().contains("worker started").then_some(())
+    })
+    .await;
+    leader.kill9();
+    // Only a leader promotes scheduled jobs and rescues expired leases: both must happen now.
+    let delayed = client
+        .enqueue_new(
+            NewJob::new("noop", json!({}))
+                .run_at(chrono::Utc::now() + chrono::TimeDelta::seconds(1)),
+        )
+        .await
+        .unwrap()
+        .job
+        .id;
+    for id in [delayed, stuck] {
+        wait_for(
+            &format!("job {id} to complete under the new leader"),
+            Duration::from_secs(60),
+            || async {
+                let job = store.job_get(id).await.ok()??;
+                (job.state == JobState::Completed).then_some(())
+            },
+        )
+        .await;
+    }
+    assert!(
+        follower.log_text().contains("\"leader\":true"),
+        "the follower took over:\n{}",
+        follower.log_text()
+    );
+    let rescued = store.job_get(stuck).await.unwrap().unwrap();
+    assert_eq!(rescued.attempt, 2, "rescued from the dead leader");
+    let status = follower.terminate(Duration::from_secs(30));
+    assert!(status.success());
+    drop(store);
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_processes_migrating_at_once_both_start() {
+    let Some(schema) = Schema::new() else { return };
+    let url = schema.url();
+    let spawn = || {
+        spooler()
+            .args(["migrate", "--store", &url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start spooler migrate")
+    };
+    let (a, b) = (spawn(), spawn());
+    for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let store = open(&url).await;
+    let id = Client::new(store.clone())
+        .enqueue_new(NewJob::new("noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    assert!(store.job_get(id).await.unwrap().is_some());
+    let listed = store
+        .job_list(&JobList {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    drop(store);
+    schema.drop_schema().await;
+}

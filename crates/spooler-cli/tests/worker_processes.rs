@@ -1,0 +1,370 @@
+//! Real `spooler worker` processes sharing one store: many workers drain a backlog exactly once,
+//! a worker killed with SIGKILL loses nothing, SIGTERM shuts down gracefully, and bad store URLs
+//! give errors that name them.
+
+use serde_json::json;
+use spooler::core::{JobFinish, LeaseRef, Outcome};
+use spooler::{Client, JobList, JobState, NewJob, Store};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn spooler() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spooler"));
+    cmd.env_remove("SPOOLER_STORE")
+        .env_remove("SPOOLER_URL")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// A worker process; killed (SIGKILL) if the test ends without stopping it.
+struct WorkerProcess {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl WorkerProcess {
+    fn start(store: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = spooler()
+            .args(["worker", "--store", store, "--log-format", "json"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start spooler worker");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `within`.
+    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(ok.success());
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "worker did not exit within {within:?} of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn open(url: &str) -> Arc<dyn Store> {
+    spooler::connect(url).await.expect("open store")
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn all_jobs(store: &dyn Store) -> Vec<spooler::JobRow> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .job_list(&JobList {
+                limit: 1000,
+                before_id: cursor,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        if page.is_empty() {
+            return out;
+        }
+        cursor = page.last().map(|j| j.id);
+        out.extend(page);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_worker_processes_drain_20000_jobs_exactly_once_on_one_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let store = open(&url).await;
+    let client = Client::new(store.clone());
+    let n = 20_000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let jobs = chunk
+            .iter()
+            .map(|i| NewJob::new("noop", json!({ "i": i })))
+            .collect();
+        client.enqueue_many(jobs).await.unwrap();
+    }
+    let mut workers: Vec<WorkerProcess> = (0..4)
+        .map(|i| {
+            WorkerProcess::start(
+                &url,
+                dir.path(),
+                &format!("w{i}"),
+                &["--queue", "default=10", "--poll", "200ms"],
+            )
+        })
+        .collect();
+    wait_for(
+        "20,000 completed jobs",
+        Duration::from_secs(300),
+        || async {
+            let queues = store.queue_list().await.ok()?;
+            let completed: i64 = queues.iter().map(|q| q.counts.completed).sum();
+            (completed == n as i64).then_some(())
+        },
+    )
+    .await;
+    for w in &mut workers {
+        let status = w.terminate(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "worker exited with {status}; log:\n{}",
+            w.log_text()
+        );
+    }
+    let jobs = all_jobs(&*store).await;
+    assert_eq!(jobs.len(), n);
+    let not_completed: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.state != JobState::Completed)
+        .map(|j| (j.id, j.state))
+        .collect();
+    assert!(
+        not_completed.is_empty(),
+        "jobs not completed: {:?}",
+        &not_completed[..not_completed.len().min(10)]
+    );
+    // Each claim adds one to `attempt`: attempt 1 everywhere means no job was claimed (run) twice.
+    let twice: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.attempt != 1)
+        .map(|j| (j.id, j.attempt))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "jobs run more than once: {:?}",
+        &twice[..twice.len().min(10)]
+    );
+    // Every worker took part.
+    for w in &workers {
+        assert!(
+            w.log_text().contains("worker started"),
+            "log:\n{}",
+            w.log_text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_loses_nothing_and_its_late_result_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let store = open(&url).await;
+    let client = Client::new(store.clone());
+    let id = client
+        .enqueue_new(NewJob::new("sleep", json!({ "duration": "3s" })))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let lease = ["--lease", "2s", "--poll", "100ms"];
+    let mut first = WorkerProcess::start(&url, dir.path(), "first", &lease);
+    let claimed = wait_for(
+        "the first worker to start the job",
+        Duration::from_secs(30),
+        || async {
+            let job = store.job_get(id).await.ok()??;
+            (job.state == JobState::Running).then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(claimed.attempt, 1);
+    assert!(
+        claimed
+            .worker_id
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&first.pid().to_string()),
+        "{claimed:?}"
+    );
+    first.kill9();
+
+    let _second = WorkerProcess::start(&url, dir.path(), "second", &lease);
+    let done = wait_for(
+        "the job to complete on the second worker",
+        Duration::from_secs(60),
+        || async {
+            let job = store.job_get(id).await.ok()??;
+            (job.state == JobState::Completed).then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(done.attempt, 2, "run again after the lease expired");
+    assert_eq!(done.errors.len(), 1);
+    assert!(
+        done.errors[0].message.contains("lease expired"),
+        "{:?}",
+        done.errors
+    );
+    // The killed worker's result, arriving late, is rejected.
+    let late = store
+        .job_finish_many(&[JobFinish {
+            lease: LeaseRef { id, attempt: 1 },
+            outcome: Outcome::Completed { result: None },
+        }])
+        .await
+        .unwrap();
+    assert_eq!(late, vec![false]);
+    assert_eq!(store.job_get(id).await.unwrap().unwrap(), done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_short_jobs_and_releases_long_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let store = open(&url).await;
+    let client = Client::new(store.clone());
+    let short = client
+        .enqueue_new(NewJob::new("sleep", json!({ "duration": "1s" })))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let long = client
+        .enqueue_new(NewJob::new("sleep", json!({ "duration": "10m" })))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let mut worker =
+        WorkerProcess::start(&url, dir.path(), "w", &["--grace", "3s", "--poll", "100ms"]);
+    wait_for("both jobs running", Duration::from_secs(30), || async {
+        let a = store.job_get(short).await.ok()??;
+        let b = store.job_get(long).await.ok()??;
+        (a.state == JobState::Running && b.state == JobState::Running).then_some(())
+    })
+    .await;
+    let status = worker.terminate(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "exit {status}; log:\n{}",
+        worker.log_text()
+    );
+    let a = store.job_get(short).await.unwrap().unwrap();
+    assert_eq!(
+        a.state,
+        JobState::Completed,
+        "finished within the grace period"
+    );
+    let b = store.job_get(long).await.unwrap().unwrap();
+    assert_eq!(
+        b.state,
+        JobState::Available,
+        "released for another worker, not left running"
+    );
+    assert!(b.errors.is_empty());
+}
+
+fn run_fail(args: &[&str]) -> String {
+    let out = spooler().args(args).output().expect("run spooler");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail; stderr:\n{stderr}"
+    );
+    assert_ne!(out.status.code(), Some(101), "{args:?} panicked:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_store_urls_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/dir/jobs.db");
+    let stderr = run_fail(&[
+        "migrate",
+        "--store",
+        &format!("sqlite://{}", missing.display()),
+    ]);
+    assert!(
+        stderr.contains(&missing.parent().unwrap().display().to_string()),
+        "names the directory:\n{stderr}"
+    );
+
+    let corrupt = dir.path().join("corrupt.db");
+    std::fs::write(&corrupt, vec![0x5au8; 64 * 1024]).unwrap();
+    let stderr = run_fail(&[
+        "migrate",
+        "--store",
+        &format!("sqlite://{}", corrupt.display()),
+    ]);
+    assert!(
+        stderr.contains(&corrupt.display().to_string()),
+        "names the file:\n{stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("not a database"),
+        "says what is wrong:\n{stderr}"
+    );
+
+    let stderr = run_fail(&["migrate", "--store", "mysql://root@127.0.0.1/jobs"]);
+    assert!(
+        stderr.contains("mysql://root@127.0.0.1/jobs"),
+        "names the URL:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("sqlite://"),
+        "says what is expected:\n{stderr}"
+    );
+}
