@@ -44,7 +44,7 @@ pub enum Target {
         /// The open store.
         store: Arc<dyn Store>,
         /// Queue defaults for enqueue.
-        config: Config,
+        config: Box<Config>,
     },
 }
 
@@ -75,7 +75,10 @@ impl Target {
                         spooler::format_duration(args.request_timeout)
                     )
                 })??;
-            return Ok(Self::Store { store, config });
+            return Ok(Self::Store {
+                store,
+                config: Box::new(config),
+            });
         }
         let base = args.url.as_deref().unwrap_or(DEFAULT_URL);
         Ok(Self::Server(Remote::new(

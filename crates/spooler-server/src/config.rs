@@ -178,7 +178,7 @@ impl Config {
     /// Parses config text; `name` is the file name used in errors.
     pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
         let src = Source { text, name };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| src.from_toml(&e))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         if let Some(s) = &raw.schedules {
             return Err(src.invalid(
                 s.span(),
@@ -381,7 +381,7 @@ impl Source<'_> {
 
     /// Maps a toml error to file, line and key. The key is the field the message names (unknown
     /// or missing fields) or the key written on the offending line, under its table header.
-    fn from_toml(&self, e: &toml::de::Error) -> ConfigError {
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let message = e.message().trim().to_string();
         let Some(span) = e.span() else {
             return ConfigError::Invalid {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use spooler::{Handler, JobContext, JobError};
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 const ARGS: &[&str] = &["path", "payload"];
@@ -20,11 +20,11 @@ pub struct FileKind {
 }
 
 impl FileKind {
-    fn lock_for(&self, path: &PathBuf) -> Arc<Mutex<()>> {
+    fn lock_for(&self, path: &Path) -> Arc<Mutex<()>> {
         self.locks
             .lock()
             .expect("file locks")
-            .entry(path.clone())
+            .entry(path.to_path_buf())
             .or_default()
             .clone()
     }

@@ -100,8 +100,9 @@ async fn many_jobs_each_run_exactly_once(b: &Backend) {
     for w in workers {
         w.shutdown().await.unwrap();
     }
-    let runs = runs().lock().unwrap();
-    let mine: Vec<u32> = runs
+    let mine: Vec<u32> = runs()
+        .lock()
+        .unwrap()
         .iter()
         .filter(|((t, _), _)| *t == tag)
         .map(|(_, c)| *c)
