@@ -346,6 +346,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes finished jobs past their retention, at most `limit`; returns how many.
     async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64>;
 
+    /// Upkeep the database needs now and then, run by the maintenance leader after each pass:
+    /// PostgreSQL vacuums and analyzes the queue table when many rows changed since the last
+    /// time (autovacuum may be off or behind, and a stale plan or a head of dead index entries
+    /// would slow every claim). Cheap when there is nothing to do; the default does nothing.
+    async fn housekeep(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Takes or renews leadership of `name`; true if `holder` leads until `now + ttl`.
     async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool>;
 

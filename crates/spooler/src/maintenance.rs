@@ -143,6 +143,10 @@ impl Maintenance {
             *last = Some(tokio::time::Instant::now());
             report.pruned = self.prune().await?;
         }
+        drop(last);
+        if let Err(e) = self.store.housekeep().await {
+            tracing::warn!(error = %e, "store housekeeping failed; will try again");
+        }
         Ok(report)
     }
 
