@@ -151,6 +151,17 @@ pub fn parse_enqueue(
             ));
         }
     }
+    // PostgreSQL stores neither text nor JSON holding U+0000: refuse it here, on every backend,
+    // rather than answer 500 when the store rejects it.
+    if let Some(at) = obj
+        .iter()
+        .find_map(|(key, value)| nul_at(value).map(|rest| format!("{}{rest}", name(key))))
+    {
+        return Err(ApiError::invalid(
+            at.clone(),
+            format!("{at}: text must not contain the NUL character (\\u0000)"),
+        ));
+    }
     let field = FieldReader { obj, name: &name };
     let kind = field
         .string("kind")?
@@ -290,6 +301,26 @@ impl<F: Fn(&str) -> String> FieldReader<'_, F> {
     }
 }
 
+/// Where below `value` a string or an object key holds U+0000, if anywhere: `.a[2]`, or `""` for
+/// `value` itself. The path is built only when one is found.
+fn nul_at(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => s.contains('\0').then(String::new),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v).map(|rest| format!("[{i}]{rest}"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(format!(".{}", k.replace('\0', "\\u0000")))
+            } else {
+                nul_at(v).map(|rest| format!(".{k}{rest}"))
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// The JSON type of a value, for messages: "a number", "an array".
 pub fn type_name(v: &Value) -> &'static str {
     match v {
@@ -331,6 +362,12 @@ mod tests {
             (json!({"kind": "x", "kindd": 1}), "kindd"),
             (json!({"kind": "x", "run_at": "tomorrow"}), "run_at"),
             (json!({"kind": ""}), "kind"),
+            (json!({"kind": "a\u{0}b"}), "kind"),
+            (
+                json!({"kind": "x", "args": {"a": ["ok", "\u{0}"]}}),
+                "args.a[1]",
+            ),
+            (json!({"kind": "x", "tags": ["\u{0}"]}), "tags[0]"),
         ] {
             let e = parse(body.clone()).unwrap_err();
             assert_eq!(e.status(), 422, "{body}");
