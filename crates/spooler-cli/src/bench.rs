@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
+use spooler::core::{JobClaim, JobFinish, LeaseRef, Outcome};
 use spooler::{Client, Handler, JobContext, JobError, NewJob, Store, Worker};
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -58,6 +59,9 @@ pub struct BenchArgs {
     /// Measure the store as it is instead of a fresh one (it must be migrated and should be empty).
     #[arg(long)]
     pub reuse: bool,
+    /// Completed jobs to put in the store before the drain: does history slow the queue down?
+    #[arg(long, default_value_t = 0)]
+    pub history: usize,
     /// One JSON object per line per workload instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -86,6 +90,8 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     offered_per_sec: Option<u32>,
     rss_mb: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<usize>,
 }
 
 /// Runs the benchmark.
@@ -307,6 +313,7 @@ fn row(
         max_ms: None,
         offered_per_sec: None,
         rss_mb: rss_mb(),
+        history: None,
     }
 }
 
@@ -320,6 +327,56 @@ async fn insert_batches(client: &Client, n: usize, bar: &ProgressBar) -> anyhow:
         bar.inc((end - i) as u64);
         i = end;
     }
+    Ok(())
+}
+
+/// Puts `n` completed jobs in the store (inserted, claimed and completed a thousand at a time,
+/// as a worker would), then lets the store do its upkeep, as its leader would.
+async fn fill_history(store: &Arc<dyn Store>, n: usize) -> anyhow::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    const HISTORY: &str = "bench_history";
+    let client = Client::new(store.clone());
+    let bar = progress(n, "history");
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(1000);
+        client
+            .enqueue_many(
+                (0..batch)
+                    .map(|_| NewJob::new(HISTORY, Value::Null))
+                    .collect(),
+            )
+            .await?;
+        let claimed = store
+            .job_claim(&JobClaim {
+                queues: vec![spooler::core::DEFAULT_QUEUE.to_string()],
+                kinds: vec![HISTORY.to_string()],
+                limit: batch as u32,
+                worker_id: "bench-history".into(),
+                lease: Duration::from_secs(600),
+            })
+            .await?;
+        let finishes: Vec<JobFinish> = claimed
+            .iter()
+            .map(|j| JobFinish {
+                lease: LeaseRef {
+                    id: j.id,
+                    attempt: j.attempt,
+                },
+                outcome: Outcome::Completed { result: None },
+            })
+            .collect();
+        store.job_finish_many(&finishes).await?;
+        left -= claimed.len().min(left);
+        bar.inc(claimed.len() as u64);
+        if claimed.is_empty() {
+            bail!("filling history: inserted jobs could not be claimed");
+        }
+    }
+    bar.finish_and_clear();
+    store.housekeep().await?;
     Ok(())
 }
 
@@ -363,6 +420,7 @@ async fn enqueue(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row
 async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>> {
     let client = Client::new(fresh.store.clone());
     let n = args.jobs;
+    fill_history(&fresh.store, args.history).await?;
     let bar = progress(n, "queue");
     insert_batches(&client, n, &bar).await?;
     bar.finish_and_clear();
@@ -395,7 +453,7 @@ async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>>
             .iter()
             .map(|q| q.counts.completed)
             .sum();
-        if completed as usize >= n {
+        if completed as usize >= n + args.history {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -403,7 +461,13 @@ async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>>
     let took = started.elapsed();
     ticker.abort();
     bar.finish_and_clear();
-    let out = row(args, fresh, "drain", "no-op", n, took);
+    let mode = if args.history > 0 {
+        "no-op, with history"
+    } else {
+        "no-op"
+    };
+    let mut out = row(args, fresh, "drain", mode, n, took);
+    out.history = (args.history > 0).then_some(args.history);
     handle.shutdown().await?;
     Ok(vec![out])
 }
