@@ -79,6 +79,15 @@ struct Found {
 async fn probe(args: &CheckArgs) -> anyhow::Result<Found> {
     let queues = match (&args.url, &args.store) {
         (None, Some(store)) => {
+            // Opening a SQLite file creates it: a probe must not leave an empty store behind.
+            if let Ok(spooler::sqlite::SqliteTarget::File(path)) = spooler::sqlite::parse_url(store)
+                && !path.exists()
+            {
+                anyhow::bail!(
+                    "store file {} does not exist (is the path right? `spooler migrate --store URL` creates one)",
+                    path.display()
+                );
+            }
             let store = spooler::connect_with(
                 store,
                 spooler::ConnectOptions {
