@@ -137,7 +137,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("listener on {listen}"))?;
     let options = server_options(&config, token);
     let auth = options.token.is_some();
-    let app = router(AppState::new(store.clone(), options));
+    let state = AppState::new(store.clone(), options);
+    let app = router(state.clone());
     let worker = if args.no_worker {
         None
     } else {
@@ -166,7 +167,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
             result.context("server task")?.with_context(|| format!("serving on {local}"))?;
         }
     }
+    // Stop accepting connections and answer open long polls now; then let the worker finish.
     let _ = stop_tx.send(true);
+    state.begin_shutdown();
     if let Some(worker) = worker {
         worker.shutdown().await?;
     }

@@ -176,7 +176,7 @@ async fn enqueue_batch(
 }
 
 /// `GET /v1/jobs/{id}[?wait=30s]`: with `wait`, answers as soon as the job is finished, or with
-/// the job as it is when the wait (capped at `max_wait`) ends.
+/// the job as it is when the wait (capped at `max_wait`) ends or the server begins to shut down.
 async fn get_job(
     State(state): State<AppState>,
     JobIdPath(id): JobIdPath,
@@ -192,16 +192,21 @@ async fn get_job(
     let store = &state.inner.store;
     let deadline = tokio::time::Instant::now() + wait;
     let mut pause = Duration::from_millis(5);
+    // A shutting-down server answers open long polls at once rather than hold up its exit.
+    let mut stopping = state.inner.stopping.subscribe();
     loop {
         let job = store
             .job_get(id)
             .await?
             .ok_or_else(|| ApiError::from(spooler::StoreError::JobNotFound { id }))?;
         let now = tokio::time::Instant::now();
-        if job.state.is_finished() || now >= deadline {
+        if job.state.is_finished() || now >= deadline || *stopping.borrow_and_update() {
             return Ok(job_response(StatusCode::OK, JobWire::new(&job)));
         }
-        tokio::time::sleep(pause.min(deadline - now)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(pause.min(deadline - now)) => {}
+            _ = stopping.changed() => {}
+        }
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }

@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) client: Client,
     pub(crate) options: ServerOptions,
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// True once the server is shutting down: open long polls answer at once.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -78,8 +80,16 @@ impl AppState {
                 store,
                 options,
                 metrics,
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         }
+    }
+
+    /// Tells open long polls (`GET /v1/jobs/{id}?wait=`) to answer now with the job as it is, so
+    /// that a graceful shutdown does not wait for them. Call it when shutdown begins; later long
+    /// polls answer at once too.
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.send_replace(true);
     }
 
     /// The store the API reads and writes.
