@@ -619,3 +619,61 @@ impl SilentListener {
         panic!("the accept queue of {addr} did not fill after 64 connections");
     }
 }
+
+/// An HTTP/1.1 request written on its own connection, whose answer is read later; once
+/// [`RawRequest::delivered`] says so, the server has read it (the kernel holds none of its bytes).
+pub struct RawRequest {
+    stream: tokio::net::TcpStream,
+    server: SocketAddr,
+}
+
+impl RawRequest {
+    /// Connects to `server` and writes `GET path`.
+    pub async fn get(server: SocketAddr, path: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(server)
+            .await
+            .expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
+        Self { stream, server }
+    }
+
+    /// True once the server's socket of this connection has no unread bytes (Linux: the
+    /// `rx_queue` column of `/proc/net/tcp`).
+    pub fn delivered(&self) -> bool {
+        let client = self.stream.local_addr().expect("address");
+        let hex = |a: SocketAddr| match a {
+            SocketAddr::V4(v4) => format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            ),
+            SocketAddr::V6(_) => panic!("IPv4 only"),
+        };
+        let (local, remote) = (hex(self.server), hex(client));
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+        table.lines().skip(1).any(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 4
+                && cols[1] == local
+                && cols[2] == remote
+                && cols[4].split(':').nth(1) == Some("00000000")
+        })
+    }
+
+    /// Reads the answer to its end: the status code and the body (`None` if the connection
+    /// closed without an answer).
+    pub async fn answer(mut self) -> Option<(u16, String)> {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        self.stream.read_to_end(&mut bytes).await.ok()?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+}
