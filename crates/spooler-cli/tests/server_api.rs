@@ -412,7 +412,10 @@ async fn open_routes_answer_and_the_served_document_is_the_crate_s() {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("v1/queues"), "the dashboard calls the API:\n{page}");
+    assert!(
+        page.contains("v1/queues"),
+        "the dashboard calls the API:\n{page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
