@@ -132,8 +132,12 @@ impl Target {
             }
             Self::Store { store, .. } => {
                 let client = spooler::Client::new(store.clone());
+                // As over HTTP: when the wait ends first, the job as it is then.
                 let job = match wait {
-                    Some(wait) => client.wait(id, wait).await?,
+                    Some(wait) => match client.wait(id, wait).await {
+                        Err(spooler::Error::WaitTimeout { .. }) => client.status(id).await?,
+                        other => other?,
+                    },
                     None => client.status(id).await?,
                 };
                 Ok(job_json(&job))

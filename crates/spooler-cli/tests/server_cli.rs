@@ -285,29 +285,52 @@ async fn an_unreachable_url_is_named_with_the_fix_promptly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_wait_of_enqueue_ends_when_the_job_does_not() {
+async fn a_wait_that_ends_before_the_job_shows_the_job_as_it_is() {
     let server = Server::start().await;
-    let run = cli(&[
-        "enqueue",
-        "sleep",
-        "--args",
-        r#"{"duration": "1m"}"#,
-        "--wait",
-        "500ms",
-        "--json",
-        "--url",
-        &server.url,
-    ])
-    .await;
-    assert_eq!(run.code, Some(1), "not completed: {}", run.describe());
-    assert!(
-        run.elapsed < Duration::from_secs(5),
-        "took {:?}",
-        run.elapsed
-    );
-    let job: Value = run.json();
-    assert!(
-        matches!(job["state"].as_str(), Some("available" | "running")),
-        "{job}"
-    );
+    for over_http in [true, false] {
+        let t = target(&server, over_http);
+        let how = &t[0];
+        let run = spooler(
+            &[
+                "enqueue",
+                "sleep",
+                "--args",
+                r#"{"duration": "1m"}"#,
+                "--wait",
+                "500ms",
+                "--json",
+            ],
+            &t,
+        )
+        .await;
+        assert_eq!(
+            run.code,
+            Some(1),
+            "{how}: not completed: {}",
+            run.describe()
+        );
+        assert!(
+            run.elapsed < Duration::from_secs(5),
+            "took {:?}",
+            run.elapsed
+        );
+        let job: Value = run.json();
+        assert!(
+            matches!(job["state"].as_str(), Some("available" | "running")),
+            "{how}: {job}"
+        );
+        let run = spooler(
+            &[
+                "status",
+                &job["id"].to_string(),
+                "--wait",
+                "300ms",
+                "--json",
+            ],
+            &t,
+        )
+        .await
+        .ok();
+        assert_eq!(run.json()["id"], job["id"], "{how}");
+    }
 }
