@@ -100,7 +100,7 @@ impl Target {
                     |q| defaults.get(q).cloned().unwrap_or_default(),
                     store.clock().now(),
                 )
-                .map_err(|e| anyhow!("invalid job: {e}"))?;
+                .map_err(|e| anyhow!("invalid job: {}", e.message()))?;
                 let inserted = store.job_insert(&job).await?;
                 let mut value = job_json(&inserted.job);
                 value["duplicate"] = json!(inserted.duplicate);
@@ -170,19 +170,18 @@ impl Target {
                 Ok((jobs, next))
             }
             Self::Store { store, .. } => {
-                let jobs = store
-                    .job_list(&JobList {
-                        queue: filter.queue.clone(),
-                        state: filter.state,
-                        kind: filter.kind.clone(),
-                        limit: filter.limit,
-                        before_id: filter.cursor,
-                    })
-                    .await?;
-                let next = (jobs.len() as u32 == filter.limit)
-                    .then(|| jobs.last().map(|j| j.id.to_string()))
-                    .flatten();
-                Ok((jobs.iter().map(job_json).collect(), next))
+                let list = JobList {
+                    queue: filter.queue.clone(),
+                    state: filter.state,
+                    kind: filter.kind.clone(),
+                    limit: filter.limit,
+                    before_id: filter.cursor,
+                };
+                let (jobs, next) = spooler_server::job_page(store.as_ref(), &list).await?;
+                Ok((
+                    jobs.iter().map(job_json).collect(),
+                    next.map(|id| id.to_string()),
+                ))
             }
         }
     }

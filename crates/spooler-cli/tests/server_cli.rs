@@ -175,6 +175,13 @@ async fn job_commands(server: &Server, over_http: bool) -> Vec<i64> {
     let run = spooler(&["enqueue", "noop", "--delay", "soon"], &t).await;
     assert_eq!(run.code, Some(1), "{}", run.describe());
     assert!(run.stderr.contains("delay"), "{}", run.describe());
+    if !over_http {
+        assert!(
+            !run.stderr.contains("422"),
+            "no HTTP status without HTTP: {}",
+            run.stderr
+        );
+    }
     let run = spooler(&["status", "999999"], &t).await;
     assert_eq!(run.code, Some(1), "{}", run.describe());
     assert!(
@@ -332,5 +339,45 @@ async fn a_wait_that_ends_before_the_job_shows_the_job_as_it_is() {
         .await
         .ok();
         assert_eq!(run.json()["id"], job["id"], "{how}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_jobs_end_with_no_cursor() {
+    let server = Server::start_with(server_support::ServeOptions {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    for i in 0..4 {
+        server
+            .enqueue(&serde_json::json!({"kind": "noop", "args": {"i": i}}))
+            .await;
+    }
+    let (_, page) = server.get("/v1/jobs?limit=4").await;
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(4));
+    assert!(page["next_cursor"].is_null(), "a full last page: {page}");
+    for over_http in [true, false] {
+        let t = target(&server, over_http);
+        let first = spooler(&["jobs", "--json", "--limit", "3"], &t)
+            .await
+            .ok()
+            .json();
+        let ids: Vec<i64> = first["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, [4, 3, 2], "{}: {first}", t[0]);
+        let cursor = first["next_cursor"].as_str().expect("a cursor").to_string();
+        let last = spooler(&["jobs", "--json", "--limit", "1", "--cursor", &cursor], &t)
+            .await
+            .ok()
+            .json();
+        assert_eq!(last["jobs"][0]["id"], 1, "{}: {last}", t[0]);
+        assert!(last["next_cursor"].is_null(), "{}: {last}", t[0]);
+        let table = spooler(&["jobs", "--limit", "4"], &t).await.ok();
+        assert!(!table.stdout.contains("more:"), "{}", table.describe());
     }
 }

@@ -12,7 +12,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use spooler::{JobList, JobState, QueueInfo, StateCounts, parse_duration};
+use spooler::{
+    JobId, JobList, JobRow, JobState, QueueInfo, StateCounts, Store, StoreError, parse_duration,
+};
 use std::time::Duration;
 
 type Routes = Vec<(Method, &'static str, MethodRouter<AppState>)>;
@@ -256,12 +258,31 @@ async fn list_jobs(State(state): State<AppState>, params: Params) -> Result<Resp
         limit,
         before_id,
     };
-    let jobs = state.inner.store.job_list(&list).await?;
-    let next_cursor = (jobs.len() as u32 == limit)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
-        .flatten();
+    let (jobs, next) = job_page(state.inner.store.as_ref(), &list).await?;
+    let next_cursor = next.map(|id| id.to_string());
     let wires: Vec<JobWire<'_>> = jobs.iter().map(JobWire::new).collect();
     Ok(Json(json!({ "jobs": wires, "next_cursor": next_cursor })).into_response())
+}
+
+/// A page of jobs, newest first, and the cursor of the next page (the `before_id` that fetches
+/// it): `None` on the last page. A full page is followed by a one-row probe, so that a last page
+/// that happens to be full says it is the last.
+pub async fn job_page(
+    store: &dyn Store,
+    list: &JobList,
+) -> Result<(Vec<JobRow>, Option<JobId>), StoreError> {
+    let jobs = store.job_list(list).await?;
+    let Some(last) = jobs.last().filter(|_| jobs.len() as u32 >= list.limit) else {
+        return Ok((jobs, None));
+    };
+    let probe = JobList {
+        limit: 1,
+        before_id: Some(last.id),
+        ..list.clone()
+    };
+    let more = !store.job_list(&probe).await?.is_empty();
+    let next = more.then_some(last.id);
+    Ok((jobs, next))
 }
 
 async fn cancel_job(

@@ -37,7 +37,7 @@ pub mod run;
 mod state;
 pub mod wire;
 
-pub use api::{route_table, router};
+pub use api::{job_page, route_table, router};
 pub use auth::constant_time_eq;
 pub use error::ApiError;
 pub use metrics::prometheus_handle;
