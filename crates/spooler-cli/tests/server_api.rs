@@ -335,6 +335,14 @@ async fn the_token_guards_every_v1_call_and_only_v1() {
 
     let job = server.enqueue(&body).await;
     assert_eq!(job["kind"], "noop");
+    // The scheme is case-insensitive.
+    let response = server
+        .bare(Method::GET, "/v1/queues")
+        .header("authorization", "BEARER s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(server.total_jobs().await, 1);
 
     // The CLI: without the token it says how to give it; with it, it works.

@@ -39,10 +39,11 @@ pub(crate) async fn require_token(
         )
         .into_response(),
         Some(value) => {
+            // The scheme is case-insensitive (RFC 9110, section 11.1).
             let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .map(str::trim);
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
             match token {
                 Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => {
                     next.run(request).await
