@@ -13,7 +13,8 @@ const ARGS: &[&str] = &["program", "args", "env", "timeout"];
 /// Bytes of stdout and of stderr kept.
 const TAIL: usize = 2048;
 
-/// Runs programs named in the config's `[commands] allow` list, and no others.
+/// Runs programs named in the config's `[commands] allow` list, and no others, with the server's
+/// environment minus its `SPOOLER_*` variables, plus the job's `env`.
 #[derive(Debug, Clone)]
 pub struct CommandKind {
     allow: Vec<String>,
@@ -61,7 +62,15 @@ impl Handler for CommandKind {
         let env = a.string_map("env")?;
         let timeout = a.duration("timeout", Duration::from_secs(60))?;
 
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        // The server's own settings (its token, the store URL and its password) are not the
+        // program's business: it inherits the rest of the environment, plus the job's `env`.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SPOOLER_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
             .args(&argv)
             .envs(env)
             .stdin(Stdio::null())
