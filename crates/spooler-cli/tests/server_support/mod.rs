@@ -124,6 +124,8 @@ pub struct ServeOptions {
     pub no_worker: bool,
     /// More flags.
     pub args: Vec<String>,
+    /// Environment variables of the process.
+    pub env: Vec<(String, String)>,
 }
 
 /// A `spooler serve` process on a fresh SQLite file in its own temporary directory; killed
@@ -179,7 +181,9 @@ impl Server {
             cmd.arg("--no-worker");
         }
         cmd.args(&options.args);
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -429,12 +433,22 @@ pub fn closed_port() -> u16 {
     listener.local_addr().expect("address").port()
 }
 
-/// A local HTTP endpoint: `ANY /hook/{id}` counts a delivery for `id` and answers with the status
-/// currently set (200 at first); `/slow` never answers.
+/// One request a [`HookServer`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The `{id}` of `/hook/{id}`.
+    pub id: String,
+    pub method: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+/// A local HTTP endpoint: `ANY /hook/{id}` records the request and answers with the status
+/// currently set (200 at first); `ANY /slow` answers after a minute.
 pub struct HookServer {
     pub addr: SocketAddr,
-    deliveries: Arc<Mutex<HashMap<String, u32>>>,
-    bodies: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -442,34 +456,51 @@ pub struct HookServer {
 impl HookServer {
     pub async fn start() -> Self {
         use axum::extract::{Path as UrlPath, State};
+        use axum::http::{HeaderMap, Method};
         use axum::routing::any;
 
         #[derive(Clone)]
         struct Shared {
-            deliveries: Arc<Mutex<HashMap<String, u32>>>,
-            bodies: Arc<Mutex<Vec<String>>>,
+            received: Arc<Mutex<Vec<Received>>>,
             status: Arc<AtomicU16>,
         }
         async fn hook(
             State(s): State<Shared>,
             UrlPath(id): UrlPath<String>,
+            method: Method,
+            headers: HeaderMap,
             body: String,
         ) -> (axum::http::StatusCode, String) {
-            *s.deliveries.lock().unwrap().entry(id.clone()).or_default() += 1;
-            s.bodies.lock().unwrap().push(body);
+            let headers = headers
+                .iter()
+                .map(|(k, v)| {
+                    let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.as_str().to_string(), value)
+                })
+                .collect();
+            s.received.lock().unwrap().push(Received {
+                id: id.clone(),
+                method: method.to_string(),
+                headers,
+                body,
+            });
             let code = s.status.load(Ordering::SeqCst);
             (
                 axum::http::StatusCode::from_u16(code).expect("status"),
                 format!("hook {id} answered {code}"),
             )
         }
+        async fn slow() -> &'static str {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "late"
+        }
         let shared = Shared {
-            deliveries: Arc::default(),
-            bodies: Arc::default(),
+            received: Arc::default(),
             status: Arc::new(AtomicU16::new(200)),
         };
         let app = axum::Router::new()
             .route("/hook/{id}", any(hook))
+            .route("/slow", any(slow))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -480,8 +511,7 @@ impl HookServer {
         });
         Self {
             addr,
-            deliveries: shared.deliveries,
-            bodies: shared.bodies,
+            received: shared.received,
             status: shared.status,
             task,
         }
@@ -492,24 +522,38 @@ impl HookServer {
         format!("http://{}/hook/{id}", self.addr)
     }
 
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
     /// Deliveries per id so far.
     pub fn deliveries(&self) -> HashMap<String, u32> {
-        self.deliveries.lock().unwrap().clone()
+        let mut counts = HashMap::new();
+        for r in self.received.lock().unwrap().iter() {
+            *counts.entry(r.id.clone()).or_default() += 1;
+        }
+        counts
     }
 
     /// Deliveries to `id` so far.
     pub fn count(&self, id: &str) -> u32 {
-        self.deliveries
+        self.received
             .lock()
             .unwrap()
-            .get(id)
-            .copied()
-            .unwrap_or(0)
+            .iter()
+            .filter(|r| r.id == id)
+            .count() as u32
     }
 
     /// Bodies received so far.
     pub fn bodies(&self) -> Vec<String> {
-        self.bodies.lock().unwrap().clone()
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
     }
 
     /// Answer every later request with `code`.
