@@ -2,7 +2,7 @@
 //! 0 healthy, 1 warning (a threshold crossed), 2 unhealthy (unreachable, timed out, store error),
 //! always within `--timeout` plus a small margin.
 
-use crate::target::{Remote, Target};
+use crate::target::{Endpoint, Remote, Target, endpoint};
 use clap::Args;
 use reqwest::Method;
 use serde_json::Value;
@@ -11,11 +11,11 @@ use std::time::Duration;
 /// `spooler check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The server to check (default http://127.0.0.1:7700 when no --store is given).
-    #[arg(long, env = "SPOOLER_URL", conflicts_with = "store")]
+    /// The server to check [env: SPOOLER_URL] (default http://127.0.0.1:7700 when no --store is given).
+    #[arg(long, conflicts_with = "store")]
     pub url: Option<String>,
-    /// A store to check directly.
-    #[arg(long, env = "SPOOLER_STORE")]
+    /// A store to check directly [env: SPOOLER_STORE].
+    #[arg(long)]
     pub store: Option<String>,
     /// The server's token.
     #[arg(long, env = "SPOOLER_TOKEN", hide_env_values = true)]
@@ -41,13 +41,12 @@ pub enum Health {
 
 /// Runs the check and prints its line; returns the exit code.
 pub async fn run(args: CheckArgs) -> i32 {
-    let what = match (&args.url, &args.store) {
-        (None, Some(store)) => spooler::core::error::redact_url(store),
-        (url, _) => url
-            .clone()
-            .unwrap_or_else(|| crate::target::DEFAULT_URL.to_string()),
+    let endpoint = endpoint(args.url.as_deref(), args.store.as_deref());
+    let what = match &endpoint {
+        Endpoint::Store(store) => spooler::core::error::redact_url(store),
+        Endpoint::Server(url) => url.clone(),
     };
-    let (health, line) = match tokio::time::timeout(args.timeout, probe(&args)).await {
+    let (health, line) = match tokio::time::timeout(args.timeout, probe(&args, &endpoint)).await {
         Ok(Ok(found)) => judge(&args, &found),
         Ok(Err(e)) => (Health::Critical, format!("{e:#}")),
         Err(_) => (
@@ -76,9 +75,9 @@ struct Found {
     oldest_age_s: f64,
 }
 
-async fn probe(args: &CheckArgs) -> anyhow::Result<Found> {
-    let queues = match (&args.url, &args.store) {
-        (None, Some(store)) => {
+async fn probe(args: &CheckArgs, endpoint: &Endpoint) -> anyhow::Result<Found> {
+    let queues = match endpoint {
+        Endpoint::Store(store) => {
             // Opening a SQLite file creates it: a probe must not leave an empty store behind.
             if let Ok(spooler::sqlite::SqliteTarget::File(path)) = spooler::sqlite::parse_url(store)
                 && !path.exists()
@@ -103,8 +102,7 @@ async fn probe(args: &CheckArgs) -> anyhow::Result<Found> {
             .queues()
             .await?
         }
-        (url, _) => {
-            let base = url.as_deref().unwrap_or(crate::target::DEFAULT_URL);
+        Endpoint::Server(base) => {
             let remote = Remote::new(base, args.token.clone(), args.timeout)?;
             let body = remote.call(Method::GET, "/v1/queues", None).await?;
             body["queues"].as_array().cloned().unwrap_or_default()

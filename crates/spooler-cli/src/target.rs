@@ -18,11 +18,11 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
 /// Where the job commands go.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
-    /// A running server, e.g. http://127.0.0.1:7700 (the default when no --store is given).
-    #[arg(long, env = "SPOOLER_URL", conflicts_with = "store")]
+    /// A running server, e.g. http://127.0.0.1:7700 [env: SPOOLER_URL] (the default when no --store is given).
+    #[arg(long, conflicts_with = "store")]
     pub url: Option<String>,
-    /// A store to use directly instead of a server, e.g. sqlite://spooler.db or postgres://…
-    #[arg(long, env = "SPOOLER_STORE")]
+    /// A store to use directly instead of a server, e.g. sqlite://spooler.db or postgres://… [env: SPOOLER_STORE]
+    #[arg(long)]
     pub store: Option<String>,
     /// The server's token (with --url).
     #[arg(long, env = "SPOOLER_TOKEN", hide_env_values = true)]
@@ -33,6 +33,31 @@ pub struct TargetArgs {
     /// How long to wait for the server or the store (each request).
     #[arg(long = "request-timeout", default_value = "10s", value_parser = crate::duration_arg)]
     pub request_timeout: Duration,
+}
+
+/// Where a command goes, before it is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A server's base URL.
+    Server(String),
+    /// A store URL.
+    Store(String),
+}
+
+/// Where `--url`/`--store` send a command: the flag given (clap refuses both), else
+/// `SPOOLER_URL`, else `SPOOLER_STORE`, else the default server. Flags beat the environment, so a
+/// shell that exports `SPOOLER_STORE` for `spooler serve` can still run `spooler check --url …`.
+pub fn endpoint(url: Option<&str>, store: Option<&str>) -> Endpoint {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (url, store) {
+        (Some(url), _) => Endpoint::Server(url.to_string()),
+        (None, Some(store)) => Endpoint::Store(store.to_string()),
+        (None, None) => match (env("SPOOLER_URL"), env("SPOOLER_STORE")) {
+            (Some(url), _) => Endpoint::Server(url),
+            (None, Some(store)) => Endpoint::Store(store),
+            (None, None) => Endpoint::Server(DEFAULT_URL.to_string()),
+        },
+    }
 }
 
 /// A server or a store.
@@ -61,31 +86,30 @@ pub struct ListFilter {
 impl Target {
     /// Opens what the arguments name: the store (migrating it) or an HTTP client for the server.
     pub async fn open(args: &TargetArgs) -> anyhow::Result<Self> {
-        if let (None, Some(url)) = (&args.url, &args.store) {
-            let config = match &args.config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
-            let store = tokio::time::timeout(args.request_timeout, spooler::connect(url))
-                .await
-                .map_err(|_| {
-                    anyhow!(
-                        "store {} did not answer within {}",
-                        spooler::core::error::redact_url(url),
-                        spooler::format_duration(args.request_timeout)
-                    )
-                })??;
-            return Ok(Self::Store {
-                store,
-                config: Box::new(config),
-            });
-        }
-        let base = args.url.as_deref().unwrap_or(DEFAULT_URL);
-        Ok(Self::Server(Remote::new(
-            base,
-            args.token.clone(),
-            args.request_timeout,
-        )?))
+        let url = match endpoint(args.url.as_deref(), args.store.as_deref()) {
+            Endpoint::Server(base) => {
+                let remote = Remote::new(&base, args.token.clone(), args.request_timeout)?;
+                return Ok(Self::Server(remote));
+            }
+            Endpoint::Store(url) => url,
+        };
+        let config = match &args.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let store = tokio::time::timeout(args.request_timeout, spooler::connect(&url))
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "store {} did not answer within {}",
+                    spooler::core::error::redact_url(&url),
+                    spooler::format_duration(args.request_timeout)
+                )
+            })??;
+        Ok(Self::Store {
+            store,
+            config: Box::new(config),
+        })
     }
 
     /// Enqueues one job described like a `POST /v1/jobs` body; returns the job.

@@ -5,7 +5,7 @@
 mod server_support;
 
 use serde_json::Value;
-use server_support::{Server, SilentListener, cli, closed_port};
+use server_support::{Server, SilentListener, cli, cli_env, closed_port};
 use std::time::Duration;
 
 /// `--url URL` or `--store URL`.
@@ -380,4 +380,58 @@ async fn pages_of_jobs_end_with_no_cursor() {
         let table = spooler(&["jobs", "--limit", "4"], &t).await.ok();
         assert!(!table.stdout.contains("more:"), "{}", table.describe());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_beat_the_environment_and_the_environment_beats_the_default() {
+    let server = Server::start().await;
+    let job = server.enqueue(&serde_json::json!({"kind": "noop"})).await;
+    let id = job["id"].to_string();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other_store = format!("sqlite://{}", elsewhere.path().join("other.db").display());
+    let nowhere = format!("http://127.0.0.1:{}", closed_port());
+    let url = server.url.as_str();
+    let store = server.store_url.as_str();
+    for (args, env) in [
+        // A shell set up for `spooler serve` elsewhere still reaches this server with --url.
+        (
+            vec!["--url", url],
+            vec![("SPOOLER_STORE", other_store.as_str())],
+        ),
+        (
+            vec!["--store", store],
+            vec![("SPOOLER_URL", nowhere.as_str())],
+        ),
+        (vec![], vec![("SPOOLER_URL", url)]),
+        (vec![], vec![("SPOOLER_STORE", store)]),
+        (
+            vec![],
+            vec![
+                ("SPOOLER_URL", url),
+                ("SPOOLER_STORE", other_store.as_str()),
+            ],
+        ),
+    ] {
+        let mut all = vec!["status", id.as_str(), "--json"];
+        all.extend(&args);
+        let run = cli_env(&all, &env).await;
+        assert_eq!(run.code, Some(0), "{args:?} {env:?}: {}", run.describe());
+        assert_eq!(run.json()["id"], job["id"], "{args:?} {env:?}");
+        let mut check = vec!["check"];
+        check.extend(&args);
+        let run = cli_env(&check, &env).await;
+        assert_eq!(
+            run.code,
+            Some(0),
+            "check {args:?} {env:?}: {}",
+            run.describe()
+        );
+    }
+    let run = cli(&["status", &id, "--url", url, "--store", store]).await;
+    assert_ne!(
+        run.code,
+        Some(0),
+        "both flags are refused: {}",
+        run.describe()
+    );
 }

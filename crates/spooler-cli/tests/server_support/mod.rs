@@ -93,8 +93,14 @@ impl CliRun {
 
 /// Runs `spooler ARGS` to its end (at most 30 s).
 pub async fn cli(args: &[&str]) -> CliRun {
+    cli_env(args, &[]).await
+}
+
+/// Runs `spooler ARGS` with environment variables `env` to its end (at most 30 s).
+pub async fn cli_env(args: &[&str], env: &[(&str, &str)]) -> CliRun {
     let started = Instant::now();
     let child = spooler()
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
