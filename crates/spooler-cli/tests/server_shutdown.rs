@@ -90,8 +90,14 @@ async fn sigterm_stops_serve_gracefully_leaving_no_job_running() {
     assert_eq!(status, 200, "{body}");
     let job: serde_json::Value = serde_json::from_str(&body).expect("a job");
     assert_eq!(job["id"], long);
-    assert_eq!(job["state"], "running", "answered as shutdown began, not after the grace");
-    assert!(waited < Duration::from_millis(1500), "answered after {waited:?}");
+    assert_eq!(
+        job["state"], "running",
+        "answered as shutdown began, not after the grace"
+    );
+    assert!(
+        waited < Duration::from_millis(1500),
+        "answered after {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
