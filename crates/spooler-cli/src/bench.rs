@@ -428,7 +428,6 @@ async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>>
     let worker = Worker::builder(fresh.store.clone())
         .handler(KIND, noop.clone())
         .queue(spooler::core::DEFAULT_QUEUE, args.concurrency)
-        .maintenance(false)
         .build()?;
     let bar = progress(n, "drain");
     let started = Instant::now();

@@ -148,10 +148,18 @@ async fn a_delayed_job_waits_for_its_time(b: &Backend) {
     assert_eq!(queued.state, JobState::Scheduled);
     let job = b.client.wait(id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(job.state, JobState::Completed);
-    let waited = job.started_at.unwrap() - queued.created_at;
+    // run_at is set from the client's clock reading before the insert, created_at during it.
+    let started = job.started_at.unwrap();
     assert!(
-        waited >= chrono::TimeDelta::milliseconds(400),
-        "started after {waited}"
+        started >= queued.run_at,
+        "started at {started}, before its run_at {}",
+        queued.run_at
+    );
+    assert!(
+        queued.run_at - queued.created_at >= chrono::TimeDelta::milliseconds(300),
+        "run_at {} is not the delay after created_at {}",
+        queued.run_at,
+        queued.created_at
     );
     worker.shutdown().await.unwrap();
 }
