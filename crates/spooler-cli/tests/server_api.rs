@@ -449,6 +449,18 @@ async fn serve_refuses_a_config_with_a_typo_naming_file_line_and_key() {
             "line 2",
             "worker.grace",
         ),
+        (
+            "level.toml",
+            "store = \"sqlite://x.db\"\nlog_level = \"verbose\"\n",
+            "line 2",
+            "log_level",
+        ),
+        (
+            "section.toml",
+            "[queues.x]\nconcurrency = 1\n[queues.x.retry]\nmax = 1\n",
+            "line 3",
+            "queues.x.retry",
+        ),
     ];
     for (name, text, line, key) in cases {
         let path = write_file(dir.path(), name, text);

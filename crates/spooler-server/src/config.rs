@@ -114,7 +114,7 @@ struct RawConfig {
     listen: Option<String>,
     token: Option<String>,
     log_format: Option<Spanned<String>>,
-    log_level: Option<String>,
+    log_level: Option<Spanned<String>>,
     body_limit: Option<Spanned<i64>>,
     batch_limit: Option<Spanned<i64>>,
     #[serde(default)]
@@ -190,7 +190,10 @@ impl Config {
             store: raw.store,
             listen: raw.listen,
             token: raw.token.filter(|t| !t.is_empty()),
-            log_level: raw.log_level,
+            log_level: raw
+                .log_level
+                .map(|l| check_log_level(&src, l))
+                .transpose()?,
             commands_allow: raw.commands.allow,
             ..Config::default()
         };
@@ -308,6 +311,29 @@ impl Config {
     }
 }
 
+/// Levels a `log_level` directive may end in.
+const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a `log_level` filter: comma-separated directives, each a level or `target=level`. (A bare
+/// target, which `RUST_LOG` would read as "everything from that target", is refused here: in a key
+/// named `log_level` it is almost always a misspelt level that would silence the other logs.)
+fn check_log_level(src: &Source<'_>, value: Spanned<String>) -> Result<String, ConfigError> {
+    for directive in value.get_ref().split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim())) {
+            return Err(src.invalid(
+                value.span(),
+                "log_level",
+                format!(
+                    "\"{directive}\" is not a level (expected {} or target=level, e.g. \"info,spooler=debug\")",
+                    LEVELS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(value.into_inner())
+}
+
 fn positive(
     src: &Source<'_>,
     v: Option<Spanned<i64>>,
@@ -340,6 +366,22 @@ fn duration(
     }
 }
 
+/// The dotted path of a `[table]` or `[[array]]` header line: `[queues."x".extra]` → `queues.x.extra`.
+fn header_path(line: &str) -> Option<String> {
+    let line = line.trim();
+    let inner = line
+        .strip_prefix("[[")
+        .and_then(|l| l.split("]]").next())
+        .or_else(|| line.strip_prefix('[').and_then(|l| l.split(']').next()))?;
+    Some(
+        inner
+            .split('.')
+            .map(|p| p.trim().trim_matches('"'))
+            .collect::<Vec<_>>()
+            .join("."),
+    )
+}
+
 struct Source<'a> {
     text: &'a str,
     name: &'a str,
@@ -363,20 +405,7 @@ impl Source<'_> {
     /// The innermost `[table]` header above `offset`, as a dotted prefix.
     fn table_at(&self, offset: usize) -> Option<String> {
         let before = &self.text[..offset.min(self.text.len())];
-        before.lines().rev().find_map(|line| {
-            let line = line.trim();
-            let inner = line
-                .strip_prefix("[[")
-                .and_then(|l| l.split("]]").next())
-                .or_else(|| line.strip_prefix('[').and_then(|l| l.split(']').next()))?;
-            Some(
-                inner
-                    .split('.')
-                    .map(|p| p.trim().trim_matches('"'))
-                    .collect::<Vec<_>>()
-                    .join("."),
-            )
-        })
+        before.lines().rev().find_map(header_path)
     }
 
     /// Maps a toml error to file, line and key. The key is the field the message names (unknown
@@ -413,12 +442,28 @@ impl Source<'_> {
         let line_start = self.text[..span.start.min(self.text.len())]
             .rfind('\n')
             .map_or(0, |i| i + 1);
-        let table = if line_text.starts_with('[') {
-            // The error is about the header itself (e.g. an unknown section).
-            None
-        } else {
-            self.table_at(line_start)
-        };
+        if line_text.starts_with('[') {
+            // The error is about a header (an unknown section): the key is the header's path, up
+            // to the part the message names.
+            let header = header_path(line_text).map(|path| match &leaf {
+                Some(name) => {
+                    let parts: Vec<&str> = path.split('.').collect();
+                    match parts.iter().position(|p| p == name) {
+                        Some(i) => parts[..=i].join("."),
+                        None => path,
+                    }
+                }
+                None => path,
+            });
+            let header = header.or(leaf).unwrap_or_else(|| line_text.to_string());
+            return ConfigError::Invalid {
+                path: self.name.to_string(),
+                line: line_no,
+                key: header,
+                message,
+            };
+        }
+        let table = self.table_at(line_start);
         let key = match (table, leaf) {
             (Some(t), Some(l)) if l.starts_with(&format!("{t}.")) => l,
             (Some(t), Some(l)) => format!("{t}.{l}"),
@@ -492,6 +537,33 @@ failed = "7d"
         assert!(message.contains("unknown field"), "{message}");
         let (line, key, _) = err("lissen = \"x\"\n");
         assert_eq!((line, key.as_str()), (1, "lissen"));
+    }
+
+    #[test]
+    fn unknown_sections_are_named_by_their_path() {
+        let (line, key, _) = err("[queues.x]\n  [queues.x.extra]\n  a = 1\n");
+        assert_eq!((line, key.as_str()), (2, "queues.x.extra"));
+        let (line, key, _) = err("store = \"x\"\n[queue.x]\nconcurrency = 1\n");
+        assert_eq!((line, key.as_str()), (2, "queue"));
+    }
+
+    #[test]
+    fn log_level_must_be_levels() {
+        for good in [
+            "info",
+            "DEBUG",
+            "info,spooler=debug",
+            "warn, spooler_server::request=off",
+        ] {
+            let text = format!("log_level = \"{good}\"\n");
+            let c = Config::parse(&text, "spooler.toml").unwrap();
+            assert_eq!(c.log_level.as_deref(), Some(good));
+        }
+        for bad in ["verbose", "info,spooler=loud", ""] {
+            let (line, key, message) = err(&format!("\nlog_level = \"{bad}\"\n"));
+            assert_eq!((line, key.as_str()), (2, "log_level"), "{bad}");
+            assert!(message.contains("not a level"), "{message}");
+        }
     }
 
     #[test]
