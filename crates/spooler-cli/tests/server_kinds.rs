@@ -110,6 +110,16 @@ async fn http_jobs_honour_their_arguments() {
     let message = first_error(&failed);
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
 
+    // A password in the URL is not written into the job's errors.
+    let secret = format!("http://hook:s3cr3t@127.0.0.1:{port}/x");
+    let refused = json!({"kind": "http", "max_attempts": 1, "args": {"url": secret}});
+    let failed = run_to(&server, refused, "failed").await;
+    let message = first_error(&failed);
+    assert!(
+        !message.contains("s3cr3t") && message.contains("hook:***@"),
+        "{message}"
+    );
+
     // Bad arguments fail at once, without the retries allowed, naming the argument.
     for (args, names) in [
         (json!({"url": 5}), "\"url\""),

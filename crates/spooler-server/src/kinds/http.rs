@@ -78,6 +78,15 @@ fn host_port(url: &reqwest::Url) -> String {
     )
 }
 
+/// The URL for messages, its password (if any) masked: errors are stored with the job and logged.
+fn redacted(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
@@ -140,7 +149,7 @@ impl Handler for HttpKind {
             Some(Value::String(s)) => request.body(s.clone()),
             Some(json) => request.json(json),
         };
-        let target = format!("{method} {url}");
+        let target = format!("{method} {}", redacted(&url));
         let failed = |e: reqwest::Error| {
             if e.is_timeout() {
                 JobError::retry(format!(
