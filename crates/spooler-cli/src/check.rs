@@ -79,14 +79,7 @@ async fn probe(args: &CheckArgs, endpoint: &Endpoint) -> anyhow::Result<Found> {
     let queues = match endpoint {
         Endpoint::Store(store) => {
             // Opening a SQLite file creates it: a probe must not leave an empty store behind.
-            if let Ok(spooler::sqlite::SqliteTarget::File(path)) = spooler::sqlite::parse_url(store)
-                && !path.exists()
-            {
-                anyhow::bail!(
-                    "store file {} does not exist (is the path right? `spooler migrate --store URL` creates one)",
-                    path.display()
-                );
-            }
+            crate::target::require_existing(store)?;
             let store = spooler::connect_with(
                 store,
                 spooler::ConnectOptions {

@@ -126,7 +126,7 @@ pub struct StatusArgs {
 
 /// `spooler status ID`.
 pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
-    let target = Target::open(&a.job.target).await?;
+    let target = Target::open_existing(&a.job.target).await?;
     let job = target.get(a.job.id, a.wait).await?;
     print_job(&job, a.job.json);
     Ok(0)
@@ -134,7 +134,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
 
 /// `spooler retry ID`.
 pub async fn retry(a: IdArgs) -> anyhow::Result<i32> {
-    let target = Target::open(&a.target).await?;
+    let target = Target::open_existing(&a.target).await?;
     let job = target.retry(a.id).await?;
     print_change(&job, a.json);
     Ok(0)
@@ -142,7 +142,7 @@ pub async fn retry(a: IdArgs) -> anyhow::Result<i32> {
 
 /// `spooler cancel ID`.
 pub async fn cancel(a: IdArgs) -> anyhow::Result<i32> {
-    let target = Target::open(&a.target).await?;
+    let target = Target::open_existing(&a.target).await?;
     let job = target.cancel(a.id).await?;
     print_change(&job, a.json);
     Ok(0)
@@ -183,7 +183,7 @@ pub struct JobsArgs {
 
 /// `spooler jobs`: newest first.
 pub async fn jobs(a: JobsArgs) -> anyhow::Result<i32> {
-    let target = Target::open(&a.target).await?;
+    let target = Target::open_existing(&a.target).await?;
     let filter = ListFilter {
         queue: a.queue,
         state: a.state,

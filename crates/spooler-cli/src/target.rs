@@ -60,6 +60,20 @@ pub fn endpoint(url: Option<&str>, store: Option<&str>) -> Endpoint {
     }
 }
 
+/// Fails when `url` names a SQLite file that does not exist: opening it would create an empty
+/// store, so a mistyped path would answer "job not found" (or "healthy") instead of the mistake.
+pub fn require_existing(url: &str) -> anyhow::Result<()> {
+    if let Ok(spooler::sqlite::SqliteTarget::File(path)) = spooler::sqlite::parse_url(url)
+        && !path.exists()
+    {
+        bail!(
+            "store file {} does not exist (is the path right? `spooler migrate --store URL` creates one)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// A server or a store.
 pub enum Target {
     /// Over HTTP.
@@ -84,7 +98,17 @@ pub struct ListFilter {
 }
 
 impl Target {
-    /// Opens what the arguments name: the store (migrating it) or an HTTP client for the server.
+    /// Opens what the arguments name for commands on existing jobs: like [`Target::open`], but a
+    /// SQLite file that does not exist is an error rather than created.
+    pub async fn open_existing(args: &TargetArgs) -> anyhow::Result<Self> {
+        if let Endpoint::Store(url) = endpoint(args.url.as_deref(), args.store.as_deref()) {
+            require_existing(&url)?;
+        }
+        Self::open(args).await
+    }
+
+    /// Opens what the arguments name: the store (creating and migrating it) or an HTTP client for
+    /// the server.
     pub async fn open(args: &TargetArgs) -> anyhow::Result<Self> {
         let url = match endpoint(args.url.as_deref(), args.store.as_deref()) {
             Endpoint::Server(base) => {

@@ -435,3 +435,32 @@ async fn flags_beat_the_environment_and_the_environment_beats_the_default() {
         run.describe()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_store_file_is_named_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    let url = format!("sqlite://{}", missing.display());
+    for args in [
+        vec!["status", "1"],
+        vec!["jobs"],
+        vec!["cancel", "1"],
+        vec!["retry", "1"],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--store", &url]);
+        let run = cli(&all).await;
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.describe());
+        assert!(
+            run.stderr.contains(&missing.display().to_string())
+                && run.stderr.contains("does not exist"),
+            "{args:?}: {}",
+            run.describe()
+        );
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    // enqueue may start a store.
+    let run = cli(&["enqueue", "noop", "--store", &url]).await.ok();
+    assert_eq!(run.stdout.trim(), "1");
+    cli(&["status", "1", "--store", &url]).await.ok();
+}
