@@ -154,6 +154,8 @@ async fn a_failing_endpoint_is_retried_on_the_queue_policy_then_failed_then_retr
         config: Some(
             "[queues.hooks]\nconcurrency = 2\nmax_attempts = 3\nbackoff = \"1s\"\n".into(),
         ),
+        // A running job learns of its cancellation at the next heartbeat (a third of the lease).
+        args: vec!["--lease".into(), "3s".into()],
         ..Default::default()
     })
     .await;
