@@ -19,17 +19,29 @@ enum RunEnd {
     Aborted(Abort),
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<QueueSlots>, job: JobRow) {
-    let job = Arc::new(job);
-    let lease = job.lease();
+/// Hands a claimed job to a new task. The job is registered as running before this returns, so
+/// heartbeats renew its lease and a shutdown that starts before the task is first polled still
+/// sees it, and stops it, instead of waiting on a job it does not know about.
+pub(crate) fn spawn(shared: Arc<Shared>, slots: Arc<QueueSlots>, job: JobRow) {
     let (abort_tx, abort_rx) = oneshot::channel();
     shared.running.lock().expect("running lock").insert(
         job.id,
         RunningJob {
-            lease,
+            lease: job.lease(),
             abort: Some(abort_tx),
         },
     );
+    tokio::spawn(run(shared, slots, job, abort_rx));
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    slots: Arc<QueueSlots>,
+    job: JobRow,
+    abort_rx: oneshot::Receiver<Abort>,
+) {
+    let job = Arc::new(job);
+    let lease = job.lease();
     let ctx = JobContext::new(job.clone(), shared.id.clone());
     let started = Instant::now();
     let end = match shared.handlers.get(&job.kind).cloned() {

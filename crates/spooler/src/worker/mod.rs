@@ -378,6 +378,7 @@ impl Worker {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let mut producers = tokio::task::JoinSet::new();
         let mut tasks = tokio::task::JoinSet::new();
         for (queue, concurrency) in &shared.queues {
             let slots = Arc::new(QueueSlots {
@@ -386,7 +387,7 @@ impl Worker {
                 running: AtomicU32::new(0),
                 freed: Notify::new(),
             });
-            tasks.spawn(producer::run(shared.clone(), slots, stop_rx.clone()));
+            producers.spawn(producer::run(shared.clone(), slots, stop_rx.clone()));
         }
         tasks.spawn(heartbeat::run(shared.clone(), stop_rx.clone()));
         let maintenance = self.maintenance.map(|config| {
@@ -406,8 +407,11 @@ impl Worker {
         shutdown.await;
         tracing::info!(worker = %shared.id, running = shared.running_count(), "worker stopping");
         let _ = stop_tx.send(true);
-        // Producers stop claiming; running jobs get the grace period.
         let deadline = tokio::time::Instant::now() + shared.settings.grace;
+        // Producers stop first (a claim in flight is released, not started), so that the set of
+        // running jobs is final before the grace period starts.
+        while producers.join_next().await.is_some() {}
+        // Running jobs get the rest of the grace period.
         loop {
             let idle = shared.idle.notified();
             if shared.running_count() == 0 {
