@@ -21,23 +21,24 @@ pub struct WorkerOverrides {
     pub grace: Option<Duration>,
 }
 
-/// The queues a worker works, with their concurrency: the overrides, else the config's queues,
-/// else `default` with 10.
+/// The queues a worker works, with their concurrency: the `--queue` overrides if any; else the
+/// config's queues plus `default` (with 10, unless configured), where jobs sent without a queue go.
 pub fn worker_queues(config: &Config, overrides: &WorkerOverrides) -> Vec<(String, u32)> {
     if !overrides.queues.is_empty() {
         return overrides.queues.clone();
     }
-    if !config.queues.is_empty() {
-        return config
-            .queues
-            .iter()
-            .map(|(name, q)| (name.clone(), q.concurrency))
-            .collect();
+    let mut queues: Vec<(String, u32)> = config
+        .queues
+        .iter()
+        .map(|(name, q)| (name.clone(), q.concurrency))
+        .collect();
+    if !config.queues.contains_key(spooler::core::DEFAULT_QUEUE) {
+        queues.push((
+            spooler::core::DEFAULT_QUEUE.to_string(),
+            DEFAULT_CONCURRENCY,
+        ));
     }
-    vec![(
-        spooler::core::DEFAULT_QUEUE.to_string(),
-        DEFAULT_CONCURRENCY,
-    )]
+    queues
 }
 
 /// A worker builder running the built-in kinds on the configured queues, with the configured
@@ -123,5 +124,25 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Ctrl-C: shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_queue_is_worked_beside_configured_ones() {
+        let config = Config::parse("[queues.mail]\nconcurrency = 2\n", "t.toml").unwrap();
+        let queues = worker_queues(&config, &WorkerOverrides::default());
+        assert_eq!(
+            queues,
+            vec![("mail".to_string(), 2), ("default".to_string(), 10)]
+        );
+        let only = WorkerOverrides {
+            queues: vec![("mail".into(), 1)],
+            ..Default::default()
+        };
+        assert_eq!(worker_queues(&config, &only), vec![("mail".to_string(), 1)]);
     }
 }
