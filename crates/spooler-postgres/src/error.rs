@@ -9,6 +9,33 @@ fn is_unavailable_code(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("57") || code.starts_with("53")
 }
 
+/// How often a statement is run again after a row it touched moved partition under it.
+const MOVED_RETRIES: u32 = 5;
+
+/// Runs a one-statement operation again when PostgreSQL reports a serialization failure. Under
+/// READ COMMITTED that happens when a row the statement was about to lock or update was moved to
+/// the other partition of `jobs` (a job finished, was cancelled or retried) by a transaction that
+/// committed meanwhile; run again, the statement sees the row where it is now.
+pub(crate) async fn again_if_moved<T, F, Fut>(mut run: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match run().await {
+            Err(e) if tries < MOVED_RETRIES && is_serialization_failure(&e) => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn is_serialization_failure(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "40001")
+}
+
 /// Converts a sqlx error into a [`StoreError`]. The messages come from the server or the socket and
 /// never contain the connection URL, so no password can leak through them.
 pub(crate) fn map(err: sqlx::Error) -> StoreError {

@@ -2,7 +2,7 @@
 //! cancel, retry, delete, get, list, rescue, promote and prune. Every time is a bind parameter read
 //! from the store's clock; batches travel as arrays and are expanded with `unnest`.
 
-use crate::error::map;
+use crate::error::{again_if_moved, map};
 use crate::{Inner, PgStore};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -48,7 +48,7 @@ pub(crate) fn insert_sql() -> String {
               WITH ORDINALITY AS i(queue, kind, args, priority, run_at, max_attempts, timeout_ms,
                                    unique_key, tags, routed_from, ord)
         ), ins AS (
-            INSERT INTO {{s}}.jobs (queue, kind, args, state, priority, max_attempts, run_at,
+            INSERT INTO {{s}}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
                                    created_at, timeout_ms, unique_key, tags, routed_from)
             SELECT queue, kind, args,
                    CASE WHEN coalesce(run_at, $11) > $11 THEN 'scheduled' ELSE 'available' END,
@@ -57,8 +57,7 @@ pub(crate) fn insert_sql() -> String {
                         ELSE ARRAY(SELECT jsonb_array_elements_text(tags)) END,
                    routed_from
               FROM input ORDER BY ord
-            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN {UNFINISHED}
-            DO NOTHING
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
             RETURNING {JOB_COLS}
         )
         SELECT ins.*, {notify} FROM ins",
@@ -86,9 +85,9 @@ pub(crate) fn claim_sql() -> String {
             SELECT x.id
               FROM unnest($1::text[]) AS q(name)
              CROSS JOIN LATERAL (
-                SELECT jobs.id, jobs.priority, jobs.run_at FROM {{s}}.jobs
-                 WHERE jobs.state = 'available' AND jobs.queue = q.name AND jobs.kind = ANY($2)
-                 ORDER BY jobs.priority DESC, jobs.run_at, jobs.id
+                SELECT a.id, a.priority, a.run_at FROM {{s}}.jobs_active a
+                 WHERE a.state = 'available' AND a.queue = q.name AND a.kind = ANY($2)
+                 ORDER BY a.priority DESC, a.run_at, a.id
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED
              ) x
@@ -96,7 +95,7 @@ pub(crate) fn claim_sql() -> String {
              ORDER BY x.priority DESC, x.run_at, x.id
              LIMIT $3
         )
-        UPDATE {{s}}.jobs j
+        UPDATE {{s}}.jobs_active j
            SET state = 'running', attempt = j.attempt + 1, started_at = $4,
                lease_expires_at = $5, worker_id = $6
           FROM c WHERE j.id = c.id
@@ -106,7 +105,7 @@ pub(crate) fn claim_sql() -> String {
 
 pub(crate) const EXTEND_SQL: &str =
     "WITH u AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS u(id, attempt))
-    UPDATE {s}.jobs j SET lease_expires_at = $3
+    UPDATE {s}.jobs_active j SET lease_expires_at = $3
       FROM u WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
     RETURNING j.id, j.attempt, j.cancel_requested";
 
@@ -192,7 +191,7 @@ pub(crate) fn list_sql() -> String {
 pub(crate) fn rescue_sql() -> String {
     format!(
         "WITH c AS (
-            SELECT id FROM {{s}}.jobs
+            SELECT id FROM {{s}}.jobs_active
              WHERE state = 'running' AND lease_expires_at < $1
              ORDER BY lease_expires_at
              LIMIT $2
@@ -208,7 +207,7 @@ pub(crate) fn rescue_sql() -> String {
                 run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE $1 END,
                 lease_expires_at = NULL,
                 worker_id = NULL
-              FROM c WHERE j.id = c.id
+              FROM c WHERE j.id = c.id AND j.state = 'running'
             RETURNING j.id, j.queue, j.state
         )
         SELECT r.id, r.state, r.queue, {notify} FROM r",
@@ -219,13 +218,13 @@ pub(crate) fn rescue_sql() -> String {
 pub(crate) fn promote_sql() -> String {
     format!(
         "WITH c AS (
-            SELECT id FROM {{s}}.jobs
+            SELECT id FROM {{s}}.jobs_active
              WHERE state = 'scheduled' AND run_at <= $1
              ORDER BY run_at, id
              LIMIT $2
              FOR UPDATE SKIP LOCKED
         ), p AS (
-            UPDATE {{s}}.jobs j SET state = 'available' FROM c WHERE j.id = c.id
+            UPDATE {{s}}.jobs_active j SET state = 'available' FROM c WHERE j.id = c.id
             RETURNING j.queue, j.state
         )
         SELECT p.queue, count(*) AS n, {notify} FROM p GROUP BY p.queue",
@@ -233,9 +232,9 @@ pub(crate) fn promote_sql() -> String {
     )
 }
 
-pub(crate) const PRUNE_SQL: &str = "DELETE FROM {s}.jobs WHERE id IN (
-        SELECT id FROM {s}.jobs
-         WHERE state IN ('completed', 'failed', 'cancelled') AND finished_at < $4
+pub(crate) const PRUNE_SQL: &str = "DELETE FROM {s}.jobs_done WHERE id IN (
+        SELECT id FROM {s}.jobs_done
+         WHERE finished_at < $4
            AND ((state = 'completed' AND finished_at < $1)
              OR (state = 'failed' AND finished_at < $2)
              OR (state = 'cancelled' AND finished_at < $3))
@@ -448,16 +447,18 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let now = self.inner.clock.now();
-        let rows = sqlx::query(&self.inner.sql.claim)
-            .bind(distinct(&claim.queues))
-            .bind(&claim.kinds)
-            .bind(i64::from(claim.limit))
-            .bind(now)
-            .bind(add(now, claim.lease))
-            .bind(&claim.worker_id)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let rows = again_if_moved(|| {
+            sqlx::query(&self.inner.sql.claim)
+                .bind(distinct(&claim.queues))
+                .bind(&claim.kinds)
+                .bind(i64::from(claim.limit))
+                .bind(now)
+                .bind(add(now, claim.lease))
+                .bind(&claim.worker_id)
+                .fetch_all(&self.inner.pool)
+        })
+        .await
+        .map_err(map)?;
         let mut jobs: Vec<JobRow> = rows.iter().map(decode).collect::<StoreResult<_>>()?;
         jobs.sort_by(|a, b| {
             b.priority
@@ -492,13 +493,15 @@ impl PgStore {
         let now = self.inner.clock.now();
         let ids: Vec<i64> = extend.leases.iter().map(|l| l.id).collect();
         let attempts: Vec<i32> = extend.leases.iter().map(|l| l.attempt).collect();
-        let rows = sqlx::query(&self.inner.sql.extend)
-            .bind(&ids)
-            .bind(&attempts)
-            .bind(add(now, extend.lease))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let rows = again_if_moved(|| {
+            sqlx::query(&self.inner.sql.extend)
+                .bind(&ids)
+                .bind(&attempts)
+                .bind(add(now, extend.lease))
+                .fetch_all(&self.inner.pool)
+        })
+        .await
+        .map_err(map)?;
         let mut held: HashMap<LeaseRef, bool> = HashMap::new();
         for row in &rows {
             let lease = LeaseRef {
@@ -566,18 +569,20 @@ impl PgStore {
             errs.push(err);
             ats.push(at);
         }
-        let rows = sqlx::query(&self.inner.sql.finish)
-            .bind(&ids)
-            .bind(&attempts)
-            .bind(&outcomes)
-            .bind(&results)
-            .bind(&errs)
-            .bind(&ats)
-            .bind(now)
-            .bind(&self.inner.channel)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let rows = again_if_moved(|| {
+            sqlx::query(&self.inner.sql.finish)
+                .bind(&ids)
+                .bind(&attempts)
+                .bind(&outcomes)
+                .bind(&results)
+                .bind(&errs)
+                .bind(&ats)
+                .bind(now)
+                .bind(&self.inner.channel)
+                .fetch_all(&self.inner.pool)
+        })
+        .await
+        .map_err(map)?;
         let mut accepted: HashSet<LeaseRef> = HashSet::new();
         let mut woken = BTreeSet::new();
         for row in &rows {
@@ -612,12 +617,14 @@ impl PgStore {
     }
 
     pub(crate) async fn cancel_impl(&self, id: JobId) -> StoreResult<JobRow> {
-        let row = sqlx::query(&self.inner.sql.cancel)
-            .bind(id)
-            .bind(self.inner.clock.now())
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let row = again_if_moved(|| {
+            sqlx::query(&self.inner.sql.cancel)
+                .bind(id)
+                .bind(self.inner.clock.now())
+                .fetch_optional(&self.inner.pool)
+        })
+        .await
+        .map_err(map)?;
         match row {
             Some(row) => decode(&row),
             None => Err(self.state_error(id, "cancel").await),
@@ -625,13 +632,15 @@ impl PgStore {
     }
 
     pub(crate) async fn retry_impl(&self, id: JobId) -> StoreResult<JobRow> {
-        let row = sqlx::query(&self.inner.sql.retry)
-            .bind(id)
-            .bind(self.inner.clock.now())
-            .bind(&self.inner.channel)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let row = again_if_moved(|| {
+            sqlx::query(&self.inner.sql.retry)
+                .bind(id)
+                .bind(self.inner.clock.now())
+                .bind(&self.inner.channel)
+                .fetch_optional(&self.inner.pool)
+        })
+        .await
+        .map_err(map)?;
         if let Some(row) = row {
             let job = decode(&row)?;
             self.inner.wake_local([job.queue.clone()]);
@@ -649,11 +658,13 @@ impl PgStore {
     }
 
     pub(crate) async fn delete_impl(&self, id: JobId) -> StoreResult<JobRow> {
-        let row = sqlx::query(&self.inner.sql.delete)
-            .bind(id)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let row = again_if_moved(|| {
+            sqlx::query(&self.inner.sql.delete)
+                .bind(id)
+                .fetch_optional(&self.inner.pool)
+        })
+        .await
+        .map_err(map)?;
         match row {
             Some(row) => decode(&row),
             None => Err(self.state_error(id, "delete").await),
@@ -692,14 +703,16 @@ impl PgStore {
         let at = serde_json::to_value(now).map_err(|e| StoreError::Database {
             message: e.to_string(),
         })?;
-        let rows = sqlx::query(&self.inner.sql.rescue)
-            .bind(now)
-            .bind(i64::from(rescue.limit))
-            .bind(at.as_str().unwrap_or_default())
-            .bind(&self.inner.channel)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let rows = again_if_moved(|| {
+            sqlx::query(&self.inner.sql.rescue)
+                .bind(now)
+                .bind(i64::from(rescue.limit))
+                .bind(at.as_str().unwrap_or_default())
+                .bind(&self.inner.channel)
+                .fetch_all(&self.inner.pool)
+        })
+        .await
+        .map_err(map)?;
         let mut woken = BTreeSet::new();
         for row in &rows {
             let id: i64 = row.try_get(0).map_err(map)?;
@@ -722,13 +735,15 @@ impl PgStore {
             return Ok(0);
         }
         let now = self.inner.clock.now();
-        let rows = sqlx::query(&self.inner.sql.promote)
-            .bind(now)
-            .bind(i64::from(limit))
-            .bind(&self.inner.channel)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let rows = again_if_moved(|| {
+            sqlx::query(&self.inner.sql.promote)
+                .bind(now)
+                .bind(i64::from(limit))
+                .bind(&self.inner.channel)
+                .fetch_all(&self.inner.pool)
+        })
+        .await
+        .map_err(map)?;
         let mut total = 0u64;
         let mut woken = BTreeSet::new();
         for row in &rows {
@@ -751,15 +766,17 @@ impl PgStore {
         if prune.limit == 0 {
             return Ok(0);
         }
-        let done = sqlx::query(&self.inner.sql.prune)
-            .bind(prune.completed_before)
-            .bind(prune.failed_before)
-            .bind(prune.cancelled_before)
-            .bind(latest)
-            .bind(i64::from(prune.limit))
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let done = again_if_moved(|| {
+            sqlx::query(&self.inner.sql.prune)
+                .bind(prune.completed_before)
+                .bind(prune.failed_before)
+                .bind(prune.cancelled_before)
+                .bind(latest)
+                .bind(i64::from(prune.limit))
+                .execute(&self.inner.pool)
+        })
+        .await
+        .map_err(map)?;
         Ok(done.rows_affected())
     }
 }

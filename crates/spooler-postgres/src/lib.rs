@@ -133,9 +133,9 @@ impl Sql {
             worker_remove: q(leader::WORKER_REMOVE_SQL),
             // A loose index scan over the claim index: one probe per queue, however deep the backlog.
             available_queues: q("WITH RECURSIVE q AS (
-                    (SELECT queue FROM {s}.jobs WHERE state = 'available' ORDER BY queue LIMIT 1)
+                    (SELECT queue FROM {s}.jobs_active WHERE state = 'available' ORDER BY queue LIMIT 1)
                     UNION ALL
-                    SELECT (SELECT j.queue FROM {s}.jobs j
+                    SELECT (SELECT j.queue FROM {s}.jobs_active j
                              WHERE j.state = 'available' AND j.queue > q.queue
                              ORDER BY j.queue LIMIT 1)
                       FROM q WHERE q.queue IS NOT NULL)

@@ -7,10 +7,16 @@ use chrono::{DateTime, Utc};
 use spooler_core::{StoreError, StoreResult};
 use sqlx::{Acquire, Executor, PgPool};
 
-/// Every migration: version, name and SQL with a `{schema}` placeholder. Numbers match the SQLite
-/// store's migrations.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+/// Every migration: version, name and SQL with a `{schema}` placeholder. Version 1 is the SQLite
+/// store's version 1; version 2 (finished jobs in their own partition) is this store's own.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "split_finished",
+        include_str!("../migrations/0002_split_finished.sql"),
+    ),
+];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].
 fn fail(schema: &str, version: i64, e: sqlx::Error) -> StoreError {

@@ -1,4 +1,4 @@
-//! Upkeep of the queue table where autovacuum does not keep up (or is off): the maintenance
+//! Upkeep of the job partitions where autovacuum does not keep up (or is off): the maintenance
 //! leader vacuums and analyzes it when enough rows changed, so claims never wade through dead
 //! index entries or follow a plan made for an empty table.
 
@@ -21,9 +21,18 @@ impl PgStore {
             }
             *last = Some(Instant::now());
         }
-        let table = format!("\"{}\".jobs", self.schema());
+        // The hot partition turns over with every job; the finished one grows by inserts and
+        // shrinks by pruning, so it rarely needs more than fresh statistics.
+        for partition in ["jobs_active", "jobs_done"] {
+            self.upkeep(&format!("\"{}\".{partition}", self.schema()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Vacuums or analyzes `table` if enough of its rows changed since the last time.
+    async fn upkeep(&self, table: &str) -> StoreResult<()> {
         let db = |what: &'static str| {
-            let table = table.clone();
             move |e: sqlx::Error| StoreError::Database {
                 message: format!("{what} {table}: {e}"),
             }
@@ -32,7 +41,7 @@ impl PgStore {
             "SELECT n_live_tup, n_dead_tup, n_mod_since_analyze
                FROM pg_stat_user_tables WHERE relid = to_regclass($1)",
         )
-        .bind(&table)
+        .bind(table)
         .fetch_optional(self.pool())
         .await
         .map_err(db("reading the statistics of"))?;

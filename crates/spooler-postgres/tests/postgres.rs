@@ -640,3 +640,264 @@ mod leadership {
         drop_schema(&schema_keeper).await;
     }
 }
+
+mod history {
+    use super::*;
+    use spooler_core::{Clock, JobPrune, JobState, StoreError};
+    use std::collections::HashSet;
+
+    /// How many jobs of `schema` each partition holds.
+    async fn partition_counts(store: &PgStore) -> (i64, i64) {
+        let schema = store.schema();
+        sqlx::query_as(&format!(
+            "SELECT (SELECT count(*) FROM \"{schema}\".jobs_active),
+                    (SELECT count(*) FROM \"{schema}\".jobs_done)"
+        ))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_finished_jobs_leave_the_hot_partition_and_come_back_on_retry() {
+        let Some(url) = url() else { return };
+        let clock = Arc::new(ManualClock::new());
+        let store = fresh_store(&url, clock.clone()).await;
+        let jobs: Vec<NewJob> = (0..6)
+            .map(|i| NewJob::new("k", json!({ "i": i })))
+            .collect();
+        let ids: Vec<i64> = store
+            .job_insert_many(&jobs)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.job.id)
+            .collect();
+        assert_eq!(partition_counts(&store).await, (6, 0));
+
+        let got = store
+            .job_claim(&claim("default", "k", 3, "w"))
+            .await
+            .unwrap();
+        let outcomes = [
+            Outcome::Completed {
+                result: Some(json!({"ok": true})),
+            },
+            Outcome::Failed {
+                error: "broken".into(),
+            },
+            Outcome::Released,
+        ];
+        let finishes: Vec<JobFinish> = got
+            .iter()
+            .zip(outcomes)
+            .map(|(j, outcome)| JobFinish {
+                lease: j.lease(),
+                outcome,
+            })
+            .collect();
+        assert_eq!(
+            store.job_finish_many(&finishes).await.unwrap(),
+            vec![true; 3]
+        );
+        let cancelled = store.job_cancel(ids[5]).await.unwrap();
+        assert_eq!(cancelled.state, JobState::Cancelled);
+        // Completed, failed and cancelled moved out; the released job and two untouched stay.
+        assert_eq!(partition_counts(&store).await, (3, 3));
+        let completed = store.job_get(got[0].id).await.unwrap().unwrap();
+        assert_eq!(completed.state, JobState::Completed);
+        assert_eq!(completed.result, Some(json!({"ok": true})));
+        let failed = store.job_get(got[1].id).await.unwrap().unwrap();
+        assert_eq!(
+            failed.errors.len(),
+            1,
+            "the attempt's error moved with the job"
+        );
+
+        // A late result for the finished job is still rejected once the row has moved.
+        let late = store
+            .job_finish_many(&[JobFinish {
+                lease: got[0].lease(),
+                outcome: Outcome::Completed { result: None },
+            }])
+            .await
+            .unwrap();
+        assert_eq!(late, vec![false]);
+
+        // Retry brings the failed job back to the hot partition, where a claim finds it.
+        let retried = store.job_retry(got[1].id).await.unwrap();
+        assert_eq!(retried.state, JobState::Available);
+        assert_eq!(partition_counts(&store).await, (4, 2));
+        let again = store
+            .job_claim(&claim("default", "k", 10, "w"))
+            .await
+            .unwrap();
+        let again: HashSet<i64> = again.iter().map(|j| j.id).collect();
+        assert!(again.contains(&got[1].id), "the retried job is claimable");
+
+        // Listing reads both partitions, newest first.
+        let listed = store
+            .job_list(&spooler_core::JobList {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let listed: Vec<i64> = listed.iter().map(|j| j.id).collect();
+        let mut expected = ids.clone();
+        expected.reverse();
+        assert_eq!(listed, expected);
+
+        // Pruning deletes from the finished partition only.
+        clock.advance(Duration::from_secs(60));
+        let pruned = store
+            .job_prune(&JobPrune {
+                completed_before: Some(clock.now()),
+                failed_before: Some(clock.now()),
+                cancelled_before: Some(clock.now()),
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        assert_eq!(pruned, 2);
+        assert_eq!(partition_counts(&store).await, (4, 0));
+        drop_schema(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_upgrade_from_version_1_keeps_every_job() {
+        let Some(url) = url() else { return };
+        let schema = fresh_schema("spup");
+        let store = connect(&url, options(&schema, Arc::new(SystemClock))).await;
+        // A schema as version 1 left it, with jobs in several states.
+        let quoted = format!("\"{schema}\"");
+        let (version, name, v1) = spooler_postgres::MIGRATIONS[0];
+        assert_eq!(version, 1);
+        let setup = format!(
+            "CREATE SCHEMA {quoted};
+             CREATE TABLE {quoted}.spooler_migrations (
+                 version bigint PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL);
+             {v1}
+             INSERT INTO {quoted}.spooler_migrations VALUES (1, '{name}', now());
+             INSERT INTO {quoted}.jobs (queue, kind, args, state, max_attempts, run_at, created_at,
+                                        finished_at, unique_key)
+             SELECT 'default', 'k', jsonb_build_object('g', g),
+                    (ARRAY['available', 'completed', 'failed', 'scheduled'])[g % 4 + 1], 3,
+                    now(), now(),
+                    CASE WHEN g % 4 IN (1, 2) THEN now() END,
+                    CASE WHEN g = 8 THEN 'held-key' END
+               FROM generate_series(1, 400) g;",
+            v1 = v1.replace("{schema}", &quoted)
+        );
+        sqlx::raw_sql(&setup).execute(store.pool()).await.unwrap();
+        let before: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(&format!(
+            "SELECT id, state, args FROM {quoted}.jobs ORDER BY id"
+        ))
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+
+        store
+            .migrate()
+            .await
+            .expect("version 2 applies over version 1");
+
+        let after: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(&format!(
+            "SELECT id, state, args FROM {quoted}.jobs ORDER BY id"
+        ))
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(after, before, "every job kept with its id, state and args");
+        assert_eq!(partition_counts(&store).await, (200, 200));
+        let max_id = before.last().unwrap().0;
+        let fresh = store
+            .job_insert(&NewJob::new("k", json!({})))
+            .await
+            .unwrap();
+        assert!(fresh.job.id > max_id, "new ids continue after the old ones");
+        // The unique key of the migrated available job still holds.
+        let dup = NewJob::new("k", json!({})).unique_key("held-key");
+        let dup = store.job_insert(&dup).await.unwrap();
+        assert!(dup.duplicate, "the migrated job still holds its unique key");
+        assert_eq!(dup.job.id, 8);
+        drop_schema(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_claims_racing_cancels_never_fail() {
+        // Cancelling an available job moves its row to the finished partition; a claim that had
+        // seen the row must skip it, not fail with "tuple to be locked was already moved".
+        let Some(url) = url() else { return };
+        const JOBS: i64 = 3_000;
+        let store = fresh_store(&url, Arc::new(SystemClock)).await;
+        let batch: Vec<NewJob> = (0..JOBS)
+            .map(|i| NewJob::new("k", json!({ "i": i })))
+            .collect();
+        let first = store.job_insert_many(&batch).await.unwrap()[0].job.id;
+        let mut claimers = Vec::new();
+        for t in 0..4 {
+            let store = store.clone();
+            claimers.push(tokio::spawn(async move {
+                let mut done = 0;
+                loop {
+                    let got = store
+                        .job_claim(&claim("default", "k", 10, &format!("w{t}")))
+                        .await
+                        .expect("a claim never fails because a row moved");
+                    if got.is_empty() {
+                        return done;
+                    }
+                    let finishes: Vec<JobFinish> = got
+                        .iter()
+                        .map(|j| JobFinish {
+                            lease: j.lease(),
+                            outcome: Outcome::Completed { result: None },
+                        })
+                        .collect();
+                    let acks = store
+                        .job_finish_many(&finishes)
+                        .await
+                        .expect("a finish never fails because a row moved");
+                    done += acks.iter().filter(|a| **a).count() as i64;
+                }
+            }));
+        }
+        let mut cancellers = Vec::new();
+        for c in 0..2 {
+            let store = store.clone();
+            cancellers.push(tokio::spawn(async move {
+                let mut cancelled = 0;
+                // Walk the ids from both ends so cancels meet the claimers mid-queue.
+                for n in 0..JOBS / 2 {
+                    let id = if c == 0 {
+                        first + JOBS - 1 - n
+                    } else {
+                        first + n
+                    };
+                    match store.job_cancel(id).await {
+                        Ok(job) if job.state == JobState::Cancelled => cancelled += 1,
+                        Ok(_) => {}
+                        Err(StoreError::InvalidState { .. }) => {}
+                        Err(e) => panic!("cancel of job {id} failed: {e}"),
+                    }
+                }
+                cancelled
+            }));
+        }
+        let mut completed = 0;
+        for t in claimers {
+            completed += t.await.unwrap();
+        }
+        let mut cancelled = 0;
+        for t in cancellers {
+            cancelled += t.await.unwrap();
+        }
+        let (active, done) = partition_counts(&store).await;
+        assert_eq!(active, 0, "nothing left unfinished");
+        assert_eq!(done, JOBS);
+        // A cancel of a running job only requests it; the job then completes.
+        assert!(completed + cancelled >= JOBS, "{completed} + {cancelled}");
+        drop_schema(&store).await;
+    }
+}
