@@ -163,6 +163,49 @@ impl NewJob {
         self
     }
 
+    /// The per-attempt timeout as stores keep it: whole milliseconds, at least one.
+    pub fn timeout_ms(&self) -> Option<i64> {
+        self.timeout
+            .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1))
+    }
+
+    /// The row a store holds right after inserting this job as `id` at `now`: `available`, or
+    /// `scheduled` when `run_at` is later than `now`. Times are truncated to microseconds, as
+    /// stored; a store builds the row it returns from this instead of reading it back.
+    pub fn into_row(self, id: JobId, now: DateTime<Utc>) -> JobRow {
+        use chrono::SubsecRound;
+        let now = now.trunc_subsecs(6);
+        let run_at = self.run_at.map_or(now, |at| at.trunc_subsecs(6));
+        let timeout = self.timeout_ms().map(|ms| Duration::from_millis(ms as u64));
+        JobRow {
+            id,
+            queue: self.queue,
+            kind: self.kind,
+            args: self.args,
+            state: if run_at > now {
+                JobState::Scheduled
+            } else {
+                JobState::Available
+            },
+            priority: self.priority,
+            attempt: 0,
+            max_attempts: self.max_attempts,
+            run_at,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            timeout,
+            unique_key: self.unique_key,
+            tags: self.tags,
+            errors: Vec::new(),
+            result: None,
+            lease_expires_at: None,
+            worker_id: None,
+            routed_from: self.routed_from,
+            cancel_requested: false,
+        }
+    }
+
     /// Checks what a store cannot check for itself; the error names the field.
     pub fn validate(&self) -> Result<(), crate::StoreError> {
         let invalid = |field: &'static str, message: &str| {

@@ -40,7 +40,13 @@ fn notify_fragment(cte: &str, channel_param: &str) -> String {
 /// The unfinished states, in which a unique key deduplicates.
 const UNFINISHED: &str = "('scheduled', 'available', 'running')";
 
-pub(crate) fn insert_sql() -> String {
+/// The insert; with `notify`, it also sends the wake-ups, delivered at its transaction's commit.
+pub(crate) fn insert_sql(notify: bool) -> String {
+    let notify = if notify {
+        notify_fragment("ins", "$12")
+    } else {
+        "$12::text AS channel".to_string()
+    };
     format!(
         "WITH input AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int4[], $5::timestamptz[],
@@ -58,10 +64,9 @@ pub(crate) fn insert_sql() -> String {
                    routed_from
               FROM input ORDER BY ord
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING {JOB_COLS}
+            RETURNING id, unique_key, queue, state
         )
-        SELECT ins.*, {notify} FROM ins",
-        notify = notify_fragment("ins", "$12")
+        SELECT ins.id, ins.unique_key, {notify} FROM ins"
     )
 }
 
@@ -289,11 +294,14 @@ pub(crate) fn decode(row: &PgRow) -> StoreResult<JobRow> {
 
 /// Inserts `jobs` on `conn` in one statement; returns what was inserted (aligned with `jobs`) and
 /// the queues that gained available jobs. Duplicates of a `unique_key` resolve to the unfinished
-/// job holding it, or within the batch to the first job carrying it.
+/// job holding it, or within the batch to the first job carrying it. With `notify` the statement
+/// sends the wake-ups itself, delivered when the transaction commits; without, the caller sends
+/// them once it has committed.
 pub(crate) async fn insert_on(
     inner: &Inner,
     conn: &mut PgConnection,
     jobs: &[NewJob],
+    notify: bool,
 ) -> StoreResult<(Vec<Inserted>, BTreeSet<String>)> {
     if jobs.is_empty() {
         return Ok((Vec::new(), BTreeSet::new()));
@@ -320,15 +328,17 @@ pub(crate) async fn insert_on(
         priority.push(job.priority);
         run_at.push(job.run_at);
         max_attempts.push(job.max_attempts);
-        timeout_ms.push(
-            job.timeout
-                .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1)),
-        );
+        timeout_ms.push(job.timeout_ms());
         unique_key.push(job.unique_key.clone());
         tags.push(Value::from(job.tags.clone()));
         routed_from.push(job.routed_from);
     }
-    let rows = sqlx::query(&inner.sql.insert)
+    let sql = if notify {
+        &inner.sql.insert_notify
+    } else {
+        &inner.sql.insert
+    };
+    let rows = sqlx::query(sql)
         .bind(&queue)
         .bind(&kind)
         .bind(&args)
@@ -344,17 +354,17 @@ pub(crate) async fn insert_on(
         .fetch_all(&mut *conn)
         .await
         .map_err(map)?;
-    let mut fresh: Vec<JobRow> = rows.iter().map(decode).collect::<StoreResult<_>>()?;
-    fresh.sort_by_key(|j| j.id);
-    let woken: BTreeSet<String> = fresh
+    // The statement returns ids and keys only: the rows themselves are what was sent. Ids are
+    // drawn in input order, so sorted ids line up with the inputs that were inserted.
+    let mut fresh: Vec<(i64, Option<String>)> = rows
         .iter()
-        .filter(|j| j.state == JobState::Available)
-        .map(|j| j.queue.clone())
-        .collect();
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(map)?;
+    fresh.sort_by_key(|(id, _)| *id);
 
     // Which keys got a new row, and which must be looked up among existing unfinished jobs.
-    let inserted_keys: HashSet<String> =
-        fresh.iter().filter_map(|j| j.unique_key.clone()).collect();
+    let inserted_keys: HashSet<String> = fresh.iter().filter_map(|(_, k)| k.clone()).collect();
     let missing: Vec<String> = jobs
         .iter()
         .filter_map(|j| j.unique_key.as_deref())
@@ -394,6 +404,7 @@ pub(crate) async fn insert_on(
 
     let mut fresh = fresh.into_iter();
     let mut out = Vec::with_capacity(n);
+    let mut woken = BTreeSet::new();
     let mut seen_keys: HashSet<&str> = HashSet::new();
     for job in jobs {
         let inserted_here = match job.unique_key.as_deref() {
@@ -401,9 +412,13 @@ pub(crate) async fn insert_on(
             Some(k) => inserted_keys.contains(k) && seen_keys.insert(k),
         };
         if inserted_here {
-            let row = fresh.next().ok_or_else(|| StoreError::Database {
+            let (id, _) = fresh.next().ok_or_else(|| StoreError::Database {
                 message: "insert returned fewer rows than expected".into(),
             })?;
+            let row = job.clone().into_row(id, now);
+            if row.state == JobState::Available {
+                woken.insert(row.queue.clone());
+            }
             if let Some(k) = &row.unique_key {
                 by_key.insert(k.clone(), row.clone());
             }
@@ -437,7 +452,9 @@ impl PgStore {
             job.validate()?;
         }
         let mut conn = self.inner.pool.acquire().await.map_err(map)?;
-        let (out, woken) = insert_on(&self.inner, &mut conn, jobs).await?;
+        let (out, woken) = insert_on(&self.inner, &mut conn, jobs, false).await?;
+        drop(conn);
+        self.inner.notifier.send(woken.iter().cloned());
         self.inner.wake_local(woken);
         Ok(out)
     }

@@ -2,10 +2,11 @@
 //!
 //! Jobs are claimed with one `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` statement on a
 //! partial index of available jobs in claim order; results, lease extensions and inserts travel
-//! many per statement as arrays expanded with `unnest`. Inserts that make jobs available send one
-//! `NOTIFY` per queue per statement; a background listener turns them into [`Wakeup`]s for
-//! [`Store::subscribe`]. Jobs can be enqueued inside the caller's own transaction with
-//! [`PgStore::job_insert_tx`]. Every table lives in one configurable schema (default `spooler`).
+//! many per statement as arrays expanded with `unnest`. Making jobs available sends one `NOTIFY`
+//! per queue (after the commit for the store's own inserts, see `notify`); a background listener
+//! turns them into [`Wakeup`]s for [`Store::subscribe`]. Jobs can be enqueued inside the caller's
+//! own transaction with [`PgStore::job_insert_tx`]. Finished jobs live in their own partition, so
+//! history never slows the claim. Every table lives in one configurable schema (default `spooler`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), spooler_core::StoreError> {
@@ -21,6 +22,7 @@ mod job;
 mod leader;
 mod listen;
 mod migrate;
+mod notify;
 mod queue;
 mod vacuum;
 
@@ -78,6 +80,9 @@ impl Default for PgOptions {
 /// Every statement, with the schema filled in once at connect.
 #[derive(Debug)]
 pub(crate) struct Sql {
+    /// Insert that notifies inside its transaction (for the caller's transactions).
+    insert_notify: String,
+    /// Insert whose wake-ups the notifier sends after the commit.
     insert: String,
     existing_unique: String,
     latest_by_key: String,
@@ -108,7 +113,8 @@ impl Sql {
     fn new(schema: &str) -> Self {
         let q = |template: &str| template.replace("{s}", &format!("\"{schema}\""));
         Self {
-            insert: q(&job::insert_sql()),
+            insert_notify: q(&job::insert_sql(true)),
+            insert: q(&job::insert_sql(false)),
             existing_unique: q(&job::existing_unique_sql()),
             latest_by_key: q(&job::latest_by_key_sql()),
             claim: q(&job::claim_sql()),
@@ -153,6 +159,7 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     wake: broadcast::Sender<Wakeup>,
     listener: listen::Listener,
+    notifier: notify::Notifier,
     /// When the leader last looked at the queue table's statistics.
     last_housekeep: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -312,6 +319,7 @@ impl PgStore {
             ping_timeout: options.connect_timeout,
             endpoint,
         });
+        let notifier = notify::Notifier::spawn(pool.clone(), channel.clone());
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
@@ -322,6 +330,7 @@ impl PgStore {
                 clock: options.clock,
                 wake,
                 listener,
+                notifier,
                 last_housekeep: std::sync::Mutex::new(None),
             }),
         })
@@ -336,7 +345,7 @@ impl PgStore {
         tx: &mut PgConnection,
         jobs: &[NewJob],
     ) -> StoreResult<Vec<Inserted>> {
-        job::insert_on(&self.inner, tx, jobs)
+        job::insert_on(&self.inner, tx, jobs, true)
             .await
             .map(|(inserted, _)| inserted)
     }

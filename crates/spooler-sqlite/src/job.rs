@@ -184,7 +184,6 @@ enum Insert {
     New {
         id: JobId,
         state: JobState,
-        run_at: DateTime<Utc>,
         created_at: DateTime<Utc>,
         job: NewJob,
     },
@@ -221,36 +220,11 @@ pub(crate) async fn insert_many(db: &Db, jobs: &[NewJob]) -> StoreResult<Vec<Ins
             }),
             Insert::New {
                 id,
-                state,
-                run_at,
                 created_at,
                 job,
+                ..
             } => Ok(Inserted {
-                job: JobRow {
-                    id,
-                    queue: job.queue,
-                    kind: job.kind,
-                    args: job.args,
-                    state,
-                    priority: job.priority,
-                    attempt: 0,
-                    max_attempts: job.max_attempts,
-                    run_at,
-                    created_at,
-                    started_at: None,
-                    finished_at: None,
-                    timeout: job
-                        .timeout
-                        .map(|t| Duration::from_millis(t.as_millis() as u64)),
-                    unique_key: job.unique_key,
-                    tags: job.tags,
-                    errors: Vec::new(),
-                    result: None,
-                    lease_expires_at: None,
-                    worker_id: None,
-                    routed_from: job.routed_from,
-                    cancel_requested: false,
-                },
+                job: job.into_row(id, created_at),
                 duplicate: false,
             }),
         })
@@ -299,7 +273,6 @@ struct NewRow {
     p: Prepared,
     state: JobState,
     state_name: &'static str,
-    run_at: DateTime<Utc>,
     run_at_us: i64,
     timeout_ms: Option<i64>,
 }
@@ -320,9 +293,8 @@ fn insert_tx(ctx: &mut Ctx<'_>, prepared: Vec<Prepared>) -> Result<Vec<Insert>, 
         let row = NewRow {
             state,
             state_name: state.as_str(),
-            run_at,
             run_at_us: micros(run_at),
-            timeout_ms: p.job.timeout.map(|t| t.as_millis() as i64),
+            timeout_ms: p.job.timeout_ms(),
             p,
         };
         if let Some(key) = &row.p.job.unique_key {
@@ -409,7 +381,6 @@ fn flush(
             out.push(Insert::New {
                 id,
                 state: r.state,
-                run_at: r.run_at,
                 created_at: now,
                 job: r.p.job,
             });

@@ -103,6 +103,16 @@ pub async fn insert_in_the_future_is_scheduled(h: Harness) {
     let j = insert(&h, job("k").run_at(at)).await;
     assert_eq!(j.state, JobState::Scheduled);
     assert_eq!(j.run_at, at);
+    assert_eq!(get(&h, j.id).await, j);
+    // A time and a timeout finer than the stores keep come back as stored.
+    let fine = add(h.now(), Duration::from_nanos(90_000_001_999));
+    let f = insert(
+        &h,
+        job("k").run_at(fine).timeout(Duration::from_micros(1500)),
+    )
+    .await;
+    assert_eq!(f.timeout, Some(Duration::from_millis(1)));
+    assert_eq!(get(&h, f.id).await, f);
     let past = insert(&h, job("k").run_at(h.now() - TimeDelta::seconds(5))).await;
     assert_eq!(past.state, JobState::Available);
     assert!(claim(&h, &["default"], &["k"], 10).await.len() == 1);
