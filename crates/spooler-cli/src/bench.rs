@@ -511,6 +511,9 @@ async fn latency(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row
     Ok(vec![r])
 }
 
+/// Enqueues of the steady workload in flight at once, at most.
+const STEADY_IN_FLIGHT: usize = 64;
+
 async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>> {
     let client = Client::new(fresh.store.clone());
     let (tx, mut starts) = mpsc::unbounded_channel();
@@ -529,6 +532,10 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
     let producer = {
         let (client, enqueued_at, bar) = (client.clone(), enqueued_at.clone(), bar.clone());
         tokio::spawn(async move {
+            // Jobs arrive as from many independent callers: each due job is enqueued by its own
+            // task, so the offered rate does not depend on one enqueue's round trip.
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(STEADY_IN_FLIGHT));
+            let mut enqueues = tokio::task::JoinSet::new();
             let begin = Instant::now();
             let mut sent = 0usize;
             let mut tick = tokio::time::interval(Duration::from_millis(5));
@@ -536,12 +543,25 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
                 tick.tick().await;
                 let due = ((begin.elapsed().as_secs_f64() * rate) as usize).min(total);
                 while sent < due {
-                    let t0 = Instant::now();
-                    let id = client.enqueue_new(noop_job(sent)).await?.job.id;
-                    enqueued_at.lock().expect("lock").insert(id, t0);
+                    let permit = in_flight.clone().acquire_owned().await.expect("open");
+                    let (client, enqueued_at) = (client.clone(), enqueued_at.clone());
+                    let job = noop_job(sent);
+                    enqueues.spawn(async move {
+                        let t0 = Instant::now();
+                        let id = client.enqueue_new(job).await?.job.id;
+                        enqueued_at.lock().expect("lock").insert(id, t0);
+                        drop(permit);
+                        Ok::<_, spooler::Error>(())
+                    });
                     sent += 1;
                 }
+                while let Some(done) = enqueues.try_join_next() {
+                    done.expect("enqueue task")?;
+                }
                 bar.set_position(sent as u64);
+            }
+            while let Some(done) = enqueues.join_next().await {
+                done.expect("enqueue task")?;
             }
             Ok::<_, spooler::Error>(())
         })
