@@ -181,11 +181,19 @@ pub(crate) fn get_sql() -> String {
     format!("SELECT {JOB_COLS} FROM {{s}}.jobs WHERE id = $1")
 }
 
-pub(crate) fn list_sql() -> String {
+/// The listing. With a state, it reads only the partition holding that state and compares the
+/// state plainly: a generic plan of `($2 IS NULL OR state = $2)` on the parent walks every
+/// finished job to list the running ones (131 ms with a million finished, against 0.2 ms).
+pub(crate) fn list_sql(table: &str, by_state: bool) -> String {
+    let state = if by_state {
+        "state = $2"
+    } else {
+        "$2::text IS NULL"
+    };
     format!(
-        "SELECT {JOB_COLS} FROM {{s}}.jobs
+        "SELECT {JOB_COLS} FROM {{s}}.{table}
           WHERE ($1::text IS NULL OR queue = $1)
-            AND ($2::text IS NULL OR state = $2)
+            AND {state}
             AND ($3::text IS NULL OR kind = $3)
             AND ($4::int8 IS NULL OR id < $4)
           ORDER BY id DESC
@@ -698,7 +706,12 @@ impl PgStore {
     }
 
     pub(crate) async fn list_impl(&self, list: &JobList) -> StoreResult<Vec<JobRow>> {
-        let rows = sqlx::query(&self.inner.sql.list)
+        let sql = match list.state {
+            None => &self.inner.sql.list,
+            Some(state) if state.is_finished() => &self.inner.sql.list_finished,
+            Some(_) => &self.inner.sql.list_active,
+        };
+        let rows = sqlx::query(sql)
             .bind(list.queue.as_deref())
             .bind(list.state.map(|s| s.as_str()))
             .bind(list.kind.as_deref())
