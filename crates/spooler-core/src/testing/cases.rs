@@ -761,6 +761,48 @@ pub async fn list_filters_and_pages_newest_first(h: Harness) {
         .unwrap();
     assert_eq!(running.len(), 3);
     assert!(running.iter().all(|j| j.queue == "odd"));
+    for job in &running[..2] {
+        assert!(finish(&h, job, completed()).await);
+    }
+    // A state filter pages with the cursor like the rest, newest first, for unfinished and
+    // finished states alike (stores may read them from different places).
+    let pages = |state: JobState| {
+        let h = &h;
+        async move {
+            let mut cursor = None;
+            let mut walked = Vec::new();
+            loop {
+                let page = h
+                    .store()
+                    .job_list(&JobList {
+                        state: Some(state),
+                        limit: 4,
+                        before_id: cursor,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                if page.is_empty() {
+                    return walked;
+                }
+                assert!(page.iter().all(|j| j.state == state));
+                cursor = page.last().map(|j| j.id);
+                walked.extend(page.iter().map(|j| j.id));
+            }
+        }
+    };
+    let mut completed_ids: Vec<i64> = running[..2].iter().map(|j| j.id).collect();
+    completed_ids.sort_by(|a, b| b.cmp(a));
+    assert_eq!(pages(JobState::Completed).await, completed_ids);
+    assert_eq!(pages(JobState::Running).await, vec![running[2].id]);
+    let available: Vec<i64> = ids
+        .iter()
+        .rev()
+        .filter(|id| !running.iter().any(|j| j.id == **id))
+        .copied()
+        .collect();
+    assert_eq!(available.len(), 22);
+    assert_eq!(pages(JobState::Available).await, available);
 }
 
 pub async fn queue_list_counts_and_oldest_wait(h: Harness) {
