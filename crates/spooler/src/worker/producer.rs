@@ -7,8 +7,12 @@
 //! other workers, and a buffered job that waited a third of its lease is released unspent.
 
 use super::{QueueSlots, Shared, executor};
-use spooler_core::{JobClaim, JobFinish, JobRow, LeaseRef, Outcome};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use spooler_core::{JobClaim, JobFinish, JobRow, LeaseRef, Outcome, StoreResult};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,6 +24,9 @@ const QUICK_START: Duration = Duration::from_millis(50);
 /// A buffered job that waited this long shrinks the prefetch.
 const SLOW_START: Duration = Duration::from_millis(500);
 
+/// A claim under way: how many jobs it asked for, the wake-up count when it was sent, its result.
+type ClaimUnderWay = Pin<Box<dyn Future<Output = (u32, u64, StoreResult<Vec<JobRow>>)> + Send>>;
+
 pub(crate) async fn run(
     shared: Arc<Shared>,
     slots: Arc<QueueSlots>,
@@ -28,18 +35,36 @@ pub(crate) async fn run(
     let mut wakeups = shared.store.subscribe();
     let poll = shared.settings.poll_interval;
     let max_claim = shared.settings.max_claim;
+    let most_in_flight = shared.settings.claims_in_flight as usize;
     let stale_after = shared.settings.lease / 3;
     let mut next_poll = Instant::now() + poll;
     // Whether the queue may hold more jobs than we took: true at start, after a full claim, on a
     // wake-up and on each poll.
     let mut work_waiting = true;
+    // Wake-ups and polls seen so far: a short claim sent before the latest one does not prove
+    // the queue empty.
+    let mut woken: u64 = 0;
+    // Whether the last claim came back full: only then may several be under way.
+    let mut backlog = false;
     let mut failures = 0u32;
     let mut buffer: VecDeque<JobRow> = VecDeque::new();
-    let mut claimed_at = Instant::now();
+    let mut claims: FuturesUnordered<ClaimUnderWay> = FuturesUnordered::new();
+    // Jobs asked for by the claims under way.
+    let mut asked: u32 = 0;
+    // When the buffer last filled from empty; `None` until a claim brought jobs, so a worker
+    // that just started does not take its first claim for a quick one and claim ahead.
+    let mut claimed_at: Option<Instant> = None;
     let mut prefetch: u32 = 0;
     loop {
         if *stop.borrow() {
+            // Nothing starts once shutdown began: claims under way are awaited and what they
+            // took is handed back with the buffer.
             release(&shared, buffer.drain(..));
+            while let Some((_, _, result)) = claims.next().await {
+                if let Ok(jobs) = result {
+                    release(&shared, jobs.into_iter());
+                }
+            }
             return;
         }
         start_buffered(&shared, &slots, &mut buffer);
@@ -47,11 +72,13 @@ pub(crate) async fn run(
             // Everything claimed has started, and slots are free again already: the jobs are
             // short, so claim further ahead. (Long jobs keep their slots: no growth.)
             let free_now = slots.concurrency > slots.running.load(Ordering::Acquire);
-            if work_waiting && free_now && claimed_at.elapsed() <= QUICK_START {
-                prefetch = (prefetch.max(slots.concurrency) * 2).min(max_claim);
+            let quick = claimed_at.is_some_and(|at| at.elapsed() <= QUICK_START);
+            if work_waiting && free_now && quick {
+                prefetch = (prefetch.max(slots.concurrency) * 2)
+                    .min(max_claim.saturating_mul(most_in_flight as u32));
             }
         } else {
-            let waited = claimed_at.elapsed();
+            let waited = claimed_at.map_or(Duration::ZERO, |at| at.elapsed());
             if waited >= SLOW_START {
                 prefetch /= 2;
             }
@@ -63,12 +90,18 @@ pub(crate) async fn run(
         }
         let running = slots.running.load(Ordering::Acquire);
         let free = slots.concurrency.saturating_sub(running);
-        let buffered = buffer.len() as u32;
-        // Claim when slots are free and nothing is buffered for them, or (pipelining) when the
-        // buffer runs below half while jobs are running.
-        let low = buffered == 0 || buffered < prefetch / 2;
-        let want = (free + prefetch).saturating_sub(buffered).min(max_claim);
-        if work_waiting && low && want > 0 && (free > 0 || prefetch > 0) {
+        // Jobs held or coming: buffered, and asked for by claims under way.
+        let ahead = buffer.len() as u32 + asked;
+        let want = (free + prefetch).saturating_sub(ahead).min(max_claim);
+        // The first claim goes when slots are free and nothing is held for them, or (pipelining)
+        // when what is held runs below half the prefetch; more go, while a backlog waits, as
+        // long as they would not take more than slots and prefetch hold.
+        let send = if claims.is_empty() {
+            ahead == 0 || ahead < prefetch / 2
+        } else {
+            backlog && claims.len() < most_in_flight
+        };
+        if work_waiting && send && want > 0 && (free > 0 || prefetch > 0) {
             let claim = JobClaim {
                 queues: vec![slots.name.clone()],
                 kinds: shared.kinds.clone(),
@@ -76,59 +109,67 @@ pub(crate) async fn run(
                 worker_id: shared.id.to_string(),
                 lease: shared.settings.lease,
             };
-            match shared.store.job_claim(&claim).await {
-                Ok(jobs) => {
-                    failures = 0;
-                    work_waiting = jobs.len() as u32 == want;
-                    if !jobs.is_empty() {
-                        metrics::counter!("spooler_jobs_claimed_total", "queue" => slots.name.clone())
-                            .increment(jobs.len() as u64);
-                        if buffer.is_empty() {
-                            claimed_at = Instant::now();
-                        }
-                    }
-                    buffer.extend(jobs);
-                    if *stop.borrow() {
-                        // Shutdown began while the claim was in flight: start nothing more.
-                        release(&shared, buffer.drain(..));
-                        return;
-                    }
-                    next_poll = Instant::now() + poll;
-                    start_buffered(&shared, &slots, &mut buffer);
-                    if work_waiting
-                        && (slots.running.load(Ordering::Acquire) < slots.concurrency
-                            || (buffer.len() as u32) < prefetch / 2)
-                    {
-                        continue;
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    work_waiting = false;
-                    let backoff =
-                        Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(poll * 5);
-                    next_poll = Instant::now() + backoff;
-                    tracing::warn!(
-                        queue = %slots.name,
-                        store = %shared.store.describe(),
-                        error = %e,
-                        "claim failed; retrying in {}",
-                        spooler_core::format_duration(backoff)
-                    );
-                }
-            }
+            let store = shared.store.clone();
+            let sent_at = woken;
+            asked += want;
+            claims.push(Box::pin(async move {
+                let result = store.job_claim(&claim).await;
+                (claim.limit, sent_at, result)
+            }));
+            continue;
         }
         let stale_check = if buffer.is_empty() {
             next_poll
         } else {
-            (claimed_at + stale_after).min(next_poll)
+            claimed_at.map_or(next_poll, |at| (at + stale_after).min(next_poll))
         };
         tokio::select! {
+            Some((limit, sent_at, result)) = claims.next(), if !claims.is_empty() => {
+                asked -= limit;
+                match result {
+                    Ok(jobs) => {
+                        failures = 0;
+                        backlog = jobs.len() as u32 == limit;
+                        // A short claim means the queue is empty, unless a wake-up came since.
+                        work_waiting = backlog || sent_at != woken;
+                        if !jobs.is_empty() {
+                            metrics::counter!("spooler_jobs_claimed_total", "queue" => slots.name.clone())
+                                .increment(jobs.len() as u64);
+                            if buffer.is_empty() {
+                                claimed_at = Some(Instant::now());
+                            }
+                        }
+                        buffer.extend(jobs);
+                        next_poll = Instant::now() + poll;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        work_waiting = false;
+                        backlog = false;
+                        let backoff =
+                            Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(poll * 5);
+                        next_poll = Instant::now() + backoff;
+                        tracing::warn!(
+                            queue = %slots.name,
+                            store = %shared.store.describe(),
+                            error = %e,
+                            "claim failed; retrying in {}",
+                            spooler_core::format_duration(backoff)
+                        );
+                    }
+                }
+            }
             _ = slots.freed.notified(), if work_waiting || !buffer.is_empty() => {}
             wake = wakeups.recv() => match wake {
-                Ok(w) if w.queue == slots.name => work_waiting = true,
+                Ok(w) if w.queue == slots.name => {
+                    work_waiting = true;
+                    woken += 1;
+                }
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => work_waiting = true,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    work_waiting = true;
+                    woken += 1;
+                }
                 Err(broadcast::error::RecvError::Closed) => {
                     // The store went away: fall back to polling.
                     wakeups = shared.store.subscribe();
@@ -138,6 +179,7 @@ pub(crate) async fn run(
             _ = tokio::time::sleep_until(stale_check) => {
                 if Instant::now() >= next_poll {
                     work_waiting = true;
+                    woken += 1;
                     next_poll = Instant::now() + poll;
                 }
             }

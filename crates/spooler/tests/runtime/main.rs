@@ -3,6 +3,7 @@
 
 mod support;
 
+mod claims;
 mod failures;
 mod lifecycle;
 mod shutdown;
