@@ -54,7 +54,7 @@ async fn a_busy_worker_holds_no_more_of_a_slow_backlog_than_its_slots(b: &Backen
     let jobs = (0..20)
         .map(|_| {
             b.client
-                .enqueue(Sleepy { millis: 600 })
+                .enqueue(Sleepy { millis: 1000 })
                 .into_new_job()
                 .unwrap()
         })
@@ -77,7 +77,9 @@ async fn a_busy_worker_holds_no_more_of_a_slow_backlog_than_its_slots(b: &Backen
     let queues = b.store.queue_list().await.unwrap();
     let counts = &queues.iter().find(|q| q.name == "default").unwrap().counts;
     assert_eq!(counts.running, 2, "claimed beyond its slots: {counts:?}");
-    assert_eq!(counts.available, 18, "{counts:?}");
+    // Claimed jobs are `running` in the store, buffered or not: the other 18 are untouched (or,
+    // on a slow machine, two of them already ran after the first pair).
+    assert_eq!(counts.available + counts.completed, 18, "{counts:?}");
     worker.shutdown().await.unwrap();
     assert_eq!(listed(b, JobState::Running).await, 0);
 }
