@@ -47,19 +47,20 @@ pub(crate) async fn run(
     // Whether the last claim came back full: only then may several be under way.
     let mut backlog = false;
     let mut failures = 0u32;
-    let mut buffer: VecDeque<JobRow> = VecDeque::new();
+    // Claimed jobs not started yet, oldest first, each with when its claim returned.
+    let mut buffer: VecDeque<(Instant, JobRow)> = VecDeque::new();
     let mut claims: FuturesUnordered<ClaimUnderWay> = FuturesUnordered::new();
     // Jobs asked for by the claims under way.
     let mut asked: u32 = 0;
-    // When the buffer last filled from empty; `None` until a claim brought jobs, so a worker
-    // that just started does not take its first claim for a quick one and claim ahead.
+    // When the last claim that brought jobs returned; `None` until one did, so a worker that
+    // just started does not take its first claim for a quick one and claim ahead.
     let mut claimed_at: Option<Instant> = None;
     let mut prefetch: u32 = 0;
     loop {
         if *stop.borrow() {
             // Nothing starts once shutdown began: claims under way are awaited and what they
             // took is handed back with the buffer.
-            release(&shared, buffer.drain(..));
+            release(&shared, buffer.drain(..).map(|(_, job)| job));
             while let Some((_, _, result)) = claims.next().await {
                 if let Ok(jobs) = result {
                     release(&shared, jobs.into_iter());
@@ -69,8 +70,9 @@ pub(crate) async fn run(
         }
         start_buffered(&shared, &slots, &mut buffer);
         if buffer.is_empty() {
-            // Everything claimed has started, and slots are free again already: the jobs are
-            // short, so claim further ahead. (Long jobs keep their slots: no growth.)
+            // Everything claimed has started, and slots are free again soon after the last claim
+            // returned: the jobs are short, so claim further ahead. (Long jobs keep their slots:
+            // no growth.)
             let free_now = slots.concurrency > slots.running.load(Ordering::Acquire);
             let quick = claimed_at.is_some_and(|at| at.elapsed() <= QUICK_START);
             if work_waiting && free_now && quick {
@@ -78,13 +80,16 @@ pub(crate) async fn run(
                     .min(max_claim.saturating_mul(most_in_flight as u32));
             }
         } else {
-            let waited = claimed_at.map_or(Duration::ZERO, |at| at.elapsed());
+            // The oldest buffered job's wait (buffered jobs start oldest first).
+            let waited = buffer
+                .front()
+                .map_or(Duration::ZERO, |(at, _)| at.elapsed());
             if waited >= SLOW_START {
                 prefetch /= 2;
             }
             if waited >= stale_after {
                 // Slots stayed busy: hand these back unspent rather than let their leases lapse.
-                release(&shared, buffer.drain(..));
+                release(&shared, buffer.drain(..).map(|(_, job)| job));
                 prefetch = 0;
             }
         }
@@ -118,10 +123,9 @@ pub(crate) async fn run(
             }));
             continue;
         }
-        let stale_check = if buffer.is_empty() {
-            next_poll
-        } else {
-            claimed_at.map_or(next_poll, |at| (at + stale_after).min(next_poll))
+        let stale_check = match buffer.front() {
+            None => next_poll,
+            Some((at, _)) => (*at + stale_after).min(next_poll),
         };
         tokio::select! {
             Some((limit, sent_at, result)) = claims.next(), if !claims.is_empty() => {
@@ -135,11 +139,12 @@ pub(crate) async fn run(
                         if !jobs.is_empty() {
                             metrics::counter!("spooler_jobs_claimed_total", "queue" => slots.name.clone())
                                 .increment(jobs.len() as u64);
-                            if buffer.is_empty() {
-                                claimed_at = Some(Instant::now());
-                            }
                         }
-                        buffer.extend(jobs);
+                        let now = Instant::now();
+                        if !jobs.is_empty() {
+                            claimed_at = Some(now);
+                        }
+                        buffer.extend(jobs.into_iter().map(|job| (now, job)));
                         next_poll = Instant::now() + poll;
                     }
                     Err(e) => {
@@ -189,9 +194,13 @@ pub(crate) async fn run(
 }
 
 /// Starts buffered jobs while the queue has free slots.
-fn start_buffered(shared: &Arc<Shared>, slots: &Arc<QueueSlots>, buffer: &mut VecDeque<JobRow>) {
+fn start_buffered(
+    shared: &Arc<Shared>,
+    slots: &Arc<QueueSlots>,
+    buffer: &mut VecDeque<(Instant, JobRow)>,
+) {
     while !buffer.is_empty() && slots.running.load(Ordering::Acquire) < slots.concurrency {
-        let Some(job) = buffer.pop_front() else {
+        let Some((_, job)) = buffer.pop_front() else {
             break;
         };
         slots.running.fetch_add(1, Ordering::AcqRel);
