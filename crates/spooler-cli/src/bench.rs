@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
-use spooler::core::{JobClaim, JobFinish, JobList, JobState, LeaseRef, Outcome};
+use spooler::core::{JobClaim, JobFinish, JobList, JobState, Outcome};
 use spooler::{Client, Handler, JobContext, JobError, NewJob, Store, Worker};
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -361,10 +361,7 @@ async fn fill_history(store: &Arc<dyn Store>, n: usize) -> anyhow::Result<()> {
         let finishes: Vec<JobFinish> = claimed
             .iter()
             .map(|j| JobFinish {
-                lease: LeaseRef {
-                    id: j.id,
-                    attempt: j.attempt,
-                },
+                lease: j.lease(),
                 outcome: Outcome::Completed { result: None },
             })
             .collect();

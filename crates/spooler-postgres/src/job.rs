@@ -108,6 +108,21 @@ pub(crate) fn claim_sql() -> String {
     )
 }
 
+/// `sql` (the claim, or an `EXPLAIN` of it) with the claim's parameters bound.
+fn claim_query<'q>(
+    sql: &'q str,
+    claim: &'q JobClaim,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(distinct(&claim.queues))
+        .bind(&claim.kinds)
+        .bind(i64::from(claim.limit))
+        .bind(now)
+        .bind(add(now, claim.lease))
+        .bind(&claim.worker_id)
+}
+
 pub(crate) const EXTEND_SQL: &str =
     "WITH u AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS u(id, attempt))
     UPDATE {s}.jobs_active j SET lease_expires_at = $3
@@ -473,14 +488,7 @@ impl PgStore {
         }
         let now = self.inner.clock.now();
         let rows = again_if_moved(|| {
-            sqlx::query(&self.inner.sql.claim)
-                .bind(distinct(&claim.queues))
-                .bind(&claim.kinds)
-                .bind(i64::from(claim.limit))
-                .bind(now)
-                .bind(add(now, claim.lease))
-                .bind(&claim.worker_id)
-                .fetch_all(&self.inner.pool)
+            claim_query(&self.inner.sql.claim, claim, now).fetch_all(&self.inner.pool)
         })
         .await
         .map_err(map)?;
@@ -497,16 +505,15 @@ impl PgStore {
     /// The plan PostgreSQL chooses for `claim` (`EXPLAIN`, nothing is claimed): shows whether the
     /// claim is served by the partial index of available jobs rather than a scan and a sort.
     pub async fn explain_claim(&self, claim: &JobClaim) -> StoreResult<String> {
-        let now = self.inner.clock.now();
-        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", self.inner.sql.claim))
-            .bind(distinct(&claim.queues))
-            .bind(&claim.kinds)
-            .bind(i64::from(claim.limit))
-            .bind(now)
-            .bind(add(now, claim.lease))
-            .bind(&claim.worker_id)
+        let sql = format!("EXPLAIN {}", self.inner.sql.claim);
+        let rows = claim_query(&sql, claim, self.inner.clock.now())
             .fetch_all(&self.inner.pool)
             .await
+            .map_err(map)?;
+        let lines = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(map)?;
         Ok(lines.join("\n"))
     }

@@ -691,6 +691,20 @@ pub async fn delete_by_state(h: Harness) {
     ));
 }
 
+/// Every job `list` matches, page by page with the cursor, in the order the pages came.
+async fn walk_pages(h: &Harness, list: JobList) -> Vec<JobRow> {
+    let mut list = list;
+    let mut walked = Vec::new();
+    loop {
+        let page = h.store().job_list(&list).await.unwrap();
+        let Some(last) = page.last() else {
+            return walked;
+        };
+        list.before_id = Some(last.id);
+        walked.extend(page);
+    }
+}
+
 pub async fn list_filters_and_pages_newest_first(h: Harness) {
     let mut ids = Vec::new();
     for i in 0..25 {
@@ -710,25 +724,18 @@ pub async fn list_filters_and_pages_newest_first(h: Harness) {
     let expect: Vec<i64> = ids.iter().rev().take(10).copied().collect();
     assert_eq!(all.iter().map(|j| j.id).collect::<Vec<_>>(), expect);
     // The cursor walks every page exactly once.
-    let mut cursor = None;
-    let mut walked = Vec::new();
-    loop {
-        let page = h
-            .store()
-            .job_list(&JobList {
-                limit: 7,
-                before_id: cursor,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        if page.is_empty() {
-            break;
-        }
-        cursor = page.last().map(|j| j.id);
-        walked.extend(page.iter().map(|j| j.id));
-    }
-    assert_eq!(walked, ids.iter().rev().copied().collect::<Vec<_>>());
+    let walked = walk_pages(
+        &h,
+        JobList {
+            limit: 7,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        walked.iter().map(|j| j.id).collect::<Vec<_>>(),
+        ids.iter().rev().copied().collect::<Vec<_>>()
+    );
     let even = h
         .store()
         .job_list(&JobList {
@@ -769,26 +776,14 @@ pub async fn list_filters_and_pages_newest_first(h: Harness) {
     let pages = |state: JobState| {
         let h = &h;
         async move {
-            let mut cursor = None;
-            let mut walked = Vec::new();
-            loop {
-                let page = h
-                    .store()
-                    .job_list(&JobList {
-                        state: Some(state),
-                        limit: 4,
-                        before_id: cursor,
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
-                if page.is_empty() {
-                    return walked;
-                }
-                assert!(page.iter().all(|j| j.state == state));
-                cursor = page.last().map(|j| j.id);
-                walked.extend(page.iter().map(|j| j.id));
-            }
+            let page = JobList {
+                state: Some(state),
+                limit: 4,
+                ..Default::default()
+            };
+            let walked = walk_pages(h, page).await;
+            assert!(walked.iter().all(|j| j.state == state));
+            walked.iter().map(|j| j.id).collect::<Vec<_>>()
         }
     };
     let mut completed_ids: Vec<i64> = running[..2].iter().map(|j| j.id).collect();

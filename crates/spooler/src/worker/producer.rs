@@ -9,7 +9,7 @@
 use super::{QueueSlots, Shared, executor};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use spooler_core::{JobClaim, JobFinish, JobRow, LeaseRef, Outcome, StoreResult};
+use spooler_core::{JobClaim, JobFinish, JobRow, Outcome, StoreResult};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -136,16 +136,14 @@ pub(crate) async fn run(
                         backlog = jobs.len() as u32 == limit;
                         // A short claim means the queue is empty, unless a wake-up came since.
                         work_waiting = backlog || sent_at != woken;
+                        let now = Instant::now();
                         if !jobs.is_empty() {
                             metrics::counter!("spooler_jobs_claimed_total", "queue" => slots.name.clone())
                                 .increment(jobs.len() as u64);
-                        }
-                        let now = Instant::now();
-                        if !jobs.is_empty() {
                             claimed_at = Some(now);
                         }
                         buffer.extend(jobs.into_iter().map(|job| (now, job)));
-                        next_poll = Instant::now() + poll;
+                        next_poll = now + poll;
                     }
                     Err(e) => {
                         failures += 1;
@@ -212,10 +210,7 @@ fn start_buffered(
 fn release(shared: &Shared, jobs: impl Iterator<Item = JobRow>) {
     for job in jobs {
         shared.completer.send(JobFinish {
-            lease: LeaseRef {
-                id: job.id,
-                attempt: job.attempt,
-            },
+            lease: job.lease(),
             outcome: Outcome::Released,
         });
     }
