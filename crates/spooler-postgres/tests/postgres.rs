@@ -1,6 +1,6 @@
 //! PostgreSQL-specific store tests: transactional enqueue, wake-ups through LISTEN/NOTIFY and the
-//! listener's recovery, concurrent migrations and claims across store instances, the claim plan,
-//! and connection errors. Each test uses its own schema and drops it.
+//! listener's recovery, concurrent migrations and claims across store instances, the plans of the
+//! claim and the finish, and connection errors. Each test uses its own schema and drops it.
 //!
 //! Needs `SPOOLER_TEST_POSTGRES` (e.g. `postgres://postgres@127.0.0.1:5432/test`); without it the
 //! tests that need a server print that they were skipped.
@@ -608,6 +608,113 @@ mod claims {
             .await
             .unwrap();
         assert_eq!(got.len(), 100);
+        drop_schema(&store).await;
+    }
+}
+
+/// The plans a pooled connection would use for the claim and the finish, now, as `EXPLAIN EXECUTE`
+/// of the statements the store prepared on it (found by their text).
+async fn cached_plans(conn: &mut sqlx::PgConnection) -> (String, String) {
+    let prepared: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, statement FROM pg_prepared_statements")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let name_of = |marker: &str| {
+        prepared
+            .iter()
+            .find(|(_, sql)| sql.contains(marker))
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| panic!("no prepared statement contains {marker:?}"))
+    };
+    let claim = name_of("FOR UPDATE SKIP LOCKED");
+    let finish = name_of("AS u(id, attempt, outcome, result, err, at)");
+    let mut explain = async |sql: String| -> String {
+        let lines: Vec<String> = sqlx::query_scalar(&sql)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        lines.join("\n")
+    };
+    let claim = explain(format!(
+        "EXPLAIN (COSTS OFF) EXECUTE {claim}('{{default}}', '{{k}}', 10, now(), now(), 'w')"
+    ))
+    .await;
+    let finish = explain(format!(
+        "EXPLAIN (COSTS OFF) EXECUTE {finish}('{{1}}', '{{1}}', '{{completed}}', '{{NULL}}',
+                                               '{{NULL}}', ARRAY[now()], now(), 'c')"
+    ))
+    .await;
+    (claim, finish)
+}
+
+mod plans {
+    use super::*;
+
+    /// A queue that sat empty (and was vacuumed so) and then ran a trickle of jobs must not keep
+    /// plans made for an empty table: when a burst arrives, the claim and the finish walk their
+    /// indexes instead of scanning and sorting the whole backlog on every call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_plans_made_on_an_empty_queue_still_use_the_indexes_when_it_is_deep() {
+        let Some(url) = url() else { return };
+        let schema = fresh_schema("spt");
+        // One connection, so every statement below is prepared and planned on the one we inspect.
+        let store = connect(
+            &url,
+            spooler_postgres::PgOptions {
+                max_connections: 1,
+                ..options(&schema, Arc::new(SystemClock))
+            },
+        )
+        .await;
+        store.migrate().await.unwrap();
+        let sql = |s: &str| s.replace("{s}", &format!("\"{schema}\""));
+        sqlx::query(&sql("VACUUM ANALYZE {s}.jobs_active"))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        // A trickle: more runs of each statement than PostgreSQL's custom-plan trials (five).
+        for i in 0..12 {
+            store
+                .job_insert_many(&[NewJob::new("k", json!({ "i": i }))])
+                .await
+                .unwrap();
+            let jobs = store
+                .job_claim(&claim("default", "k", 10, "w"))
+                .await
+                .unwrap();
+            assert_eq!(jobs.len(), 1);
+            let finishes: Vec<JobFinish> = jobs
+                .iter()
+                .map(|job| JobFinish {
+                    lease: job.lease(),
+                    outcome: Outcome::Completed { result: None },
+                })
+                .collect();
+            assert_eq!(store.job_finish_many(&finishes).await.unwrap(), vec![true]);
+        }
+        // The burst, without a fresh ANALYZE (autovacuum may be off or behind).
+        sqlx::query(&sql(
+            "INSERT INTO {s}.jobs (queue, kind, args, state, max_attempts, run_at, created_at)
+             SELECT 'default', 'k', '{}', 'available', 25, now(), now()
+               FROM generate_series(1, 20000)",
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let (claim_plan, finish_plan) = cached_plans(&mut conn).await;
+        drop(conn);
+        for (what, plan) in [("claim", &claim_plan), ("finish", &finish_plan)] {
+            assert!(
+                !plan.contains("Seq Scan on jobs_active"),
+                "the {what} scans the whole queue:\n{plan}"
+            );
+        }
+        assert!(
+            claim_plan.contains("Index Scan using jobs_claim"),
+            "the claim walks the claim index:\n{claim_plan}"
+        );
         drop_schema(&store).await;
     }
 }
