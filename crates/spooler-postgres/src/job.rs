@@ -3,7 +3,7 @@
 //! from the store's clock; batches travel as arrays and are expanded with `unnest`.
 
 use crate::error::{again_if_moved, map};
-use crate::{Inner, PgStore};
+use crate::{Inner, PgStore, Sql};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use spooler_core::clock::add;
@@ -70,6 +70,21 @@ pub(crate) fn insert_sql(notify: bool) -> String {
     )
 }
 
+/// The insert of one job by the store itself (no `NOTIFY`): a plain `VALUES` row, which plans in a
+/// fraction of the time of the `unnest` form. With custom plans (see `PgStore::connect_with`) that
+/// planning is on every single enqueue's path. Same parameters and result columns as
+/// [`insert_sql`], each array replaced by its one element.
+pub(crate) fn insert_one_sql() -> String {
+    "INSERT INTO {s}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
+                                  created_at, timeout_ms, unique_key, tags, routed_from)
+     VALUES ($1, $2, $3,
+             CASE WHEN coalesce($5, $11) > $11 THEN 'scheduled' ELSE 'available' END,
+             $4, $6, coalesce($5, $11), $11, $7, $8, $9, $10)
+     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+     RETURNING id, unique_key"
+        .to_string()
+}
+
 pub(crate) fn existing_unique_sql() -> String {
     format!(
         "SELECT {JOB_COLS} FROM {{s}}.jobs
@@ -108,14 +123,43 @@ pub(crate) fn claim_sql() -> String {
     )
 }
 
-/// `sql` (the claim, or an `EXPLAIN` of it) with the claim's parameters bound.
+/// The claim from one queue, what a worker's producer asks for: the same plan as [`claim_sql`]
+/// without the per-queue lateral join and the outer sort, so it plans in about half the time (the
+/// claim is planned on every call; see `PgStore::connect_with`). `$1` is the queue's name.
+pub(crate) fn claim_one_sql() -> String {
+    format!(
+        "WITH c AS (
+            SELECT a.id FROM {{s}}.jobs_active a
+             WHERE a.state = 'available' AND a.queue = $1 AND a.kind = ANY($2)
+               AND NOT EXISTS (SELECT 1 FROM {{s}}.paused_queues p WHERE p.queue = $1)
+             ORDER BY a.priority DESC, a.run_at, a.id
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {{s}}.jobs_active j
+           SET state = 'running', attempt = j.attempt + 1, started_at = $4,
+               lease_expires_at = $5, worker_id = $6
+          FROM c WHERE j.id = c.id
+        RETURNING {J_COLS}"
+    )
+}
+
+/// The claim statement for `claim` (or, with `explain`, its `EXPLAIN`) with its parameters bound:
+/// [`claim_one_sql`] for one queue, [`claim_sql`] for several.
 fn claim_query<'q>(
-    sql: &'q str,
+    sql: &'q Sql,
     claim: &'q JobClaim,
     now: DateTime<Utc>,
+    explain: bool,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(sql)
-        .bind(distinct(&claim.queues))
+    let queues = distinct(&claim.queues);
+    let query = match (queues.as_slice(), explain) {
+        ([one], false) => sqlx::query(&sql.claim_one).bind(*one),
+        ([one], true) => sqlx::query(&sql.explain_claim_one).bind(*one),
+        (_, false) => sqlx::query(&sql.claim).bind(queues),
+        (_, true) => sqlx::query(&sql.explain_claim).bind(queues),
+    };
+    query
         .bind(&claim.kinds)
         .bind(i64::from(claim.limit))
         .bind(now)
@@ -334,49 +378,27 @@ pub(crate) async fn insert_on(
     }
     let now = inner.clock.now();
     let n = jobs.len();
-    let mut queue = Vec::with_capacity(n);
-    let mut kind = Vec::with_capacity(n);
-    let mut args = Vec::with_capacity(n);
-    let mut priority = Vec::with_capacity(n);
-    let mut run_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut max_attempts = Vec::with_capacity(n);
-    let mut timeout_ms: Vec<Option<i64>> = Vec::with_capacity(n);
-    let mut unique_key: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut tags = Vec::with_capacity(n);
-    let mut routed_from: Vec<Option<i64>> = Vec::with_capacity(n);
-    for job in jobs {
-        queue.push(job.queue.as_str());
-        kind.push(job.kind.as_str());
-        args.push(&job.args);
-        priority.push(job.priority);
-        run_at.push(job.run_at);
-        max_attempts.push(job.max_attempts);
-        timeout_ms.push(job.timeout_ms());
-        unique_key.push(job.unique_key.clone());
-        tags.push(Value::from(job.tags.clone()));
-        routed_from.push(job.routed_from);
-    }
-    let sql = if notify {
-        &inner.sql.insert_notify
+    let rows = if let [job] = jobs
+        && !notify
+    {
+        sqlx::query(&inner.sql.insert_one)
+            .bind(&job.queue)
+            .bind(&job.kind)
+            .bind(&job.args)
+            .bind(job.priority)
+            .bind(job.run_at)
+            .bind(job.max_attempts)
+            .bind(job.timeout_ms())
+            .bind(&job.unique_key)
+            .bind(&job.tags)
+            .bind(job.routed_from)
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map)?
     } else {
-        &inner.sql.insert
+        insert_rows(inner, conn, jobs, notify, now).await?
     };
-    let rows = sqlx::query(sql)
-        .bind(&queue)
-        .bind(&kind)
-        .bind(&args)
-        .bind(&priority)
-        .bind(&run_at)
-        .bind(&max_attempts)
-        .bind(&timeout_ms)
-        .bind(&unique_key)
-        .bind(&tags)
-        .bind(&routed_from)
-        .bind(now)
-        .bind(&inner.channel)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map)?;
     // The statement returns ids and keys only: the rows themselves are what was sent. Ids are
     // drawn in input order, so sorted ids line up with the inputs that were inserted.
     let mut fresh: Vec<(i64, Option<String>)> = rows
@@ -466,6 +488,60 @@ pub(crate) async fn insert_on(
     Ok((out, woken))
 }
 
+/// Runs the `unnest` insert of `jobs` (any number; with `notify`, the wake-ups are sent in it).
+async fn insert_rows(
+    inner: &Inner,
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+    notify: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<PgRow>> {
+    let n = jobs.len();
+    let mut queue = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut args = Vec::with_capacity(n);
+    let mut priority = Vec::with_capacity(n);
+    let mut run_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut timeout_ms: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut unique_key: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n);
+    let mut routed_from: Vec<Option<i64>> = Vec::with_capacity(n);
+    for job in jobs {
+        queue.push(job.queue.as_str());
+        kind.push(job.kind.as_str());
+        args.push(&job.args);
+        priority.push(job.priority);
+        run_at.push(job.run_at);
+        max_attempts.push(job.max_attempts);
+        timeout_ms.push(job.timeout_ms());
+        unique_key.push(job.unique_key.clone());
+        tags.push(Value::from(job.tags.clone()));
+        routed_from.push(job.routed_from);
+    }
+    let sql = if notify {
+        &inner.sql.insert_notify
+    } else {
+        &inner.sql.insert
+    };
+    sqlx::query(sql)
+        .bind(&queue)
+        .bind(&kind)
+        .bind(&args)
+        .bind(&priority)
+        .bind(&run_at)
+        .bind(&max_attempts)
+        .bind(&timeout_ms)
+        .bind(&unique_key)
+        .bind(&tags)
+        .bind(&routed_from)
+        .bind(now)
+        .bind(&inner.channel)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)
+}
+
 impl PgStore {
     pub(crate) async fn insert_many_impl(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
         if jobs.is_empty() {
@@ -488,7 +564,7 @@ impl PgStore {
         }
         let now = self.inner.clock.now();
         let rows = again_if_moved(|| {
-            claim_query(&self.inner.sql.claim, claim, now).fetch_all(&self.inner.pool)
+            claim_query(&self.inner.sql, claim, now, false).fetch_all(&self.inner.pool)
         })
         .await
         .map_err(map)?;
@@ -505,8 +581,7 @@ impl PgStore {
     /// The plan PostgreSQL chooses for `claim` (`EXPLAIN`, nothing is claimed): shows whether the
     /// claim is served by the partial index of available jobs rather than a scan and a sort.
     pub async fn explain_claim(&self, claim: &JobClaim) -> StoreResult<String> {
-        let sql = format!("EXPLAIN {}", self.inner.sql.claim);
-        let rows = claim_query(&sql, claim, self.inner.clock.now())
+        let rows = claim_query(&self.inner.sql, claim, self.inner.clock.now(), true)
             .fetch_all(&self.inner.pool)
             .await
             .map_err(map)?;

@@ -54,7 +54,8 @@ pub struct PgOptions {
     pub schema: String,
     /// Where every time written to the database comes from.
     pub clock: Arc<dyn Clock>,
-    /// Pool size (default 10); the listener uses one more connection of its own.
+    /// Pool size (default 10). The listener has a connection of its own, and so has the task that
+    /// sends wake-ups once this store has enqueued a job.
     pub max_connections: u32,
     /// Longest wait to connect or to get a pooled connection (default 5s).
     pub connect_timeout: Duration,
@@ -84,9 +85,15 @@ pub(crate) struct Sql {
     insert_notify: String,
     /// Insert whose wake-ups the notifier sends after the commit.
     insert: String,
+    /// The same for exactly one job.
+    insert_one: String,
     existing_unique: String,
     latest_by_key: String,
     claim: String,
+    /// The claim from one queue.
+    claim_one: String,
+    explain_claim: String,
+    explain_claim_one: String,
     extend: String,
     finish: String,
     cancel: String,
@@ -117,9 +124,13 @@ impl Sql {
         Self {
             insert_notify: q(&job::insert_sql(true)),
             insert: q(&job::insert_sql(false)),
+            insert_one: q(&job::insert_one_sql()),
             existing_unique: q(&job::existing_unique_sql()),
             latest_by_key: q(&job::latest_by_key_sql()),
             claim: q(&job::claim_sql()),
+            claim_one: q(&job::claim_one_sql()),
+            explain_claim: format!("EXPLAIN {}", q(&job::claim_sql())),
+            explain_claim_one: format!("EXPLAIN {}", q(&job::claim_one_sql())),
             extend: q(job::EXTEND_SQL),
             finish: q(&job::finish_sql()),
             cancel: q(&job::cancel_sql()),
@@ -320,6 +331,14 @@ impl PgStore {
         let sql = Sql::new(&schema);
         let channel = format!("{schema}_jobs");
         let (wake, _) = broadcast::channel(1024);
+        let own_notifier = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let notifier = notify::Notifier::spawn(notify::Config {
+            connect: connect.clone(),
+            channel: channel.clone(),
+            timeout: options.connect_timeout,
+            pid: own_notifier.clone(),
+            endpoint: endpoint.clone(),
+        });
         let listener = listen::spawn(listen::Config {
             connect,
             channel: channel.clone(),
@@ -328,8 +347,8 @@ impl PgStore {
             ping_every: options.listener_ping_interval,
             ping_timeout: options.connect_timeout,
             endpoint,
+            own_notifier,
         });
-        let notifier = notify::Notifier::spawn(pool.clone(), channel.clone());
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,

@@ -2,9 +2,11 @@
 //! notification to the store's broadcast of [`Wakeup`]s. It pings its connection when idle, so a
 //! dropped or silently half-open connection is noticed; it then reconnects with backoff, listens
 //! again, and wakes every queue that has available jobs (notifications may have been missed).
+//! Notifications sent by this store's own notifier are skipped: its inserts woke this process's
+//! workers directly (see `notify`).
 
 use spooler_core::Wakeup;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPoolOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -50,6 +52,8 @@ pub(crate) struct Config {
     pub(crate) ping_every: Duration,
     pub(crate) ping_timeout: Duration,
     pub(crate) endpoint: String,
+    /// The server process id of this store's notifier connection (0: none); forgotten on reconnect.
+    pub(crate) own_notifier: Arc<AtomicI32>,
 }
 
 /// Starts the listener task.
@@ -76,6 +80,9 @@ async fn run(config: Config, pid: Arc<AtomicI32>, reconnects: Arc<AtomicI32>) {
                 pid.store(backend_pid, Ordering::SeqCst);
                 backoff = BACKOFF_MIN;
                 if connected_before {
+                    // The server may have restarted and given the notifier's number to another
+                    // process; the notifier publishes it again with its next wake-up.
+                    config.own_notifier.store(0, Ordering::SeqCst);
                     reconnects.fetch_add(1, Ordering::SeqCst);
                     tracing::info!(endpoint = %config.endpoint, pid = backend_pid, "listener reconnected");
                     wake_every_queue(&config, &mut listener).await;
@@ -123,7 +130,7 @@ async fn connect(config: &Config) -> Result<(PgListener, i32), sqlx::Error> {
 async fn serve(config: &Config, listener: &mut PgListener) -> String {
     loop {
         match tokio::time::timeout(config.ping_every, listener.try_recv()).await {
-            Ok(Ok(Some(n))) => forward(config, n.payload()),
+            Ok(Ok(Some(n))) => forward(config, &n),
             Ok(Ok(None)) => return "connection closed".into(),
             Ok(Err(e)) => return e.to_string(),
             Err(_idle) => {
@@ -131,7 +138,7 @@ async fn serve(config: &Config, listener: &mut PgListener) -> String {
                 match tokio::time::timeout(config.ping_timeout, ping).await {
                     Ok(Ok(_)) => {
                         while let Some(n) = listener.next_buffered() {
-                            forward(config, n.payload());
+                            forward(config, &n);
                         }
                     }
                     Ok(Err(e)) => return format!("ping failed: {e}"),
@@ -147,7 +154,16 @@ async fn serve(config: &Config, listener: &mut PgListener) -> String {
     }
 }
 
-fn forward(config: &Config, queue: &str) {
+/// Wakes the producers of the notification's queue, unless this store's notifier sent it.
+fn forward(config: &Config, notification: &PgNotification) {
+    let own = config.own_notifier.load(Ordering::SeqCst);
+    if own != 0 && notification.process_id() as i32 == own {
+        return;
+    }
+    wake(config, notification.payload());
+}
+
+fn wake(config: &Config, queue: &str) {
     // No receiver is fine: nobody is waiting.
     let _ = config.wake.send(Wakeup {
         queue: queue.to_string(),
@@ -159,7 +175,7 @@ async fn wake_every_queue(config: &Config, listener: &mut PgListener) {
     match tokio::time::timeout(config.ping_timeout, queues).await {
         Ok(Ok(queues)) => {
             for queue in queues {
-                forward(config, &queue);
+                wake(config, &queue);
             }
         }
         Ok(Err(e)) => tracing::debug!(error = %e, "cannot list queues after reconnecting"),

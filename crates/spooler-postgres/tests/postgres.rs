@@ -230,6 +230,63 @@ mod wakeups {
         drop_schema(&store).await;
     }
 
+    /// A store's own enqueue wakes its workers once, directly: its `NOTIFY`, meant for other
+    /// processes, is not heard back as a second wake-up (and a second, empty claim). A job enqueued
+    /// in the caller's transaction has no direct wake-up and still wakes this store at commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_own_enqueue_wakes_this_store_once_and_others_by_notify() {
+        let Some(url) = url() else { return };
+        let store = fresh_store(&url, Arc::new(SystemClock)).await;
+        let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
+        wait_listening(&store).await;
+        wait_listening(&other).await;
+        let mut own = store.subscribe();
+        let mut others = other.subscribe();
+        for round in 0..3 {
+            store
+                .job_insert(&NewJob::new("k", json!({ "round": round })).queue("q1"))
+                .await
+                .unwrap();
+            assert!(
+                wakeup_for(&mut others, "q1", Duration::from_secs(5)).await,
+                "the other store is woken by NOTIFY (round {round})"
+            );
+            // Sent after the first store's NOTIFY was delivered, so heard after any echo of it.
+            other
+                .job_insert(&NewJob::new("k", json!({})).queue("marker"))
+                .await
+                .unwrap();
+            let mut heard = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let w = tokio::time::timeout_at(deadline, own.recv())
+                    .await
+                    .expect("the marker within 5s")
+                    .expect("subscription open");
+                if w.queue == "marker" {
+                    break;
+                }
+                heard.push(w.queue);
+            }
+            assert_eq!(
+                heard,
+                vec!["q1"],
+                "one wake-up per own enqueue (round {round})"
+            );
+        }
+        let mut tx = store.pool().begin().await.unwrap();
+        store
+            .job_insert_tx(&mut tx, &[NewJob::new("k", json!({})).queue("txq")])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(
+            wakeup_for(&mut own, "txq", Duration::from_secs(5)).await,
+            "an enqueue in the caller's transaction wakes this store at commit"
+        );
+        drop_schema(&store).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_listener_killed_reconnects_and_wakeups_continue() {
         let Some(url) = url() else { return };
@@ -576,33 +633,43 @@ mod claims {
             .execute(store.pool())
             .await
             .unwrap();
-        let plan = store
-            .explain_claim(&claim("default", "k", 100, "w"))
-            .await
-            .unwrap();
-        assert!(
-            plan.contains("Index Scan using jobs_claim"),
-            "claim uses the partial index:\n{plan}"
-        );
-        assert!(
-            !plan.contains("Seq Scan on jobs"),
-            "no sequential scan:\n{plan}"
-        );
-        assert!(
-            !plan.contains("Bitmap"),
-            "no bitmap scan (it would lose the index order):\n{plan}"
-        );
-        // The index scan feeds LockRows and the per-queue Limit directly: the backlog is never
-        // sorted (the outer sort orders at most `limit` rows per queue).
-        let lines: Vec<&str> = plan.lines().collect();
-        let scan = lines
-            .iter()
-            .position(|l| l.contains("Index Scan using jobs_claim"))
-            .unwrap();
-        assert!(
-            lines[scan - 1].contains("LockRows") && lines[scan - 2].contains("Limit"),
-            "index scan right below LockRows and Limit:\n{plan}"
-        );
+        // A producer claims from one queue; a claim may name several (each probed on the index).
+        let mut from_two = claim("default", "k", 100, "w");
+        from_two.queues.push("other".into());
+        for asked in [claim("default", "k", 100, "w"), from_two] {
+            let plan = store.explain_claim(&asked).await.unwrap();
+            assert!(
+                plan.contains("Index Scan using jobs_claim"),
+                "claim uses the partial index:\n{plan}"
+            );
+            assert!(
+                !plan.contains("Seq Scan on jobs"),
+                "no sequential scan:\n{plan}"
+            );
+            assert!(
+                !plan.contains("Bitmap"),
+                "no bitmap scan (it would lose the index order):\n{plan}"
+            );
+            // The index scan feeds LockRows and the Limit with nothing sorted in between: the
+            // backlog is never sorted (an outer sort orders at most `limit` rows per queue).
+            let lines: Vec<&str> = plan.lines().collect();
+            let scan = lines
+                .iter()
+                .position(|l| l.contains("Index Scan using jobs_claim"))
+                .unwrap();
+            let lock = lines[..scan]
+                .iter()
+                .rposition(|l| l.contains("LockRows"))
+                .unwrap_or_else(|| panic!("LockRows above the index scan:\n{plan}"));
+            assert!(
+                lines[..lock].iter().any(|l| l.contains("Limit")),
+                "a Limit above LockRows:\n{plan}"
+            );
+            assert!(
+                !lines[lock..scan].iter().any(|l| l.contains("Sort")),
+                "nothing sorted between the index scan and LockRows:\n{plan}"
+            );
+        }
         let got = store
             .job_claim(&claim("default", "k", 100, "w"))
             .await
