@@ -3,7 +3,7 @@
 //! from the store's clock; batches travel as arrays and are expanded with `unnest`.
 
 use crate::error::{again_if_moved, map};
-use crate::{Inner, PgStore, Sql};
+use crate::{Inner, PgStore};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use spooler_core::clock::add;
@@ -13,7 +13,7 @@ use spooler_core::{
     StoreResult,
 };
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -123,41 +123,26 @@ pub(crate) fn claim_sql() -> String {
     )
 }
 
-/// The claim from one queue, what a worker's producer asks for: the same plan as [`claim_sql`]
-/// without the per-queue lateral join and the outer sort, so it plans in about half the time (the
-/// claim is planned on every call; see `PgStore::connect_with`). `$1` is the queue's name.
+/// The claim from one queue, what a worker's producer asks for: the function of migration 3, whose
+/// plan is made once per connection (see that migration). `$1` is the queue's name.
 pub(crate) fn claim_one_sql() -> String {
-    format!(
-        "WITH c AS (
-            SELECT a.id FROM {{s}}.jobs_active a
-             WHERE a.state = 'available' AND a.queue = $1 AND a.kind = ANY($2)
-               AND NOT EXISTS (SELECT 1 FROM {{s}}.paused_queues p WHERE p.queue = $1)
-             ORDER BY a.priority DESC, a.run_at, a.id
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED
-        )
-        UPDATE {{s}}.jobs_active j
-           SET state = 'running', attempt = j.attempt + 1, started_at = $4,
-               lease_expires_at = $5, worker_id = $6
-          FROM c WHERE j.id = c.id
-        RETURNING {J_COLS}"
-    )
+    format!("SELECT {JOB_COLS} FROM {{s}}.claim_one($1, $2, $3, $4, $5, $6)")
 }
 
-/// The claim statement for `claim` (or, with `explain`, its `EXPLAIN`) with its parameters bound:
-/// [`claim_one_sql`] for one queue, [`claim_sql`] for several.
+/// The signature of the function [`claim_one_sql`] calls.
+pub(crate) const CLAIM_ONE_FN: &str =
+    "{s}.claim_one(text, text[], bigint, timestamptz, timestamptz, text)";
+
+/// `sql` with the parameters of `claim` bound; `$1` is its one queue, or the array of all of them.
 fn claim_query<'q>(
-    sql: &'q Sql,
+    sql: &'q str,
     claim: &'q JobClaim,
     now: DateTime<Utc>,
-    explain: bool,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let queues = distinct(&claim.queues);
-    let query = match (queues.as_slice(), explain) {
-        ([one], false) => sqlx::query(&sql.claim_one).bind(*one),
-        ([one], true) => sqlx::query(&sql.explain_claim_one).bind(*one),
-        (_, false) => sqlx::query(&sql.claim).bind(queues),
-        (_, true) => sqlx::query(&sql.explain_claim).bind(queues),
+    let query = match queues.as_slice() {
+        [one] => sqlx::query(sql).bind(*one),
+        _ => sqlx::query(sql).bind(queues),
     };
     query
         .bind(&claim.kinds)
@@ -542,6 +527,63 @@ async fn insert_rows(
         .map_err(map)
 }
 
+/// Whether `claim` names one queue (and so runs the function `claim_one`).
+fn one_queue(claim: &JobClaim) -> bool {
+    distinct(&claim.queues).len() == 1
+}
+
+/// `EXPLAIN EXECUTE` of the statement inside `claim_one`, read back from the database and prepared
+/// with the function's settings, so the plan shown is the generic plan the function keeps.
+async fn explain_claim_one(
+    inner: &Inner,
+    conn: &mut PgConnection,
+    claim: &JobClaim,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<PgRow>> {
+    let function = CLAIM_ONE_FN.replace("{s}", &format!("\"{}\"", inner.schema));
+    let source: String =
+        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE oid = $1::regprocedure")
+            .bind(&function)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map)?;
+    let statement = source
+        .split_once("-- claim:begin")
+        .and_then(|(_, rest)| rest.split_once("-- claim:end"))
+        .map(|(statement, _)| statement)
+        .ok_or_else(|| StoreError::Database {
+            message: format!("{function} has no claim:begin/claim:end markers"),
+        })?;
+    let mut tx = conn.begin().await.map_err(map)?;
+    sqlx::raw_sql(&format!(
+        "SET LOCAL plan_cache_mode = force_generic_plan;
+         SET LOCAL enable_seqscan = off;
+         SET LOCAL enable_bitmapscan = off;
+         PREPARE spooler_claim_one(text, text[], bigint, timestamptz, timestamptz, text) AS {statement}"
+    ))
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    // EXECUTE takes no bound parameters: the server quotes them into the statement.
+    let explain: String = claim_query(
+        "SELECT format('EXPLAIN EXECUTE spooler_claim_one(%L, %L, %s, %L, %L, %L)',
+                       $1::text, $2::text[], $3::bigint, $4::timestamptz, $5::timestamptz, $6::text)",
+        claim,
+        now,
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map)?
+    .try_get(0)
+    .map_err(map)?;
+    let rows = sqlx::raw_sql(&explain)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    tx.rollback().await.map_err(map)?;
+    Ok(rows)
+}
+
 impl PgStore {
     pub(crate) async fn insert_many_impl(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
         if jobs.is_empty() {
@@ -564,7 +606,12 @@ impl PgStore {
         }
         let now = self.inner.clock.now();
         let rows = again_if_moved(|| {
-            claim_query(&self.inner.sql, claim, now, false).fetch_all(&self.inner.pool)
+            let sql = if one_queue(claim) {
+                &self.inner.sql.claim_one
+            } else {
+                &self.inner.sql.claim
+            };
+            claim_query(sql, claim, now).fetch_all(&self.inner.pool)
         })
         .await
         .map_err(map)?;
@@ -578,13 +625,29 @@ impl PgStore {
         Ok(jobs)
     }
 
-    /// The plan PostgreSQL chooses for `claim` (`EXPLAIN`, nothing is claimed): shows whether the
-    /// claim is served by the partial index of available jobs rather than a scan and a sort.
+    /// The plan PostgreSQL uses for `claim` (nothing is claimed): shows whether the claim is served
+    /// by the partial index of available jobs rather than a scan and a sort. For one queue it is the
+    /// kept plan of the function `claim_one`, made under that function's settings.
     pub async fn explain_claim(&self, claim: &JobClaim) -> StoreResult<String> {
-        let rows = claim_query(&self.inner.sql, claim, self.inner.clock.now(), true)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let now = self.inner.clock.now();
+        let rows = if one_queue(claim) {
+            let mut conn = self.inner.pool.acquire().await.map_err(map)?;
+            let explained = explain_claim_one(&self.inner, &mut conn, claim, now).await;
+            // A prepared statement outlives the transaction; do not leave it on a pooled connection
+            // (nor one that may still hold it).
+            let deallocate = sqlx::raw_sql("DEALLOCATE spooler_claim_one")
+                .execute(&mut *conn)
+                .await;
+            if deallocate.is_err() {
+                conn.detach();
+            }
+            explained?
+        } else {
+            claim_query(&format!("EXPLAIN {}", self.inner.sql.claim), claim, now)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(map)?
+        };
         let lines = rows
             .iter()
             .map(|row| row.try_get::<String, _>(0))

@@ -92,8 +92,6 @@ pub(crate) struct Sql {
     claim: String,
     /// The claim from one queue.
     claim_one: String,
-    explain_claim: String,
-    explain_claim_one: String,
     extend: String,
     finish: String,
     cancel: String,
@@ -129,8 +127,6 @@ impl Sql {
             latest_by_key: q(&job::latest_by_key_sql()),
             claim: q(&job::claim_sql()),
             claim_one: q(&job::claim_one_sql()),
-            explain_claim: format!("EXPLAIN {}", q(&job::claim_sql())),
-            explain_claim_one: format!("EXPLAIN {}", q(&job::claim_one_sql())),
             extend: q(job::EXTEND_SQL),
             finish: q(&job::finish_sql()),
             cancel: q(&job::cancel_sql()),

@@ -8,13 +8,19 @@ use spooler_core::{StoreError, StoreResult};
 use sqlx::{Acquire, Executor, PgPool};
 
 /// Every migration: version, name and SQL with a `{schema}` placeholder. Version 1 is the SQLite
-/// store's version 1; version 2 (finished jobs in their own partition) is this store's own.
+/// store's version 1; versions 2 (finished jobs in their own partition) and 3 (the claim from one
+/// queue as a function with a kept plan) are this store's own.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (
         2,
         "split_finished",
         include_str!("../migrations/0002_split_finished.sql"),
+    ),
+    (
+        3,
+        "claim_function",
+        include_str!("../migrations/0003_claim_function.sql"),
     ),
 ];
 
