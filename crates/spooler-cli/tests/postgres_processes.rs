@@ -1,6 +1,7 @@
 //! Real `spooler` processes sharing one PostgreSQL schema: four workers drain 200,000 jobs exactly
-//! once, a killed worker's jobs are rescued, a killed leader is replaced, and two processes migrate
-//! at the same moment. Runs when `SPOOLER_TEST_POSTGRES` is set (CI sets it).
+//! once, a killed worker's jobs are rescued, a killed leader is replaced, a worker whose database
+//! connections are all killed (three times, mid-drain) loses no job, and two processes migrate at
+//! the same moment. Runs when `SPOOLER_TEST_POSTGRES` is set (CI sets it).
 
 use serde_json::json;
 use spooler::core::{JobFinish, LeaseRef, Outcome};
@@ -374,6 +375,79 @@ async fn postgres_two_processes_migrating_at_once_both_start() {
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
+    drop(store);
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_workers_connections_killed_mid_drain_lose_no_job() {
+    let Some(schema) = Schema::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = schema.url();
+    let store = open(&url).await;
+    let client = Client::new(store.clone());
+    let n: i64 = 6000;
+    for _ in 0..3 {
+        let jobs = (0..n / 6)
+            .map(|_| NewJob::new("sleep", json!({ "duration": "5ms" })))
+            .collect();
+        client.enqueue_many(jobs).await.unwrap();
+    }
+    // The worker's connections carry a name of their own, so only they are killed.
+    let app = format!("spooler_kill_{:08x}", rand::random::<u32>());
+    let worker_url = format!("{url}&application_name={app}");
+    let mut worker = Proc::worker(&worker_url, dir.path(), "w", &["--queue", "default=10"]);
+    let completed = || async {
+        let queues = store.queue_list().await.ok()?;
+        Some(queues.iter().map(|q| q.counts.completed).sum::<i64>())
+    };
+    let pool = schema.pool().await;
+    let kill = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"
+    );
+    for round in 0..3 {
+        let before = completed().await.unwrap_or(0);
+        wait_for(
+            "the worker to make progress",
+            Duration::from_secs(60),
+            || async { (completed().await? > before + 200).then_some(()) },
+        )
+        .await;
+        let killed: i64 = sqlx::query_scalar(&kill).fetch_one(&pool).await.unwrap();
+        assert!(
+            killed >= 2,
+            "round {round}: the pool and the listener were killed ({killed})"
+        );
+        // Jobs keep arriving while the worker reconnects.
+        let jobs = (0..n / 6)
+            .map(|_| NewJob::new("sleep", json!({ "duration": "5ms" })))
+            .collect();
+        client.enqueue_many(jobs).await.unwrap();
+    }
+    wait_for(
+        "every job to complete",
+        Duration::from_secs(300),
+        || async { (completed().await? == n).then_some(()) },
+    )
+    .await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "worker exited with {status}:\n{}",
+        worker.log_text()
+    );
+    let (total, unfinished): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE state <> 'completed') FROM \"{}\".jobs",
+        schema.name
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (total, unfinished),
+        (n, 0),
+        "every job completed, none left running"
+    );
     drop(store);
     schema.drop_schema().await;
 }
