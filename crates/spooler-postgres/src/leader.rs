@@ -67,6 +67,7 @@ impl PgStore {
                 field: "queues",
                 message: e.to_string(),
             })?;
+        self.inner.local_workers.add(&worker.id);
         sqlx::query(&self.inner.sql.worker_heartbeat)
             .bind(&worker.id)
             .bind(&worker.host)
@@ -114,6 +115,7 @@ impl PgStore {
     }
 
     pub(crate) async fn worker_remove_impl(&self, id: &str) -> StoreResult<()> {
+        self.inner.local_workers.remove(id);
         sqlx::query(&self.inner.sql.worker_remove)
             .bind(id)
             .execute(&self.inner.pool)

@@ -116,6 +116,7 @@ pub(crate) struct Sql {
     worker_heartbeat: String,
     worker_list: String,
     worker_remove: String,
+    other_workers: String,
     available_queues: String,
 }
 
@@ -151,6 +152,7 @@ impl Sql {
             worker_heartbeat: q(leader::HEARTBEAT_SQL),
             worker_list: q(leader::WORKER_LIST_SQL),
             worker_remove: q(leader::WORKER_REMOVE_SQL),
+            other_workers: q(notify::OTHER_WORKERS_SQL),
             // A loose index scan over the claim index: one probe per queue, however deep the backlog.
             available_queues: q("WITH RECURSIVE q AS (
                     (SELECT queue FROM {s}.jobs_active WHERE state = 'available' ORDER BY queue LIMIT 1)
@@ -176,6 +178,8 @@ pub(crate) struct Inner {
     notifier: notify::Notifier,
     /// When the leader last looked at the queue table's statistics.
     last_housekeep: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Workers that heartbeat through this store: the notifier need not wake them.
+    local_workers: notify::LocalWorkers,
 }
 
 impl Inner {
@@ -355,7 +359,11 @@ impl PgStore {
         let channel = format!("{schema}_jobs");
         let (wake, _) = broadcast::channel(1024);
         let own_notifier = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let local_workers = notify::LocalWorkers::default();
         let notifier = notify::Notifier::spawn(notify::Config {
+            others_sql: sql.other_workers.clone(),
+            local_workers: local_workers.clone(),
+            clock: options.clock.clone(),
             connect: connect.clone(),
             channel: channel.clone(),
             timeout: options.connect_timeout,
@@ -384,6 +392,7 @@ impl PgStore {
                 listener,
                 notifier,
                 last_housekeep: std::sync::Mutex::new(None),
+                local_workers,
             }),
         })
     }

@@ -175,6 +175,25 @@ mod transactional {
     }
 }
 
+/// Records a worker as alive through `store`, as a worker process does when it starts: only then
+/// do other processes send `NOTIFY` for their enqueues.
+async fn register_worker(store: &PgStore, id: &str) {
+    let now = chrono::Utc::now();
+    store
+        .worker_heartbeat(&spooler_core::WorkerInfo {
+            id: id.to_string(),
+            host: "test".into(),
+            pid: std::process::id(),
+            queues: Default::default(),
+            kinds: vec!["k".into()],
+            running: 0,
+            started_at: now,
+            last_seen_at: now,
+        })
+        .await
+        .unwrap();
+}
+
 /// Waits until the store's listener is connected (it starts in the background at connect).
 async fn wait_listening(store: &PgStore) -> i32 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -199,6 +218,7 @@ mod wakeups {
         let store = fresh_store(&url, Arc::new(SystemClock)).await;
         let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
         wait_listening(&other).await;
+        register_worker(&other, "other").await;
         let mut rx = other.subscribe();
         let batch: Vec<NewJob> = (0..1000)
             .map(|i| NewJob::new("k", json!({ "i": i })).queue(if i % 2 == 0 { "a" } else { "b" }))
@@ -240,6 +260,8 @@ mod wakeups {
         let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
         wait_listening(&store).await;
         wait_listening(&other).await;
+        register_worker(&store, "this").await;
+        register_worker(&other, "other").await;
         let mut own = store.subscribe();
         let mut others = other.subscribe();
         for round in 0..3 {
@@ -287,12 +309,68 @@ mod wakeups {
         drop_schema(&store).await;
     }
 
+    /// With no worker in any other process there is no one to wake: enqueues send no `NOTIFY`.
+    /// A worker that starts elsewhere is heard of within a second or two, and woken from then on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_no_notify_until_another_process_runs_a_worker() {
+        let Some(url) = url() else { return };
+        let store = fresh_store(&url, Arc::new(SystemClock)).await;
+        let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
+        wait_listening(&store).await;
+        wait_listening(&other).await;
+        register_worker(&store, "this").await;
+        let mut own = store.subscribe();
+        let mut others = other.subscribe();
+        store
+            .job_insert(&NewJob::new("k", json!({})).queue("q1"))
+            .await
+            .unwrap();
+        assert!(wakeup_for(&mut own, "q1", Duration::from_secs(1)).await);
+        assert!(
+            !wakeup_for(&mut others, "q1", Duration::from_millis(500)).await,
+            "no NOTIFY while only this store's worker is alive"
+        );
+        register_worker(&other, "other").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            store
+                .job_insert(&NewJob::new("k", json!({})).queue("q2"))
+                .await
+                .unwrap();
+            if wakeup_for(&mut others, "q2", Duration::from_millis(200)).await {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the other process's worker was not woken within 5s of its first heartbeat"
+            );
+        }
+        // A worker that stops (and says so) is not woken any more.
+        other.worker_remove("other").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        store
+            .job_insert(&NewJob::new("k", json!({})).queue("q3"))
+            .await
+            .unwrap();
+        // One more insert after the check expired is what makes the notifier look again.
+        store
+            .job_insert(&NewJob::new("k", json!({})).queue("q3"))
+            .await
+            .unwrap();
+        assert!(
+            !wakeup_for(&mut others, "q3", Duration::from_millis(500)).await,
+            "no NOTIFY once the other worker is gone"
+        );
+        drop_schema(&store).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_listener_killed_reconnects_and_wakeups_continue() {
         let Some(url) = url() else { return };
         let producer = fresh_store(&url, Arc::new(SystemClock)).await;
         let worker = connect(&url, options(producer.schema(), Arc::new(SystemClock))).await;
         let first_pid = wait_listening(&worker).await;
+        register_worker(&worker, "worker").await;
         let mut rx = worker.subscribe();
         // Jobs keep arriving from the other store while the listener is killed.
         let feeder = {
@@ -364,6 +442,7 @@ mod wakeups {
         opts.connect_timeout = Duration::from_secs(1);
         let worker = connect(&proxied, opts).await;
         let first_pid = wait_listening(&worker).await;
+        register_worker(&worker, "worker").await;
         let mut rx = worker.subscribe();
         // Every connection open now stops forwarding in both directions but stays open.
         proxy.freeze_existing();
