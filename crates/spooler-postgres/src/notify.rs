@@ -16,7 +16,7 @@
 //! Nor is a `NOTIFY` sent when no other process runs a worker: the task looks at the `workers`
 //! table (at most once a second) for a worker seen in the last ten minutes that did not heartbeat
 //! through this store. A single process that enqueues and works (a service with its own worker)
-//! thus pays for no `NOTIFY` at all; it took 0.13 ms off its median enqueue-to-start and a third
+//! thus pays for no `NOTIFY` at all; it took 0.13 ms off its median enqueue-to-start and a quarter
 //! off its 99th percentile, the lock and the two server processes it wakes being on the same two
 //! cores as the claim. A worker that starts elsewhere is heard of within a second, and polls meanwhile.
 //!
