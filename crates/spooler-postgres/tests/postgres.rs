@@ -175,6 +175,23 @@ mod transactional {
     }
 }
 
+/// The queues woken before a wake-up for the queue `marker` arrives (within 5 s). Notifications
+/// arrive in commit order, so everything committed before the marker was heard by then.
+async fn heard_before_marker(rx: &mut broadcast::Receiver<Wakeup>) -> Vec<String> {
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let w = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("the marker within 5s")
+            .expect("subscription open");
+        if w.queue == "marker" {
+            return heard;
+        }
+        heard.push(w.queue);
+    }
+}
+
 /// Records a worker as alive through `store`, as a worker process does when it starts: only then
 /// do other processes send `NOTIFY` for their enqueues.
 async fn register_worker(store: &PgStore, id: &str) {
@@ -229,18 +246,7 @@ mod wakeups {
             .job_insert(&NewJob::new("k", json!({})).queue("marker"))
             .await
             .unwrap();
-        let mut heard = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let w = tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .expect("marker within 5s")
-                .expect("subscription open");
-            if w.queue == "marker" {
-                break;
-            }
-            heard.push(w.queue);
-        }
+        let mut heard = heard_before_marker(&mut rx).await;
         heard.sort();
         assert_eq!(
             heard,
@@ -278,18 +284,7 @@ mod wakeups {
                 .job_insert(&NewJob::new("k", json!({})).queue("marker"))
                 .await
                 .unwrap();
-            let mut heard = Vec::new();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let w = tokio::time::timeout_at(deadline, own.recv())
-                    .await
-                    .expect("the marker within 5s")
-                    .expect("subscription open");
-                if w.queue == "marker" {
-                    break;
-                }
-                heard.push(w.queue);
-            }
+            let heard = heard_before_marker(&mut own).await;
             assert_eq!(
                 heard,
                 vec!["q1"],
