@@ -148,10 +148,8 @@ mod transactional {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_committed_enqueue_wakes_another_process() {
         let Some(url) = url() else { return };
-        let store = fresh_store(&url, Arc::new(SystemClock)).await;
         // A second store on the same schema stands for another process with an idle worker.
-        let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
-        wait_listening(&other).await;
+        let (store, other) = store_pair(&url).await;
         let mut rx = other.subscribe();
         let mut tx = store.pool().begin().await.unwrap();
         sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
@@ -211,6 +209,16 @@ async fn register_worker(store: &PgStore, id: &str) {
         .unwrap();
 }
 
+/// A store on a fresh schema and a second one on the same schema, as two processes would hold,
+/// each with its listener connected.
+async fn store_pair(url: &str) -> (PgStore, PgStore) {
+    let store = fresh_store(url, Arc::new(SystemClock)).await;
+    let other = connect(url, options(store.schema(), Arc::new(SystemClock))).await;
+    wait_listening(&store).await;
+    wait_listening(&other).await;
+    (store, other)
+}
+
 /// Waits until the store's listener is connected (it starts in the background at connect).
 async fn wait_listening(store: &PgStore) -> i32 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -232,9 +240,7 @@ mod wakeups {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_notifications_are_coalesced_per_queue() {
         let Some(url) = url() else { return };
-        let store = fresh_store(&url, Arc::new(SystemClock)).await;
-        let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
-        wait_listening(&other).await;
+        let (store, other) = store_pair(&url).await;
         register_worker(&other, "other").await;
         let mut rx = other.subscribe();
         let batch: Vec<NewJob> = (0..1000)
@@ -262,10 +268,7 @@ mod wakeups {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_own_enqueue_wakes_this_store_once_and_others_by_notify() {
         let Some(url) = url() else { return };
-        let store = fresh_store(&url, Arc::new(SystemClock)).await;
-        let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
-        wait_listening(&store).await;
-        wait_listening(&other).await;
+        let (store, other) = store_pair(&url).await;
         register_worker(&store, "this").await;
         register_worker(&other, "other").await;
         let mut own = store.subscribe();
@@ -309,10 +312,7 @@ mod wakeups {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_no_notify_until_another_process_runs_a_worker() {
         let Some(url) = url() else { return };
-        let store = fresh_store(&url, Arc::new(SystemClock)).await;
-        let other = connect(&url, options(store.schema(), Arc::new(SystemClock))).await;
-        wait_listening(&store).await;
-        wait_listening(&other).await;
+        let (store, other) = store_pair(&url).await;
         register_worker(&store, "this").await;
         let mut own = store.subscribe();
         let mut others = other.subscribe();
