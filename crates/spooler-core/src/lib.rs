@@ -17,14 +17,16 @@ pub mod state;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transition;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{format_duration, parse_duration};
 pub use error::StoreError;
 pub use job::{AttemptError, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobId, JobRow, NewJob};
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicies, RetryPolicy};
 pub use state::JobState;
 pub use store::*;
+pub use transition::{Facts, Transition, decide};
 
 /// Re-exported so that backends and users agree on one version.
 pub use chrono;

@@ -1,6 +1,8 @@
 //! Retry backoff: `attempt^4 + 15s` with jitter, capped, by default; or a fixed delay.
 
+use chrono::{DateTime, Utc};
 use rand::Rng;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How long a failed job waits before its next attempt.
@@ -70,6 +72,39 @@ impl RetryPolicy {
     }
 }
 
+/// The retry policies of one worker or server: a default, overridden per queue and per kind (a
+/// kind's policy wins over its queue's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetryPolicies {
+    /// Used when neither the kind nor the queue has a policy.
+    pub default: RetryPolicy,
+    /// Per queue.
+    pub by_queue: HashMap<String, RetryPolicy>,
+    /// Per kind.
+    pub by_kind: HashMap<String, RetryPolicy>,
+}
+
+impl RetryPolicies {
+    /// The policy for a job of `kind` in `queue`.
+    pub fn for_job(&self, queue: &str, kind: &str) -> &RetryPolicy {
+        self.by_kind
+            .get(kind)
+            .or_else(|| self.by_queue.get(queue))
+            .unwrap_or(&self.default)
+    }
+
+    /// When a job of `kind` in `queue` whose attempt `attempt` failed at `now` runs again.
+    pub fn retry_at(
+        &self,
+        queue: &str,
+        kind: &str,
+        attempt: i32,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        crate::clock::add(now, self.for_job(queue, kind).delay(attempt))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +133,24 @@ mod tests {
             let d = p.delay(3).as_secs_f64();
             assert!((96.0 * 0.9 - 1e-9..=96.0 * 1.1 + 1e-9).contains(&d), "{d}");
         }
+    }
+
+    #[test]
+    fn a_kind_policy_wins_over_its_queue_policy() {
+        let mut p = RetryPolicies::default();
+        p.by_queue
+            .insert("q".into(), RetryPolicy::fixed(Duration::from_secs(2)));
+        p.by_kind
+            .insert("k".into(), RetryPolicy::fixed(Duration::from_secs(3)));
+        assert_eq!(
+            p.for_job("q", "k"),
+            &RetryPolicy::fixed(Duration::from_secs(3))
+        );
+        assert_eq!(
+            p.for_job("q", "other"),
+            &RetryPolicy::fixed(Duration::from_secs(2))
+        );
+        assert_eq!(p.for_job("other", "other"), &RetryPolicy::default());
     }
 
     #[test]

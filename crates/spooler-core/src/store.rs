@@ -90,12 +90,13 @@ pub enum Outcome {
         /// A small JSON value, if any.
         result: Option<Value>,
     },
-    /// Failed; run again at `at` (an error entry is appended). If `at` is not in the future the job
-    /// is `available` at once, otherwise `scheduled`.
+    /// Failed in a way that may be retried (a handler's error, a panic, a timeout): an error entry is
+    /// appended and, with attempts left, the job runs again at `at` (`available` when it is not in
+    /// the future, `scheduled` otherwise); see [`decide`](crate::transition::decide).
     Retry {
         /// What went wrong.
         error: String,
-        /// When to try again.
+        /// When to try again: the retry policy's backoff.
         at: DateTime<Utc>,
     },
     /// Failed for good: attempts exhausted or not retryable (an error entry is appended).
@@ -115,6 +116,12 @@ pub enum Outcome {
     },
     /// Given back unfinished (worker shutting down): `available` at once, the attempt not spent.
     Released,
+    /// The lease lapsed without a result (written by the rescuer, never by a worker): like
+    /// `Retry` with a "lease expired" error, run again at `at`.
+    LeaseExpired {
+        /// When to try again: the retry policy's backoff.
+        at: DateTime<Utc>,
+    },
 }
 
 /// One finished attempt to record.
@@ -201,20 +208,47 @@ pub struct QueueInfo {
     pub oldest_available_at: Option<DateTime<Utc>>,
 }
 
-/// Make jobs whose lease lapsed runnable again (or `failed` if out of attempts).
+/// End the attempts of running jobs whose lease lapsed, as [`Outcome::LeaseExpired`] decides.
 #[derive(Debug, Clone)]
 pub struct JobRescue {
     /// At most this many per call.
     pub limit: u32,
+    /// The backoff each rescued job waits, by queue and kind.
+    pub retry: std::sync::Arc<crate::retry::RetryPolicies>,
 }
 
 /// What a rescue did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RescueReport {
-    /// Made available again.
+    /// To run again (`scheduled` for the backoff, or `available`).
     pub retried: Vec<JobId>,
     /// Out of attempts: now `failed`.
     pub failed: Vec<JobId>,
+    /// Cancellation was asked for while the lease lapsed: now `cancelled`.
+    pub cancelled: Vec<JobId>,
+}
+
+impl RescueReport {
+    /// Records that job `id` became `state`.
+    pub fn record(&mut self, id: JobId, state: JobState) {
+        match state {
+            JobState::Failed => self.failed.push(id),
+            JobState::Cancelled => self.cancelled.push(id),
+            _ => self.retried.push(id),
+        }
+    }
+
+    /// Whether nothing was rescued.
+    pub fn is_empty(&self) -> bool {
+        self.retried.is_empty() && self.failed.is_empty() && self.cancelled.is_empty()
+    }
+
+    /// Sorts each list by id.
+    pub fn sort(&mut self) {
+        self.retried.sort_unstable();
+        self.failed.sort_unstable();
+        self.cancelled.sort_unstable();
+    }
 }
 
 /// Delete finished jobs older than their retention.
@@ -305,8 +339,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// cancellation was requested. Leases not held are left alone.
     async fn job_lease_extend(&self, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>>;
 
-    /// Records finished attempts in one transaction. Returns, aligned with `finishes`, whether
-    /// each was accepted: false when its lease no longer holds the job (the fence).
+    /// Records finished attempts in one transaction, each as [`decide`](crate::transition::decide)
+    /// finds from its outcome and the job's facts read under the fence. Returns, aligned with
+    /// `finishes`, whether each was accepted: false when its lease no longer holds the job (the
+    /// fence), or when the same lease appears earlier in the call. `Outcome::LeaseExpired` is
+    /// the rescuer's and is rejected here.
     async fn job_finish_many(&self, finishes: &[JobFinish]) -> StoreResult<Vec<bool>>;
 
     /// Cancels a job: `scheduled`/`available` become `cancelled`; a `running` job gets
@@ -336,8 +373,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Lets claims from `queue` resume.
     async fn queue_resume(&self, queue: &str) -> StoreResult<()>;
 
-    /// Makes running jobs whose lease has lapsed `available` again, an error entry recording the
-    /// lost lease; jobs out of attempts become `failed`.
+    /// Ends the attempts of running jobs whose lease has lapsed, oldest lapse first, each as
+    /// [`decide`](crate::transition::decide) finds for [`Outcome::LeaseExpired`] with the backoff
+    /// of `retry`: an error entry records the lost lease; the job waits for its backoff, or is
+    /// `failed` when out of attempts, or `cancelled` when cancellation was asked for.
     async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport>;
 
     /// Moves up to `limit` `scheduled` jobs whose `run_at` has come to `available`; returns how many.

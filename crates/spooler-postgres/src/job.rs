@@ -8,14 +8,71 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use spooler_core::clock::add;
 use spooler_core::{
-    AttemptError, Inserted, JobClaim, JobFinish, JobId, JobList, JobPrune, JobRescue, JobRow,
-    JobState, LeaseExtend, LeaseRef, LeaseStatus, NewJob, Outcome, RescueReport, StoreError,
-    StoreResult,
+    AttemptError, Facts, Inserted, JobClaim, JobFinish, JobId, JobList, JobPrune, JobRescue,
+    JobRow, JobState, LeaseExtend, LeaseRef, LeaseStatus, NewJob, Outcome, RescueReport,
+    StoreError, StoreResult, Transition, decide,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
+
+/// A written transition: the lease, the job's queue and its new state.
+type Written = (LeaseRef, String, JobState);
+
+/// The queues in which written transitions made jobs available.
+fn available_queues(written: Vec<Written>) -> BTreeSet<String> {
+    written
+        .into_iter()
+        .filter(|w| w.2 == JobState::Available)
+        .map(|w| w.1)
+        .collect()
+}
+
+/// The facts of an outcome that needs only the attempt.
+fn lease_facts(lease: LeaseRef) -> Facts {
+    Facts {
+        attempt: lease.attempt,
+        ..Facts::default()
+    }
+}
+
+/// Reads `max_attempts, cancel_requested, worker_id` from column `at` on.
+fn facts_of(row: &PgRow, attempt: i32, at: usize) -> Result<Facts, sqlx::Error> {
+    Ok(Facts {
+        attempt,
+        max_attempts: row.try_get(at)?,
+        cancel_requested: row.try_get(at + 1)?,
+        worker_id: row.try_get(at + 2)?,
+    })
+}
+
+/// Decided transitions as the arrays the write statement binds.
+#[derive(Default)]
+struct Writes {
+    ids: Vec<JobId>,
+    attempts: Vec<i32>,
+    states: Vec<&'static str>,
+    run_ats: Vec<Option<DateTime<Utc>>>,
+    finished_ats: Vec<Option<DateTime<Utc>>>,
+    errors: Vec<Option<Value>>,
+    results: Vec<Option<Value>>,
+    max_attempts: Vec<Option<i32>>,
+}
+
+impl Writes {
+    fn push(&mut self, lease: LeaseRef, t: Transition) {
+        self.ids.push(lease.id);
+        self.attempts.push(lease.attempt);
+        self.states.push(t.state.as_str());
+        self.run_ats.push(t.run_at);
+        self.finished_ats.push(t.finished_at);
+        self.errors
+            .push(t.error.and_then(|e| serde_json::to_value(e).ok()));
+        self.results.push(t.result);
+        self.max_attempts.push(t.max_attempts);
+    }
+}
 
 /// The job columns, in the order every statement returns them.
 pub(crate) const JOB_COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
@@ -158,29 +215,23 @@ pub(crate) const EXTEND_SQL: &str =
       FROM u WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
     RETURNING j.id, j.attempt, j.cancel_requested";
 
+/// Writes decided transitions ([`Transition`]), fenced by (id, attempt) on running jobs; the
+/// statement decides nothing.
 pub(crate) fn finish_sql() -> String {
     format!(
         "WITH u AS (
-            SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[],
-                                 $6::timestamptz[])
-              AS u(id, attempt, outcome, result, err, at)
+            SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[],
+                                 $5::timestamptz[], $6::jsonb[], $7::jsonb[], $8::int4[])
+              AS u(id, attempt, state, run_at, finished_at, err, result, max_attempts)
         ), done AS (
             UPDATE {{s}}.jobs j SET
-                state = CASE u.outcome
-                    WHEN 'completed' THEN 'completed'
-                    WHEN 'failed' THEN 'failed'
-                    WHEN 'cancelled' THEN 'cancelled'
-                    WHEN 'released' THEN 'available'
-                    ELSE CASE WHEN u.at <= $7 THEN 'available' ELSE 'scheduled' END
-                END,
-                result = CASE WHEN u.outcome = 'completed' THEN u.result ELSE j.result END,
+                state = u.state,
+                run_at = coalesce(u.run_at, j.run_at),
+                finished_at = u.finished_at,
                 errors = CASE WHEN u.err IS NULL THEN j.errors
                               ELSE j.errors || jsonb_build_array(u.err) END,
-                run_at = CASE WHEN u.outcome IN ('retry', 'snoozed') THEN u.at ELSE j.run_at END,
-                finished_at = CASE WHEN u.outcome IN ('completed', 'failed', 'cancelled')
-                                   THEN $7::timestamptz END,
-                max_attempts = CASE WHEN u.outcome IN ('snoozed', 'released')
-                                    THEN j.max_attempts + 1 ELSE j.max_attempts END,
+                result = u.result,
+                max_attempts = coalesce(u.max_attempts, j.max_attempts),
                 lease_expires_at = NULL,
                 worker_id = NULL
               FROM u
@@ -188,9 +239,27 @@ pub(crate) fn finish_sql() -> String {
             RETURNING j.id, j.attempt, j.queue, j.state
         )
         SELECT done.id, done.attempt, done.queue, done.state, {notify} FROM done",
-        notify = notify_fragment("done", "$8")
+        notify = notify_fragment("done", "$9")
     )
 }
+
+/// The facts [`decide`] reads, of the running jobs the leases still hold, locked until the write.
+pub(crate) const FACTS_SQL: &str =
+    "SELECT j.id, j.attempt, j.max_attempts, j.cancel_requested, j.worker_id
+      FROM {s}.jobs_active j
+      JOIN unnest($1::int8[], $2::int4[]) AS u(id, attempt) ON j.id = u.id AND j.attempt = u.attempt
+     WHERE j.state = 'running'
+       FOR UPDATE OF j";
+
+/// Running jobs whose lease lapsed, oldest lapse first, locked (skipping any another rescuer or
+/// a finishing worker holds) with what deciding their rescue needs.
+pub(crate) const LAPSED_SQL: &str =
+    "SELECT id, attempt, max_attempts, cancel_requested, worker_id, queue, kind
+      FROM {s}.jobs_active
+     WHERE state = 'running' AND lease_expires_at < $1
+     ORDER BY lease_expires_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED";
 
 pub(crate) fn cancel_sql() -> String {
     format!(
@@ -242,33 +311,6 @@ pub(crate) fn list_sql(table: &str, by_state: bool) -> String {
             AND ($4::int8 IS NULL OR id < $4)
           ORDER BY id DESC
           LIMIT $5"
-    )
-}
-
-pub(crate) fn rescue_sql() -> String {
-    format!(
-        "WITH c AS (
-            SELECT id FROM {{s}}.jobs_active
-             WHERE state = 'running' AND lease_expires_at < $1
-             ORDER BY lease_expires_at
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-        ), r AS (
-            UPDATE {{s}}.jobs j SET
-                state = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'available' END,
-                errors = j.errors || jsonb_build_array(jsonb_build_object(
-                    'attempt', j.attempt, 'at', $3::text,
-                    'message', 'lease expired (worker ' || coalesce(j.worker_id, 'unknown')
-                               || ' stopped renewing it)')),
-                finished_at = CASE WHEN j.attempt >= j.max_attempts THEN $1::timestamptz END,
-                run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE $1 END,
-                lease_expires_at = NULL,
-                worker_id = NULL
-              FROM c WHERE j.id = c.id AND j.state = 'running'
-            RETURNING j.id, j.queue, j.state
-        )
-        SELECT r.id, r.state, r.queue, {notify} FROM r",
-        notify = notify_fragment("r", "$4")
     )
 }
 
@@ -702,75 +744,110 @@ impl PgStore {
         if finishes.is_empty() {
             return Ok(Vec::new());
         }
-        let now = self.inner.clock.now();
         // The first finish of a claim counts; a repeat in the same batch is rejected like a late one.
         let mut first: HashSet<LeaseRef> = HashSet::new();
-        let mut sent = Vec::with_capacity(finishes.len());
-        let (mut ids, mut attempts, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut results, mut errs, mut ats): (Vec<Option<Value>>, Vec<Option<Value>>, Vec<_>) =
-            (Vec::new(), Vec::new(), Vec::new());
-        for f in finishes {
-            let is_first = first.insert(f.lease);
-            sent.push(is_first);
-            if !is_first {
-                continue;
-            }
-            let entry = |message: &str| {
-                serde_json::to_value(AttemptError {
-                    attempt: f.lease.attempt,
-                    at: now,
-                    message: message.to_string(),
-                })
-                .ok()
-            };
-            let (outcome, result, err, at): (&str, Option<Value>, Option<Value>, Option<_>) =
-                match &f.outcome {
-                    Outcome::Completed { result } => ("completed", result.clone(), None, None),
-                    Outcome::Retry { error, at } => ("retry", None, entry(error), Some(*at)),
-                    Outcome::Failed { error } => ("failed", None, entry(error), None),
-                    Outcome::Cancelled { .. } => ("cancelled", None, None, None),
-                    Outcome::Snoozed { until } => ("snoozed", None, None, Some(*until)),
-                    Outcome::Released => ("released", None, None, None),
-                };
-            ids.push(f.lease.id);
-            attempts.push(f.lease.attempt);
-            outcomes.push(outcome);
-            results.push(result);
-            errs.push(err);
-            ats.push(at);
-        }
-        let rows = again_if_moved(|| {
-            sqlx::query(&self.inner.sql.finish)
-                .bind(&ids)
-                .bind(&attempts)
-                .bind(&outcomes)
-                .bind(&results)
-                .bind(&errs)
-                .bind(&ats)
-                .bind(now)
-                .bind(&self.inner.channel)
-                .fetch_all(&self.inner.pool)
-        })
-        .await
-        .map_err(map)?;
-        let mut accepted: HashSet<LeaseRef> = HashSet::new();
-        let mut woken = BTreeSet::new();
-        for row in &rows {
-            accepted.insert(LeaseRef {
-                id: row.try_get(0).map_err(map)?,
-                attempt: row.try_get(1).map_err(map)?,
-            });
-            let state: String = row.try_get(3).map_err(map)?;
-            if state == "available" {
-                woken.insert(row.try_get::<String, _>(2).map_err(map)?);
-            }
-        }
-        self.inner.wake_local(woken);
+        let sent: Vec<bool> = finishes.iter().map(|f| first.insert(f.lease)).collect();
+        let todo: Vec<&JobFinish> = finishes
+            .iter()
+            .zip(&sent)
+            .filter_map(|(f, &sent)| sent.then_some(f))
+            .collect();
+        let written = again_if_moved(|| self.finish_tx(&todo))
+            .await
+            .map_err(map)?;
+        let accepted: HashSet<LeaseRef> = written.iter().map(|w| w.0).collect();
+        self.inner.wake_local(available_queues(written));
         Ok(finishes
             .iter()
             .zip(sent)
             .map(|(f, sent)| sent && accepted.contains(&f.lease))
             .collect())
+    }
+
+    /// Decides and writes `finishes`. Outcomes that need only the lease (completions above all)
+    /// are written by one statement; when any needs the job's facts, they are read under a row
+    /// lock and written in the same transaction, so a cancel asked meanwhile is seen.
+    async fn finish_tx(&self, finishes: &[&JobFinish]) -> Result<Vec<Written>, sqlx::Error> {
+        let now = self.inner.clock.now();
+        let reading: Vec<LeaseRef> = finishes
+            .iter()
+            .filter(|f| f.outcome.reads_facts())
+            .map(|f| f.lease)
+            .collect();
+        let mut writes = Writes::default();
+        if reading.is_empty() {
+            for f in finishes {
+                writes.push(f.lease, decide(&f.outcome, &lease_facts(f.lease), now));
+            }
+            return self
+                .write(&mut *self.inner.pool.acquire().await?, &writes)
+                .await;
+        }
+        let mut tx = self.inner.pool.begin().await?;
+        let rows = sqlx::query(&self.inner.sql.facts)
+            .bind(reading.iter().map(|l| l.id).collect::<Vec<_>>())
+            .bind(reading.iter().map(|l| l.attempt).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut facts: HashMap<LeaseRef, Facts> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let lease = LeaseRef {
+                id: row.try_get(0)?,
+                attempt: row.try_get(1)?,
+            };
+            facts.insert(lease, facts_of(row, lease.attempt, 2)?);
+        }
+        for f in finishes {
+            let facts = if f.outcome.reads_facts() {
+                match facts.get(&f.lease) {
+                    Some(facts) => facts.clone(),
+                    // No longer held: the fence rejects it.
+                    None => continue,
+                }
+            } else {
+                lease_facts(f.lease)
+            };
+            writes.push(f.lease, decide(&f.outcome, &facts, now));
+        }
+        let written = self.write(&mut tx, &writes).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Runs the transition write for `writes`; returns what each accepted row became.
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        writes: &Writes,
+    ) -> Result<Vec<Written>, sqlx::Error> {
+        if writes.ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&self.inner.sql.finish)
+            .bind(&writes.ids)
+            .bind(&writes.attempts)
+            .bind(&writes.states)
+            .bind(&writes.run_ats)
+            .bind(&writes.finished_ats)
+            .bind(&writes.errors)
+            .bind(&writes.results)
+            .bind(&writes.max_attempts)
+            .bind(&self.inner.channel)
+            .fetch_all(conn)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let lease = LeaseRef {
+                    id: row.try_get(0)?,
+                    attempt: row.try_get(1)?,
+                };
+                let state: String = row.try_get(3)?;
+                let state = state
+                    .parse::<JobState>()
+                    .map_err(|e| sqlx::Error::Decode(e.into()))?;
+                Ok((lease, row.try_get(2)?, state))
+            })
+            .collect()
     }
 
     /// The job's current state, for the error of an operation that did not apply to it.
@@ -873,36 +950,41 @@ impl PgStore {
         if rescue.limit == 0 {
             return Ok(report);
         }
-        let now = self.inner.clock.now();
-        // The error entry's time, formatted exactly as serde writes `AttemptError::at`.
-        let at = serde_json::to_value(now).map_err(|e| StoreError::Database {
-            message: e.to_string(),
-        })?;
-        let rows = again_if_moved(|| {
-            sqlx::query(&self.inner.sql.rescue)
-                .bind(now)
-                .bind(i64::from(rescue.limit))
-                .bind(at.as_str().unwrap_or_default())
-                .bind(&self.inner.channel)
-                .fetch_all(&self.inner.pool)
-        })
-        .await
-        .map_err(map)?;
-        let mut woken = BTreeSet::new();
-        for row in &rows {
-            let id: i64 = row.try_get(0).map_err(map)?;
-            let state: String = row.try_get(1).map_err(map)?;
-            if state == "failed" {
-                report.failed.push(id);
-            } else {
-                report.retried.push(id);
-                woken.insert(row.try_get::<String, _>(2).map_err(map)?);
-            }
+        let written = again_if_moved(|| self.rescue_tx(rescue))
+            .await
+            .map_err(map)?;
+        for (lease, _, state) in &written {
+            report.record(lease.id, *state);
         }
-        report.retried.sort_unstable();
-        report.failed.sort_unstable();
-        self.inner.wake_local(woken);
+        report.sort();
+        self.inner.wake_local(available_queues(written));
         Ok(report)
+    }
+
+    /// Locks lapsed leases, decides each rescue and writes them in one transaction.
+    async fn rescue_tx(&self, rescue: &JobRescue) -> Result<Vec<Written>, sqlx::Error> {
+        let now = self.inner.clock.now();
+        let mut tx = self.inner.pool.begin().await?;
+        let rows = sqlx::query(&self.inner.sql.lapsed)
+            .bind(now)
+            .bind(i64::from(rescue.limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut writes = Writes::default();
+        for row in &rows {
+            let lease = LeaseRef {
+                id: row.try_get(0)?,
+                attempt: row.try_get(1)?,
+            };
+            let facts = facts_of(row, lease.attempt, 2)?;
+            let queue: String = row.try_get(5)?;
+            let kind: String = row.try_get(6)?;
+            let at = rescue.retry.retry_at(&queue, &kind, lease.attempt, now);
+            writes.push(lease, decide(&Outcome::LeaseExpired { at }, &facts, now));
+        }
+        let written = self.write(&mut tx, &writes).await?;
+        tx.commit().await?;
+        Ok(written)
     }
 
     pub(crate) async fn promote_impl(&self, limit: u32) -> StoreResult<u64> {

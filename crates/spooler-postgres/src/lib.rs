@@ -96,7 +96,10 @@ pub(crate) struct Sql {
     /// The claim from one queue.
     claim_one: String,
     extend: String,
+    /// Writes decided transitions (finish and rescue).
     finish: String,
+    /// Reads, under a row lock, the facts a decision needs.
+    facts: String,
     cancel: String,
     retry: String,
     delete: String,
@@ -104,7 +107,8 @@ pub(crate) struct Sql {
     list: String,
     list_active: String,
     list_finished: String,
-    rescue: String,
+    /// Locks running jobs whose lease lapsed, with their facts.
+    lapsed: String,
     promote: String,
     prune: String,
     queue_counts: String,
@@ -133,6 +137,7 @@ impl Sql {
             claim_one: q(&job::claim_one_sql()),
             extend: q(job::EXTEND_SQL),
             finish: q(&job::finish_sql()),
+            facts: q(job::FACTS_SQL),
             cancel: q(&job::cancel_sql()),
             retry: q(&job::retry_sql()),
             delete: q(&job::delete_sql()),
@@ -140,7 +145,7 @@ impl Sql {
             list: q(&job::list_sql("jobs", false)),
             list_active: q(&job::list_sql("jobs_active", true)),
             list_finished: q(&job::list_sql("jobs_done", true)),
-            rescue: q(&job::rescue_sql()),
+            lapsed: q(job::LAPSED_SQL),
             promote: q(&job::promote_sql()),
             prune: q(job::PRUNE_SQL),
             queue_counts: q(queue::COUNTS_SQL),

@@ -768,10 +768,11 @@ async fn cached_finish_plan(conn: &mut sqlx::PgConnection) -> String {
             .map(|(name, _)| name.clone())
             .unwrap_or_else(|| panic!("no prepared statement contains {marker:?}"))
     };
-    let finish = name_of("AS u(id, attempt, outcome, result, err, at)");
+    let finish =
+        name_of("AS u(id, attempt, state, run_at, finished_at, err, result, max_attempts)");
     let sql = format!(
         "EXPLAIN (COSTS OFF) EXECUTE {finish}('{{1}}', '{{1}}', '{{completed}}', '{{NULL}}',
-                                               '{{NULL}}', ARRAY[now()], now(), 'c')"
+                                               ARRAY[now()], '{{NULL}}', '{{NULL}}', '{{NULL}}', 'c')"
     );
     let lines: Vec<String> = sqlx::query_scalar(&sql)
         .fetch_all(&mut *conn)

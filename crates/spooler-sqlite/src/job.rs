@@ -9,10 +9,13 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use spooler_core::clock::add;
 use spooler_core::store::{
-    Inserted, JobClaim, JobFinish, JobList, JobPrune, JobRescue, LeaseExtend, LeaseStatus, Outcome,
-    RescueReport,
+    Inserted, JobClaim, JobFinish, JobList, JobPrune, JobRescue, LeaseExtend, LeaseRef,
+    LeaseStatus, Outcome, RescueReport,
 };
-use spooler_core::{AttemptError, JobId, JobRow, JobState, NewJob, StoreError, StoreResult};
+use spooler_core::{
+    AttemptError, Facts, JobId, JobRow, JobState, NewJob, StoreError, StoreResult, Transition,
+    decide,
+};
 use std::time::Duration;
 
 /// The columns of a job, in the order [`RawJob::from_row`] reads them.
@@ -518,23 +521,13 @@ pub(crate) async fn lease_extend(db: &Db, extend: &LeaseExtend) -> StoreResult<V
     .await
 }
 
-/// One finish, its JSON serialized on the caller's thread.
+/// One finish, the completion's result serialized on the caller's thread.
 enum Finish {
     Completed(Option<String>),
-    Retry { error: String, at: i64 },
-    Failed(String),
-    Cancelled,
-    Snoozed(i64),
-    Released,
+    /// Any other outcome: decided in the transaction, from the job's facts.
+    Other(Outcome),
 }
 
-// The fence every finish carries: ?3 id, ?4 attempt.
-const FENCE: &str = "WHERE id = ?3 AND attempt = ?4 AND state = 'running'";
-// A job whose cancellation was requested is cancelled instead of running again.
-const AGAIN: &str = "CASE WHEN cancel_requested THEN 'cancelled' WHEN ?2 > ?1 THEN 'scheduled' ELSE 'available' END";
-const AGAIN_FINISHED: &str = "finished_at = CASE WHEN cancel_requested THEN ?1 END";
-// ?5: the error's time as JSON text, ?6: its message.
-const APPEND_ERROR: &str = "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?5, 'message', ?6))";
 const CLEAR_LEASE: &str = "worker_id = NULL, lease_expires_at = NULL";
 
 pub(crate) async fn finish_many(db: &Db, finishes: &[JobFinish]) -> StoreResult<Vec<bool>> {
@@ -543,7 +536,7 @@ pub(crate) async fn finish_many(db: &Db, finishes: &[JobFinish]) -> StoreResult<
     }
     let mut work = Vec::with_capacity(finishes.len());
     for f in finishes {
-        let kind = match &f.outcome {
+        let finish = match &f.outcome {
             Outcome::Completed { result } => Finish::Completed(
                 result
                     .as_ref()
@@ -554,91 +547,119 @@ pub(crate) async fn finish_many(db: &Db, finishes: &[JobFinish]) -> StoreResult<
                         message: e.to_string(),
                     })?,
             ),
-            Outcome::Retry { error, at } => Finish::Retry {
-                error: error.clone(),
-                at: micros(*at),
-            },
-            Outcome::Failed { error } => Finish::Failed(error.clone()),
-            Outcome::Cancelled { reason } => {
-                tracing::debug!(job = f.lease.id, reason = %reason, "job cancelled");
-                Finish::Cancelled
+            other => {
+                if let Outcome::Cancelled { reason } = other {
+                    tracing::debug!(job = f.lease.id, reason = %reason, "job cancelled");
+                }
+                Finish::Other(other.clone())
             }
-            Outcome::Snoozed { until } => Finish::Snoozed(micros(*until)),
-            Outcome::Released => Finish::Released,
         };
-        work.push((f.lease.id, f.lease.attempt, kind));
+        work.push((f.lease.id, f.lease.attempt, finish));
     }
     db.write(move |ctx| finish_tx(ctx, work)).await
 }
 
 fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<bool>, OpError> {
-    let conn = ctx.conn;
-    let now = micros(ctx.now);
-    let now_json = json_time(ctx.now);
     let mut acks = vec![false; work.len()];
-    let work = complete_many(conn, now, work, &mut acks)?;
+    let work = complete_many(ctx.conn, micros(ctx.now), work, &mut acks)?;
     for (i, id, attempt, finish) in work {
-        let ok = match finish {
+        let lease = LeaseRef { id, attempt };
+        acks[i] = match finish {
             Finish::Completed(result) => {
-                conn.prepare_cached(&format!(
-                    "UPDATE spooler_jobs SET state = 'completed', finished_at = ?1, result = ?2, \
-                     {CLEAR_LEASE} {FENCE}"
-                ))?
-                .execute(params![now, result, id, attempt])?
-                    == 1
+                let t = decide(
+                    &Outcome::Completed { result: None },
+                    &lease_facts(attempt),
+                    ctx.now,
+                );
+                write_transition(ctx, lease, &t, result)?
             }
-            Finish::Failed(error) => {
-                conn.prepare_cached(&format!(
-                    "UPDATE spooler_jobs SET state = 'failed', finished_at = ?1, {APPEND_ERROR}, \
-                     {CLEAR_LEASE} {FENCE}"
-                ))?
-                .execute(params![
-                    now,
-                    None::<i64>,
-                    id,
-                    attempt,
-                    now_json,
-                    error
-                ])? == 1
+            Finish::Other(outcome) => {
+                let facts = if outcome.reads_facts() {
+                    match facts(ctx.conn, lease)? {
+                        Some(facts) => facts,
+                        None => continue,
+                    }
+                } else {
+                    lease_facts(attempt)
+                };
+                let t = decide(&outcome, &facts, ctx.now);
+                write_transition(ctx, lease, &t, None)?
             }
-            Finish::Cancelled => {
-                conn.prepare_cached(&format!(
-                    "UPDATE spooler_jobs SET state = 'cancelled', finished_at = ?1, {CLEAR_LEASE} \
-                     {FENCE}"
-                ))?
-                .execute(params![now, None::<i64>, id, attempt])?
-                    == 1
-            }
-            Finish::Retry { error, at } => reschedule(
-                ctx,
-                &format!(
-                    "UPDATE spooler_jobs SET state = {AGAIN}, run_at = ?2, {AGAIN_FINISHED}, \
-                     {APPEND_ERROR}, {CLEAR_LEASE} {FENCE} RETURNING state, queue"
-                ),
-                params![now, at, id, attempt, now_json, error],
-            )?,
-            Finish::Snoozed(until) => reschedule(
-                ctx,
-                &format!(
-                    "UPDATE spooler_jobs SET state = {AGAIN}, run_at = ?2, \
-                     max_attempts = max_attempts + 1, {AGAIN_FINISHED}, {CLEAR_LEASE} {FENCE} \
-                     RETURNING state, queue"
-                ),
-                params![now, until, id, attempt],
-            )?,
-            Finish::Released => reschedule(
-                ctx,
-                &format!(
-                    "UPDATE spooler_jobs SET state = {AGAIN}, run_at = ?1, \
-                     max_attempts = max_attempts + 1, {AGAIN_FINISHED}, {CLEAR_LEASE} {FENCE} \
-                     RETURNING state, queue"
-                ),
-                params![now, now, id, attempt],
-            )?,
         };
-        acks[i] = ok;
     }
     Ok(acks)
+}
+
+/// The facts of an outcome that needs only the attempt.
+fn lease_facts(attempt: i32) -> Facts {
+    Facts {
+        attempt,
+        ..Facts::default()
+    }
+}
+
+/// The facts [`decide`] reads, of the job `lease` still holds; `None` when it holds it no more.
+fn facts(conn: &Connection, lease: LeaseRef) -> Result<Option<Facts>, OpError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT max_attempts, cancel_requested, worker_id FROM spooler_jobs \
+             WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+        )?
+        .query_row(params![lease.id, lease.attempt], |r| {
+            Ok(Facts {
+                attempt: lease.attempt,
+                max_attempts: r.get(0)?,
+                cancel_requested: r.get(1)?,
+                worker_id: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Writes a decided transition on the job `lease` holds, clearing the lease; `result` is the
+/// completion's result as JSON text. True if the fence held. Wakes the queue of a job made
+/// available.
+fn write_transition(
+    ctx: &mut Ctx<'_>,
+    lease: LeaseRef,
+    t: &Transition,
+    result: Option<String>,
+) -> Result<bool, OpError> {
+    let error = t.error.as_ref().map(|e| {
+        serde_json::json!({"attempt": e.attempt, "at": json_time(e.at), "message": e.message})
+            .to_string()
+    });
+    let queue: Option<String> = ctx
+        .conn
+        .prepare_cached(&format!(
+            "UPDATE spooler_jobs SET state = ?1, run_at = coalesce(?2, run_at), finished_at = ?3, \
+             errors = CASE WHEN ?4 IS NULL THEN errors ELSE json_insert(errors, '$[#]', json(?4)) END, \
+             result = ?5, max_attempts = coalesce(?6, max_attempts), {CLEAR_LEASE} \
+             WHERE id = ?7 AND attempt = ?8 AND state = 'running' RETURNING queue"
+        ))?
+        .query_row(
+            params![
+                t.state.as_str(),
+                t.run_at.map(micros),
+                t.finished_at.map(micros),
+                error,
+                result,
+                t.max_attempts,
+                lease.id,
+                lease.attempt
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match queue {
+        Some(queue) => {
+            if t.state == JobState::Available {
+                ctx.wake(&queue);
+            }
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// Completions, the bulk of all finishes, in one statement: one execution opens the table's and
@@ -708,25 +729,6 @@ fn complete_many(
         }
     }
     Ok(rest)
-}
-
-/// Runs a fenced update that may make the job available again (it returns `state, queue`);
-/// true if the fence held.
-fn reschedule(ctx: &mut Ctx<'_>, sql: &str, p: &[&dyn ToSql]) -> Result<bool, OpError> {
-    let row: Option<(String, String)> = ctx
-        .conn
-        .prepare_cached(sql)?
-        .query_row(p, |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(match row {
-        Some((state, queue)) => {
-            if state == JobState::Available.as_str() {
-                ctx.wake(&queue);
-            }
-            true
-        }
-        None => false,
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -894,49 +896,38 @@ pub(crate) async fn rescue(db: &Db, rescue: &JobRescue) -> StoreResult<RescueRep
     if limit == 0 {
         return Ok(RescueReport::default());
     }
+    let retry = rescue.retry.clone();
     db.write(move |ctx| {
-        let now = micros(ctx.now);
-        // A job whose cancellation was requested is cancelled rather than run again.
-        let sql = "UPDATE spooler_jobs SET \
-                state = CASE WHEN cancel_requested THEN 'cancelled' \
-                    WHEN attempt < max_attempts THEN 'available' ELSE 'failed' END, \
-                finished_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN ?1 END, \
-                run_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN run_at ELSE ?1 END, \
-                errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?2, \
-                    'message', 'lease expired (worker ' || coalesce(worker_id, 'unknown') \
-                    || ' stopped renewing it)')), \
-                worker_id = NULL, lease_expires_at = NULL \
-            WHERE id IN (SELECT id FROM spooler_jobs \
-                WHERE state = 'running' AND lease_expires_at < ?1 \
-                ORDER BY lease_expires_at LIMIT ?3) \
-            RETURNING id, state, queue";
-        let rows: Vec<(JobId, String, String)> = ctx
+        let lapsed: Vec<(LeaseRef, Facts, String, String)> = ctx
             .conn
-            .prepare_cached(sql)?
-            .query_map(params![now, json_time(ctx.now), limit], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            .prepare_cached(
+                "SELECT id, attempt, max_attempts, cancel_requested, worker_id, queue, kind \
+                 FROM spooler_jobs WHERE state = 'running' AND lease_expires_at < ?1 \
+                 ORDER BY lease_expires_at LIMIT ?2",
+            )?
+            .query_map(params![micros(ctx.now), limit], |r| {
+                let lease = LeaseRef {
+                    id: r.get(0)?,
+                    attempt: r.get(1)?,
+                };
+                let facts = Facts {
+                    attempt: lease.attempt,
+                    max_attempts: r.get(2)?,
+                    cancel_requested: r.get(3)?,
+                    worker_id: r.get(4)?,
+                };
+                Ok((lease, facts, r.get(5)?, r.get(6)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
         let mut report = RescueReport::default();
-        for (id, state, queue) in rows {
-            match state.as_str() {
-                "available" => {
-                    ctx.wake(&queue);
-                    report.retried.push(id);
-                }
-                "failed" => report.failed.push(id),
-                _ => {}
+        for (lease, facts, queue, kind) in lapsed {
+            let at = retry.retry_at(&queue, &kind, lease.attempt, ctx.now);
+            let t = decide(&Outcome::LeaseExpired { at }, &facts, ctx.now);
+            if write_transition(ctx, lease, &t, None)? {
+                report.record(lease.id, t.state);
             }
         }
-        report.retried.sort_unstable();
-        report.failed.sort_unstable();
-        if !report.retried.is_empty() || !report.failed.is_empty() {
-            tracing::info!(
-                retried = report.retried.len(),
-                failed = report.failed.len(),
-                "rescued jobs whose lease expired"
-            );
-        }
+        report.sort();
         Ok(report)
     })
     .await

@@ -3,7 +3,7 @@
 
 use crate::Error;
 use crate::worker::Retention;
-use spooler_core::{JobPrune, JobRescue, LeaderElect, Store, clock::add};
+use spooler_core::{JobPrune, JobRescue, LeaderElect, RetryPolicies, Store, clock::add};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -69,6 +69,8 @@ pub struct MaintenanceReport {
     pub rescued: usize,
     /// Jobs failed because their lease lapsed on the last attempt.
     pub rescued_failed: usize,
+    /// Jobs cancelled because their lease lapsed after cancellation was asked for.
+    pub rescued_cancelled: usize,
     /// Scheduled jobs made available.
     pub promoted: u64,
     /// Finished jobs deleted.
@@ -81,6 +83,7 @@ pub struct Maintenance {
     store: Arc<dyn Store>,
     config: MaintenanceConfig,
     holder: String,
+    retry: Arc<RetryPolicies>,
     is_leader: Arc<AtomicBool>,
     last_prune: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
@@ -92,9 +95,17 @@ impl Maintenance {
             store,
             config,
             holder,
+            retry: Arc::new(RetryPolicies::default()),
             is_leader: Arc::new(AtomicBool::new(false)),
             last_prune: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The backoff a rescued job waits, by queue and kind (the default policy unless set): a lapsed
+    /// lease is a failed attempt like any other.
+    pub fn retry_policies(mut self, retry: Arc<RetryPolicies>) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Whether this process led the latest pass.
@@ -123,12 +134,14 @@ impl Maintenance {
             .store
             .job_rescue(&JobRescue {
                 limit: self.config.batch,
+                retry: self.retry.clone(),
             })
             .await?;
         report.rescued = rescue.retried.len();
         report.rescued_failed = rescue.failed.len();
-        if !rescue.retried.is_empty() || !rescue.failed.is_empty() {
-            tracing::warn!(retried = ?rescue.retried, failed = ?rescue.failed, "rescued jobs whose lease expired");
+        report.rescued_cancelled = rescue.cancelled.len();
+        if !rescue.is_empty() {
+            tracing::warn!(retried = ?rescue.retried, failed = ?rescue.failed, cancelled = ?rescue.cancelled, "rescued jobs whose lease expired");
         }
         loop {
             let n = self.store.job_promote(self.config.batch).await?;

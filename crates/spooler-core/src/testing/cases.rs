@@ -5,10 +5,11 @@
 use super::Harness;
 use crate::clock::add;
 use crate::store::*;
-use crate::{JobRow, JobState, NewJob, StoreError};
+use crate::{JobRow, JobState, NewJob, RetryPolicies, RetryPolicy, StoreError};
 use chrono::TimeDelta;
 use serde_json::json;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -48,7 +49,19 @@ async fn get(h: &Harness, id: i64) -> JobRow {
         .expect("job exists")
 }
 
+/// Asserts that a job seen as `before` and then as `after` moved as the state machine allows.
+fn assert_transition(before: &JobRow, after: &JobRow) {
+    assert!(
+        before.state == after.state || before.state.can_transition(after.state),
+        "job {}: {} -> {} is not a transition the state machine allows",
+        before.id,
+        before.state,
+        after.state
+    );
+}
+
 async fn finish(h: &Harness, job: &JobRow, outcome: Outcome) -> bool {
+    let before = get(h, job.id).await;
     let acks = h
         .store()
         .job_finish_many(&[JobFinish {
@@ -58,7 +71,95 @@ async fn finish(h: &Harness, job: &JobRow, outcome: Outcome) -> bool {
         .await
         .expect("finish");
     assert_eq!(acks.len(), 1);
+    let after = get(h, job.id).await;
+    assert_transition(&before, &after);
+    if acks[0] {
+        assert!(
+            after.state != JobState::Running,
+            "an accepted finish ends the attempt"
+        );
+        assert_eq!(
+            (after.worker_id.as_deref(), after.lease_expires_at),
+            (None, None)
+        );
+    } else {
+        assert_eq!(after, before, "a rejected finish changes nothing");
+    }
     acks[0]
+}
+
+/// Retry policies under which every retry is due at once.
+fn no_backoff() -> Arc<RetryPolicies> {
+    Arc::new(RetryPolicies {
+        default: RetryPolicy::fixed(Duration::ZERO),
+        ..Default::default()
+    })
+}
+
+/// Rescues under `retry`, checking that every running job moved as the report says and as the
+/// state machine allows, and that every other running job was left alone.
+async fn rescue_with(h: &Harness, retry: Arc<RetryPolicies>) -> RescueReport {
+    let running = h
+        .store()
+        .job_list(&JobList {
+            state: Some(JobState::Running),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let report = h
+        .store()
+        .job_rescue(&JobRescue { limit: 100, retry })
+        .await
+        .expect("rescue");
+    for before in &running {
+        let after = get(h, before.id).await;
+        assert_transition(before, &after);
+        let expected = if report.failed.contains(&before.id) {
+            Some(JobState::Failed)
+        } else if report.cancelled.contains(&before.id) {
+            Some(JobState::Cancelled)
+        } else if report.retried.contains(&before.id) {
+            None
+        } else {
+            Some(JobState::Running)
+        };
+        match expected {
+            Some(state) => assert_eq!(after.state, state, "job {}", before.id),
+            None => assert!(
+                matches!(after.state, JobState::Available | JobState::Scheduled),
+                "job {} rescued as {}",
+                before.id,
+                after.state
+            ),
+        }
+    }
+    report
+}
+
+async fn rescue(h: &Harness) -> RescueReport {
+    rescue_with(h, no_backoff()).await
+}
+
+async fn cancel(h: &Harness, id: i64) -> Result<JobRow, StoreError> {
+    let before = h.store().job_get(id).await.unwrap();
+    let result = h.store().job_cancel(id).await;
+    if let (Some(before), Ok(after)) = (&before, &result) {
+        assert_transition(before, after);
+        assert_eq!(&get(h, id).await, after, "cancel returns the job as stored");
+    }
+    result
+}
+
+async fn retry_by_id(h: &Harness, id: i64) -> Result<JobRow, StoreError> {
+    let before = h.store().job_get(id).await.unwrap();
+    let result = h.store().job_retry(id).await;
+    if let (Some(before), Ok(after)) = (&before, &result) {
+        assert_transition(before, after);
+        assert_eq!(&get(h, id).await, after, "retry returns the job as stored");
+    }
+    result
 }
 
 fn completed() -> Outcome {
@@ -506,18 +607,10 @@ pub async fn release_makes_available_without_spending_an_attempt(h: Harness) {
 pub async fn rescue_expired_lease_and_reject_the_late_result(h: Harness) {
     insert(&h, job("k")).await;
     let c = claim_one(&h, "k").await;
-    let report = h
-        .store()
-        .job_rescue(&JobRescue { limit: 100 })
-        .await
-        .unwrap();
+    let report = rescue(&h).await;
     assert_eq!(report, RescueReport::default(), "lease not yet expired");
     h.clock.advance(LEASE + Duration::from_secs(1));
-    let report = h
-        .store()
-        .job_rescue(&JobRescue { limit: 100 })
-        .await
-        .unwrap();
+    let report = rescue(&h).await;
     assert_eq!(report.retried, vec![c.id]);
     let j = get(&h, c.id).await;
     assert_eq!(j.state, JobState::Available);
@@ -537,16 +630,167 @@ pub async fn rescue_out_of_attempts_fails_the_job(h: Harness) {
     insert(&h, job("k").max_attempts(1)).await;
     let c = claim_one(&h, "k").await;
     h.clock.advance(LEASE * 2);
-    let report = h
-        .store()
-        .job_rescue(&JobRescue { limit: 100 })
-        .await
-        .unwrap();
+    let report = rescue(&h).await;
     assert_eq!(report.failed, vec![c.id]);
     let j = get(&h, c.id).await;
     assert_eq!(j.state, JobState::Failed);
     assert_eq!(j.errors.len(), 1);
-    assert!(j.finished_at.is_some());
+    assert_eq!(j.errors[0].attempt, 1);
+    assert_eq!(
+        j.errors[0].message,
+        "lease expired (worker w1 stopped renewing it)"
+    );
+    assert_eq!(j.finished_at, Some(h.now()));
+}
+
+pub async fn rescue_applies_the_backoff(h: Harness) {
+    insert(&h, job("k").queue("slow").max_attempts(3)).await;
+    insert(&h, job("other")).await;
+    let slow = claim(&h, &["slow"], &["k"], 1).await.remove(0);
+    let other = claim_one(&h, "other").await;
+    h.clock.advance(LEASE * 2);
+    let mut retry = RetryPolicies::default();
+    retry
+        .by_queue
+        .insert("slow".into(), RetryPolicy::fixed(Duration::from_secs(60)));
+    retry
+        .by_kind
+        .insert("other".into(), RetryPolicy::fixed(Duration::ZERO));
+    let report = rescue_with(&h, Arc::new(retry)).await;
+    let mut both = vec![slow.id, other.id];
+    both.sort_unstable();
+    assert_eq!(report.retried, both);
+    let j = get(&h, slow.id).await;
+    assert_eq!(
+        j.state,
+        JobState::Scheduled,
+        "waits for its queue's backoff"
+    );
+    assert_eq!(j.run_at, add(h.now(), Duration::from_secs(60)));
+    assert_eq!(j.errors.len(), 1);
+    assert!(
+        j.errors[0].message.contains("lease expired"),
+        "{:?}",
+        j.errors
+    );
+    assert_eq!(get(&h, other.id).await.state, JobState::Available);
+    assert_eq!(h.store().job_promote(100).await.unwrap(), 0);
+    h.clock.advance(Duration::from_secs(60));
+    assert_eq!(h.store().job_promote(100).await.unwrap(), 1);
+    assert_eq!(claim(&h, &["slow"], &["k"], 1).await[0].attempt, 2);
+}
+
+pub async fn rescue_of_a_cancel_requested_job_cancels_it(h: Harness) {
+    insert(&h, job("k")).await;
+    let c = claim_one(&h, "k").await;
+    assert!(cancel(&h, c.id).await.unwrap().cancel_requested);
+    h.clock.advance(LEASE * 2);
+    let report = rescue(&h).await;
+    assert_eq!(report.cancelled, vec![c.id]);
+    let j = get(&h, c.id).await;
+    assert_eq!(j.state, JobState::Cancelled);
+    assert_eq!(j.finished_at, Some(h.now()));
+    assert!(
+        j.errors[0].message.contains("lease expired"),
+        "{:?}",
+        j.errors
+    );
+    assert!(claim(&h, &["default"], &["k"], 1).await.is_empty());
+}
+
+/// Claims a job of kind `k` and asks for its cancellation while it runs.
+async fn running_with_cancel_requested(h: &Harness) -> JobRow {
+    insert(h, job("k")).await;
+    let c = claim_one(h, "k").await;
+    let asked = cancel(h, c.id).await.unwrap();
+    assert_eq!(asked.state, JobState::Running);
+    assert!(asked.cancel_requested);
+    c
+}
+
+pub async fn retry_of_a_cancel_requested_job_cancels_it(h: Harness) {
+    let c = running_with_cancel_requested(&h).await;
+    let at = add(h.now(), Duration::from_secs(16));
+    assert!(
+        finish(
+            &h,
+            &c,
+            Outcome::Retry {
+                error: "boom".into(),
+                at
+            }
+        )
+        .await
+    );
+    let j = get(&h, c.id).await;
+    assert_eq!(j.state, JobState::Cancelled);
+    assert_eq!(j.finished_at, Some(h.now()));
+    assert_eq!(j.errors.len(), 1, "the failed attempt's error is kept");
+    assert_eq!(j.errors[0].message, "boom");
+    h.clock.advance(Duration::from_secs(16));
+    assert_eq!(h.store().job_promote(100).await.unwrap(), 0);
+    assert!(claim(&h, &["default"], &["k"], 1).await.is_empty());
+}
+
+pub async fn snooze_or_release_of_a_cancel_requested_job_cancels_it(h: Harness) {
+    for outcome in [
+        Outcome::Snoozed {
+            until: add(h.now(), Duration::from_secs(30)),
+        },
+        Outcome::Released,
+    ] {
+        let c = running_with_cancel_requested(&h).await;
+        assert!(finish(&h, &c, outcome.clone()).await, "{outcome:?}");
+        let j = get(&h, c.id).await;
+        assert_eq!(j.state, JobState::Cancelled, "{outcome:?}");
+        assert_eq!(j.max_attempts, c.max_attempts, "{outcome:?}");
+        assert_eq!(j.finished_at, Some(h.now()), "{outcome:?}");
+    }
+    h.clock.advance(Duration::from_secs(30));
+    assert_eq!(h.store().job_promote(100).await.unwrap(), 0);
+    assert!(claim(&h, &["default"], &["k"], 1).await.is_empty());
+}
+
+pub async fn a_cancel_requested_job_that_succeeds_is_completed(h: Harness) {
+    let c = running_with_cancel_requested(&h).await;
+    assert!(
+        finish(
+            &h,
+            &c,
+            Outcome::Completed {
+                result: Some(json!("done"))
+            }
+        )
+        .await
+    );
+    let j = get(&h, c.id).await;
+    assert_eq!(j.state, JobState::Completed);
+    assert_eq!(j.result, Some(json!("done")));
+}
+
+pub async fn retry_of_the_last_attempt_fails_the_job(h: Harness) {
+    insert(&h, job("k").max_attempts(1)).await;
+    let c = claim_one(&h, "k").await;
+    let at = add(h.now(), Duration::from_secs(16));
+    assert!(
+        finish(
+            &h,
+            &c,
+            Outcome::Retry {
+                error: "boom".into(),
+                at
+            }
+        )
+        .await
+    );
+    let j = get(&h, c.id).await;
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(j.finished_at, Some(h.now()));
+    assert_eq!(j.errors.len(), 1);
+    assert_eq!(
+        j.run_at, c.run_at,
+        "a failed job keeps the run_at it ran at"
+    );
 }
 
 pub async fn extended_lease_is_not_rescued(h: Harness) {
@@ -572,11 +816,7 @@ pub async fn extended_lease_is_not_rescued(h: Harness) {
         Some(add(h.now(), LEASE))
     );
     h.clock.advance(Duration::from_secs(20));
-    let report = h
-        .store()
-        .job_rescue(&JobRescue { limit: 100 })
-        .await
-        .unwrap();
+    let report = rescue(&h).await;
     assert!(report.retried.is_empty() && report.failed.is_empty());
     assert_eq!(get(&h, c.id).await.state, JobState::Running);
 }
@@ -585,16 +825,16 @@ pub async fn cancel_by_state(h: Harness) {
     let avail = insert(&h, job("k")).await;
     let sched = insert(&h, job("k").run_at(add(h.now(), Duration::from_secs(600)))).await;
     assert_eq!(
-        h.store().job_cancel(avail.id).await.unwrap().state,
+        cancel(&h, avail.id).await.unwrap().state,
         JobState::Cancelled
     );
     assert_eq!(
-        h.store().job_cancel(sched.id).await.unwrap().state,
+        cancel(&h, sched.id).await.unwrap().state,
         JobState::Cancelled
     );
     insert(&h, job("k")).await;
     let running = claim_one(&h, "k").await;
-    let asked = h.store().job_cancel(running.id).await.unwrap();
+    let asked = cancel(&h, running.id).await.unwrap();
     assert_eq!(asked.state, JobState::Running);
     assert!(asked.cancel_requested);
     let status = h
@@ -624,14 +864,14 @@ pub async fn cancel_by_state(h: Harness) {
         )
         .await
     );
-    match h.store().job_cancel(running.id).await {
+    match cancel(&h, running.id).await {
         Err(StoreError::InvalidState { id, state, .. }) => {
             assert_eq!(id, running.id);
             assert_eq!(state, JobState::Cancelled);
         }
         other => panic!("expected InvalidState, got {other:?}"),
     }
-    match h.store().job_cancel(424_242).await {
+    match cancel(&h, 424_242).await {
         Err(StoreError::JobNotFound { id }) => assert_eq!(id, 424_242),
         other => panic!("expected JobNotFound, got {other:?}"),
     }
@@ -651,7 +891,7 @@ pub async fn retry_by_hand(h: Harness) {
         .await
     );
     h.clock.advance(Duration::from_secs(5));
-    let j = h.store().job_retry(c.id).await.unwrap();
+    let j = retry_by_id(&h, c.id).await.unwrap();
     assert_eq!(j.state, JobState::Available);
     assert_eq!(j.max_attempts, 2);
     assert_eq!(j.run_at, h.now());
@@ -659,17 +899,17 @@ pub async fn retry_by_hand(h: Harness) {
     assert_eq!(j.errors.len(), 1, "history is kept");
     let again = claim_one(&h, "k").await;
     assert_eq!(again.attempt, 2);
-    match h.store().job_retry(again.id).await {
+    match retry_by_id(&h, again.id).await {
         Err(StoreError::InvalidState { state, .. }) => assert_eq!(state, JobState::Running),
         other => panic!("expected InvalidState, got {other:?}"),
     }
     let sched = insert(&h, job("k").run_at(add(h.now(), Duration::from_secs(600)))).await;
     assert_eq!(
-        h.store().job_retry(sched.id).await.unwrap().state,
+        retry_by_id(&h, sched.id).await.unwrap().state,
         JobState::Available
     );
     assert!(matches!(
-        h.store().job_retry(999_999).await,
+        retry_by_id(&h, 999_999).await,
         Err(StoreError::JobNotFound { .. })
     ));
 }

@@ -4,7 +4,9 @@
 use super::{Abort, QueueSlots, RunningJob, Shared};
 use crate::job::{JobContext, JobError};
 use futures::FutureExt;
-use spooler_core::{JobFinish, JobRow, Outcome, clock::add, format_duration};
+use spooler_core::{
+    Facts, JobFinish, JobRow, JobState, Outcome, clock::add, decide, format_duration,
+};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -100,28 +102,21 @@ async fn run(
     shared.running.lock().expect("running lock").remove(&job.id);
 
     let now = shared.store.clock().now();
-    let retry_or_fail = |error: String| {
-        if job.attempt >= job.max_attempts {
-            Outcome::Failed { error }
-        } else {
-            let policy = shared.settings.retry_policy(&job.queue, &job.kind);
-            Outcome::Retry {
-                error,
-                at: add(now, policy.delay(job.attempt)),
-            }
-        }
+    let retry = |error: String| Outcome::Retry {
+        error,
+        at: shared
+            .settings
+            .retry
+            .retry_at(&job.queue, &job.kind, job.attempt, now),
     };
     let outcome = match end {
         RunEnd::Returned(Ok(result)) => Some(Outcome::Completed { result }),
-        RunEnd::Returned(Err(JobError::Retry(message))) => Some(retry_or_fail(message)),
+        RunEnd::Returned(Err(JobError::Retry(message))) => Some(retry(message)),
         RunEnd::Returned(Err(JobError::Fail(message))) => Some(Outcome::Failed { error: message }),
         RunEnd::Returned(Err(JobError::Cancel(reason))) => Some(Outcome::Cancelled { reason }),
         RunEnd::Returned(Err(JobError::Snooze(d))) => Some(Outcome::Snoozed { until: add(now, d) }),
-        RunEnd::Panicked(message) => Some(retry_or_fail(format!("panicked: {message}"))),
-        RunEnd::TimedOut(t) => Some(retry_or_fail(format!(
-            "timed out after {}",
-            format_duration(t)
-        ))),
+        RunEnd::Panicked(message) => Some(retry(format!("panicked: {message}"))),
+        RunEnd::TimedOut(t) => Some(retry(format!("timed out after {}", format_duration(t)))),
         RunEnd::Aborted(Abort::CancelRequested) => Some(Outcome::Cancelled {
             reason: "cancellation requested".into(),
         }),
@@ -130,7 +125,10 @@ async fn run(
     };
     match &outcome {
         Some(o) => {
-            let label = outcome_label(o);
+            // What the store will decide, as far as this worker knows the job (a cancel asked
+            // since its last heartbeat is seen only by the store's write).
+            let expected = decide(o, &known_facts(&job), now);
+            let label = outcome_label(o, expected.state);
             metrics::counter!(
                 "spooler_jobs_finished_total",
                 "queue" => job.queue.clone(),
@@ -144,8 +142,8 @@ async fn run(
                 "kind" => job.kind.clone()
             )
             .record(elapsed.as_secs_f64());
-            if let Outcome::Retry { error, .. } | Outcome::Failed { error } = o {
-                tracing::warn!(job = job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job {label}");
+            if let Some(error) = &expected.error {
+                tracing::warn!(job = job.id, kind = %job.kind, attempt = job.attempt, error = %error.message, "job {label}");
             }
         }
         None => tracing::warn!(
@@ -162,14 +160,24 @@ async fn run(
     shared.idle.notify_waiters();
 }
 
-fn outcome_label(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Completed { .. } => "completed",
-        Outcome::Retry { .. } => "retried",
-        Outcome::Failed { .. } => "failed",
-        Outcome::Cancelled { .. } => "cancelled",
-        Outcome::Snoozed { .. } => "snoozed",
-        Outcome::Released => "released",
+/// The facts of a job as its claim returned them.
+fn known_facts(job: &JobRow) -> Facts {
+    Facts {
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        cancel_requested: job.cancel_requested,
+        worker_id: job.worker_id.clone(),
+    }
+}
+
+fn outcome_label(o: &Outcome, next: JobState) -> &'static str {
+    match (o, next) {
+        (Outcome::Snoozed { .. }, _) => "snoozed",
+        (Outcome::Released, _) => "released",
+        (_, JobState::Completed) => "completed",
+        (_, JobState::Failed) => "failed",
+        (_, JobState::Cancelled) => "cancelled",
+        _ => "retried",
     }
 }
 

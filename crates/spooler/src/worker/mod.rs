@@ -9,7 +9,7 @@ mod producer;
 use crate::Error;
 use crate::job::{BlockingHandler, BlockingJob, Handler, Job, TypedHandler};
 use crate::maintenance::{Maintenance, MaintenanceConfig};
-use spooler_core::{JobId, LeaseRef, RetryPolicy, Store};
+use spooler_core::{JobId, LeaseRef, RetryPolicies, RetryPolicy, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::AtomicU32;
@@ -70,18 +70,8 @@ pub(crate) struct Settings {
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) max_claim: u32,
     pub(crate) claims_in_flight: u32,
-    pub(crate) retry_default: RetryPolicy,
-    pub(crate) retry_by_queue: HashMap<String, RetryPolicy>,
-    pub(crate) retry_by_kind: HashMap<String, RetryPolicy>,
-}
-
-impl Settings {
-    pub(crate) fn retry_policy(&self, queue: &str, kind: &str) -> &RetryPolicy {
-        self.retry_by_kind
-            .get(kind)
-            .or_else(|| self.retry_by_queue.get(queue))
-            .unwrap_or(&self.retry_default)
-    }
+    /// The backoff of failed attempts, also applied by this worker's rescues.
+    pub(crate) retry: Arc<RetryPolicies>,
 }
 
 /// State shared by the worker's tasks.
@@ -128,9 +118,7 @@ pub struct WorkerBuilder {
     default_timeout: Option<Duration>,
     max_claim: u32,
     claims_in_flight: u32,
-    retry_default: RetryPolicy,
-    retry_by_queue: HashMap<String, RetryPolicy>,
-    retry_by_kind: HashMap<String, RetryPolicy>,
+    retry: RetryPolicies,
     maintenance: bool,
     maintenance_config: MaintenanceConfig,
     id: Option<String>,
@@ -209,19 +197,19 @@ impl WorkerBuilder {
 
     /// The retry policy of every job unless its queue or kind has one.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry_default = policy;
+        self.retry.default = policy;
         self
     }
 
     /// The retry policy of jobs in `queue`.
     pub fn queue_retry_policy(mut self, queue: &str, policy: RetryPolicy) -> Self {
-        self.retry_by_queue.insert(queue.to_string(), policy);
+        self.retry.by_queue.insert(queue.to_string(), policy);
         self
     }
 
     /// The retry policy of jobs of `kind` (wins over the queue's).
     pub fn kind_retry_policy(mut self, kind: &str, policy: RetryPolicy) -> Self {
-        self.retry_by_kind.insert(kind.to_string(), policy);
+        self.retry.by_kind.insert(kind.to_string(), policy);
         self
     }
 
@@ -308,9 +296,7 @@ impl WorkerBuilder {
                 default_timeout: self.default_timeout,
                 max_claim: self.max_claim,
                 claims_in_flight: self.claims_in_flight,
-                retry_default: self.retry_default,
-                retry_by_queue: self.retry_by_queue,
-                retry_by_kind: self.retry_by_kind,
+                retry: Arc::new(self.retry),
             },
             running: Mutex::new(HashMap::new()),
             idle: Notify::new(),
@@ -374,9 +360,7 @@ impl Worker {
             default_timeout: None,
             max_claim: 100,
             claims_in_flight: 2,
-            retry_default: RetryPolicy::default(),
-            retry_by_queue: HashMap::new(),
-            retry_by_kind: HashMap::new(),
+            retry: RetryPolicies::default(),
             maintenance: true,
             maintenance_config: MaintenanceConfig::default(),
             id: None,
@@ -407,7 +391,8 @@ impl Worker {
         }
         tasks.spawn(heartbeat::run(shared.clone(), stop_rx.clone()));
         let maintenance = self.maintenance.map(|config| {
-            let m = Maintenance::new(shared.store.clone(), config, shared.id.to_string());
+            let m = Maintenance::new(shared.store.clone(), config, shared.id.to_string())
+                .retry_policies(shared.settings.retry.clone());
             let handle = m.clone();
             let stop = stop_rx.clone();
             (handle, tokio::spawn(async move { m.run(stop).await }))
