@@ -5,8 +5,7 @@ use crate::target::{ListFilter, Target, TargetArgs, is_finished};
 use anyhow::Context;
 use clap::Args;
 use serde_json::{Map, Value, json};
-use spooler::core::JobPrune;
-use spooler::{JobState, Retention, Store};
+use spooler::{JobState, Retention};
 use spooler_server::config::Config;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -260,18 +259,14 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<i32> {
         None => Retention::default(),
     };
     let store = spooler::connect(&a.store).await?;
-    let now = store.clock().now();
-    let before = |keep: Option<Duration>| {
-        keep.and_then(|k| chrono::TimeDelta::from_std(k).ok())
-            .and_then(|k| now.checked_sub_signed(k))
+    let retention = Retention {
+        completed: a.completed.or(retention.completed),
+        failed: a.failed.or(retention.failed),
+        cancelled: a.cancelled.or(retention.cancelled),
     };
-    let prune = JobPrune {
-        completed_before: before(a.completed.or(retention.completed)),
-        failed_before: before(a.failed.or(retention.failed)),
-        cancelled_before: before(a.cancelled.or(retention.cancelled)),
-        limit: 10_000,
-    };
-    let deleted = prune_all(store.as_ref(), &prune).await?;
+    let deleted = spooler::Client::new(store.clone())
+        .prune(&retention, 10_000)
+        .await?;
     if a.json {
         println!(
             "{}",
@@ -281,17 +276,6 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<i32> {
         println!("deleted {deleted} finished jobs from {}", store.describe());
     }
     Ok(0)
-}
-
-async fn prune_all(store: &dyn Store, prune: &JobPrune) -> anyhow::Result<u64> {
-    let mut total = 0;
-    loop {
-        let n = store.job_prune(prune).await?;
-        total += n;
-        if n < u64::from(prune.limit) {
-            return Ok(total);
-        }
-    }
 }
 
 /// Prints one job: JSON, or its fields one per line with every attempt's error.

@@ -182,10 +182,7 @@ impl Target {
                 let client = spooler::Client::new(store.clone());
                 // As over HTTP: when the wait ends first, the job as it is then.
                 let job = match wait {
-                    Some(wait) => match client.wait(id, wait).await {
-                        Err(spooler::Error::WaitTimeout { .. }) => client.status(id).await?,
-                        other => other?,
-                    },
+                    Some(wait) => client.wait(id, wait).await?,
                     None => client.status(id).await?,
                 };
                 Ok(job_json(&job))
@@ -270,18 +267,8 @@ impl Target {
                 Ok(store
                     .queue_list()
                     .await?
-                    .into_iter()
-                    .map(|q| {
-                        let age = q
-                            .oldest_available_at
-                            .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0);
-                        json!({
-                            "name": q.name,
-                            "paused": q.paused,
-                            "counts": q.counts,
-                            "oldest_available_age_s": age,
-                        })
-                    })
+                    .iter()
+                    .map(|q| spooler_server::wire::queue_json(q, now, None))
                     .collect())
             }
         }

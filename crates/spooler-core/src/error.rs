@@ -14,6 +14,12 @@ pub enum StoreError {
         /// The id asked for.
         id: JobId,
     },
+    /// No operation has this id.
+    #[error("operation {id} not found")]
+    OperationNotFound {
+        /// The id asked for.
+        id: i64,
+    },
     /// The job is in a state the operation does not apply to.
     #[error("job {id} is {state}: cannot {action} it")]
     InvalidState {
@@ -112,6 +118,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::JobNotFound { .. }
+                | StoreError::OperationNotFound { .. }
                 | StoreError::InvalidState { .. }
                 | StoreError::InvalidInput { .. }
         )

@@ -6,6 +6,7 @@
 
 use crate::error::StoreError;
 use crate::job::{JobId, JobRow, NewJob};
+use crate::operation::{JobFilter, Operation, OperationNew};
 use crate::state::JobState;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -384,6 +385,31 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes finished jobs past their retention, at most `limit`; returns how many.
     async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64>;
+
+    /// How many jobs match `filter` now (a dry run of an operation).
+    async fn job_count(&self, filter: &JobFilter) -> StoreResult<i64>;
+
+    /// Creates a `running` operation over the jobs that exist now (ids up to the highest), with
+    /// `matched` counted in the same transaction.
+    async fn operation_create(&self, new: &OperationNew) -> StoreResult<Operation>;
+
+    /// One operation, if it exists.
+    async fn operation_get(&self, id: i64) -> StoreResult<Option<Operation>>;
+
+    /// Operations still `running`, oldest first: what a restarted process resumes.
+    async fn operation_list_running(&self) -> StoreResult<Vec<Operation>>;
+
+    /// Runs the next chunk of a running operation in one transaction: the next `chunk` covered
+    /// jobs after `done_through` that match the filter are acted on where
+    /// [`applies_to`](crate::operation::BulkAction::applies_to) their state and counted as skipped otherwise; `done_through`
+    /// and the counts move in the same transaction, and the operation is `completed` once none
+    /// is left. An operation that is not running is returned unchanged; `OperationNotFound`
+    /// when there is none.
+    async fn operation_step(&self, id: i64) -> StoreResult<Operation>;
+
+    /// Stops a running operation (`cancelled`); the chunks done stay done. A finished operation
+    /// is returned unchanged.
+    async fn operation_cancel(&self, id: i64) -> StoreResult<Operation>;
 
     /// Upkeep the database needs now and then, run by the maintenance leader after each pass:
     /// PostgreSQL vacuums and analyzes the queue table when many rows changed since the last

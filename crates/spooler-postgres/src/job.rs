@@ -87,7 +87,7 @@ pub(crate) const J_COLS: &str = "j.id, j.queue, j.kind, j.args, j.state, j.prior
 
 /// `SELECT` fragment that sends one notification per distinct queue of `{cte}` rows that are
 /// `available`: one NOTIFY per queue per statement, never one per job. `$N` is the channel.
-fn notify_fragment(cte: &str, channel_param: &str) -> String {
+pub(crate) fn notify_fragment(cte: &str, channel_param: &str) -> String {
     format!(
         "(SELECT count(*) FROM (SELECT pg_notify({channel_param}, d.queue) \
          FROM (SELECT DISTINCT queue FROM {cte} WHERE state = 'available') d) n) AS notified"

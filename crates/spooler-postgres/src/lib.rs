@@ -23,6 +23,7 @@ mod leader;
 mod listen;
 mod migrate;
 mod notify;
+mod operation;
 mod queue;
 mod vacuum;
 
@@ -122,6 +123,19 @@ pub(crate) struct Sql {
     worker_remove: String,
     other_workers: String,
     available_queues: String,
+    op_count: String,
+    op_max_id: String,
+    op_create: String,
+    op_get: String,
+    op_lock: String,
+    op_running: String,
+    op_chunk: String,
+    op_advance: String,
+    op_cancel: String,
+    op_held_keys: String,
+    op_retry_many: String,
+    op_cancel_many: String,
+    op_delete_many: String,
 }
 
 impl Sql {
@@ -158,6 +172,19 @@ impl Sql {
             worker_list: q(leader::WORKER_LIST_SQL),
             worker_remove: q(leader::WORKER_REMOVE_SQL),
             other_workers: q(notify::OTHER_WORKERS_SQL),
+            op_count: q(&operation::count_sql()),
+            op_max_id: q(operation::MAX_ID_SQL),
+            op_create: q(&operation::create_sql()),
+            op_get: q(&operation::get_sql()),
+            op_lock: q(&operation::lock_sql()),
+            op_running: q(&operation::running_sql()),
+            op_chunk: q(&operation::chunk_sql()),
+            op_advance: q(operation::ADVANCE_SQL),
+            op_cancel: q(operation::CANCEL_SQL),
+            op_held_keys: q(operation::HELD_KEYS_SQL),
+            op_retry_many: q(&operation::retry_many_sql()),
+            op_cancel_many: q(operation::CANCEL_MANY_SQL),
+            op_delete_many: q(operation::DELETE_MANY_SQL),
             // A loose index scan over the claim index: one probe per queue, however deep the backlog.
             available_queues: q("WITH RECURSIVE q AS (
                     (SELECT queue FROM {s}.jobs_active WHERE state = 'available' ORDER BY queue LIMIT 1)
@@ -526,6 +553,33 @@ impl Store for PgStore {
 
     async fn housekeep(&self) -> StoreResult<()> {
         self.housekeep_impl().await
+    }
+
+    async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
+        self.job_count_impl(filter).await
+    }
+
+    async fn operation_create(
+        &self,
+        new: &spooler_core::OperationNew,
+    ) -> StoreResult<spooler_core::Operation> {
+        self.operation_create_impl(new).await
+    }
+
+    async fn operation_get(&self, id: i64) -> StoreResult<Option<spooler_core::Operation>> {
+        self.operation_get_impl(id).await
+    }
+
+    async fn operation_list_running(&self) -> StoreResult<Vec<spooler_core::Operation>> {
+        self.operation_list_running_impl().await
+    }
+
+    async fn operation_step(&self, id: i64) -> StoreResult<spooler_core::Operation> {
+        self.operation_step_impl(id).await
+    }
+
+    async fn operation_cancel(&self, id: i64) -> StoreResult<spooler_core::Operation> {
+        self.operation_cancel_impl(id).await
     }
 
     async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool> {

@@ -3,7 +3,6 @@
 use crate::auth::{log_request, require_token};
 use crate::error::ApiError;
 use crate::extract::{JobIdPath, JsonBody, NamePath, Params};
-use crate::metrics::oldest_age_seconds;
 use crate::state::AppState;
 use crate::wire::{JobWire, parse_enqueue};
 use axum::extract::{DefaultBodyLimit, State};
@@ -191,26 +190,17 @@ async fn get_job(
             .min(state.inner.options.max_wait),
         None => Duration::ZERO,
     };
-    let store = &state.inner.store;
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut pause = Duration::from_millis(5);
     // A shutting-down server answers open long polls at once rather than hold up its exit.
     let mut stopping = state.inner.stopping.subscribe();
-    loop {
-        let job = store
-            .job_get(id)
-            .await?
-            .ok_or_else(|| ApiError::from(spooler::StoreError::JobNotFound { id }))?;
-        let now = tokio::time::Instant::now();
-        if job.state.is_finished() || now >= deadline || *stopping.borrow_and_update() {
-            return Ok(job_response(StatusCode::OK, JobWire::new(&job)));
+    let stop = async move {
+        while !*stopping.borrow_and_update() {
+            if stopping.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(pause.min(deadline - now)) => {}
-            _ = stopping.changed() => {}
-        }
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
+    };
+    let job = state.inner.client.wait_or(id, wait, stop).await?;
+    Ok(job_response(StatusCode::OK, JobWire::new(&job)))
 }
 
 /// `GET /v1/jobs?queue=&state=&kind=&limit=&cursor=`: newest first; `next_cursor` fetches the
@@ -333,14 +323,8 @@ async fn list_queues(State(state): State<AppState>) -> Result<Response, ApiError
     let list: Vec<Value> = queues
         .iter()
         .map(|q| {
-            json!({
-                "name": q.name,
-                "paused": q.paused,
-                "counts": q.counts,
-                "oldest_available_at": q.oldest_available_at,
-                "oldest_available_age_s": oldest_age_seconds(q, now),
-                "configured": state.inner.options.queues.contains_key(&q.name),
-            })
+            let configured = state.inner.options.queues.contains_key(&q.name);
+            crate::wire::queue_json(q, now, Some(configured))
         })
         .collect();
     Ok(Json(json!({ "queues": list })).into_response())

@@ -333,6 +333,27 @@ pub fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// One queue as the API (`GET /v1/queues`) and the CLI show it: name, paused, counts per state,
+/// when the oldest available job became runnable and how long ago, in seconds; with
+/// `configured`, whether the server's config names the queue.
+pub fn queue_json(
+    q: &spooler::QueueInfo,
+    now: chrono::DateTime<chrono::Utc>,
+    configured: Option<bool>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "name": q.name,
+        "paused": q.paused,
+        "counts": q.counts,
+        "oldest_available_at": q.oldest_available_at,
+        "oldest_available_age_s": crate::metrics::oldest_age_seconds(q, now),
+    });
+    if let Some(configured) = configured {
+        v["configured"] = serde_json::Value::Bool(configured);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ mod error;
 mod job;
 mod leader;
 mod migrate;
+mod operation;
 mod queue;
 mod url;
 mod writer;
@@ -293,6 +294,33 @@ impl Store for SqliteStore {
 
     async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64> {
         job::prune(&self.db, prune).await
+    }
+
+    async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
+        operation::job_count(&self.db, filter).await
+    }
+
+    async fn operation_create(
+        &self,
+        new: &spooler_core::OperationNew,
+    ) -> StoreResult<spooler_core::Operation> {
+        operation::create(&self.db, new).await
+    }
+
+    async fn operation_get(&self, id: i64) -> StoreResult<Option<spooler_core::Operation>> {
+        operation::get(&self.db, id).await
+    }
+
+    async fn operation_list_running(&self) -> StoreResult<Vec<spooler_core::Operation>> {
+        operation::list_running(&self.db).await
+    }
+
+    async fn operation_step(&self, id: i64) -> StoreResult<spooler_core::Operation> {
+        operation::step(&self.db, id).await
+    }
+
+    async fn operation_cancel(&self, id: i64) -> StoreResult<spooler_core::Operation> {
+        operation::cancel(&self.db, id).await
     }
 
     async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool> {

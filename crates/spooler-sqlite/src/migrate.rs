@@ -6,8 +6,15 @@ use rusqlite::{Connection, params};
 use spooler_core::StoreError;
 
 /// The migrations, in order: (version, name, SQL). Version numbers match the other backends'.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+/// Versions 2 and 3 are PostgreSQL's own.
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        4,
+        "operations",
+        include_str!("../migrations/0004_operations.sql"),
+    ),
+];
 
 /// Applies every migration not yet recorded. Runs inside an open write transaction.
 pub(crate) fn migrate(conn: &Connection, now_us: i64) -> Result<(), OpError> {

@@ -1,9 +1,9 @@
-//! The client: enqueue typed or raw jobs (one or many) and read their status.
+//! The client: enqueue typed or raw jobs (one or many), read and wait for them, prune history.
 
 use crate::job::{BlockingJob, Job};
-use crate::{ConnectOptions, Error};
+use crate::{ConnectOptions, Error, Retention};
 use chrono::{DateTime, Utc};
-use spooler_core::{Inserted, JobId, JobRow, NewJob, Store, StoreError};
+use spooler_core::{Inserted, JobId, JobPrune, JobRow, NewJob, Store, StoreError};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -96,23 +96,60 @@ impl Client {
             .ok_or(Error::Store(StoreError::JobNotFound { id }))
     }
 
-    /// Waits until the job is `completed`, `failed` or `cancelled`, for at most `timeout`.
+    /// Waits until the job is `completed`, `failed` or `cancelled`, or `timeout` has passed, and
+    /// returns it as it is then: look at its `state` to tell which.
     pub async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobRow, Error> {
+        self.wait_or(id, timeout, std::future::pending()).await
+    }
+
+    /// [`Client::wait`] that also answers, with the job as it is, as soon as `stop` completes (a
+    /// server shutting down answers its long polls at once).
+    pub async fn wait_or(
+        &self,
+        id: JobId,
+        timeout: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> Result<JobRow, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(2);
+        let mut stop = std::pin::pin!(stop);
+        let mut stopped = false;
         loop {
             let job = self.status(id).await?;
-            if job.state.is_finished() {
+            let now = tokio::time::Instant::now();
+            if job.state.is_finished() || now >= deadline || stopped {
                 return Ok(job);
             }
-            if tokio::time::Instant::now() + pause > deadline {
-                return Err(Error::WaitTimeout {
-                    id,
-                    waited: spooler_core::format_duration(timeout),
-                });
+            tokio::select! {
+                _ = tokio::time::sleep(pause.min(deadline - now)) => {}
+                _ = &mut stop => stopped = true,
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Deletes finished jobs older than `retention` keeps them, `batch` rows per statement (short
+    /// transactions), until none is left; returns how many.
+    pub async fn prune(&self, retention: &Retention, batch: u32) -> Result<u64, Error> {
+        let now = self.store.clock().now();
+        let before = |keep: Option<Duration>| {
+            keep.and_then(|k| chrono::TimeDelta::from_std(k).ok())
+                .and_then(|k| now.checked_sub_signed(k))
+        };
+        let prune = JobPrune {
+            completed_before: before(retention.completed),
+            failed_before: before(retention.failed),
+            cancelled_before: before(retention.cancelled),
+            limit: batch.max(1),
+        };
+        let mut total = 0;
+        loop {
+            let n = self.store.job_prune(&prune).await?;
+            total += n;
+            if n < u64::from(prune.limit) {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -25,12 +25,4 @@ pub enum Error {
         /// What is wrong and the fix.
         message: String,
     },
-    /// Waiting for a job timed out.
-    #[error("job {id} did not finish within {waited}")]
-    WaitTimeout {
-        /// The job.
-        id: i64,
-        /// How long was waited, e.g. "30s".
-        waited: String,
-    },
 }

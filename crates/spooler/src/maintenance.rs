@@ -3,7 +3,7 @@
 
 use crate::Error;
 use crate::worker::Retention;
-use spooler_core::{JobPrune, JobRescue, LeaderElect, RetryPolicies, Store, clock::add};
+use spooler_core::{JobRescue, LeaderElect, RetryPolicies, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -165,29 +165,9 @@ impl Maintenance {
 
     /// Deletes finished jobs past their retention, in batches.
     pub async fn prune(&self) -> Result<u64, Error> {
-        let now = self.store.clock().now();
-        let before = |keep: Option<Duration>| {
-            keep.map(|k| {
-                add(now, Duration::ZERO)
-                    - chrono::TimeDelta::from_std(k).unwrap_or(chrono::TimeDelta::MAX)
-            })
-        };
-        let r = &self.config.retention;
-        let prune = JobPrune {
-            completed_before: before(r.completed),
-            failed_before: before(r.failed),
-            cancelled_before: before(r.cancelled),
-            limit: self.config.batch,
-        };
-        let mut total = 0;
-        loop {
-            let n = self.store.job_prune(&prune).await?;
-            total += n;
-            if n < u64::from(self.config.batch) {
-                return Ok(total);
-            }
-            tokio::task::yield_now().await;
-        }
+        crate::Client::new(self.store.clone())
+            .prune(&self.config.retention, self.config.batch)
+            .await
     }
 
     /// Loops [`Maintenance::run_once`] every interval until `stop` turns true.

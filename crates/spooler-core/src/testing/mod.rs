@@ -4,8 +4,10 @@
 //! async function that builds a fresh, migrated store (its own file or schema) on a [`ManualClock`].
 
 mod cases;
+mod operations;
 
 pub use cases::*;
+pub use operations::*;
 
 use crate::{Clock, ManualClock, Store};
 use std::future::Future;
@@ -117,6 +119,12 @@ macro_rules! conformance_suite {
             worker_registry,
             migrate_is_idempotent,
             subscribe_hears_own_inserts,
+            // operations.rs
+            operation_retries_matching_jobs_chunk_by_chunk,
+            operation_skips_jobs_its_action_does_not_apply_to,
+            job_count_filters_by_every_field,
+            operation_cancel_stops_it_and_keeps_what_was_done,
+            operation_retry_never_gives_two_unfinished_jobs_one_unique_key,
         );
     };
     (@cases $make:path, $cond:expr; $($case:ident),* $(,)?) => {
