@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod logging;
+mod manage;
 mod ops;
 mod serve;
 mod target;
@@ -34,10 +35,19 @@ enum Command {
     Status(ops::StatusArgs),
     /// List jobs, newest first.
     Jobs(ops::JobsArgs),
-    /// Run a finished (failed, cancelled, completed) job again.
-    Retry(ops::IdArgs),
-    /// Cancel a job.
-    Cancel(ops::IdArgs),
+    /// Run a finished (failed, cancelled, completed) job again; by filter, every matching one
+    /// (a dead-letter replay: `spooler retry --state failed --queue Q`).
+    Retry(manage::ActArgs),
+    /// Cancel a job, or every job a filter names.
+    Cancel(manage::ActArgs),
+    /// Delete a job that is not running, or every such job a filter names.
+    Delete(manage::ActArgs),
+    /// List queues with their jobs per state.
+    Queues(manage::QueuesArgs),
+    /// Pause a queue: no job is claimed from it until it is resumed.
+    Pause(manage::QueueArgs),
+    /// Resume a paused queue.
+    Resume(manage::QueueArgs),
     /// Delete finished jobs past their retention.
     Prune(ops::PruneArgs),
     /// Health probe: exit 0 healthy, 1 warning, 2 unhealthy.
@@ -71,8 +81,12 @@ fn main() -> ExitCode {
             Command::Enqueue(a) => ops::enqueue(a).await,
             Command::Status(a) => ops::status(a).await,
             Command::Jobs(a) => ops::jobs(a).await,
-            Command::Retry(a) => ops::retry(a).await,
-            Command::Cancel(a) => ops::cancel(a).await,
+            Command::Retry(a) => manage::act(spooler::BulkAction::Retry, a).await,
+            Command::Cancel(a) => manage::act(spooler::BulkAction::Cancel, a).await,
+            Command::Delete(a) => manage::act(spooler::BulkAction::Delete, a).await,
+            Command::Queues(a) => manage::queues(a).await,
+            Command::Pause(a) => manage::pause(a, true).await,
+            Command::Resume(a) => manage::pause(a, false).await,
             Command::Prune(a) => ops::prune(a).await,
             Command::Check(a) => Ok(check::run(a).await),
             Command::Bench(a) => bench::run(a).await.map(|()| 0),

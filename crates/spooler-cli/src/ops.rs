@@ -131,30 +131,6 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `spooler retry ID`.
-pub async fn retry(a: IdArgs) -> anyhow::Result<i32> {
-    let target = Target::open_existing(&a.target).await?;
-    let job = target.retry(a.id).await?;
-    print_change(&job, a.json);
-    Ok(0)
-}
-
-/// `spooler cancel ID`.
-pub async fn cancel(a: IdArgs) -> anyhow::Result<i32> {
-    let target = Target::open_existing(&a.target).await?;
-    let job = target.cancel(a.id).await?;
-    print_change(&job, a.json);
-    Ok(0)
-}
-
-fn print_change(job: &Value, json: bool) {
-    if json {
-        println!("{job}");
-    } else {
-        println!("{} {}", job["id"], text(&job["state"]));
-    }
-}
-
 /// `spooler jobs`.
 #[derive(Debug, Args)]
 pub struct JobsArgs {

@@ -139,6 +139,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     let auth = options.token.is_some();
     let state = AppState::new(store.clone(), options);
     let app = router(state.clone());
+    // Operations by filter resume after a restart: a worker runs a runner beside its maintenance;
+    // without one, the server runs its own.
+    let (runner_stop, runner_rx) = tokio::sync::watch::channel(false);
+    let runner = args.no_worker.then(|| {
+        let runner = spooler::OperationRunner::new(store.clone());
+        tokio::spawn(async move { runner.run(runner_rx).await })
+    });
     let worker = if args.no_worker {
         None
     } else {
@@ -170,6 +177,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     // Stop accepting connections and answer open long polls now; then let the worker finish.
     let _ = stop_tx.send(true);
     state.begin_shutdown();
+    let _ = runner_stop.send(true);
+    if let Some(runner) = runner {
+        let _ = runner.await;
+    }
     if let Some(worker) = worker {
         worker.shutdown().await?;
     }

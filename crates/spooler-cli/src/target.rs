@@ -255,6 +255,74 @@ impl Target {
         }
     }
 
+    /// Deletes a job that is not running.
+    pub async fn delete(&self, id: i64) -> anyhow::Result<Value> {
+        match self {
+            Self::Server(remote) => {
+                remote
+                    .call(Method::DELETE, &format!("/v1/jobs/{id}"), None)
+                    .await
+            }
+            Self::Store { store, .. } => Ok(job_json(&store.job_delete(id).await?)),
+        }
+    }
+
+    /// Pauses (`pause = true`) or resumes a queue.
+    pub async fn pause(&self, queue: &str, pause: bool) -> anyhow::Result<()> {
+        match self {
+            Self::Server(remote) => {
+                let verb = if pause { "pause" } else { "resume" };
+                let path = format!("/v1/queues/{}/{verb}", url_segment(queue));
+                remote.call(Method::POST, &path, None).await?;
+            }
+            Self::Store { store, .. } if pause => store.queue_pause(queue).await?,
+            Self::Store { store, .. } => store.queue_resume(queue).await?,
+        }
+        Ok(())
+    }
+
+    /// Runs an operation by filter described like a `POST /v1/jobs/bulk` body to its end and
+    /// returns it (or, for a dry run, the count); `progress` sees the operation as it advances.
+    /// Against a server the server runs it and this polls; against a store it runs here.
+    pub async fn bulk(&self, body: &Value, progress: impl Fn(&Value)) -> anyhow::Result<Value> {
+        match self {
+            Self::Server(remote) => {
+                let mut op = remote
+                    .call(Method::POST, "/v1/jobs/bulk", Some(body))
+                    .await?;
+                while op["state"] == "running" {
+                    progress(&op);
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    let path = format!("/v1/operations/{}", op["id"]);
+                    op = remote.call(Method::GET, &path, None).await?;
+                }
+                Ok(op)
+            }
+            Self::Store { store, .. } => {
+                let request = spooler_server::bulk::parse_bulk(body)
+                    .map_err(|e| anyhow!("{}", e.message()))?;
+                let client = spooler::Client::new(store.clone());
+                if request.dry_run {
+                    let matched = client.count(&request.filter).await?;
+                    return Ok(serde_json::json!({
+                        "action": request.action,
+                        "filter": request.filter,
+                        "matched": matched,
+                        "dry_run": true,
+                    }));
+                }
+                let mut op = client
+                    .bulk_create(request.action, request.filter, spooler::core::MAX_CHUNK)
+                    .await?;
+                while op.is_running() {
+                    progress(&serde_json::to_value(&op)?);
+                    op = store.operation_step(op.id).await?;
+                }
+                Ok(serde_json::to_value(&op)?)
+            }
+        }
+    }
+
     /// Queues with their counts and the age of their oldest available job, in seconds.
     pub async fn queues(&self) -> anyhow::Result<Vec<Value>> {
         match self {
@@ -391,4 +459,16 @@ fn encode(text: &str) -> String {
         }
     }
     out
+}
+
+/// `name` as one URL path segment (percent-encoded).
+fn url_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

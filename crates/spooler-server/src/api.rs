@@ -24,6 +24,7 @@ fn v1_routes() -> Routes {
         (Method::POST, "/v1/jobs", post(enqueue)),
         (Method::GET, "/v1/jobs", get(list_jobs)),
         (Method::POST, "/v1/jobs/batch", post(enqueue_batch)),
+        (Method::POST, "/v1/jobs/bulk", post(crate::bulk::bulk_jobs)),
         (Method::GET, "/v1/jobs/{id}", get(get_job)),
         (Method::DELETE, "/v1/jobs/{id}", delete(delete_job)),
         (Method::POST, "/v1/jobs/{id}/cancel", post(cancel_job)),
@@ -31,6 +32,16 @@ fn v1_routes() -> Routes {
         (Method::GET, "/v1/queues", get(list_queues)),
         (Method::POST, "/v1/queues/{name}/pause", post(pause_queue)),
         (Method::POST, "/v1/queues/{name}/resume", post(resume_queue)),
+        (
+            Method::GET,
+            "/v1/operations/{id}",
+            get(crate::bulk::get_operation),
+        ),
+        (
+            Method::POST,
+            "/v1/operations/{id}/cancel",
+            post(crate::bulk::cancel_operation),
+        ),
         (Method::GET, "/v1/schedules", get(list_schedules)),
         (Method::GET, "/v1/workers", get(list_workers)),
     ]

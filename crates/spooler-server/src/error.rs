@@ -82,6 +82,11 @@ impl ApiError {
         self.status
     }
 
+    /// The field at fault, if the error names one.
+    pub fn field_name(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
     /// The message.
     pub fn message(&self) -> &str {
         &self.message
@@ -99,6 +104,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::JobNotFound { id } => {
                 ApiError::not_found(format!("job {id} not found")).with("id", json!(id))
+            }
+            StoreError::OperationNotFound { id } => {
+                ApiError::not_found(format!("operation {id} not found")).with("id", json!(id))
             }
             StoreError::InvalidState { id, state, action } => ApiError::new(
                 StatusCode::CONFLICT,

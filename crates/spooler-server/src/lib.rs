@@ -26,6 +26,7 @@
 
 mod api;
 mod auth;
+pub mod bulk;
 pub mod config;
 mod dashboard;
 mod error;

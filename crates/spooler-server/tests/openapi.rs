@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use spooler::Store;
+use spooler_server::bulk::{BULK_FIELDS, FILTER_FIELDS};
 use spooler_server::config::Config;
 use spooler_server::run::{WorkerOverrides, worker_builder};
 use spooler_server::wire::{ENQUEUE_FIELDS, JobWire};
@@ -101,6 +102,14 @@ fn the_enqueue_schema_names_the_accepted_fields() {
     assert_eq!(schema_members("EnqueueRequest"), accepted);
 }
 
+#[test]
+fn the_bulk_schemas_name_the_accepted_fields() {
+    let set =
+        |fields: &[&str]| -> BTreeSet<String> { fields.iter().map(|f| f.to_string()).collect() };
+    assert_eq!(schema_members("BulkRequest"), set(BULK_FIELDS));
+    assert_eq!(schema_members("JobFilter"), set(FILTER_FIELDS));
+}
+
 /// A store in a temporary directory and the API served on a real socket.
 struct Served {
     _dir: tempfile::TempDir,
@@ -182,6 +191,9 @@ async fn every_documented_operation_is_answered_with_a_documented_status() {
         let body = match (method.as_str(), path.as_str()) {
             ("post", "/v1/jobs") => Some(json!({"kind": "noop"})),
             ("post", "/v1/jobs/batch") => Some(json!({"jobs": [{"kind": "noop"}]})),
+            ("post", "/v1/jobs/bulk") => {
+                Some(json!({"action": "retry", "filter": {"state": "failed"}}))
+            }
             _ => None,
         };
         let (status, text) = served.send(&method, &concrete, body).await;
@@ -276,6 +288,26 @@ async fn the_schemas_name_what_the_api_sends() {
         schema_members("Queue"),
         "{queues}"
     );
+    let op = served
+        .json(
+            "post",
+            "/v1/jobs/bulk",
+            Some(json!({"action": "cancel", "filter": {"state": "scheduled"}})),
+        )
+        .await;
+    assert_eq!(keys(&op), schema_members("Operation"), "{op}");
+    let read = served
+        .json("get", &format!("/v1/operations/{}", op["id"]), None)
+        .await;
+    assert_eq!(keys(&read), schema_members("Operation"), "{read}");
+    let dry = served
+        .json(
+            "post",
+            "/v1/jobs/bulk",
+            Some(json!({"action": "retry", "dry_run": true})),
+        )
+        .await;
+    assert_eq!(keys(&dry), schema_members("BulkDryRun"), "{dry}");
     let paused = served.json("post", "/v1/queues/default/pause", None).await;
     assert_eq!(keys(&paused), schema_members("QueuePause"));
     let workers = tokio::time::timeout(Duration::from_secs(10), async {

@@ -33,17 +33,19 @@ mod connect;
 mod error;
 mod job;
 pub mod maintenance;
+mod operations;
 mod worker;
 
 pub use client::{Client, Enqueue};
 pub use connect::{ConnectOptions, connect, connect_with};
 pub use error::Error;
 pub use job::{BlockingJob, Handler, Job, JobContext, JobError};
+pub use operations::OperationRunner;
 pub use spooler_core as core;
 pub use spooler_core::{
-    Capabilities, Clock, Inserted, JobId, JobList, JobRow, JobState, NewJob, QueueInfo,
-    RetryPolicy, StateCounts, Store, StoreError, SystemClock, WorkerInfo, format_duration,
-    parse_duration,
+    BulkAction, Capabilities, Clock, Inserted, JobFilter, JobId, JobList, JobRow, JobState, NewJob,
+    Operation, OperationState, QueueInfo, RetryPolicy, StateCounts, Store, StoreError, SystemClock,
+    WorkerInfo, format_duration, parse_duration,
 };
 pub use worker::{Retention, Worker, WorkerBuilder, WorkerHandle};
 

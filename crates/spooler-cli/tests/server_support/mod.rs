@@ -120,8 +120,10 @@ pub async fn cli_env(args: &[&str], env: &[(&str, &str)]) -> CliRun {
 }
 
 /// How to start a server.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ServeOptions {
+    /// `--store` (default: a fresh SQLite file in the server's directory).
+    pub store: Option<String>,
     /// Text of a config file passed with `--config`.
     pub config: Option<String>,
     /// `--token`.
@@ -150,6 +152,7 @@ pub struct Server {
     pub token: Option<String>,
     log: PathBuf,
     http: reqwest::Client,
+    options: ServeOptions,
 }
 
 impl Server {
@@ -161,13 +164,43 @@ impl Server {
     /// A server started as `options` say, on `127.0.0.1:0`; returns once it logged its address.
     pub async fn start_with(options: ServeOptions) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store_url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let store_url = options
+            .store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("jobs.db").display()));
         let log = dir.path().join("serve.log");
+        let mut server = Self {
+            child: None,
+            dir,
+            store_url,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            url: String::new(),
+            token: options.token.clone(),
+            log,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("HTTP client"),
+            options,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// Starts the process again, as first started, on the same store and directory (its log
+    /// starts afresh); the previous one must have exited.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn().await;
+    }
+
+    async fn spawn(&mut self) {
+        let options = &self.options;
         let mut cmd = spooler();
         cmd.args([
             "serve",
             "--store",
-            &store_url,
+            &self.store_url,
             "--listen",
             "127.0.0.1:0",
             "--log-format",
@@ -176,7 +209,7 @@ impl Server {
             "100ms",
         ]);
         if let Some(text) = &options.config {
-            let path = dir.path().join("spooler.toml");
+            let path = self.dir.path().join("spooler.toml");
             std::fs::write(&path, text).expect("write config");
             cmd.arg("--config").arg(path);
         }
@@ -189,45 +222,32 @@ impl Server {
         cmd.args(&options.args);
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
-            .current_dir(dir.path())
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::create(&self.log).expect("log file"))
             .spawn()
             .expect("start spooler serve");
-        let mut server = Self {
-            child: Some(child),
-            dir,
-            store_url,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            url: String::new(),
-            token: options.token,
-            log,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("HTTP client"),
-        };
+        self.child = Some(child);
         let started = Instant::now();
-        server.addr = loop {
-            if let Some(addr) = server.logged_address() {
+        self.addr = loop {
+            if let Some(addr) = self.logged_address() {
                 break addr;
             }
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok()?) {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok()?) {
                 panic!(
                     "spooler serve exited with {status} before listening; log:\n{}",
-                    server.log_text()
+                    self.log_text()
                 );
             }
             assert!(
                 started.elapsed() < START_TIMEOUT,
                 "spooler serve did not log \"server listening\" within {START_TIMEOUT:?}; log:\n{}",
-                server.log_text()
+                self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        server.url = format!("http://{}", server.addr);
-        server
+        self.url = format!("http://{}", self.addr);
     }
 
     /// The `listen` field of the "server listening" log line, once written.

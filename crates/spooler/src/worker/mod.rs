@@ -395,7 +395,14 @@ impl Worker {
                 .retry_policies(shared.settings.retry.clone());
             let handle = m.clone();
             let stop = stop_rx.clone();
-            (handle, tokio::spawn(async move { m.run(stop).await }))
+            let operations = crate::OperationRunner::new(shared.store.clone());
+            let ops_stop = stop_rx.clone();
+            let task = tokio::spawn(async move {
+                // Operations by filter resume here too, beside (not inside) the maintenance
+                // pass, so a long operation never delays rescue or promotion.
+                tokio::join!(m.run(stop), operations.run(ops_stop));
+            });
+            (handle, task)
         });
         tracing::info!(
             worker = %shared.id,

@@ -1,0 +1,136 @@
+//! Operations by filter from the client (start, drive, read, cancel) and the runner that resumes
+//! every running operation, so one survives a restart of the process that started it.
+
+use crate::{Client, Error};
+use spooler_core::{BulkAction, JobFilter, MAX_CHUNK, Operation, OperationNew, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+impl Client {
+    /// How many jobs match `filter` now: what an operation would cover (a dry run).
+    pub async fn count(&self, filter: &JobFilter) -> Result<i64, Error> {
+        Ok(self.store().job_count(filter).await?)
+    }
+
+    /// Creates an operation applying `action` to every job matching `filter` now, in chunks of
+    /// at most 1,000 jobs per transaction, and starts driving it on this runtime. It is durable:
+    /// if this process stops, an [`OperationRunner`] (every worker runs one) resumes it where
+    /// the last chunk left it.
+    pub async fn bulk(&self, action: BulkAction, filter: JobFilter) -> Result<Operation, Error> {
+        let op = self.bulk_create(action, filter, MAX_CHUNK).await?;
+        let client = self.clone();
+        let id = op.id;
+        tokio::spawn(async move {
+            if let Err(e) = client.operation_drive(id).await {
+                tracing::warn!(operation = id, error = %e, "operation stopped; a runner will resume it");
+            }
+        });
+        Ok(op)
+    }
+
+    /// Creates an operation without driving it, with `chunk` jobs per transaction (1–1,000).
+    pub async fn bulk_create(
+        &self,
+        action: BulkAction,
+        filter: JobFilter,
+        chunk: u32,
+    ) -> Result<Operation, Error> {
+        let op = self
+            .store()
+            .operation_create(&OperationNew {
+                action,
+                filter,
+                chunk,
+            })
+            .await?;
+        tracing::info!(operation = op.id, action = %op.action, matched = op.matched, "operation created");
+        Ok(op)
+    }
+
+    /// Runs an operation's chunks here until it is finished (or cancelled); returns it then.
+    pub async fn operation_drive(&self, id: i64) -> Result<Operation, Error> {
+        loop {
+            let op = self.store().operation_step(id).await?;
+            if !op.is_running() {
+                return Ok(op);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The operation as stored now; `OperationNotFound` if there is none.
+    pub async fn operation(&self, id: i64) -> Result<Operation, Error> {
+        self.store()
+            .operation_get(id)
+            .await?
+            .ok_or(Error::Store(StoreError::OperationNotFound { id }))
+    }
+
+    /// Stops a running operation; what it did so far stays done.
+    pub async fn operation_cancel(&self, id: i64) -> Result<Operation, Error> {
+        Ok(self.store().operation_cancel(id).await?)
+    }
+}
+
+/// Resumes running operations: every `interval` it drives each to its end. Any number of runners
+/// may share a store; each chunk is one transaction that locks the operation, so they take turns.
+#[derive(Debug, Clone)]
+pub struct OperationRunner {
+    client: Client,
+    interval: Duration,
+}
+
+impl OperationRunner {
+    /// A runner over `store` looking for work every second.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            client: Client::new(store),
+            interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Looks for work every `interval` instead.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Drives every running operation to its end; returns how many it finished.
+    pub async fn run_once(&self) -> Result<usize, Error> {
+        let mut finished = 0;
+        for op in self.client.store().operation_list_running().await? {
+            tracing::info!(
+                operation = op.id,
+                done_through = op.done_through,
+                max_id = op.max_id,
+                "resuming operation"
+            );
+            let op = self.client.operation_drive(op.id).await?;
+            tracing::info!(operation = op.id, state = ?op.state, affected = op.affected, skipped = op.skipped, "operation finished");
+            finished += 1;
+        }
+        Ok(finished)
+    }
+
+    /// Loops [`OperationRunner::run_once`] until `stop` turns true.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                result = self.run_once() => if let Err(e) = result {
+                    tracing::warn!(store = %self.client.store().describe(), error = %e, "running operations failed; will try again");
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
