@@ -1,6 +1,7 @@
 //! The completer: collects finished attempts from every executor and writes them many per store
 //! call, so a burst of completions costs one transaction.
 
+use super::Signal;
 use spooler_core::{JobFinish, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +22,11 @@ pub(crate) struct CompleterHandle {
 
 impl CompleterHandle {
     /// Starts the completer task. A write that keeps failing is retried for up to `give_up_after`
-    /// (the lease: after that the job is rescued and runs again anyway).
-    pub(crate) fn start(store: Arc<dyn Store>, give_up_after: Duration) -> Self {
+    /// (the lease: after that the job is rescued and runs again anyway). `flushed` is told of
+    /// each batch written.
+    pub(crate) fn start(store: Arc<dyn Store>, give_up_after: Duration, flushed: Signal) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, rx, give_up_after));
+        tokio::spawn(run(store, rx, give_up_after, flushed));
         Self { tx }
     }
 
@@ -49,6 +51,7 @@ async fn run(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Message>,
     give_up_after: Duration,
+    flushed: Signal,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flushes = Vec::new();
@@ -68,6 +71,7 @@ async fn run(
         if !batch.is_empty() {
             write(&*store, &batch, give_up_after).await;
             batch.clear();
+            flushed.notify();
         }
         for ack in flushes.drain(..) {
             let _ = ack.send(());

@@ -86,4 +86,5 @@ async fn beat(shared: &Shared) {
     if let Err(e) = shared.store.worker_heartbeat(&info).await {
         tracing::debug!(worker = %shared.id, error = %e, "worker heartbeat failed");
     }
+    shared.signals.heartbeat.notify();
 }

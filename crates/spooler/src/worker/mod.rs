@@ -4,6 +4,7 @@
 mod completer;
 mod executor;
 mod heartbeat;
+mod planner;
 mod producer;
 
 use crate::Error;
@@ -16,6 +17,86 @@ use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot, watch};
+
+/// Events the worker's tasks report, so that tests wait on them instead of sleeping (modelled on
+/// River's `producerTestSignals`). Off (each a no-op) unless [`WorkerBuilder::test_signals`]
+/// turned them on; each is a count that only grows. Not part of the API.
+#[doc(hidden)]
+#[derive(Clone, Default)]
+pub struct TestSignals {
+    /// A producer's claim came back (with jobs or without).
+    pub claimed: Signal,
+    /// A producer waits for an event with no claim under way: whatever it claimed has landed.
+    pub idle: Signal,
+    /// The completer wrote a batch of outcomes.
+    pub flushed: Signal,
+    /// A heartbeat (lease renewal and worker record) is done.
+    pub heartbeat: Signal,
+}
+
+impl TestSignals {
+    fn on() -> Self {
+        Self {
+            claimed: Signal::on("claimed"),
+            idle: Signal::on("idle"),
+            flushed: Signal::on("flushed"),
+            heartbeat: Signal::on("heartbeat"),
+        }
+    }
+}
+
+/// One event of [`TestSignals`]: how many times it happened, and a wait until it happened so often.
+#[doc(hidden)]
+#[derive(Clone, Default)]
+pub struct Signal(Option<Arc<(&'static str, watch::Sender<u64>)>>);
+
+impl Signal {
+    fn on(name: &'static str) -> Self {
+        Self(Some(Arc::new((name, watch::Sender::new(0)))))
+    }
+
+    /// Counts one more event (nothing when signals are off).
+    pub(crate) fn notify(&self) {
+        if let Some((_, count)) = self.0.as_deref() {
+            count.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// How many times the event happened so far.
+    pub fn count(&self) -> u64 {
+        self.0.as_deref().map_or(0, |(_, count)| *count.borrow())
+    }
+
+    /// Waits until the event happened at least `n` times and returns the count then.
+    ///
+    /// # Panics
+    ///
+    /// After `timeout`, or at once when signals are off.
+    pub async fn wait_for(&self, n: u64, timeout: Duration) -> u64 {
+        let Some((name, count)) = self.0.as_deref() else {
+            panic!("test signals are off: build the worker with WorkerBuilder::test_signals()");
+        };
+        let mut rx = count.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await {
+            Ok(Ok(c)) => *c,
+            // The sender lives in `self`: the channel cannot close while we wait.
+            Ok(Err(_)) => unreachable!("the {name} signal closed"),
+            Err(_) => panic!(
+                "timed out after {timeout:?} waiting for the {name} signal to reach {n} (it is at {})",
+                *count.borrow()
+            ),
+        }
+    }
+
+    /// Waits for one more event than happened before the call.
+    ///
+    /// # Panics
+    ///
+    /// As [`Signal::wait_for`].
+    pub async fn wait_next(&self, timeout: Duration) -> u64 {
+        self.wait_for(self.count() + 1, timeout).await
+    }
+}
 
 /// How long finished jobs are kept before maintenance deletes them; `None` keeps them forever.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +167,7 @@ pub(crate) struct Shared {
     pub(crate) idle: Notify,
     pub(crate) completer: completer::CompleterHandle,
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) signals: TestSignals,
 }
 
 impl Shared {
@@ -122,6 +204,7 @@ pub struct WorkerBuilder {
     maintenance: bool,
     maintenance_config: MaintenanceConfig,
     id: Option<String>,
+    test_signals: bool,
 }
 
 impl WorkerBuilder {
@@ -238,6 +321,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Turns on the [`TestSignals`] that [`Worker::test_signals`] and
+    /// [`WorkerHandle::test_signals`] hand out. For tests; not part of the API.
+    #[doc(hidden)]
+    pub fn test_signals(mut self) -> Self {
+        self.test_signals = true;
+        self
+    }
+
     /// Checks the settings and makes the worker.
     pub fn build(mut self) -> Result<Worker, Error> {
         let invalid = |key: &str, message: &str| {
@@ -280,7 +371,13 @@ impl WorkerBuilder {
         let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
         kinds.sort();
         let store = self.store.clone();
-        let completer = completer::CompleterHandle::start(store.clone(), self.lease);
+        let signals = if self.test_signals {
+            TestSignals::on()
+        } else {
+            TestSignals::default()
+        };
+        let completer =
+            completer::CompleterHandle::start(store.clone(), self.lease, signals.flushed.clone());
         let shared = Arc::new(Shared {
             started_at: store.clock().now(),
             store,
@@ -301,6 +398,7 @@ impl WorkerBuilder {
             running: Mutex::new(HashMap::new()),
             idle: Notify::new(),
             completer,
+            signals,
         });
         Ok(Worker {
             shared,
@@ -364,12 +462,20 @@ impl Worker {
             maintenance: true,
             maintenance_config: MaintenanceConfig::default(),
             id: None,
+            test_signals: false,
         }
     }
 
     /// This worker's id, as recorded on the jobs it runs.
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// The events this worker reports to tests (no-ops unless built with
+    /// [`WorkerBuilder::test_signals`]). Not part of the API.
+    #[doc(hidden)]
+    pub fn test_signals(&self) -> TestSignals {
+        self.shared.signals.clone()
     }
 
     /// Runs until `shutdown` completes, then stops gracefully: no new claims; running jobs get the
@@ -472,6 +578,7 @@ impl Worker {
     pub fn start(self) -> WorkerHandle {
         let (tx, rx) = oneshot::channel::<()>();
         let id = self.shared.id.to_string();
+        let signals = self.shared.signals.clone();
         let task = tokio::spawn(self.run_until(async move {
             let _ = rx.await;
         }));
@@ -479,6 +586,7 @@ impl Worker {
             id,
             stop: Some(tx),
             task,
+            signals,
         }
     }
 }
@@ -488,12 +596,20 @@ pub struct WorkerHandle {
     id: String,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), Error>>,
+    signals: TestSignals,
 }
 
 impl WorkerHandle {
     /// The worker's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The events the worker reports to tests (no-ops unless built with
+    /// [`WorkerBuilder::test_signals`]). Not part of the API.
+    #[doc(hidden)]
+    pub fn test_signals(&self) -> &TestSignals {
+        &self.signals
     }
 
     /// Stops the worker gracefully and waits until it has.
@@ -503,9 +619,9 @@ impl WorkerHandle {
         }
         match (&mut self.task).await {
             Ok(result) => result,
-            Err(e) => Err(Error::Config {
-                key: "worker".into(),
-                message: format!("worker task ended abnormally: {e}"),
+            Err(e) => Err(Error::WorkerTask {
+                worker: self.id.clone(),
+                message: e.to_string(),
             }),
         }
     }

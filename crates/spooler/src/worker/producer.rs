@@ -5,7 +5,10 @@
 //! the poll interval. The buffer (prefetch) grows while buffered jobs start within moments of
 //! their claim, and shrinks to nothing when they wait: slow jobs are never hoarded away from
 //! other workers, and a buffered job that waited a third of its lease is released unspent.
+//!
+//! Those decisions are the [`ClaimPlanner`]'s (`planner.rs`); this loop only does the I/O.
 
+use super::planner::{Ask, Buffered, ClaimPlanner, PlannerSettings};
 use super::{QueueSlots, Shared, executor};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -15,53 +18,40 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-/// Buffered jobs that all started within this of their claim grow the prefetch.
-const QUICK_START: Duration = Duration::from_millis(50);
-/// A buffered job that waited this long shrinks the prefetch.
-const SLOW_START: Duration = Duration::from_millis(500);
+/// A claim under way: what the planner asked for, and its result.
+type ClaimUnderWay = Pin<Box<dyn Future<Output = (Ask, StoreResult<Vec<JobRow>>)> + Send>>;
 
-/// A claim under way: how many jobs it asked for, the wake-up count when it was sent, its result.
-type ClaimUnderWay = Pin<Box<dyn Future<Output = (u32, u64, StoreResult<Vec<JobRow>>)> + Send>>;
-
+/// Does the I/O the [`ClaimPlanner`] asks for: claims, starts and releases jobs, and tells the
+/// planner what happened (claims returned, wake-ups, polls, buffered jobs' waits).
 pub(crate) async fn run(
     shared: Arc<Shared>,
     slots: Arc<QueueSlots>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut wakeups = shared.store.subscribe();
-    let poll = shared.settings.poll_interval;
-    let max_claim = shared.settings.max_claim;
-    let most_in_flight = shared.settings.claims_in_flight as usize;
-    let stale_after = shared.settings.lease / 3;
-    let mut next_poll = Instant::now() + poll;
-    // Whether the queue may hold more jobs than we took: true at start, after a full claim, on a
-    // wake-up and on each poll.
-    let mut work_waiting = true;
-    // Wake-ups and polls seen so far: a short claim sent before the latest one does not prove
-    // the queue empty.
-    let mut woken: u64 = 0;
-    // Whether the last claim came back full: only then may several be under way.
-    let mut backlog = false;
-    let mut failures = 0u32;
+    let signals = &shared.signals;
+    let mut planner = ClaimPlanner::new(
+        PlannerSettings {
+            concurrency: slots.concurrency,
+            max_claim: shared.settings.max_claim,
+            claims_in_flight: shared.settings.claims_in_flight,
+            lease: shared.settings.lease,
+            poll_interval: shared.settings.poll_interval,
+        },
+        Instant::now(),
+    );
     // Claimed jobs not started yet, oldest first, each with when its claim returned.
     let mut buffer: VecDeque<(Instant, JobRow)> = VecDeque::new();
     let mut claims: FuturesUnordered<ClaimUnderWay> = FuturesUnordered::new();
-    // Jobs asked for by the claims under way.
-    let mut asked: u32 = 0;
-    // When the last claim that brought jobs returned; `None` until one did, so a worker that
-    // just started does not take its first claim for a quick one and claim ahead.
-    let mut claimed_at: Option<Instant> = None;
-    let mut prefetch: u32 = 0;
     loop {
         if *stop.borrow() {
             // Nothing starts once shutdown began: claims under way are awaited and what they
             // took is handed back with the buffer.
             release(&shared, buffer.drain(..).map(|(_, job)| job));
-            while let Some((_, _, result)) = claims.next().await {
+            while let Some((_, result)) = claims.next().await {
                 if let Ok(jobs) = result {
                     release(&shared, jobs.into_iter());
                 }
@@ -69,89 +59,52 @@ pub(crate) async fn run(
             return;
         }
         start_buffered(&shared, &slots, &mut buffer);
-        if buffer.is_empty() {
-            // Everything claimed has started, and slots are free again soon after the last claim
-            // returned: the jobs are short, so claim further ahead. (Long jobs keep their slots:
-            // no growth.)
-            let free_now = slots.concurrency > slots.running.load(Ordering::Acquire);
-            let quick = claimed_at.is_some_and(|at| at.elapsed() <= QUICK_START);
-            if work_waiting && free_now && quick {
-                prefetch = (prefetch.max(slots.concurrency) * 2)
-                    .min(max_claim.saturating_mul(most_in_flight as u32));
-            }
-        } else {
-            // The oldest buffered job's wait (buffered jobs start oldest first).
-            let waited = buffer
-                .front()
-                .map_or(Duration::ZERO, |(at, _)| at.elapsed());
-            if waited >= SLOW_START {
-                prefetch /= 2;
-            }
-            if waited >= stale_after {
-                // Slots stayed busy: hand these back unspent rather than let their leases lapse.
-                release(&shared, buffer.drain(..).map(|(_, job)| job));
-                prefetch = 0;
+        let now = Instant::now();
+        let free = slots
+            .concurrency
+            .saturating_sub(slots.running.load(Ordering::Acquire));
+        match buffer.front() {
+            None => planner.buffer_empty(now, free),
+            Some((at, _)) => {
+                if planner.buffer_waited(now.saturating_duration_since(*at)) == Buffered::Release {
+                    release(&shared, buffer.drain(..).map(|(_, job)| job));
+                }
             }
         }
-        let running = slots.running.load(Ordering::Acquire);
-        let free = slots.concurrency.saturating_sub(running);
-        // Jobs held or coming: buffered, and asked for by claims under way.
-        let ahead = buffer.len() as u32 + asked;
-        let want = (free + prefetch).saturating_sub(ahead).min(max_claim);
-        // The first claim goes when slots are free and nothing is held for them, or (pipelining)
-        // when what is held runs below half the prefetch; more go, while a backlog waits, as
-        // long as they would not take more than slots and prefetch hold.
-        let send = if claims.is_empty() {
-            ahead == 0 || ahead < prefetch / 2
-        } else {
-            backlog && claims.len() < most_in_flight
-        };
-        if work_waiting && send && want > 0 && (free > 0 || prefetch > 0) {
+        if let Some(ask) = planner.next_claim(free, buffer.len() as u32) {
             let claim = JobClaim {
                 queues: vec![slots.name.clone()],
                 kinds: shared.kinds.clone(),
-                limit: want,
+                limit: ask.limit,
                 worker_id: shared.id.to_string(),
                 lease: shared.settings.lease,
             };
             let store = shared.store.clone();
-            let sent_at = woken;
-            asked += want;
             claims.push(Box::pin(async move {
                 let result = store.job_claim(&claim).await;
-                (claim.limit, sent_at, result)
+                (ask, result)
             }));
             continue;
         }
-        let stale_check = match buffer.front() {
-            None => next_poll,
-            Some((at, _)) => (*at + stale_after).min(next_poll),
-        };
+        if planner.claims_under_way() == 0 {
+            signals.idle.notify();
+        }
+        let wake_at = planner.wake_at(buffer.front().map(|(at, _)| *at));
         tokio::select! {
-            Some((limit, sent_at, result)) = claims.next(), if !claims.is_empty() => {
-                asked -= limit;
+            Some((ask, result)) = claims.next(), if !claims.is_empty() => {
+                let now = Instant::now();
                 match result {
                     Ok(jobs) => {
-                        failures = 0;
-                        backlog = jobs.len() as u32 == limit;
-                        // A short claim means the queue is empty, unless a wake-up came since.
-                        work_waiting = backlog || sent_at != woken;
-                        let now = Instant::now();
+                        planner.claim_returned(ask, jobs.len() as u32, now);
                         if !jobs.is_empty() {
                             metrics::counter!("spooler_jobs_claimed_total", "queue" => slots.name.clone())
                                 .increment(jobs.len() as u64);
-                            claimed_at = Some(now);
                         }
                         buffer.extend(jobs.into_iter().map(|job| (now, job)));
-                        next_poll = now + poll;
+                        signals.claimed.notify();
                     }
                     Err(e) => {
-                        failures += 1;
-                        work_waiting = false;
-                        backlog = false;
-                        let backoff =
-                            Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(poll * 5);
-                        next_poll = Instant::now() + backoff;
+                        let backoff = planner.claim_failed(ask, now);
                         tracing::warn!(
                             queue = %slots.name,
                             store = %shared.store.describe(),
@@ -162,30 +115,18 @@ pub(crate) async fn run(
                     }
                 }
             }
-            _ = slots.freed.notified(), if work_waiting || !buffer.is_empty() => {}
+            _ = slots.freed.notified(), if planner.wants_free_slots(buffer.len()) => {}
             wake = wakeups.recv() => match wake {
-                Ok(w) if w.queue == slots.name => {
-                    work_waiting = true;
-                    woken += 1;
-                }
+                Ok(w) if w.queue == slots.name => planner.woken(),
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    work_waiting = true;
-                    woken += 1;
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => planner.woken(),
                 Err(broadcast::error::RecvError::Closed) => {
                     // The store went away: fall back to polling.
                     wakeups = shared.store.subscribe();
-                    tokio::time::sleep_until(next_poll).await;
+                    tokio::time::sleep_until(planner.next_poll()).await;
                 }
             },
-            _ = tokio::time::sleep_until(stale_check) => {
-                if Instant::now() >= next_poll {
-                    work_waiting = true;
-                    woken += 1;
-                    next_poll = Instant::now() + poll;
-                }
-            }
+            _ = tokio::time::sleep_until(wake_at) => planner.timer_fired(Instant::now()),
             _ = stop.changed() => {}
         }
     }

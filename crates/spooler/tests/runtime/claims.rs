@@ -64,6 +64,7 @@ async fn a_busy_worker_holds_no_more_of_a_slow_backlog_than_its_slots(b: &Backen
         .register::<Sleepy>()
         .queue("default", 2)
         .claims_in_flight(4)
+        .test_signals()
         .build()
         .unwrap()
         .start();
@@ -71,9 +72,12 @@ async fn a_busy_worker_holds_no_more_of_a_slow_backlog_than_its_slots(b: &Backen
         (listed(b, JobState::Running).await == 2).then_some(())
     })
     .await;
-    // Give any further claim time to land: none may, as both slots are busy for a while (a
-    // worker that just started once claimed three times its slots here).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the producer has no claim under way: any further claim it sent has landed by
+    // then. None may, as both slots are busy for a while (a worker that just started once
+    // claimed three times its slots here).
+    let signals = worker.test_signals();
+    signals.idle.wait_for(1, Duration::from_secs(10)).await;
+    assert!(signals.claimed.count() >= 1, "idle before its first claim");
     let queues = b.store.queue_list().await.unwrap();
     let counts = &queues.iter().find(|q| q.name == "default").unwrap().counts;
     assert_eq!(counts.running, 2, "claimed beyond its slots: {counts:?}");

@@ -120,11 +120,19 @@ async fn an_own_process_enqueue_wakes_an_idle_worker(b: &Backend) {
     let worker = Worker::builder(b.store.clone())
         .register::<Double>()
         .poll_interval(Duration::from_secs(60))
+        .test_signals()
         .build()
         .unwrap()
         .start();
-    // Let the producer go idle after its first (empty) claim.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait for the producer to go idle after its first (empty) claim: from then on only a
+    // wake-up (or the poll, a minute away) makes it claim again.
+    let signals = worker.test_signals();
+    signals.idle.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        signals.claimed.count(),
+        1,
+        "idle after its first claim, and no other"
+    );
     let id = b.client.enqueue(Double { n: 1 }).await.unwrap();
     let job = b.client.wait(id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(job.state, JobState::Completed);
