@@ -23,6 +23,14 @@
 //! - [`run`]: wiring used by the `spooler` binary: a worker for the built-in kinds, serving with
 //!   graceful shutdown.
 //! - [`wire`]: the JSON shape of a job and the parsing of enqueue requests.
+//! - [`bulk`]: operations by filter (`POST /v1/jobs/bulk`, `/v1/operations/{id}`).
+//!
+//! | feature    | default | what it adds |
+//! |------------|---------|--------------|
+//! | `sqlite`   | yes     | the SQLite store (`spooler/sqlite`) |
+//! | `postgres` | no      | the PostgreSQL store (`spooler/postgres`) |
+//!
+//! A user who nests the router pulls only the backends they enable.
 
 mod api;
 mod auth;
@@ -39,7 +47,6 @@ mod state;
 pub mod wire;
 
 pub use api::{job_page, route_table, router};
-pub use auth::constant_time_eq;
 pub use error::ApiError;
 pub use metrics::prometheus_handle;
 pub use openapi::OPENAPI_JSON;

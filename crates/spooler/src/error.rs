@@ -1,4 +1,5 @@
-//! The library's error type: a store fault, bad job arguments, or a bad worker configuration.
+//! The library's error type: a store fault, bad job arguments, a bad worker configuration, or a
+//! worker task that ended abnormally.
 
 use spooler_core::StoreError;
 
@@ -23,6 +24,14 @@ pub enum Error {
         /// The setting at fault.
         key: String,
         /// What is wrong and the fix.
+        message: String,
+    },
+    /// The worker's task ended abnormally (it panicked or was aborted) instead of stopping.
+    #[error("worker {worker} stopped abnormally: {message}")]
+    WorkerTask {
+        /// The worker's id.
+        worker: String,
+        /// What the runtime reported.
         message: String,
     },
 }
