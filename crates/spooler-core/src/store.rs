@@ -304,22 +304,10 @@ pub struct Wakeup {
     pub queue: String,
 }
 
-/// The only seam between spooler and a database. Implemented by `spooler-sqlite` and
-/// `spooler-postgres`; specified by the conformance suite in [`crate::testing`].
+/// The runtime's path: inserting, claiming, renewing and finishing jobs, and the maintenance
+/// leader's rescue, promotion and pruning.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// The backend's name: "sqlite", "postgres".
-    fn backend(&self) -> &'static str;
-
-    /// What this backend can do beyond the common contract.
-    fn capabilities(&self) -> Capabilities;
-
-    /// The store's URL, password removed, for messages.
-    fn describe(&self) -> String;
-
-    /// Applies pending migrations; safe to call from many processes at once.
-    async fn migrate(&self) -> StoreResult<()>;
-
+pub trait JobStore: Send + Sync {
     /// Inserts jobs in one transaction, in order; a job whose `unique_key` matches an unfinished
     /// job is not inserted and the existing one is returned (`duplicate: true`).
     async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>>;
@@ -347,6 +335,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the rescuer's and is rejected here.
     async fn job_finish_many(&self, finishes: &[JobFinish]) -> StoreResult<Vec<bool>>;
 
+    /// Ends the attempts of running jobs whose lease has lapsed, oldest lapse first, each as
+    /// [`decide`](crate::transition::decide) finds for [`Outcome::LeaseExpired`] with the backoff
+    /// of `retry`: an error entry records the lost lease; the job waits for its backoff, or is
+    /// `failed` when out of attempts, or `cancelled` when cancellation was asked for.
+    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport>;
+
+    /// Moves up to `limit` `scheduled` jobs whose `run_at` has come to `available`; returns how many.
+    async fn job_promote(&self, limit: u32) -> StoreResult<u64>;
+
+    /// Deletes finished jobs past their retention, at most `limit`; returns how many.
+    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64>;
+}
+
+/// Jobs by hand and by filter: cancel, retry, delete, read, list and count.
+#[async_trait]
+pub trait JobAdminStore: Send + Sync {
     /// Cancels a job: `scheduled`/`available` become `cancelled`; a `running` job gets
     /// `cancel_requested` and its worker stops it. A finished job is `InvalidState`.
     async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow>;
@@ -365,6 +369,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Jobs matching the filters, newest (highest id) first.
     async fn job_list(&self, list: &JobList) -> StoreResult<Vec<JobRow>>;
 
+    /// How many jobs match `filter` now (a dry run of an operation).
+    async fn job_count(&self, filter: &JobFilter) -> StoreResult<i64>;
+}
+
+/// Queues: their counts, and pausing claims from them.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
     /// Every queue that has jobs or a pause flag, with counts per state and the oldest wait.
     async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>>;
 
@@ -373,22 +384,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Lets claims from `queue` resume.
     async fn queue_resume(&self, queue: &str) -> StoreResult<()>;
+}
 
-    /// Ends the attempts of running jobs whose lease has lapsed, oldest lapse first, each as
-    /// [`decide`](crate::transition::decide) finds for [`Outcome::LeaseExpired`] with the backoff
-    /// of `retry`: an error entry records the lost lease; the job waits for its backoff, or is
-    /// `failed` when out of attempts, or `cancelled` when cancellation was asked for.
-    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport>;
-
-    /// Moves up to `limit` `scheduled` jobs whose `run_at` has come to `available`; returns how many.
-    async fn job_promote(&self, limit: u32) -> StoreResult<u64>;
-
-    /// Deletes finished jobs past their retention, at most `limit`; returns how many.
-    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64>;
-
-    /// How many jobs match `filter` now (a dry run of an operation).
-    async fn job_count(&self, filter: &JobFilter) -> StoreResult<i64>;
-
+/// Operations by filter, run in chunks (see [`crate::operation`]).
+#[async_trait]
+pub trait OperationStore: Send + Sync {
     /// Creates a `running` operation over the jobs that exist now (ids up to the highest), with
     /// `matched` counted in the same transaction.
     async fn operation_create(&self, new: &OperationNew) -> StoreResult<Operation>;
@@ -410,6 +410,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stops a running operation (`cancelled`); the chunks done stay done. A finished operation
     /// is returned unchanged.
     async fn operation_cancel(&self, id: i64) -> StoreResult<Operation>;
+}
+
+/// Leadership of background duties, and the upkeep the leader runs.
+#[async_trait]
+pub trait LeaderStore: Send + Sync {
+    /// Takes or renews leadership of `name`; true if `holder` leads until `now + ttl`.
+    async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool>;
+
+    /// Gives up leadership of `name` if `holder` has it, so another process takes over at once.
+    async fn leader_resign(&self, name: &str, holder: &str) -> StoreResult<()>;
 
     /// Upkeep the database needs now and then, run by the maintenance leader after each pass:
     /// PostgreSQL vacuums and analyzes the queue table when many rows changed since the last
@@ -418,13 +428,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn housekeep(&self) -> StoreResult<()> {
         Ok(())
     }
+}
 
-    /// Takes or renews leadership of `name`; true if `holder` leads until `now + ttl`.
-    async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool>;
-
-    /// Gives up leadership of `name` if `holder` has it, so another process takes over at once.
-    async fn leader_resign(&self, name: &str, holder: &str) -> StoreResult<()>;
-
+/// The registry of live workers.
+#[async_trait]
+pub trait WorkerStore: Send + Sync {
     /// Records a worker's heartbeat (`last_seen_at` is set to now).
     async fn worker_heartbeat(&self, worker: &WorkerInfo) -> StoreResult<()>;
 
@@ -433,6 +441,34 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes a worker's record (on shutdown).
     async fn worker_remove(&self, id: &str) -> StoreResult<()>;
+}
+
+/// The only seam between spooler and a database, composed of one trait per concern. Implemented
+/// by `spooler-sqlite` and `spooler-postgres`; specified by the conformance suite in
+/// [`crate::testing`]. Calling a method of a part needs that part in scope: `use
+/// spooler_core::store::prelude::*` brings them all.
+#[async_trait]
+pub trait Store:
+    JobStore
+    + JobAdminStore
+    + QueueStore
+    + OperationStore
+    + LeaderStore
+    + WorkerStore
+    + std::fmt::Debug
+    + 'static
+{
+    /// The backend's name: "sqlite", "postgres".
+    fn backend(&self) -> &'static str;
+
+    /// What this backend can do beyond the common contract.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The store's URL, password removed, for messages.
+    fn describe(&self) -> String;
+
+    /// Applies pending migrations; safe to call from many processes at once.
+    async fn migrate(&self) -> StoreResult<()>;
 
     /// Wake-ups when jobs become available. Every store delivers its own process's inserts;
     /// with `cross_process_wakeups`, other processes' too. A lagging receiver should simply poll.
@@ -440,4 +476,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The store's clock.
     fn clock(&self) -> &dyn crate::Clock;
+}
+
+/// The `Store` trait and its parts, for `use spooler_core::store::prelude::*`.
+pub mod prelude {
+    pub use super::{
+        JobAdminStore, JobStore, LeaderStore, OperationStore, QueueStore, Store, WorkerStore,
+    };
 }

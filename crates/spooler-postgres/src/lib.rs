@@ -32,6 +32,7 @@ pub use migrate::MIGRATIONS;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use spooler_core::error::redact_url;
+use spooler_core::store::prelude::*;
 use spooler_core::{
     Capabilities, Clock, Inserted, JobClaim, JobFinish, JobId, JobList, JobPrune, JobRescue,
     JobRow, LeaderElect, LeaseExtend, LeaseStatus, NewJob, QueueInfo, RescueReport, Store,
@@ -471,26 +472,7 @@ impl PgStore {
 }
 
 #[async_trait]
-impl Store for PgStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            cross_process_wakeups: true,
-            transactional_enqueue: true,
-        }
-    }
-
-    fn describe(&self) -> String {
-        self.inner.url.clone()
-    }
-
-    async fn migrate(&self) -> StoreResult<()> {
-        migrate::run(&self.inner.pool, &self.inner.schema, self.inner.clock.now()).await
-    }
-
+impl JobStore for PgStore {
     async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
         self.insert_many_impl(jobs).await
     }
@@ -507,6 +489,21 @@ impl Store for PgStore {
         self.finish_impl(finishes).await
     }
 
+    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
+        self.rescue_impl(rescue).await
+    }
+
+    async fn job_promote(&self, limit: u32) -> StoreResult<u64> {
+        self.promote_impl(limit).await
+    }
+
+    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64> {
+        self.prune_impl(prune).await
+    }
+}
+
+#[async_trait]
+impl JobAdminStore for PgStore {
     async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow> {
         self.cancel_impl(id).await
     }
@@ -527,6 +524,13 @@ impl Store for PgStore {
         self.list_impl(list).await
     }
 
+    async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
+        self.job_count_impl(filter).await
+    }
+}
+
+#[async_trait]
+impl QueueStore for PgStore {
     async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
         self.queue_list_impl().await
     }
@@ -538,27 +542,10 @@ impl Store for PgStore {
     async fn queue_resume(&self, queue: &str) -> StoreResult<()> {
         self.queue_resume_impl(queue).await
     }
+}
 
-    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
-        self.rescue_impl(rescue).await
-    }
-
-    async fn job_promote(&self, limit: u32) -> StoreResult<u64> {
-        self.promote_impl(limit).await
-    }
-
-    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64> {
-        self.prune_impl(prune).await
-    }
-
-    async fn housekeep(&self) -> StoreResult<()> {
-        self.housekeep_impl().await
-    }
-
-    async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
-        self.job_count_impl(filter).await
-    }
-
+#[async_trait]
+impl OperationStore for PgStore {
     async fn operation_create(
         &self,
         new: &spooler_core::OperationNew,
@@ -581,7 +568,10 @@ impl Store for PgStore {
     async fn operation_cancel(&self, id: i64) -> StoreResult<spooler_core::Operation> {
         self.operation_cancel_impl(id).await
     }
+}
 
+#[async_trait]
+impl LeaderStore for PgStore {
     async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool> {
         self.leader_elect_impl(elect).await
     }
@@ -590,6 +580,13 @@ impl Store for PgStore {
         self.leader_resign_impl(name, holder).await
     }
 
+    async fn housekeep(&self) -> StoreResult<()> {
+        self.housekeep_impl().await
+    }
+}
+
+#[async_trait]
+impl WorkerStore for PgStore {
     async fn worker_heartbeat(&self, worker: &WorkerInfo) -> StoreResult<()> {
         self.worker_heartbeat_impl(worker).await
     }
@@ -600,6 +597,28 @@ impl Store for PgStore {
 
     async fn worker_remove(&self, id: &str) -> StoreResult<()> {
         self.worker_remove_impl(id).await
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            cross_process_wakeups: true,
+            transactional_enqueue: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.inner.url.clone()
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        migrate::run(&self.inner.pool, &self.inner.schema, self.inner.clock.now()).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Wakeup> {

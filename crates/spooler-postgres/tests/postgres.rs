@@ -9,6 +9,7 @@ mod common;
 
 use common::{connect, drop_schema, fresh_schema, fresh_store, options, url};
 use serde_json::json;
+use spooler_core::store::prelude::*;
 use spooler_core::{JobClaim, JobFinish, ManualClock, NewJob, Outcome, Store, SystemClock, Wakeup};
 use spooler_postgres::PgStore;
 use std::sync::Arc;

@@ -214,28 +214,7 @@ fn configure(conn: &Connection, target: &SqliteTarget, busy: Duration) -> rusqli
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            cross_process_wakeups: false,
-            transactional_enqueue: false,
-        }
-    }
-
-    fn describe(&self) -> String {
-        self.db.url.clone()
-    }
-
-    async fn migrate(&self) -> StoreResult<()> {
-        self.db
-            .write(|ctx| migrate::migrate(ctx.conn, job::micros(ctx.now)))
-            .await
-    }
-
+impl JobStore for SqliteStore {
     async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
         job::insert_many(&self.db, jobs).await
     }
@@ -252,6 +231,21 @@ impl Store for SqliteStore {
         job::finish_many(&self.db, finishes).await
     }
 
+    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
+        job::rescue(&self.db, rescue).await
+    }
+
+    async fn job_promote(&self, limit: u32) -> StoreResult<u64> {
+        job::promote(&self.db, limit).await
+    }
+
+    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64> {
+        job::prune(&self.db, prune).await
+    }
+}
+
+#[async_trait]
+impl JobAdminStore for SqliteStore {
     async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow> {
         job::cancel(&self.db, id).await
     }
@@ -272,6 +266,13 @@ impl Store for SqliteStore {
         job::list(&self.db, list).await
     }
 
+    async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
+        operation::job_count(&self.db, filter).await
+    }
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
     async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
         queue::list(&self.db).await
     }
@@ -283,23 +284,10 @@ impl Store for SqliteStore {
     async fn queue_resume(&self, queue: &str) -> StoreResult<()> {
         queue::resume(&self.db, queue).await
     }
+}
 
-    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
-        job::rescue(&self.db, rescue).await
-    }
-
-    async fn job_promote(&self, limit: u32) -> StoreResult<u64> {
-        job::promote(&self.db, limit).await
-    }
-
-    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64> {
-        job::prune(&self.db, prune).await
-    }
-
-    async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
-        operation::job_count(&self.db, filter).await
-    }
-
+#[async_trait]
+impl OperationStore for SqliteStore {
     async fn operation_create(
         &self,
         new: &spooler_core::OperationNew,
@@ -322,7 +310,10 @@ impl Store for SqliteStore {
     async fn operation_cancel(&self, id: i64) -> StoreResult<spooler_core::Operation> {
         operation::cancel(&self.db, id).await
     }
+}
 
+#[async_trait]
+impl LeaderStore for SqliteStore {
     async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool> {
         leader::try_elect(&self.db, elect).await
     }
@@ -330,7 +321,10 @@ impl Store for SqliteStore {
     async fn leader_resign(&self, name: &str, holder: &str) -> StoreResult<()> {
         leader::resign(&self.db, name, holder).await
     }
+}
 
+#[async_trait]
+impl WorkerStore for SqliteStore {
     async fn worker_heartbeat(&self, worker: &WorkerInfo) -> StoreResult<()> {
         leader::worker_heartbeat(&self.db, worker).await
     }
@@ -341,6 +335,30 @@ impl Store for SqliteStore {
 
     async fn worker_remove(&self, id: &str) -> StoreResult<()> {
         leader::worker_remove(&self.db, id).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            cross_process_wakeups: false,
+            transactional_enqueue: false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.db.url.clone()
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        self.db
+            .write(|ctx| migrate::migrate(ctx.conn, job::micros(ctx.now)))
+            .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Wakeup> {

@@ -2,6 +2,7 @@
 //! handles on one file (as several processes have), the busy timeout, wake-up coalescing, shutdown.
 
 use serde_json::json;
+use spooler_core::store::prelude::*;
 use spooler_core::store::{JobClaim, JobFinish, Outcome};
 use spooler_core::{NewJob, Store, StoreError};
 use spooler_sqlite::{SqliteOptions, SqliteStore};

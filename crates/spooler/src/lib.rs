@@ -42,6 +42,9 @@ pub use error::Error;
 pub use job::{BlockingJob, Handler, Job, JobContext, JobError};
 pub use operations::OperationRunner;
 pub use spooler_core as core;
+/// The `Store` trait and its parts (`JobStore`, `QueueStore`, …): `use spooler::prelude::*` to call
+/// store methods.
+pub use spooler_core::store::prelude;
 pub use spooler_core::{
     BulkAction, Capabilities, Clock, Inserted, JobFilter, JobId, JobList, JobRow, JobState, NewJob,
     Operation, OperationState, QueueInfo, RetryPolicy, StateCounts, Store, StoreError, SystemClock,
