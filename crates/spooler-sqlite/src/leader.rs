@@ -1,130 +1,46 @@
-//! Leader election (one holder per name until its lease lapses) and the registry of live workers.
+//! Leader election: one holder per name until its lease lapses.
 
-use crate::Db;
-use crate::job::{from_micros, micros};
-use chrono::{DateTime, Utc};
+use crate::SqliteStore;
+use crate::job::micros;
+use async_trait::async_trait;
 use rusqlite::params;
+use spooler_core::StoreResult;
 use spooler_core::clock::add;
-use spooler_core::store::{LeaderElect, WorkerInfo};
-use spooler_core::{StoreError, StoreResult};
+use spooler_core::store::LeaderElect;
+use spooler_core::store::prelude::*;
 
-pub(crate) async fn try_elect(db: &Db, elect: &LeaderElect) -> StoreResult<bool> {
-    let elect = elect.clone();
-    db.write(move |ctx| {
-        let now = micros(ctx.now);
-        let until = micros(add(ctx.now, elect.ttl));
-        // Taken when free, renewed by its holder, taken over once the holder's lease lapsed.
-        let changed = ctx
-            .conn
-            .prepare_cached(
-                "INSERT INTO spooler_leaders (name, holder, expires_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
-                     expires_at = excluded.expires_at \
-                 WHERE spooler_leaders.holder = excluded.holder OR spooler_leaders.expires_at <= ?4",
-            )?
-            .execute(params![elect.name, elect.holder, until, now])?;
-        Ok(changed == 1)
-    })
-    .await
-}
-
-pub(crate) async fn resign(db: &Db, name: &str, holder: &str) -> StoreResult<()> {
-    let (name, holder) = (name.to_string(), holder.to_string());
-    db.write(move |ctx| {
-        ctx.conn
-            .prepare_cached("DELETE FROM spooler_leaders WHERE name = ?1 AND holder = ?2")?
-            .execute(params![name, holder])?;
-        Ok(())
-    })
-    .await
-}
-
-pub(crate) async fn worker_heartbeat(db: &Db, worker: &WorkerInfo) -> StoreResult<()> {
-    let invalid = |field: &'static str, e: serde_json::Error| StoreError::InvalidInput {
-        field,
-        message: e.to_string(),
-    };
-    let queues = serde_json::to_string(&worker.queues).map_err(|e| invalid("queues", e))?;
-    let kinds = serde_json::to_string(&worker.kinds).map_err(|e| invalid("kinds", e))?;
-    let w = worker.clone();
-    db.write(move |ctx| {
-        ctx.conn
-            .prepare_cached(
-                "INSERT INTO spooler_workers \
-                     (id, host, pid, queues, kinds, running, started_at, last_seen_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                 ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, \
-                     queues = excluded.queues, kinds = excluded.kinds, running = excluded.running, \
-                     started_at = excluded.started_at, last_seen_at = excluded.last_seen_at",
-            )?
-            .execute(params![
-                w.id,
-                w.host,
-                w.pid,
-                queues,
-                kinds,
-                w.running,
-                micros(w.started_at),
-                micros(ctx.now)
-            ])?;
-        Ok(())
-    })
-    .await
-}
-
-type WorkerRow = (String, String, u32, String, String, u32, i64, i64);
-
-pub(crate) async fn worker_list(db: &Db, since: DateTime<Utc>) -> StoreResult<Vec<WorkerInfo>> {
-    let since = micros(since);
-    let rows: Vec<WorkerRow> = db
-        .read(move |conn| {
-            Ok(conn
+#[async_trait]
+impl LeaderStore for SqliteStore {
+    async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool> {
+        let db = &self.db;
+        let elect = elect.clone();
+        db.write(move |ctx| {
+            let now = micros(ctx.now);
+            let until = micros(add(ctx.now, elect.ttl));
+            // Taken when free, renewed by its holder, taken over once the holder's lease lapsed.
+            let changed = ctx
+                .conn
                 .prepare_cached(
-                    "SELECT id, host, pid, queues, kinds, running, started_at, last_seen_at \
-                     FROM spooler_workers WHERE last_seen_at >= ?1 ORDER BY id",
+                    "INSERT INTO spooler_leaders (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                         expires_at = excluded.expires_at \
+                     WHERE spooler_leaders.holder = excluded.holder OR spooler_leaders.expires_at <= ?4",
                 )?
-                .query_map([since], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<_>>()?)
+                .execute(params![elect.name, elect.holder, until, now])?;
+            Ok(changed == 1)
         })
-        .await?;
-    rows.into_iter()
-        .map(|(id, host, pid, queues, kinds, running, started, seen)| {
-            let bad = |what: &str, e: serde_json::Error| StoreError::Decode {
-                id: 0,
-                message: format!("worker {id}: {what}: {e}"),
-            };
-            Ok(WorkerInfo {
-                queues: serde_json::from_str(&queues).map_err(|e| bad("queues", e))?,
-                kinds: serde_json::from_str(&kinds).map_err(|e| bad("kinds", e))?,
-                host,
-                pid,
-                running,
-                started_at: from_micros(0, started)?,
-                last_seen_at: from_micros(0, seen)?,
-                id,
-            })
-        })
-        .collect()
-}
+        .await
+    }
 
-pub(crate) async fn worker_remove(db: &Db, id: &str) -> StoreResult<()> {
-    let id = id.to_string();
-    db.write(move |ctx| {
-        ctx.conn
-            .prepare_cached("DELETE FROM spooler_workers WHERE id = ?1")?
-            .execute(params![id])?;
-        Ok(())
-    })
-    .await
+    async fn leader_resign(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let db = &self.db;
+        let (name, holder) = (name.to_string(), holder.to_string());
+        db.write(move |ctx| {
+            ctx.conn
+                .prepare_cached("DELETE FROM spooler_leaders WHERE name = ?1 AND holder = ?2")?
+                .execute(params![name, holder])?;
+            Ok(())
+        })
+        .await
+    }
 }

@@ -31,15 +31,15 @@ mod migrate;
 mod operation;
 mod queue;
 mod url;
+mod worker;
 mod writer;
 
 pub use url::{SqliteTarget, parse_url};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
 use spooler_core::store::*;
-use spooler_core::{Clock, JobId, JobRow, NewJob, StoreError, StoreResult, SystemClock};
+use spooler_core::{Clock, StoreError, StoreResult, SystemClock};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,131 +211,6 @@ fn configure(conn: &Connection, target: &SqliteTarget, busy: Duration) -> rusqli
     // scanned when a transaction ends) and the OS caches the file anyway.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
-}
-
-#[async_trait]
-impl JobStore for SqliteStore {
-    async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
-        job::insert_many(&self.db, jobs).await
-    }
-
-    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
-        job::claim(&self.db, claim).await
-    }
-
-    async fn job_lease_extend(&self, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>> {
-        job::lease_extend(&self.db, extend).await
-    }
-
-    async fn job_finish_many(&self, finishes: &[JobFinish]) -> StoreResult<Vec<bool>> {
-        job::finish_many(&self.db, finishes).await
-    }
-
-    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
-        job::rescue(&self.db, rescue).await
-    }
-
-    async fn job_promote(&self, limit: u32) -> StoreResult<u64> {
-        job::promote(&self.db, limit).await
-    }
-
-    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64> {
-        job::prune(&self.db, prune).await
-    }
-}
-
-#[async_trait]
-impl JobAdminStore for SqliteStore {
-    async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow> {
-        job::cancel(&self.db, id).await
-    }
-
-    async fn job_retry(&self, id: JobId) -> StoreResult<JobRow> {
-        job::retry(&self.db, id).await
-    }
-
-    async fn job_delete(&self, id: JobId) -> StoreResult<JobRow> {
-        job::delete(&self.db, id).await
-    }
-
-    async fn job_get(&self, id: JobId) -> StoreResult<Option<JobRow>> {
-        job::get(&self.db, id).await
-    }
-
-    async fn job_list(&self, list: &JobList) -> StoreResult<Vec<JobRow>> {
-        job::list(&self.db, list).await
-    }
-
-    async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
-        operation::job_count(&self.db, filter).await
-    }
-}
-
-#[async_trait]
-impl QueueStore for SqliteStore {
-    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
-        queue::list(&self.db).await
-    }
-
-    async fn queue_pause(&self, queue: &str) -> StoreResult<()> {
-        queue::pause(&self.db, queue).await
-    }
-
-    async fn queue_resume(&self, queue: &str) -> StoreResult<()> {
-        queue::resume(&self.db, queue).await
-    }
-}
-
-#[async_trait]
-impl OperationStore for SqliteStore {
-    async fn operation_create(
-        &self,
-        new: &spooler_core::OperationNew,
-    ) -> StoreResult<spooler_core::Operation> {
-        operation::create(&self.db, new).await
-    }
-
-    async fn operation_get(&self, id: i64) -> StoreResult<Option<spooler_core::Operation>> {
-        operation::get(&self.db, id).await
-    }
-
-    async fn operation_list_running(&self) -> StoreResult<Vec<spooler_core::Operation>> {
-        operation::list_running(&self.db).await
-    }
-
-    async fn operation_step(&self, id: i64) -> StoreResult<spooler_core::Operation> {
-        operation::step(&self.db, id).await
-    }
-
-    async fn operation_cancel(&self, id: i64) -> StoreResult<spooler_core::Operation> {
-        operation::cancel(&self.db, id).await
-    }
-}
-
-#[async_trait]
-impl LeaderStore for SqliteStore {
-    async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool> {
-        leader::try_elect(&self.db, elect).await
-    }
-
-    async fn leader_resign(&self, name: &str, holder: &str) -> StoreResult<()> {
-        leader::resign(&self.db, name, holder).await
-    }
-}
-
-#[async_trait]
-impl WorkerStore for SqliteStore {
-    async fn worker_heartbeat(&self, worker: &WorkerInfo) -> StoreResult<()> {
-        leader::worker_heartbeat(&self.db, worker).await
-    }
-
-    async fn worker_list(&self, since: DateTime<Utc>) -> StoreResult<Vec<WorkerInfo>> {
-        leader::worker_list(&self.db, since).await
-    }
-
-    async fn worker_remove(&self, id: &str) -> StoreResult<()> {
-        leader::worker_remove(&self.db, id).await
-    }
 }
 
 #[async_trait]

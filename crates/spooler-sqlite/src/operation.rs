@@ -1,12 +1,14 @@
 //! Operations by filter: count, create, step (one chunk per transaction, the cursor moved with
 //! it), cancel and read; and the job filter as SQL.
 
-use crate::Db;
 use crate::error::OpError;
 use crate::job::{from_micros, micros};
 use crate::writer::Ctx;
+use crate::{Db, SqliteStore};
+use async_trait::async_trait;
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use spooler_core::store::prelude::*;
 use spooler_core::{
     BulkAction, JobFilter, JobId, JobState, MAX_CHUNK, Operation, OperationNew, OperationState,
     StoreError, StoreResult,
@@ -114,125 +116,133 @@ fn select(conn: &Connection, id: i64) -> Result<Option<Operation>, OpError> {
     Ok(op.transpose()?)
 }
 
-pub(crate) async fn create(db: &Db, new: &OperationNew) -> StoreResult<Operation> {
-    if new.chunk == 0 || new.chunk > MAX_CHUNK {
-        return Err(StoreError::InvalidInput {
-            field: "chunk",
-            message: format!("must be between 1 and {MAX_CHUNK}"),
-        });
+#[async_trait]
+impl OperationStore for SqliteStore {
+    async fn operation_create(&self, new: &OperationNew) -> StoreResult<Operation> {
+        let db = &self.db;
+        if new.chunk == 0 || new.chunk > MAX_CHUNK {
+            return Err(StoreError::InvalidInput {
+                field: "chunk",
+                message: format!("must be between 1 and {MAX_CHUNK}"),
+            });
+        }
+        let new = new.clone();
+        let filter = serde_json::to_string(&new.filter).map_err(|e| StoreError::InvalidInput {
+            field: "filter",
+            message: e.to_string(),
+        })?;
+        db.write(move |ctx| {
+            let max_id: JobId =
+                ctx.conn
+                    .query_row("SELECT coalesce(max(id), 0) FROM spooler_jobs", [], |r| {
+                        r.get(0)
+                    })?;
+            let matched = count(ctx.conn, &new.filter, Some(max_id))?;
+            let now = micros(ctx.now);
+            let id: i64 = ctx.conn.query_row(
+                "INSERT INTO spooler_operations (action, filter, matched, state, chunk, max_id, \
+                 created_at, updated_at) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?6) RETURNING id",
+                params![new.action.as_str(), filter, matched, new.chunk, max_id, now],
+                |r| r.get(0),
+            )?;
+            select(ctx.conn, id)?.ok_or(OpError::Store(StoreError::OperationNotFound { id }))
+        })
+        .await
     }
-    let new = new.clone();
-    let filter = serde_json::to_string(&new.filter).map_err(|e| StoreError::InvalidInput {
-        field: "filter",
-        message: e.to_string(),
-    })?;
-    db.write(move |ctx| {
-        let max_id: JobId =
-            ctx.conn
-                .query_row("SELECT coalesce(max(id), 0) FROM spooler_jobs", [], |r| {
-                    r.get(0)
-                })?;
-        let matched = count(ctx.conn, &new.filter, Some(max_id))?;
-        let now = micros(ctx.now);
-        let id: i64 = ctx.conn.query_row(
-            "INSERT INTO spooler_operations (action, filter, matched, state, chunk, max_id, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?6) RETURNING id",
-            params![new.action.as_str(), filter, matched, new.chunk, max_id, now],
-            |r| r.get(0),
-        )?;
-        select(ctx.conn, id)?.ok_or(OpError::Store(StoreError::OperationNotFound { id }))
-    })
-    .await
-}
 
-pub(crate) async fn get(db: &Db, id: i64) -> StoreResult<Option<Operation>> {
-    db.read(move |conn| select(conn, id)).await
-}
+    async fn operation_get(&self, id: i64) -> StoreResult<Option<Operation>> {
+        let db = &self.db;
+        db.read(move |conn| select(conn, id)).await
+    }
 
-pub(crate) async fn list_running(db: &Db) -> StoreResult<Vec<Operation>> {
-    db.read(|conn| {
-        let rows = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM spooler_operations WHERE state = 'running' ORDER BY id"
-            ))?
-            .query_map([], from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows.into_iter().collect::<Result<Vec<_>, StoreError>>()?)
-    })
-    .await
-}
+    async fn operation_list_running(&self) -> StoreResult<Vec<Operation>> {
+        let db = &self.db;
+        db.read(|conn| {
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM spooler_operations WHERE state = 'running' ORDER BY id"
+                ))?
+                .query_map([], from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.into_iter().collect::<Result<Vec<_>, StoreError>>()?)
+        })
+        .await
+    }
 
-pub(crate) async fn cancel(db: &Db, id: i64) -> StoreResult<Operation> {
-    db.write(move |ctx| {
-        let now = micros(ctx.now);
-        ctx.conn
-            .prepare_cached(
-                "UPDATE spooler_operations SET state = 'cancelled', updated_at = ?2, \
-                 finished_at = ?2 WHERE id = ?1 AND state = 'running'",
-            )?
-            .execute(params![id, now])?;
-        select(ctx.conn, id)?.ok_or(OpError::Store(StoreError::OperationNotFound { id }))
-    })
-    .await
-}
-
-pub(crate) async fn step(db: &Db, id: i64) -> StoreResult<Operation> {
-    db.write(move |ctx| {
-        let op = select(ctx.conn, id)?.ok_or(StoreError::OperationNotFound { id })?;
-        if !op.is_running() {
-            return Ok(op);
-        }
-        let (filter, mut args) = filter_sql(&op.filter);
-        let mut all = vec![Sql::Integer(op.done_through), Sql::Integer(op.max_id)];
-        all.append(&mut args);
-        all.push(Sql::Integer(i64::from(op.chunk)));
-        let rows: Vec<(JobId, String)> = ctx
-            .conn
-            .prepare_cached(&format!(
-                "SELECT id, state FROM spooler_jobs WHERE id > ? AND id <= ?{filter} \
-                 ORDER BY id LIMIT ?"
-            ))?
-            .query_map(params_from_iter(all), |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut targets = Vec::new();
-        for (job, state) in &rows {
-            let state: JobState = state
-                .parse()
-                .map_err(|message| StoreError::Decode { id: *job, message })?;
-            if op.action.applies_to(state) {
-                targets.push(*job);
+    async fn operation_step(&self, id: i64) -> StoreResult<Operation> {
+        let db = &self.db;
+        db.write(move |ctx| {
+            let op = select(ctx.conn, id)?.ok_or(StoreError::OperationNotFound { id })?;
+            if !op.is_running() {
+                return Ok(op);
             }
-        }
-        let affected = apply(ctx, op.action, &targets)?;
-        let skipped = rows.len() as i64 - affected;
-        let last = rows.len() < op.chunk as usize;
-        let done_through = if last {
-            op.max_id
-        } else {
-            rows.last().map_or(op.max_id, |r| r.0)
-        };
-        let now = micros(ctx.now);
-        ctx.conn
-            .prepare_cached(
-                "UPDATE spooler_operations SET affected = affected + ?2, skipped = skipped + ?3, \
-                 done_through = ?4, state = ?5, updated_at = ?6, finished_at = ?7 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                affected,
-                skipped,
-                done_through,
-                if last {
-                    OperationState::Completed.as_str()
-                } else {
-                    OperationState::Running.as_str()
-                },
-                now,
-                last.then_some(now)
-            ])?;
-        Ok(select(ctx.conn, id)?.ok_or(StoreError::OperationNotFound { id })?)
-    })
-    .await
+            let (filter, mut args) = filter_sql(&op.filter);
+            let mut all = vec![Sql::Integer(op.done_through), Sql::Integer(op.max_id)];
+            all.append(&mut args);
+            all.push(Sql::Integer(i64::from(op.chunk)));
+            let rows: Vec<(JobId, String)> = ctx
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT id, state FROM spooler_jobs WHERE id > ? AND id <= ?{filter} \
+                     ORDER BY id LIMIT ?"
+                ))?
+                .query_map(params_from_iter(all), |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut targets = Vec::new();
+            for (job, state) in &rows {
+                let state: JobState = state
+                    .parse()
+                    .map_err(|message| StoreError::Decode { id: *job, message })?;
+                if op.action.applies_to(state) {
+                    targets.push(*job);
+                }
+            }
+            let affected = apply(ctx, op.action, &targets)?;
+            let skipped = rows.len() as i64 - affected;
+            let last = rows.len() < op.chunk as usize;
+            let done_through = if last {
+                op.max_id
+            } else {
+                rows.last().map_or(op.max_id, |r| r.0)
+            };
+            let now = micros(ctx.now);
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE spooler_operations SET affected = affected + ?2, skipped = skipped + ?3, \
+                     done_through = ?4, state = ?5, updated_at = ?6, finished_at = ?7 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    affected,
+                    skipped,
+                    done_through,
+                    if last {
+                        OperationState::Completed.as_str()
+                    } else {
+                        OperationState::Running.as_str()
+                    },
+                    now,
+                    last.then_some(now)
+                ])?;
+            Ok(select(ctx.conn, id)?.ok_or(StoreError::OperationNotFound { id })?)
+        })
+        .await
+    }
+
+    async fn operation_cancel(&self, id: i64) -> StoreResult<Operation> {
+        let db = &self.db;
+        db.write(move |ctx| {
+            let now = micros(ctx.now);
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE spooler_operations SET state = 'cancelled', updated_at = ?2, \
+                     finished_at = ?2 WHERE id = ?1 AND state = 'running'",
+                )?
+                .execute(params![id, now])?;
+            select(ctx.conn, id)?.ok_or(OpError::Store(StoreError::OperationNotFound { id }))
+        })
+        .await
+    }
 }
 
 /// `state IN (…)` for the states `action` applies to.

@@ -1,8 +1,10 @@
 //! Queue operations: pause, resume, and the per-queue counts `queue_list` reports.
 
-use crate::Db;
+use crate::SqliteStore;
 use crate::job::{from_micros, micros};
+use async_trait::async_trait;
 use rusqlite::params;
+use spooler_core::store::prelude::*;
 use spooler_core::store::{QueueInfo, StateCounts};
 use spooler_core::{JobState, StoreError, StoreResult};
 use std::collections::BTreeMap;
@@ -17,75 +19,81 @@ fn check_name(queue: &str) -> StoreResult<()> {
     Ok(())
 }
 
-pub(crate) async fn pause(db: &Db, queue: &str) -> StoreResult<()> {
-    check_name(queue)?;
-    let queue = queue.to_string();
-    db.write(move |ctx| {
-        ctx.conn
-            .prepare_cached(
-                "INSERT INTO spooler_queues (name, paused, updated_at) VALUES (?1, 1, ?2) \
-                 ON CONFLICT (name) DO UPDATE SET paused = 1, updated_at = excluded.updated_at",
-            )?
-            .execute(params![queue, micros(ctx.now)])?;
-        Ok(())
-    })
-    .await
-}
-
-pub(crate) async fn resume(db: &Db, queue: &str) -> StoreResult<()> {
-    check_name(queue)?;
-    let queue = queue.to_string();
-    db.write(move |ctx| {
-        let removed = ctx
-            .conn
-            .prepare_cached("DELETE FROM spooler_queues WHERE name = ?1")?
-            .execute(params![queue])?;
-        if removed > 0 {
-            // Its available jobs can be claimed again: wake the workers that wait on it.
-            ctx.wake(&queue);
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
+        let db = &self.db;
+        let (counts, oldest, paused) = db
+            .read(|conn| {
+                let counts: Vec<(String, String, i64)> = conn
+                    .prepare_cached(
+                        "SELECT queue, state, count(*) FROM spooler_jobs GROUP BY queue, state",
+                    )?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let oldest: Vec<(String, i64)> = conn
+                    .prepare_cached(
+                        "SELECT queue, min(run_at) FROM spooler_jobs WHERE state = 'available' \
+                         GROUP BY queue",
+                    )?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let paused: Vec<String> = conn
+                    .prepare_cached("SELECT name FROM spooler_queues WHERE paused = 1")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok((counts, oldest, paused))
+            })
+            .await?;
+        let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
+        for (name, state, n) in counts {
+            let state: JobState = state
+                .parse()
+                .map_err(|message| StoreError::Decode { id: 0, message })?;
+            entry(&mut queues, name).counts.add(state, n);
         }
-        Ok(())
-    })
-    .await
-}
+        for (name, at) in oldest {
+            entry(&mut queues, name).oldest_available_at = Some(from_micros(0, at)?);
+        }
+        for name in paused {
+            entry(&mut queues, name).paused = true;
+        }
+        Ok(queues.into_values().collect())
+    }
 
-pub(crate) async fn list(db: &Db) -> StoreResult<Vec<QueueInfo>> {
-    let (counts, oldest, paused) = db
-        .read(|conn| {
-            let counts: Vec<(String, String, i64)> = conn
+    async fn queue_pause(&self, queue: &str) -> StoreResult<()> {
+        let db = &self.db;
+        check_name(queue)?;
+        let queue = queue.to_string();
+        db.write(move |ctx| {
+            ctx.conn
                 .prepare_cached(
-                    "SELECT queue, state, count(*) FROM spooler_jobs GROUP BY queue, state",
+                    "INSERT INTO spooler_queues (name, paused, updated_at) VALUES (?1, 1, ?2) \
+                     ON CONFLICT (name) DO UPDATE SET paused = 1, updated_at = excluded.updated_at",
                 )?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let oldest: Vec<(String, i64)> = conn
-                .prepare_cached(
-                    "SELECT queue, min(run_at) FROM spooler_jobs WHERE state = 'available' \
-                     GROUP BY queue",
-                )?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let paused: Vec<String> = conn
-                .prepare_cached("SELECT name FROM spooler_queues WHERE paused = 1")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok((counts, oldest, paused))
+                .execute(params![queue, micros(ctx.now)])?;
+            Ok(())
         })
-        .await?;
-    let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
-    for (name, state, n) in counts {
-        let state: JobState = state
-            .parse()
-            .map_err(|message| StoreError::Decode { id: 0, message })?;
-        entry(&mut queues, name).counts.add(state, n);
+        .await
     }
-    for (name, at) in oldest {
-        entry(&mut queues, name).oldest_available_at = Some(from_micros(0, at)?);
+
+    async fn queue_resume(&self, queue: &str) -> StoreResult<()> {
+        let db = &self.db;
+        check_name(queue)?;
+        let queue = queue.to_string();
+        db.write(move |ctx| {
+            let removed = ctx
+                .conn
+                .prepare_cached("DELETE FROM spooler_queues WHERE name = ?1")?
+                .execute(params![queue])?;
+            if removed > 0 {
+                // Its available jobs can be claimed again: wake the workers that wait on it.
+                ctx.wake(&queue);
+            }
+            Ok(())
+        })
+        .await
     }
-    for name in paused {
-        entry(&mut queues, name).paused = true;
-    }
-    Ok(queues.into_values().collect())
 }
 
 fn entry(queues: &mut BTreeMap<String, QueueInfo>, name: String) -> &mut QueueInfo {

@@ -1,0 +1,127 @@
+//! Claiming jobs (the claim statement read from the partial claim index) and extending leases.
+
+use super::*;
+
+/// The claim statement for `queues` queues and `kinds` kinds. Parameters: ?1 now, ?2 lease end,
+/// ?3 worker id, ?4 limit, then the kinds, then the queues. Each queue is read from the partial
+/// claim index in claim order (no sort of the backlog); several queues are merged by a sort of
+/// at most `limit` rows per queue.
+pub(crate) fn claim_sql(queues: usize, kinds: usize) -> String {
+    let kind_list = (0..kinds)
+        .map(|i| format!("?{}", 5 + i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let per_queue = |q: usize| {
+        format!(
+            "SELECT id, priority, run_at FROM spooler_jobs \
+             WHERE state = 'available' AND queue = ?{} AND kind IN ({kind_list}) \
+             ORDER BY priority DESC, run_at, id LIMIT ?4",
+            5 + kinds + q
+        )
+    };
+    let pick = if queues == 1 {
+        per_queue(0)
+    } else {
+        let parts = (0..queues)
+            .map(|q| format!("SELECT * FROM ({})", per_queue(q)))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        format!(
+            "SELECT id, priority, run_at FROM ({parts}) ORDER BY priority DESC, run_at, id LIMIT ?4"
+        )
+    };
+    format!(
+        "UPDATE spooler_jobs SET state = 'running', attempt = attempt + 1, started_at = ?1, \
+         lease_expires_at = ?2, worker_id = ?3 \
+         WHERE id IN (SELECT id FROM ({pick})) RETURNING {COLUMNS}"
+    )
+}
+
+pub(crate) async fn claim(db: &Db, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
+    if claim.limit == 0 || claim.queues.is_empty() || claim.kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut queues = claim.queues.clone();
+    queues.sort();
+    queues.dedup();
+    let mut kinds = claim.kinds.clone();
+    kinds.sort();
+    kinds.dedup();
+    let worker_id = claim.worker_id.clone();
+    let (limit, lease) = (claim.limit, claim.lease);
+    let raws = db
+        .write(move |ctx| claim_tx(ctx, queues, &kinds, &worker_id, limit, lease))
+        .await?;
+    let mut jobs = decode_all(raws)?;
+    jobs.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(jobs)
+}
+
+fn claim_tx(
+    ctx: &mut Ctx<'_>,
+    mut queues: Vec<String>,
+    kinds: &[String],
+    worker_id: &str,
+    limit: u32,
+    lease: Duration,
+) -> Result<Vec<RawJob>, OpError> {
+    let conn = ctx.conn;
+    {
+        let mut paused = conn.prepare_cached("SELECT name FROM spooler_queues WHERE paused = 1")?;
+        let paused: Vec<String> = paused
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if !paused.is_empty() {
+            queues.retain(|q| !paused.contains(q));
+        }
+    }
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now_us = micros(ctx.now);
+    let until_us = micros(add(ctx.now, lease));
+    let limit = i64::from(limit);
+    let mut args: Vec<&dyn ToSql> = Vec::with_capacity(4 + kinds.len() + queues.len());
+    args.extend([&now_us as &dyn ToSql, &until_us, &worker_id, &limit]);
+    args.extend(kinds.iter().map(|k| k as &dyn ToSql));
+    args.extend(queues.iter().map(|q| q as &dyn ToSql));
+    let mut stmt = conn.prepare_cached(&claim_sql(queues.len(), kinds.len()))?;
+    let rows = stmt
+        .query_map(&args[..], RawJob::from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+pub(crate) async fn lease_extend(db: &Db, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>> {
+    if extend.leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let leases = extend.leases.clone();
+    let lease = extend.lease;
+    db.write(move |ctx| {
+        let until = micros(add(ctx.now, lease));
+        let mut stmt = ctx.conn.prepare_cached(
+            "UPDATE spooler_jobs SET lease_expires_at = ?1 \
+             WHERE id = ?2 AND attempt = ?3 AND state = 'running' RETURNING cancel_requested",
+        )?;
+        let mut out = Vec::with_capacity(leases.len());
+        for l in &leases {
+            let cancel: Option<bool> = stmt
+                .query_row(params![until, l.id, l.attempt], |r| r.get(0))
+                .optional()?;
+            out.push(LeaseStatus {
+                id: l.id,
+                held: cancel.is_some(),
+                cancel_requested: cancel.unwrap_or(false),
+            });
+        }
+        Ok(out)
+    })
+    .await
+}

@@ -1,0 +1,220 @@
+//! Inserting jobs: validated and serialized on the caller's thread, written in multi-row statements, unique keys deduplicated.
+
+use super::*;
+
+/// A job ready to insert: validated, its JSON serialized on the caller's thread.
+struct Prepared {
+    job: NewJob,
+    args: String,
+    tags: String,
+}
+
+/// What inserting one job did, before decoding.
+enum Insert {
+    New {
+        id: JobId,
+        state: JobState,
+        created_at: DateTime<Utc>,
+        job: NewJob,
+    },
+    Duplicate(RawJob),
+}
+
+pub(crate) async fn insert_many(db: &Db, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut prepared = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        job.validate()?;
+        let invalid = |field: &'static str, e: serde_json::Error| StoreError::InvalidInput {
+            field,
+            message: e.to_string(),
+        };
+        prepared.push(Prepared {
+            args: serde_json::to_string(&job.args).map_err(|e| invalid("args", e))?,
+            tags: if job.tags.is_empty() {
+                "[]".to_string()
+            } else {
+                serde_json::to_string(&job.tags).map_err(|e| invalid("tags", e))?
+            },
+            job: job.clone(),
+        });
+    }
+    let done = db.write(move |ctx| insert_tx(ctx, prepared)).await?;
+    done.into_iter()
+        .map(|ins| match ins {
+            Insert::Duplicate(raw) => Ok(Inserted {
+                job: raw.decode()?,
+                duplicate: true,
+            }),
+            Insert::New {
+                id,
+                created_at,
+                job,
+                ..
+            } => Ok(Inserted {
+                job: job.into_row(id, created_at),
+                duplicate: false,
+            }),
+        })
+        .collect()
+}
+
+/// Columns bound per inserted job.
+const INSERT_COLUMNS: usize = 12;
+
+/// The most jobs one INSERT statement carries; smaller remainders go in power-of-two statements
+/// so that at most 7 statement shapes are ever prepared.
+const INSERT_CHUNK: usize = 64;
+
+/// `INSERT … VALUES (…), (…)` for `rows` jobs.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO spooler_jobs (queue, kind, args, state, priority, max_attempts, run_at, \
+         created_at, timeout_ms, unique_key, tags, routed_from) VALUES ",
+    );
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..INSERT_COLUMNS {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", r * INSERT_COLUMNS + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The INSERT statements for 1, 2, 4 … [`INSERT_CHUNK`] jobs, built once.
+static INSERT_SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
+    let mut sizes = Vec::new();
+    let mut n = INSERT_CHUNK;
+    while n > 0 {
+        sizes.push((n, insert_sql(n)));
+        n /= 2;
+    }
+    sizes
+});
+
+/// A job about to be inserted: everything bound, computed.
+struct NewRow {
+    p: Prepared,
+    state: JobState,
+    state_name: &'static str,
+    run_at_us: i64,
+    timeout_ms: Option<i64>,
+}
+
+fn insert_tx(ctx: &mut Ctx<'_>, prepared: Vec<Prepared>) -> Result<Vec<Insert>, OpError> {
+    let conn = ctx.conn;
+    let now = ctx.now;
+    let now_us = micros(now);
+    let mut out = Vec::with_capacity(prepared.len());
+    let mut pending: Vec<NewRow> = Vec::new();
+    for p in prepared {
+        let run_at = trunc(p.job.run_at.unwrap_or(now));
+        let state = if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Available
+        };
+        let row = NewRow {
+            state,
+            state_name: state.as_str(),
+            run_at_us: micros(run_at),
+            timeout_ms: p.job.timeout_ms(),
+            p,
+        };
+        if let Some(key) = &row.p.job.unique_key {
+            // Everything before it is inserted first, so a duplicate earlier in the batch is found.
+            flush(conn, &mut pending, &mut out, now, now_us)?;
+            let existing = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM spooler_jobs \
+                     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state IN {UNFINISHED}"
+                ))?
+                .query_row([key], RawJob::from_row)
+                .optional()?;
+            if let Some(raw) = existing {
+                out.push(Insert::Duplicate(raw));
+                continue;
+            }
+            pending.push(row);
+            flush(conn, &mut pending, &mut out, now, now_us)?;
+        } else {
+            pending.push(row);
+        }
+    }
+    flush(conn, &mut pending, &mut out, now, now_us)?;
+    for ins in &out {
+        if let Insert::New {
+            state: JobState::Available,
+            job,
+            ..
+        } = ins
+        {
+            ctx.wake(&job.queue);
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts `pending` in multi-row statements (one statement execution opens the table's and every
+/// index's cursors once for many rows), appending the results to `out` in order.
+fn flush(
+    conn: &Connection,
+    pending: &mut Vec<NewRow>,
+    out: &mut Vec<Insert>,
+    now: DateTime<Utc>,
+    now_us: i64,
+) -> Result<(), OpError> {
+    let mut rows = std::mem::take(pending).into_iter().peekable();
+    while rows.peek().is_some() {
+        let left = rows.len();
+        let (n, sql) = INSERT_SQL
+            .iter()
+            .find(|(n, _)| *n <= left)
+            .expect("a statement for one row exists");
+        let chunk: Vec<NewRow> = rows.by_ref().take(*n).collect();
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(n * INSERT_COLUMNS);
+        for r in &chunk {
+            args.extend([
+                &r.p.job.queue as &dyn ToSql,
+                &r.p.job.kind,
+                &r.p.args,
+                &r.state_name,
+                &r.p.job.priority,
+                &r.p.job.max_attempts,
+                &r.run_at_us,
+                &now_us,
+                &r.timeout_ms,
+                &r.p.job.unique_key,
+                &r.p.tags,
+                &r.p.job.routed_from,
+            ]);
+        }
+        let inserted = conn.prepare_cached(sql)?.execute(&args[..])?;
+        drop(args);
+        if inserted != chunk.len() {
+            return Err(StoreError::Database {
+                message: format!("insert stored {inserted} of {} jobs", chunk.len()),
+            }
+            .into());
+        }
+        // Rows are inserted in VALUES order, each taking the next id (AUTOINCREMENT never
+        // reuses or skips back, and this transaction is the only writer): the last id minus the
+        // count is the first.
+        let first = conn.last_insert_rowid() - chunk.len() as i64 + 1;
+        for (id, r) in (first..).zip(chunk) {
+            out.push(Insert::New {
+                id,
+                state: r.state,
+                created_at: now,
+                job: r.p.job,
+            });
+        }
+    }
+    Ok(())
+}

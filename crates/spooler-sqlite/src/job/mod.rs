@@ -1,0 +1,324 @@
+//! Jobs in SQLite: the row ⇄ [`JobRow`] codec shared by the statements, and the `JobStore` and
+//! `JobAdminStore` parts of the store, whose statements live in one submodule per concern.
+
+use crate::error::OpError;
+use crate::writer::Ctx;
+use crate::{Db, SqliteStore};
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use spooler_core::clock::add;
+use spooler_core::store::prelude::*;
+use spooler_core::store::{
+    Inserted, JobClaim, JobFinish, JobList, JobPrune, JobRescue, LeaseExtend, LeaseRef,
+    LeaseStatus, Outcome, RescueReport,
+};
+use spooler_core::{
+    AttemptError, Facts, JobId, JobRow, JobState, NewJob, StoreError, StoreResult, Transition,
+    decide,
+};
+use std::time::Duration;
+
+mod claim;
+mod finish;
+mod insert;
+mod maintenance;
+mod manual;
+mod read;
+
+/// The columns of a job, in the order [`RawJob::from_row`] reads them.
+pub(crate) const COLUMNS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
+     run_at, created_at, started_at, finished_at, timeout_ms, unique_key, tags, errors, result, \
+     lease_expires_at, worker_id, routed_from, cancel_requested";
+
+/// Clears a running job's lease in an `UPDATE … SET`.
+const CLEAR_LEASE: &str = "worker_id = NULL, lease_expires_at = NULL";
+
+/// The states in which a `unique_key` deduplicates (as the unique index says).
+const UNFINISHED: &str = "('scheduled', 'available', 'running')";
+
+/// The most `job_list` returns.
+const LIST_CAP: u32 = 1000;
+
+/// Microseconds since the epoch, the stored form of a time.
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A stored time back as a `DateTime`.
+pub(crate) fn from_micros(id: JobId, v: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(v).ok_or_else(|| StoreError::Decode {
+        id,
+        message: format!("time {v} (microseconds since the epoch) is out of range"),
+    })
+}
+
+/// `t` at the precision the store keeps.
+fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// An error entry's time as it is kept in the `errors` JSON.
+fn json_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A job row as SQLite returns it, decoded into a [`JobRow`] off the writer thread.
+#[derive(Debug)]
+pub(crate) struct RawJob {
+    id: i64,
+    queue: String,
+    kind: String,
+    args: String,
+    state: String,
+    priority: i32,
+    attempt: i32,
+    max_attempts: i32,
+    run_at: i64,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    timeout_ms: Option<i64>,
+    unique_key: Option<String>,
+    tags: String,
+    errors: String,
+    result: Option<String>,
+    lease_expires_at: Option<i64>,
+    worker_id: Option<String>,
+    routed_from: Option<i64>,
+    cancel_requested: bool,
+}
+
+impl RawJob {
+    /// Reads a row selected with [`COLUMNS`].
+    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            queue: r.get(1)?,
+            kind: r.get(2)?,
+            args: r.get(3)?,
+            state: r.get(4)?,
+            priority: r.get(5)?,
+            attempt: r.get(6)?,
+            max_attempts: r.get(7)?,
+            run_at: r.get(8)?,
+            created_at: r.get(9)?,
+            started_at: r.get(10)?,
+            finished_at: r.get(11)?,
+            timeout_ms: r.get(12)?,
+            unique_key: r.get(13)?,
+            tags: r.get(14)?,
+            errors: r.get(15)?,
+            result: r.get(16)?,
+            lease_expires_at: r.get(17)?,
+            worker_id: r.get(18)?,
+            routed_from: r.get(19)?,
+            cancel_requested: r.get(20)?,
+        })
+    }
+
+    fn state(&self) -> StoreResult<JobState> {
+        self.state.parse().map_err(|message| StoreError::Decode {
+            id: self.id,
+            message,
+        })
+    }
+
+    /// The job as spooler sees it.
+    pub(crate) fn decode(self) -> StoreResult<JobRow> {
+        let id = self.id;
+        let bad = |what: &str, e: serde_json::Error| StoreError::Decode {
+            id,
+            message: format!("{what}: {e}"),
+        };
+        let time = |v: Option<i64>| v.map(|v| from_micros(id, v)).transpose();
+        Ok(JobRow {
+            id,
+            state: self.state()?,
+            args: serde_json::from_str(&self.args).map_err(|e| bad("args", e))?,
+            queue: self.queue,
+            kind: self.kind,
+            priority: self.priority,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            run_at: from_micros(id, self.run_at)?,
+            created_at: from_micros(id, self.created_at)?,
+            started_at: time(self.started_at)?,
+            finished_at: time(self.finished_at)?,
+            timeout: self
+                .timeout_ms
+                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            unique_key: self.unique_key,
+            tags: if self.tags == "[]" {
+                Vec::new()
+            } else {
+                serde_json::from_str(&self.tags).map_err(|e| bad("tags", e))?
+            },
+            errors: if self.errors == "[]" {
+                Vec::new()
+            } else {
+                serde_json::from_str::<Vec<AttemptError>>(&self.errors)
+                    .map_err(|e| bad("errors", e))?
+            },
+            result: self
+                .result
+                .map(|r| serde_json::from_str(&r))
+                .transpose()
+                .map_err(|e| bad("result", e))?,
+            lease_expires_at: time(self.lease_expires_at)?,
+            worker_id: self.worker_id,
+            routed_from: self.routed_from,
+            cancel_requested: self.cancel_requested,
+        })
+    }
+}
+
+fn decode_all(raws: Vec<RawJob>) -> StoreResult<Vec<JobRow>> {
+    raws.into_iter().map(RawJob::decode).collect()
+}
+
+fn select_one(conn: &Connection, id: JobId) -> rusqlite::Result<Option<RawJob>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM spooler_jobs WHERE id = ?1"))?
+        .query_row([id], RawJob::from_row)
+        .optional()
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
+        insert::insert_many(&self.db, jobs).await
+    }
+
+    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
+        claim::claim(&self.db, claim).await
+    }
+
+    async fn job_lease_extend(&self, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>> {
+        claim::lease_extend(&self.db, extend).await
+    }
+
+    async fn job_finish_many(&self, finishes: &[JobFinish]) -> StoreResult<Vec<bool>> {
+        finish::finish_many(&self.db, finishes).await
+    }
+
+    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
+        maintenance::rescue(&self.db, rescue).await
+    }
+
+    async fn job_promote(&self, limit: u32) -> StoreResult<u64> {
+        maintenance::promote(&self.db, limit).await
+    }
+
+    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64> {
+        maintenance::prune(&self.db, prune).await
+    }
+}
+
+#[async_trait]
+impl JobAdminStore for SqliteStore {
+    async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow> {
+        manual::cancel(&self.db, id).await
+    }
+
+    async fn job_retry(&self, id: JobId) -> StoreResult<JobRow> {
+        manual::retry(&self.db, id).await
+    }
+
+    async fn job_delete(&self, id: JobId) -> StoreResult<JobRow> {
+        manual::delete(&self.db, id).await
+    }
+
+    async fn job_get(&self, id: JobId) -> StoreResult<Option<JobRow>> {
+        read::get(&self.db, id).await
+    }
+
+    async fn job_list(&self, list: &JobList) -> StoreResult<Vec<JobRow>> {
+        read::list(&self.db, list).await
+    }
+
+    async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
+        crate::operation::job_count(&self.db, filter).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim::claim_sql;
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let rows: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        rows.join("\n")
+    }
+
+    fn migrated() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::migrate::migrate(&conn, 0).unwrap();
+        conn
+    }
+
+    #[test]
+    fn claims_read_the_partial_index_in_claim_order() {
+        let conn = migrated();
+        for (queues, kinds) in [(1, 1), (1, 3)] {
+            let p = plan(&conn, &claim_sql(queues, kinds));
+            assert!(
+                p.contains("USING INDEX spooler_jobs_claim (queue=?)"),
+                "{p}"
+            );
+            assert!(
+                !p.contains("TEMP B-TREE"),
+                "the backlog is never sorted:\n{p}"
+            );
+        }
+        // Several queues: each read in index order, only the heads (≤ limit rows each) merged.
+        let p = plan(&conn, &claim_sql(3, 2));
+        assert_eq!(
+            p.matches("USING INDEX spooler_jobs_claim (queue=?)")
+                .count(),
+            3,
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn maintenance_statements_use_their_indexes() {
+        let conn = migrated();
+        let cases = [
+            (
+                "SELECT id FROM spooler_jobs WHERE state = 'scheduled' AND run_at <= ?1 \
+                 ORDER BY run_at, id LIMIT ?2",
+                "spooler_jobs_scheduled",
+            ),
+            (
+                "SELECT id FROM spooler_jobs WHERE state = 'running' AND lease_expires_at < ?1 \
+                 ORDER BY lease_expires_at LIMIT ?3",
+                "spooler_jobs_lease",
+            ),
+            (
+                "SELECT id FROM spooler_jobs WHERE state = ?1 AND finished_at < ?2 \
+                 ORDER BY finished_at LIMIT ?3",
+                "spooler_jobs_finished",
+            ),
+            (
+                &format!(
+                    "SELECT {COLUMNS} FROM spooler_jobs \
+                     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state IN {UNFINISHED}"
+                ),
+                "spooler_jobs_unique",
+            ),
+        ];
+        for (sql, index) in cases {
+            let p = plan(&conn, sql);
+            assert!(p.contains(index), "{sql}\n{p}");
+            assert!(!p.contains("TEMP B-TREE"), "{sql}\n{p}");
+        }
+    }
+}
