@@ -1,13 +1,11 @@
-//! Leader election (one row per led name, taken over when it expires) and the worker registry.
+//! Leader election (one row per led name, taken over when it expires), and the leader's housekeeping.
 
 use crate::PgStore;
 use crate::error::map;
-use chrono::{DateTime, Utc};
-use serde_json::Value;
+use async_trait::async_trait;
 use spooler_core::clock::add;
-use spooler_core::{LeaderElect, StoreError, StoreResult, WorkerInfo};
-use sqlx::Row;
-use std::collections::BTreeMap;
+use spooler_core::store::LeaderStore;
+use spooler_core::{LeaderElect, StoreResult};
 
 /// Takes the row when it is free, held by the asker, or expired; returns a row only on success.
 pub(crate) const ELECT_SQL: &str =
@@ -23,22 +21,9 @@ pub(crate) const ELECT_SQL: &str =
 
 pub(crate) const RESIGN_SQL: &str = "DELETE FROM {s}.leaders WHERE name = $1 AND holder = $2";
 
-pub(crate) const HEARTBEAT_SQL: &str = "INSERT INTO {s}.workers
-        (id, host, pid, queues, kinds, running, started_at, last_seen_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-    ON CONFLICT (id) DO UPDATE
-       SET host = EXCLUDED.host, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
-           kinds = EXCLUDED.kinds, running = EXCLUDED.running,
-           started_at = EXCLUDED.started_at, last_seen_at = EXCLUDED.last_seen_at";
-
-pub(crate) const WORKER_LIST_SQL: &str =
-    "SELECT id, host, pid, queues, kinds, running, started_at, last_seen_at
-   FROM {s}.workers WHERE last_seen_at >= $1 ORDER BY id";
-
-pub(crate) const WORKER_REMOVE_SQL: &str = "DELETE FROM {s}.workers WHERE id = $1";
-
-impl PgStore {
-    pub(crate) async fn leader_elect_impl(&self, elect: &LeaderElect) -> StoreResult<bool> {
+#[async_trait]
+impl LeaderStore for PgStore {
+    async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool> {
         let now = self.inner.clock.now();
         let row = sqlx::query(&self.inner.sql.leader_elect)
             .bind(&elect.name)
@@ -51,7 +36,7 @@ impl PgStore {
         Ok(row.is_some())
     }
 
-    pub(crate) async fn leader_resign_impl(&self, name: &str, holder: &str) -> StoreResult<()> {
+    async fn leader_resign(&self, name: &str, holder: &str) -> StoreResult<()> {
         sqlx::query(&self.inner.sql.leader_resign)
             .bind(name)
             .bind(holder)
@@ -61,66 +46,8 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn worker_heartbeat_impl(&self, worker: &WorkerInfo) -> StoreResult<()> {
-        let queues =
-            serde_json::to_value(&worker.queues).map_err(|e| StoreError::InvalidInput {
-                field: "queues",
-                message: e.to_string(),
-            })?;
-        self.inner.local_workers.add(&worker.id);
-        sqlx::query(&self.inner.sql.worker_heartbeat)
-            .bind(&worker.id)
-            .bind(&worker.host)
-            .bind(i64::from(worker.pid))
-            .bind(queues)
-            .bind(&worker.kinds)
-            .bind(i32::try_from(worker.running).unwrap_or(i32::MAX))
-            .bind(worker.started_at)
-            .bind(self.inner.clock.now())
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map)?;
-        Ok(())
-    }
-
-    pub(crate) async fn worker_list_impl(
-        &self,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<WorkerInfo>> {
-        let rows = sqlx::query(&self.inner.sql.worker_list)
-            .bind(since)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map)?;
-        rows.iter()
-            .map(|row| {
-                let queues: Value = row.try_get(3).map_err(map)?;
-                let queues: BTreeMap<String, u32> =
-                    serde_json::from_value(queues).map_err(|e| StoreError::Decode {
-                        id: 0,
-                        message: format!("worker queues: {e}"),
-                    })?;
-                Ok(WorkerInfo {
-                    id: row.try_get(0).map_err(map)?,
-                    host: row.try_get(1).map_err(map)?,
-                    pid: u32::try_from(row.try_get::<i64, _>(2).map_err(map)?).unwrap_or(0),
-                    queues,
-                    kinds: row.try_get(4).map_err(map)?,
-                    running: u32::try_from(row.try_get::<i32, _>(5).map_err(map)?).unwrap_or(0),
-                    started_at: row.try_get(6).map_err(map)?,
-                    last_seen_at: row.try_get(7).map_err(map)?,
-                })
-            })
-            .collect()
-    }
-
-    pub(crate) async fn worker_remove_impl(&self, id: &str) -> StoreResult<()> {
-        self.inner.local_workers.remove(id);
-        sqlx::query(&self.inner.sql.worker_remove)
-            .bind(id)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map)?;
-        Ok(())
+    /// Vacuums and analyzes the job partitions when autovacuum lags (see `vacuum`).
+    async fn housekeep(&self) -> StoreResult<()> {
+        crate::vacuum::housekeep(self).await
     }
 }

@@ -26,20 +26,15 @@ mod notify;
 mod operation;
 mod queue;
 mod vacuum;
+mod worker;
 
 pub use migrate::MIGRATIONS;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use spooler_core::error::redact_url;
-use spooler_core::store::prelude::*;
-use spooler_core::{
-    Capabilities, Clock, Inserted, JobClaim, JobFinish, JobId, JobList, JobPrune, JobRescue,
-    JobRow, LeaderElect, LeaseExtend, LeaseStatus, NewJob, QueueInfo, RescueReport, Store,
-    StoreError, StoreResult, SystemClock, Wakeup, WorkerInfo,
-};
+use spooler_core::{Capabilities, Clock, Store, StoreError, StoreResult, SystemClock, Wakeup};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgConnection, PgPool};
+use sqlx::{ConnectOptions, PgPool};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,35 +138,35 @@ impl Sql {
     fn new(schema: &str) -> Self {
         let q = |template: &str| template.replace("{s}", &format!("\"{schema}\""));
         Self {
-            insert_notify: q(&job::insert_sql(true)),
-            insert: q(&job::insert_sql(false)),
-            insert_one: q(&job::insert_one_sql()),
-            existing_unique: q(&job::existing_unique_sql()),
-            latest_by_key: q(&job::latest_by_key_sql()),
-            claim: q(&job::claim_sql()),
-            claim_one: q(&job::claim_one_sql()),
-            extend: q(job::EXTEND_SQL),
-            finish: q(&job::finish_sql()),
-            facts: q(job::FACTS_SQL),
-            cancel: q(&job::cancel_sql()),
-            retry: q(&job::retry_sql()),
-            delete: q(&job::delete_sql()),
-            get: q(&job::get_sql()),
-            list: q(&job::list_sql("jobs", false)),
-            list_active: q(&job::list_sql("jobs_active", true)),
-            list_finished: q(&job::list_sql("jobs_done", true)),
-            lapsed: q(job::LAPSED_SQL),
-            promote: q(&job::promote_sql()),
-            prune: q(job::PRUNE_SQL),
+            insert_notify: q(&job::insert::insert_sql(true)),
+            insert: q(&job::insert::insert_sql(false)),
+            insert_one: q(&job::insert::insert_one_sql()),
+            existing_unique: q(&job::insert::existing_unique_sql()),
+            latest_by_key: q(&job::insert::latest_by_key_sql()),
+            claim: q(&job::claim::claim_sql()),
+            claim_one: q(&job::claim::claim_one_sql()),
+            extend: q(job::claim::EXTEND_SQL),
+            finish: q(&job::finish::finish_sql()),
+            facts: q(job::finish::FACTS_SQL),
+            cancel: q(&job::manual::cancel_sql()),
+            retry: q(&job::manual::retry_sql()),
+            delete: q(&job::manual::delete_sql()),
+            get: q(&job::read::get_sql()),
+            list: q(&job::read::list_sql("jobs", false)),
+            list_active: q(&job::read::list_sql("jobs_active", true)),
+            list_finished: q(&job::read::list_sql("jobs_done", true)),
+            lapsed: q(job::maintenance::LAPSED_SQL),
+            promote: q(&job::maintenance::promote_sql()),
+            prune: q(job::maintenance::PRUNE_SQL),
             queue_counts: q(queue::COUNTS_SQL),
             queue_paused: q(queue::PAUSED_SQL),
             queue_pause: q(queue::PAUSE_SQL),
             queue_resume: q(queue::RESUME_SQL),
             leader_elect: q(leader::ELECT_SQL),
             leader_resign: q(leader::RESIGN_SQL),
-            worker_heartbeat: q(leader::HEARTBEAT_SQL),
-            worker_list: q(leader::WORKER_LIST_SQL),
-            worker_remove: q(leader::WORKER_REMOVE_SQL),
+            worker_heartbeat: q(worker::HEARTBEAT_SQL),
+            worker_list: q(worker::LIST_SQL),
+            worker_remove: q(worker::REMOVE_SQL),
             other_workers: q(notify::OTHER_WORKERS_SQL),
             op_count: q(&operation::count_sql()),
             op_max_id: q(operation::MAX_ID_SQL),
@@ -430,20 +425,6 @@ impl PgStore {
         })
     }
 
-    /// Inserts jobs on the caller's connection, typically `&mut *tx` of the caller's own
-    /// `sqlx::Transaction<'_, Postgres>`: the jobs exist only if that transaction commits, and
-    /// their wake-up (`NOTIFY`) is delivered by PostgreSQL at commit. Same semantics as
-    /// [`Store::job_insert_many`] otherwise.
-    pub async fn job_insert_tx(
-        &self,
-        tx: &mut PgConnection,
-        jobs: &[NewJob],
-    ) -> StoreResult<Vec<Inserted>> {
-        job::insert_on(&self.inner, tx, jobs, true)
-            .await
-            .map(|(inserted, _)| inserted)
-    }
-
     /// The connection pool (for the caller's own transactions, e.g. with [`PgStore::job_insert_tx`]).
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
@@ -468,135 +449,6 @@ impl PgStore {
     /// How many times the listener has reconnected after losing its connection.
     pub fn listener_reconnects(&self) -> u32 {
         self.inner.listener.reconnects()
-    }
-}
-
-#[async_trait]
-impl JobStore for PgStore {
-    async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
-        self.insert_many_impl(jobs).await
-    }
-
-    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
-        self.claim_impl(claim).await
-    }
-
-    async fn job_lease_extend(&self, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>> {
-        self.extend_impl(extend).await
-    }
-
-    async fn job_finish_many(&self, finishes: &[JobFinish]) -> StoreResult<Vec<bool>> {
-        self.finish_impl(finishes).await
-    }
-
-    async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
-        self.rescue_impl(rescue).await
-    }
-
-    async fn job_promote(&self, limit: u32) -> StoreResult<u64> {
-        self.promote_impl(limit).await
-    }
-
-    async fn job_prune(&self, prune: &JobPrune) -> StoreResult<u64> {
-        self.prune_impl(prune).await
-    }
-}
-
-#[async_trait]
-impl JobAdminStore for PgStore {
-    async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow> {
-        self.cancel_impl(id).await
-    }
-
-    async fn job_retry(&self, id: JobId) -> StoreResult<JobRow> {
-        self.retry_impl(id).await
-    }
-
-    async fn job_delete(&self, id: JobId) -> StoreResult<JobRow> {
-        self.delete_impl(id).await
-    }
-
-    async fn job_get(&self, id: JobId) -> StoreResult<Option<JobRow>> {
-        self.get_impl(id).await
-    }
-
-    async fn job_list(&self, list: &JobList) -> StoreResult<Vec<JobRow>> {
-        self.list_impl(list).await
-    }
-
-    async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
-        self.job_count_impl(filter).await
-    }
-}
-
-#[async_trait]
-impl QueueStore for PgStore {
-    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
-        self.queue_list_impl().await
-    }
-
-    async fn queue_pause(&self, queue: &str) -> StoreResult<()> {
-        self.queue_pause_impl(queue).await
-    }
-
-    async fn queue_resume(&self, queue: &str) -> StoreResult<()> {
-        self.queue_resume_impl(queue).await
-    }
-}
-
-#[async_trait]
-impl OperationStore for PgStore {
-    async fn operation_create(
-        &self,
-        new: &spooler_core::OperationNew,
-    ) -> StoreResult<spooler_core::Operation> {
-        self.operation_create_impl(new).await
-    }
-
-    async fn operation_get(&self, id: i64) -> StoreResult<Option<spooler_core::Operation>> {
-        self.operation_get_impl(id).await
-    }
-
-    async fn operation_list_running(&self) -> StoreResult<Vec<spooler_core::Operation>> {
-        self.operation_list_running_impl().await
-    }
-
-    async fn operation_step(&self, id: i64) -> StoreResult<spooler_core::Operation> {
-        self.operation_step_impl(id).await
-    }
-
-    async fn operation_cancel(&self, id: i64) -> StoreResult<spooler_core::Operation> {
-        self.operation_cancel_impl(id).await
-    }
-}
-
-#[async_trait]
-impl LeaderStore for PgStore {
-    async fn leader_try_elect(&self, elect: &LeaderElect) -> StoreResult<bool> {
-        self.leader_elect_impl(elect).await
-    }
-
-    async fn leader_resign(&self, name: &str, holder: &str) -> StoreResult<()> {
-        self.leader_resign_impl(name, holder).await
-    }
-
-    async fn housekeep(&self) -> StoreResult<()> {
-        self.housekeep_impl().await
-    }
-}
-
-#[async_trait]
-impl WorkerStore for PgStore {
-    async fn worker_heartbeat(&self, worker: &WorkerInfo) -> StoreResult<()> {
-        self.worker_heartbeat_impl(worker).await
-    }
-
-    async fn worker_list(&self, since: DateTime<Utc>) -> StoreResult<Vec<WorkerInfo>> {
-        self.worker_list_impl(since).await
-    }
-
-    async fn worker_remove(&self, id: &str) -> StoreResult<()> {
-        self.worker_remove_impl(id).await
     }
 }
 

@@ -1,9 +1,11 @@
 //! Operations by filter: count, create, step (one chunk per transaction, the cursor moved with
 //! it), cancel and read; and the job filter as SQL.
 
-use crate::PgStore;
 use crate::error::{again_if_moved, map};
+use crate::{Inner, PgStore};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use spooler_core::store::OperationStore;
 use spooler_core::{
     BulkAction, JobFilter, JobId, JobState, MAX_CHUNK, Operation, OperationNew, OperationState,
     StoreError, StoreResult,
@@ -142,17 +144,19 @@ fn bind_filter<'q>(
         .bind(f.after)
 }
 
-impl PgStore {
-    pub(crate) async fn job_count_impl(&self, filter: &JobFilter) -> StoreResult<i64> {
-        bind_filter(sqlx::query(&self.inner.sql.op_count), filter)
-            .bind(None::<i64>)
-            .fetch_one(&self.inner.pool)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(map)
-    }
+/// How many jobs `filter` matches (the store's `job_count`).
+pub(crate) async fn job_count(inner: &Inner, filter: &JobFilter) -> StoreResult<i64> {
+    bind_filter(sqlx::query(&inner.sql.op_count), filter)
+        .bind(None::<i64>)
+        .fetch_one(&inner.pool)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(map)
+}
 
-    pub(crate) async fn operation_create_impl(&self, new: &OperationNew) -> StoreResult<Operation> {
+#[async_trait]
+impl OperationStore for PgStore {
+    async fn operation_create(&self, new: &OperationNew) -> StoreResult<Operation> {
         if new.chunk == 0 || new.chunk > MAX_CHUNK {
             return Err(StoreError::InvalidInput {
                 field: "chunk",
@@ -190,7 +194,7 @@ impl PgStore {
         Ok(op)
     }
 
-    pub(crate) async fn operation_get_impl(&self, id: i64) -> StoreResult<Option<Operation>> {
+    async fn operation_get(&self, id: i64) -> StoreResult<Option<Operation>> {
         let row = sqlx::query(&self.inner.sql.op_get)
             .bind(id)
             .fetch_optional(&self.inner.pool)
@@ -199,7 +203,7 @@ impl PgStore {
         row.as_ref().map(decode).transpose().map_err(map)
     }
 
-    pub(crate) async fn operation_list_running_impl(&self) -> StoreResult<Vec<Operation>> {
+    async fn operation_list_running(&self) -> StoreResult<Vec<Operation>> {
         let rows = sqlx::query(&self.inner.sql.op_running)
             .fetch_all(&self.inner.pool)
             .await
@@ -210,25 +214,27 @@ impl PgStore {
             .map_err(map)
     }
 
-    pub(crate) async fn operation_cancel_impl(&self, id: i64) -> StoreResult<Operation> {
+    async fn operation_cancel(&self, id: i64) -> StoreResult<Operation> {
         sqlx::query(&self.inner.sql.op_cancel)
             .bind(id)
             .bind(self.inner.clock.now())
             .execute(&self.inner.pool)
             .await
             .map_err(map)?;
-        self.operation_get_impl(id)
+        self.operation_get(id)
             .await?
             .ok_or(StoreError::OperationNotFound { id })
     }
 
-    pub(crate) async fn operation_step_impl(&self, id: i64) -> StoreResult<Operation> {
+    async fn operation_step(&self, id: i64) -> StoreResult<Operation> {
         let (op, woken) = again_if_moved(|| self.step_tx(id)).await.map_err(map)?;
         let op = op.ok_or(StoreError::OperationNotFound { id })?;
         self.inner.wake_local(woken);
         Ok(op)
     }
+}
 
+impl PgStore {
     /// One chunk in one transaction: the operation row locked, the chunk's jobs locked, the action
     /// applied where it applies, the counts and cursor moved.
     async fn step_tx(&self, id: i64) -> Result<(Option<Operation>, Vec<String>), sqlx::Error> {

@@ -2,7 +2,9 @@
 
 use crate::PgStore;
 use crate::error::map;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use spooler_core::store::QueueStore;
 use spooler_core::{JobState, QueueInfo, StoreError, StoreResult};
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -20,8 +22,9 @@ pub(crate) const RESUME_SQL: &str =
     "WITH r AS (DELETE FROM {s}.paused_queues WHERE queue = $1 RETURNING queue)
     SELECT pg_notify($2, queue) FROM r";
 
-impl PgStore {
-    pub(crate) async fn queue_list_impl(&self) -> StoreResult<Vec<QueueInfo>> {
+#[async_trait]
+impl QueueStore for PgStore {
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
         let pool = &self.inner.pool;
         let rows = sqlx::query(&self.inner.sql.queue_counts)
             .fetch_all(pool)
@@ -66,7 +69,7 @@ impl PgStore {
         Ok(queues.into_values().collect())
     }
 
-    pub(crate) async fn queue_pause_impl(&self, queue: &str) -> StoreResult<()> {
+    async fn queue_pause(&self, queue: &str) -> StoreResult<()> {
         sqlx::query(&self.inner.sql.queue_pause)
             .bind(queue)
             .bind(self.inner.clock.now())
@@ -76,7 +79,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn queue_resume_impl(&self, queue: &str) -> StoreResult<()> {
+    async fn queue_resume(&self, queue: &str) -> StoreResult<()> {
         sqlx::query(&self.inner.sql.queue_resume)
             .bind(queue)
             .bind(&self.inner.channel)

@@ -12,24 +12,27 @@ const EVERY: Duration = Duration::from_secs(5);
 const ROWS: i64 = 5_000;
 const FRACTION: i64 = 20;
 
-impl PgStore {
-    pub(crate) async fn housekeep_impl(&self) -> StoreResult<()> {
-        {
-            let mut last = self.inner.last_housekeep.lock().expect("housekeep lock");
-            if last.is_some_and(|t| t.elapsed() < EVERY) {
-                return Ok(());
-            }
-            *last = Some(Instant::now());
+/// Looks at the statistics of the job partitions (at most every [`EVERY`]) and vacuums or
+/// analyzes those that need it.
+pub(crate) async fn housekeep(store: &PgStore) -> StoreResult<()> {
+    {
+        let mut last = store.inner.last_housekeep.lock().expect("housekeep lock");
+        if last.is_some_and(|t| t.elapsed() < EVERY) {
+            return Ok(());
         }
-        // The hot partition turns over with every job; the finished one grows by inserts and
-        // shrinks by pruning, so it rarely needs more than fresh statistics.
-        for partition in ["jobs_active", "jobs_done"] {
-            self.upkeep(&format!("\"{}\".{partition}", self.schema()))
-                .await?;
-        }
-        Ok(())
+        *last = Some(Instant::now());
     }
+    // The hot partition turns over with every job; the finished one grows by inserts and
+    // shrinks by pruning, so it rarely needs more than fresh statistics.
+    for partition in ["jobs_active", "jobs_done"] {
+        store
+            .upkeep(&format!("\"{}\".{partition}", store.schema()))
+            .await?;
+    }
+    Ok(())
+}
 
+impl PgStore {
     /// Vacuums or analyzes `table` if enough of its rows changed since the last time.
     async fn upkeep(&self, table: &str) -> StoreResult<()> {
         let db = |what: &'static str| {

@@ -1,0 +1,244 @@
+//! Claim (from many queues by one statement, from one by the function `claim_one`), the plan
+//! of a claim ([`PgStore::explain_claim`]) and lease extension.
+
+use super::{J_COLS, JOB_COLS, decode};
+use crate::error::{again_if_moved, map};
+use crate::{Inner, PgStore};
+use chrono::{DateTime, Utc};
+use spooler_core::clock::add;
+use spooler_core::{JobClaim, JobRow, LeaseExtend, LeaseRef, LeaseStatus, StoreError, StoreResult};
+use sqlx::postgres::PgRow;
+use sqlx::{Connection, PgConnection, Row};
+use std::collections::{HashMap, HashSet};
+
+/// The claim. Each asked-for, unpaused queue is probed on the partial index `jobs_claim` with
+/// `queue = q.name`, so the index hands rows over already in claim order and `LIMIT` stops the scan
+/// after `limit` rows however deep the backlog; the outer sort orders at most `limit` rows per queue.
+pub(crate) fn claim_sql() -> String {
+    format!(
+        "WITH c AS (
+            SELECT x.id
+              FROM unnest($1::text[]) AS q(name)
+             CROSS JOIN LATERAL (
+                SELECT a.id, a.priority, a.run_at FROM {{s}}.jobs_active a
+                 WHERE a.state = 'available' AND a.queue = q.name AND a.kind = ANY($2)
+                 ORDER BY a.priority DESC, a.run_at, a.id
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED
+             ) x
+             WHERE NOT EXISTS (SELECT 1 FROM {{s}}.paused_queues p WHERE p.queue = q.name)
+             ORDER BY x.priority DESC, x.run_at, x.id
+             LIMIT $3
+        )
+        UPDATE {{s}}.jobs_active j
+           SET state = 'running', attempt = j.attempt + 1, started_at = $4,
+               lease_expires_at = $5, worker_id = $6
+          FROM c WHERE j.id = c.id
+        RETURNING {J_COLS}"
+    )
+}
+
+/// The claim from one queue, what a worker's producer asks for: the function of migration 3, whose
+/// plan is made once per connection (see that migration). `$1` is the queue's name.
+pub(crate) fn claim_one_sql() -> String {
+    format!("SELECT {JOB_COLS} FROM {{s}}.claim_one($1, $2, $3, $4, $5, $6)")
+}
+
+/// The signature of the function [`claim_one_sql`] calls.
+pub(crate) const CLAIM_ONE_FN: &str =
+    "{s}.claim_one(text, text[], bigint, timestamptz, timestamptz, text)";
+
+/// `sql` with the parameters of `claim` bound; `$1` is its one queue, or the array of all of them.
+fn claim_query<'q>(
+    sql: &'q str,
+    claim: &'q JobClaim,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let queues = distinct(&claim.queues);
+    let query = match queues.as_slice() {
+        [one] => sqlx::query(sql).bind(*one),
+        _ => sqlx::query(sql).bind(queues),
+    };
+    query
+        .bind(&claim.kinds)
+        .bind(i64::from(claim.limit))
+        .bind(now)
+        .bind(add(now, claim.lease))
+        .bind(&claim.worker_id)
+}
+
+/// The queues of a claim, each once (a queue named twice would be probed twice).
+fn distinct(queues: &[String]) -> Vec<&str> {
+    let mut seen = HashSet::new();
+    queues
+        .iter()
+        .map(String::as_str)
+        .filter(|q| seen.insert(*q))
+        .collect()
+}
+
+pub(super) async fn claim(inner: &Inner, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
+    if claim.limit == 0 || claim.queues.is_empty() || claim.kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = inner.clock.now();
+    let rows = again_if_moved(|| {
+        let sql = if one_queue(claim) {
+            &inner.sql.claim_one
+        } else {
+            &inner.sql.claim
+        };
+        claim_query(sql, claim, now).fetch_all(&inner.pool)
+    })
+    .await
+    .map_err(map)?;
+    let mut jobs: Vec<JobRow> = rows.iter().map(decode).collect::<StoreResult<_>>()?;
+    jobs.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(jobs)
+}
+
+/// Whether `claim` names one queue (and so runs the function `claim_one`).
+fn one_queue(claim: &JobClaim) -> bool {
+    distinct(&claim.queues).len() == 1
+}
+
+impl PgStore {
+    /// The plan PostgreSQL uses for `claim` (nothing is claimed): shows whether the claim is served
+    /// by the partial index of available jobs rather than a scan and a sort. For one queue it is the
+    /// kept plan of the function `claim_one`, made under that function's settings.
+    pub async fn explain_claim(&self, claim: &JobClaim) -> StoreResult<String> {
+        let now = self.inner.clock.now();
+        let rows = if one_queue(claim) {
+            let mut conn = self.inner.pool.acquire().await.map_err(map)?;
+            let explained = explain_claim_one(&self.inner, &mut conn, claim, now).await;
+            // A prepared statement outlives the transaction; do not leave it on a pooled connection
+            // (nor one that may still hold it).
+            let deallocate = sqlx::raw_sql("DEALLOCATE spooler_claim_one")
+                .execute(&mut *conn)
+                .await;
+            if deallocate.is_err() {
+                conn.detach();
+            }
+            explained?
+        } else {
+            claim_query(&format!("EXPLAIN {}", self.inner.sql.claim), claim, now)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(map)?
+        };
+        let lines = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map)?;
+        Ok(lines.join("\n"))
+    }
+}
+
+/// `EXPLAIN EXECUTE` of the statement inside `claim_one`, read back from the database and prepared
+/// with the function's settings, so the plan shown is the generic plan the function keeps.
+async fn explain_claim_one(
+    inner: &Inner,
+    conn: &mut PgConnection,
+    claim: &JobClaim,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<PgRow>> {
+    let function = CLAIM_ONE_FN.replace("{s}", &format!("\"{}\"", inner.schema));
+    let source: String =
+        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE oid = $1::regprocedure")
+            .bind(&function)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map)?;
+    let statement = source
+        .split_once("-- claim:begin")
+        .and_then(|(_, rest)| rest.split_once("-- claim:end"))
+        .map(|(statement, _)| statement)
+        .ok_or_else(|| StoreError::Database {
+            message: format!("{function} has no claim:begin/claim:end markers"),
+        })?;
+    let mut tx = conn.begin().await.map_err(map)?;
+    sqlx::raw_sql(&format!(
+        "SET LOCAL plan_cache_mode = force_generic_plan;
+         SET LOCAL enable_seqscan = off;
+         SET LOCAL enable_bitmapscan = off;
+         PREPARE spooler_claim_one(text, text[], bigint, timestamptz, timestamptz, text) AS {statement}"
+    ))
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    // EXECUTE takes no bound parameters: the server quotes them into the statement.
+    let explain: String = claim_query(
+        "SELECT format('EXPLAIN EXECUTE spooler_claim_one(%L, %L, %s, %L, %L, %L)',
+                       $1::text, $2::text[], $3::bigint, $4::timestamptz, $5::timestamptz, $6::text)",
+        claim,
+        now,
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map)?
+    .try_get(0)
+    .map_err(map)?;
+    let rows = sqlx::raw_sql(&explain)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    tx.rollback().await.map_err(map)?;
+    Ok(rows)
+}
+
+pub(crate) const EXTEND_SQL: &str =
+    "WITH u AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS u(id, attempt))
+    UPDATE {s}.jobs_active j SET lease_expires_at = $3
+      FROM u WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
+    RETURNING j.id, j.attempt, j.cancel_requested";
+
+pub(super) async fn lease_extend(
+    inner: &Inner,
+    extend: &LeaseExtend,
+) -> StoreResult<Vec<LeaseStatus>> {
+    if extend.leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = inner.clock.now();
+    let ids: Vec<i64> = extend.leases.iter().map(|l| l.id).collect();
+    let attempts: Vec<i32> = extend.leases.iter().map(|l| l.attempt).collect();
+    let rows = again_if_moved(|| {
+        sqlx::query(&inner.sql.extend)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(add(now, extend.lease))
+            .fetch_all(&inner.pool)
+    })
+    .await
+    .map_err(map)?;
+    let mut held: HashMap<LeaseRef, bool> = HashMap::new();
+    for row in &rows {
+        let lease = LeaseRef {
+            id: row.try_get(0).map_err(map)?,
+            attempt: row.try_get(1).map_err(map)?,
+        };
+        held.insert(lease, row.try_get(2).map_err(map)?);
+    }
+    Ok(extend
+        .leases
+        .iter()
+        .map(|l| match held.get(l) {
+            Some(&cancel_requested) => LeaseStatus {
+                id: l.id,
+                held: true,
+                cancel_requested,
+            },
+            None => LeaseStatus {
+                id: l.id,
+                held: false,
+                cancel_requested: false,
+            },
+        })
+        .collect())
+}

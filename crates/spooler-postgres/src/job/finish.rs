@@ -1,0 +1,172 @@
+//! Finish: outcomes decided by [`decide`] and written by one fenced statement; that transition
+//! write and the locked read of the facts are shared with the rescue of lapsed leases.
+
+use super::{Writes, Written, available_queues, notify_fragment};
+use crate::Inner;
+use crate::error::{again_if_moved, map};
+use spooler_core::{Facts, JobFinish, JobState, LeaseRef, StoreResult, decide};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use std::collections::{HashMap, HashSet};
+
+pub(super) async fn finish_many(inner: &Inner, finishes: &[JobFinish]) -> StoreResult<Vec<bool>> {
+    if finishes.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The first finish of a claim counts; a repeat in the same batch is rejected like a late one.
+    let mut first: HashSet<LeaseRef> = HashSet::new();
+    let sent: Vec<bool> = finishes.iter().map(|f| first.insert(f.lease)).collect();
+    let todo: Vec<&JobFinish> = finishes
+        .iter()
+        .zip(&sent)
+        .filter_map(|(f, &sent)| sent.then_some(f))
+        .collect();
+    let written = again_if_moved(|| finish_tx(inner, &todo))
+        .await
+        .map_err(map)?;
+    let accepted: HashSet<LeaseRef> = written.iter().map(|w| w.0).collect();
+    inner.wake_local(available_queues(written));
+    Ok(finishes
+        .iter()
+        .zip(sent)
+        .map(|(f, sent)| sent && accepted.contains(&f.lease))
+        .collect())
+}
+
+/// Writes decided transitions ([`Transition`](spooler_core::Transition)), fenced by (id, attempt) on running jobs; the
+/// statement decides nothing.
+pub(crate) fn finish_sql() -> String {
+    format!(
+        "WITH u AS (
+            SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[],
+                                 $5::timestamptz[], $6::jsonb[], $7::jsonb[], $8::int4[])
+              AS u(id, attempt, state, run_at, finished_at, err, result, max_attempts)
+        ), done AS (
+            UPDATE {{s}}.jobs j SET
+                state = u.state,
+                run_at = coalesce(u.run_at, j.run_at),
+                finished_at = u.finished_at,
+                errors = CASE WHEN u.err IS NULL THEN j.errors
+                              ELSE j.errors || jsonb_build_array(u.err) END,
+                result = u.result,
+                max_attempts = coalesce(u.max_attempts, j.max_attempts),
+                lease_expires_at = NULL,
+                worker_id = NULL
+              FROM u
+             WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
+            RETURNING j.id, j.attempt, j.queue, j.state
+        )
+        SELECT done.id, done.attempt, done.queue, done.state, {notify} FROM done",
+        notify = notify_fragment("done", "$9")
+    )
+}
+
+/// The facts [`decide`] reads, of the running jobs the leases still hold, locked until the write.
+pub(crate) const FACTS_SQL: &str =
+    "SELECT j.id, j.attempt, j.max_attempts, j.cancel_requested, j.worker_id
+      FROM {s}.jobs_active j
+      JOIN unnest($1::int8[], $2::int4[]) AS u(id, attempt) ON j.id = u.id AND j.attempt = u.attempt
+     WHERE j.state = 'running'
+       FOR UPDATE OF j";
+
+/// Decides and writes `finishes`. Outcomes that need only the lease (completions above all)
+/// are written by one statement; when any needs the job's facts, they are read under a row
+/// lock and written in the same transaction, so a cancel asked meanwhile is seen.
+async fn finish_tx(inner: &Inner, finishes: &[&JobFinish]) -> Result<Vec<Written>, sqlx::Error> {
+    let now = inner.clock.now();
+    let reading: Vec<LeaseRef> = finishes
+        .iter()
+        .filter(|f| f.outcome.reads_facts())
+        .map(|f| f.lease)
+        .collect();
+    let mut writes = Writes::default();
+    if reading.is_empty() {
+        for f in finishes {
+            writes.push(f.lease, decide(&f.outcome, &lease_facts(f.lease), now));
+        }
+        return write(inner, &mut *inner.pool.acquire().await?, &writes).await;
+    }
+    let mut tx = inner.pool.begin().await?;
+    let rows = sqlx::query(&inner.sql.facts)
+        .bind(reading.iter().map(|l| l.id).collect::<Vec<_>>())
+        .bind(reading.iter().map(|l| l.attempt).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut facts: HashMap<LeaseRef, Facts> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let lease = LeaseRef {
+            id: row.try_get(0)?,
+            attempt: row.try_get(1)?,
+        };
+        facts.insert(lease, facts_of(row, lease.attempt, 2)?);
+    }
+    for f in finishes {
+        let facts = if f.outcome.reads_facts() {
+            match facts.get(&f.lease) {
+                Some(facts) => facts.clone(),
+                // No longer held: the fence rejects it.
+                None => continue,
+            }
+        } else {
+            lease_facts(f.lease)
+        };
+        writes.push(f.lease, decide(&f.outcome, &facts, now));
+    }
+    let written = write(inner, &mut tx, &writes).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// The facts of an outcome that needs only the attempt.
+fn lease_facts(lease: LeaseRef) -> Facts {
+    Facts {
+        attempt: lease.attempt,
+        ..Facts::default()
+    }
+}
+
+/// Reads `max_attempts, cancel_requested, worker_id` from column `at` on.
+pub(super) fn facts_of(row: &PgRow, attempt: i32, at: usize) -> Result<Facts, sqlx::Error> {
+    Ok(Facts {
+        attempt,
+        max_attempts: row.try_get(at)?,
+        cancel_requested: row.try_get(at + 1)?,
+        worker_id: row.try_get(at + 2)?,
+    })
+}
+
+/// Runs the transition write for `writes`; returns what each accepted row became.
+pub(super) async fn write(
+    inner: &Inner,
+    conn: &mut PgConnection,
+    writes: &Writes,
+) -> Result<Vec<Written>, sqlx::Error> {
+    if writes.ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&inner.sql.finish)
+        .bind(&writes.ids)
+        .bind(&writes.attempts)
+        .bind(&writes.states)
+        .bind(&writes.run_ats)
+        .bind(&writes.finished_ats)
+        .bind(&writes.errors)
+        .bind(&writes.results)
+        .bind(&writes.max_attempts)
+        .bind(&inner.channel)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let lease = LeaseRef {
+                id: row.try_get(0)?,
+                attempt: row.try_get(1)?,
+            };
+            let state: String = row.try_get(3)?;
+            let state = state
+                .parse::<JobState>()
+                .map_err(|e| sqlx::Error::Decode(e.into()))?;
+            Ok((lease, row.try_get(2)?, state))
+        })
+        .collect()
+}

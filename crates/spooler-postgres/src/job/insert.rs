@@ -1,0 +1,283 @@
+//! Insert: many jobs per statement (one by a plain `VALUES` row), inside the caller's transaction
+//! with [`PgStore::job_insert_tx`], and the `unique_key` handling (duplicates resolve to the job
+//! holding the key).
+
+use super::{JOB_COLS, UNFINISHED, decode, notify_fragment};
+use crate::error::map;
+use crate::{Inner, PgStore};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use spooler_core::{Inserted, JobRow, JobState, NewJob, StoreError, StoreResult};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// The insert; with `notify`, it also sends the wake-ups, delivered at its transaction's commit.
+pub(crate) fn insert_sql(notify: bool) -> String {
+    let notify = if notify {
+        notify_fragment("ins", "$12")
+    } else {
+        "$12::text AS channel".to_string()
+    };
+    format!(
+        "WITH input AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int4[], $5::timestamptz[],
+                                 $6::int4[], $7::int8[], $8::text[], $9::jsonb[], $10::int8[])
+              WITH ORDINALITY AS i(queue, kind, args, priority, run_at, max_attempts, timeout_ms,
+                                   unique_key, tags, routed_from, ord)
+        ), ins AS (
+            INSERT INTO {{s}}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
+                                   created_at, timeout_ms, unique_key, tags, routed_from)
+            SELECT queue, kind, args,
+                   CASE WHEN coalesce(run_at, $11) > $11 THEN 'scheduled' ELSE 'available' END,
+                   priority, max_attempts, coalesce(run_at, $11), $11, timeout_ms, unique_key,
+                   CASE WHEN tags = '[]'::jsonb THEN '{{}}'::text[]
+                        ELSE ARRAY(SELECT jsonb_array_elements_text(tags)) END,
+                   routed_from
+              FROM input ORDER BY ord
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id, unique_key, queue, state
+        )
+        SELECT ins.id, ins.unique_key, {notify} FROM ins"
+    )
+}
+
+/// The insert of one job by the store itself (no `NOTIFY`): a plain `VALUES` row, which plans in a
+/// fraction of the time of the `unnest` form. With custom plans (see `PgStore::connect_with`) that
+/// planning is on every single enqueue's path. Same parameters and result columns as
+/// [`insert_sql`], each array replaced by its one element.
+pub(crate) fn insert_one_sql() -> String {
+    "INSERT INTO {s}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
+                                  created_at, timeout_ms, unique_key, tags, routed_from)
+     VALUES ($1, $2, $3,
+             CASE WHEN coalesce($5, $11) > $11 THEN 'scheduled' ELSE 'available' END,
+             $4, $6, coalesce($5, $11), $11, $7, $8, $9, $10)
+     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+     RETURNING id, unique_key"
+        .to_string()
+}
+
+pub(crate) fn existing_unique_sql() -> String {
+    format!(
+        "SELECT {JOB_COLS} FROM {{s}}.jobs
+          WHERE unique_key = ANY($1) AND unique_key IS NOT NULL AND state IN {UNFINISHED}"
+    )
+}
+
+pub(crate) fn latest_by_key_sql() -> String {
+    format!("SELECT {JOB_COLS} FROM {{s}}.jobs WHERE unique_key = $1 ORDER BY id DESC LIMIT 1")
+}
+
+pub(super) async fn insert_many(inner: &Inner, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    for job in jobs {
+        job.validate()?;
+    }
+    let mut conn = inner.pool.acquire().await.map_err(map)?;
+    let (out, woken) = insert_on(inner, &mut conn, jobs, false).await?;
+    drop(conn);
+    inner.notifier.send(woken.iter().cloned());
+    inner.wake_local(woken);
+    Ok(out)
+}
+
+impl PgStore {
+    /// Inserts jobs on the caller's connection, typically `&mut *tx` of the caller's own
+    /// `sqlx::Transaction<'_, Postgres>`: the jobs exist only if that transaction commits, and
+    /// their wake-up (`NOTIFY`) is delivered by PostgreSQL at commit. Same semantics as
+    /// [`JobStore::job_insert_many`](spooler_core::store::JobStore::job_insert_many) otherwise.
+    pub async fn job_insert_tx(
+        &self,
+        tx: &mut PgConnection,
+        jobs: &[NewJob],
+    ) -> StoreResult<Vec<Inserted>> {
+        insert_on(&self.inner, tx, jobs, true)
+            .await
+            .map(|(inserted, _)| inserted)
+    }
+}
+
+/// Inserts `jobs` on `conn` in one statement; returns what was inserted (aligned with `jobs`) and
+/// the queues that gained available jobs. Duplicates of a `unique_key` resolve to the unfinished
+/// job holding it, or within the batch to the first job carrying it. With `notify` the statement
+/// sends the wake-ups itself, delivered when the transaction commits; without, the caller sends
+/// them once it has committed.
+pub(crate) async fn insert_on(
+    inner: &Inner,
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+    notify: bool,
+) -> StoreResult<(Vec<Inserted>, BTreeSet<String>)> {
+    if jobs.is_empty() {
+        return Ok((Vec::new(), BTreeSet::new()));
+    }
+    for job in jobs {
+        job.validate()?;
+    }
+    let now = inner.clock.now();
+    let n = jobs.len();
+    let rows = if let [job] = jobs
+        && !notify
+    {
+        sqlx::query(&inner.sql.insert_one)
+            .bind(&job.queue)
+            .bind(&job.kind)
+            .bind(&job.args)
+            .bind(job.priority)
+            .bind(job.run_at)
+            .bind(job.max_attempts)
+            .bind(job.timeout_ms())
+            .bind(&job.unique_key)
+            .bind(&job.tags)
+            .bind(job.routed_from)
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map)?
+    } else {
+        insert_rows(inner, conn, jobs, notify, now).await?
+    };
+    // The statement returns ids and keys only: the rows themselves are what was sent. Ids are
+    // drawn in input order, so sorted ids line up with the inputs that were inserted.
+    let mut fresh: Vec<(i64, Option<String>)> = rows
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(map)?;
+    fresh.sort_by_key(|(id, _)| *id);
+
+    // Which keys got a new row, and which must be looked up among existing unfinished jobs.
+    let inserted_keys: HashSet<String> = fresh.iter().filter_map(|(_, k)| k.clone()).collect();
+    let missing: Vec<String> = jobs
+        .iter()
+        .filter_map(|j| j.unique_key.as_deref())
+        .filter(|k| !inserted_keys.contains(*k))
+        .map(str::to_string)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut by_key: HashMap<String, JobRow> = HashMap::new();
+    if !missing.is_empty() {
+        let rows = sqlx::query(&inner.sql.existing_unique)
+            .bind(&missing)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map)?;
+        for row in &rows {
+            let job = decode(row)?;
+            if let Some(k) = job.unique_key.clone() {
+                by_key.insert(k, job);
+            }
+        }
+        // The holder finished between the insert and the lookup: report the latest job with the key.
+        for key in &missing {
+            if !by_key.contains_key(key) {
+                let row = sqlx::query(&inner.sql.latest_by_key)
+                    .bind(key)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map)?;
+                let row = row.ok_or_else(|| StoreError::Database {
+                    message: format!("unique key \"{key}\" conflicted but no job holds it"),
+                })?;
+                by_key.insert(key.clone(), decode(&row)?);
+            }
+        }
+    }
+
+    let mut fresh = fresh.into_iter();
+    let mut out = Vec::with_capacity(n);
+    let mut woken = BTreeSet::new();
+    let mut seen_keys: HashSet<&str> = HashSet::new();
+    for job in jobs {
+        let inserted_here = match job.unique_key.as_deref() {
+            None => true,
+            Some(k) => inserted_keys.contains(k) && seen_keys.insert(k),
+        };
+        if inserted_here {
+            let (id, _) = fresh.next().ok_or_else(|| StoreError::Database {
+                message: "insert returned fewer rows than expected".into(),
+            })?;
+            let row = job.clone().into_row(id, now);
+            if row.state == JobState::Available {
+                woken.insert(row.queue.clone());
+            }
+            if let Some(k) = &row.unique_key {
+                by_key.insert(k.clone(), row.clone());
+            }
+            out.push(Inserted {
+                job: row,
+                duplicate: false,
+            });
+        } else {
+            let key = job.unique_key.as_deref().unwrap_or_default();
+            let existing = by_key
+                .get(key)
+                .cloned()
+                .ok_or_else(|| StoreError::Database {
+                    message: format!("no job found for unique key \"{key}\""),
+                })?;
+            out.push(Inserted {
+                job: existing,
+                duplicate: true,
+            });
+        }
+    }
+    Ok((out, woken))
+}
+
+/// Runs the `unnest` insert of `jobs` (any number; with `notify`, the wake-ups are sent in it).
+async fn insert_rows(
+    inner: &Inner,
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+    notify: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<PgRow>> {
+    let n = jobs.len();
+    let mut queue = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut args = Vec::with_capacity(n);
+    let mut priority = Vec::with_capacity(n);
+    let mut run_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut timeout_ms: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut unique_key: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n);
+    let mut routed_from: Vec<Option<i64>> = Vec::with_capacity(n);
+    for job in jobs {
+        queue.push(job.queue.as_str());
+        kind.push(job.kind.as_str());
+        args.push(&job.args);
+        priority.push(job.priority);
+        run_at.push(job.run_at);
+        max_attempts.push(job.max_attempts);
+        timeout_ms.push(job.timeout_ms());
+        unique_key.push(job.unique_key.clone());
+        tags.push(Value::from(job.tags.clone()));
+        routed_from.push(job.routed_from);
+    }
+    let sql = if notify {
+        &inner.sql.insert_notify
+    } else {
+        &inner.sql.insert
+    };
+    sqlx::query(sql)
+        .bind(&queue)
+        .bind(&kind)
+        .bind(&args)
+        .bind(&priority)
+        .bind(&run_at)
+        .bind(&max_attempts)
+        .bind(&timeout_ms)
+        .bind(&unique_key)
+        .bind(&tags)
+        .bind(&routed_from)
+        .bind(now)
+        .bind(&inner.channel)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)
+}

@@ -1,0 +1,57 @@
+//! Reads: one job by id, and the listing (from the partition holding the state asked for).
+
+use super::{JOB_COLS, decode};
+use crate::Inner;
+use crate::error::map;
+use spooler_core::{JobId, JobList, JobRow, StoreResult};
+
+pub(crate) fn get_sql() -> String {
+    format!("SELECT {JOB_COLS} FROM {{s}}.jobs WHERE id = $1")
+}
+
+pub(super) async fn get(inner: &Inner, id: JobId) -> StoreResult<Option<JobRow>> {
+    let row = sqlx::query(&inner.sql.get)
+        .bind(id)
+        .fetch_optional(&inner.pool)
+        .await
+        .map_err(map)?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// The listing. With a state, it reads only the partition holding that state and compares the
+/// state plainly: a generic plan of `($2 IS NULL OR state = $2)` on the parent walks every
+/// finished job to list the running ones (131 ms with a million finished, against 0.2 ms).
+pub(crate) fn list_sql(table: &str, by_state: bool) -> String {
+    let state = if by_state {
+        "state = $2"
+    } else {
+        "$2::text IS NULL"
+    };
+    format!(
+        "SELECT {JOB_COLS} FROM {{s}}.{table}
+          WHERE ($1::text IS NULL OR queue = $1)
+            AND {state}
+            AND ($3::text IS NULL OR kind = $3)
+            AND ($4::int8 IS NULL OR id < $4)
+          ORDER BY id DESC
+          LIMIT $5"
+    )
+}
+
+pub(super) async fn list(inner: &Inner, list: &JobList) -> StoreResult<Vec<JobRow>> {
+    let sql = match list.state {
+        None => &inner.sql.list,
+        Some(state) if state.is_finished() => &inner.sql.list_finished,
+        Some(_) => &inner.sql.list_active,
+    };
+    let rows = sqlx::query(sql)
+        .bind(list.queue.as_deref())
+        .bind(list.state.map(|s| s.as_str()))
+        .bind(list.kind.as_deref())
+        .bind(list.before_id)
+        .bind(i64::from(list.limit.min(1000)))
+        .fetch_all(&inner.pool)
+        .await
+        .map_err(map)?;
+    rows.iter().map(decode).collect()
+}
