@@ -1,0 +1,480 @@
+//! Every 4xx path of the API, in-process (`Router::oneshot`, no socket) on `sqlite::memory:`:
+//! the status, the `field` named, a message that says what is wrong, and nothing changed.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use spooler::prelude::*;
+use spooler::{JobState, NewJob};
+use spooler_server::{AppState, ServerOptions, router};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+struct Api {
+    store: Arc<dyn Store>,
+    app: axum::Router,
+}
+
+impl Api {
+    async fn new(options: ServerOptions) -> Self {
+        let store = spooler::connect("sqlite::memory:").await.expect("open");
+        let app = router(AppState::new(
+            store.clone(),
+            ServerOptions {
+                metrics: false,
+                ..options
+            },
+        ));
+        Self { store, app }
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.app.clone().oneshot(request).await.expect("answer");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 10 << 20)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<&[u8]>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let body = body.map_or(Body::empty(), |b| Body::from(b.to_vec()));
+        self.send(request.body(body).unwrap()).await
+    }
+
+    async fn snapshot(&self) -> Vec<spooler::JobRow> {
+        self.store
+            .job_list(&spooler::JobList {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+}
+
+/// Asserts a 4xx of `want`, a JSON `error`, `field` when one is expected, and `words` in the message.
+fn check(
+    what: &str,
+    got: (StatusCode, Value),
+    want: StatusCode,
+    field: Option<&str>,
+    words: &[&str],
+) {
+    let (status, body) = got;
+    assert_eq!(status, want, "{what}: {body}");
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no error in {body}"));
+    for w in words {
+        assert!(
+            message.contains(w),
+            "{what}: {message:?} does not say {w:?}"
+        );
+    }
+    if let Some(field) = field {
+        assert_eq!(body["field"], json!(field), "{what}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn every_bad_request_is_a_4xx_naming_its_field_and_changes_nothing() {
+    let api = Api::new(ServerOptions::default()).await;
+    let job = api
+        .store
+        .job_insert(
+            &NewJob::new("noop", json!({}))
+                .run_at(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+        )
+        .await
+        .unwrap()
+        .job;
+    // A running job (for 409s) and a finished one.
+    api.store
+        .job_insert(&NewJob::new("busy", json!({})))
+        .await
+        .unwrap();
+    let running = api
+        .store
+        .job_claim(&spooler::core::JobClaim {
+            queues: vec!["default".into()],
+            kinds: vec!["busy".into()],
+            limit: 1,
+            worker_id: "w".into(),
+            lease: Duration::from_secs(60),
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    let before = api.snapshot().await;
+    let id = job.id;
+    let run = running.id;
+    let missing = run + 1000;
+    use StatusCode as S;
+    let enqueue: &[(&str, &[u8], StatusCode, Option<&str>, &[&str])] = &[
+        (
+            "malformed JSON",
+            br#"{"kind": "noop","#,
+            S::BAD_REQUEST,
+            None,
+            &["JSON"],
+        ),
+        (
+            "not an object",
+            b"[1]",
+            S::UNPROCESSABLE_ENTITY,
+            Some("request body"),
+            &["object"],
+        ),
+        (
+            "missing kind",
+            br#"{"args": {}}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("kind"),
+            &["kind"],
+        ),
+        (
+            "kind not a string",
+            br#"{"kind": 7}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("kind"),
+            &["string"],
+        ),
+        (
+            "empty kind",
+            br#"{"kind": " "}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("kind"),
+            &["empty"],
+        ),
+        (
+            "priority of the wrong type",
+            br#"{"kind": "k", "priority": "high"}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("priority"),
+            &["integer"],
+        ),
+        (
+            "max_attempts 0",
+            br#"{"kind": "k", "max_attempts": 0}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("max_attempts"),
+            &["max_attempts"],
+        ),
+        (
+            "a bad delay",
+            br#"{"kind": "k", "delay": "soon"}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("delay"),
+            &["soon"],
+        ),
+        (
+            "a bad timeout",
+            br#"{"kind": "k", "timeout": "0s"}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("timeout"),
+            &["timeout"],
+        ),
+        (
+            "run_at and delay",
+            br#"{"kind": "k", "delay": "1s", "run_at": "2030-01-01T00:00:00Z"}"#,
+            S::UNPROCESSABLE_ENTITY,
+            None,
+            &["run_at", "delay"],
+        ),
+        (
+            "a bad run_at",
+            br#"{"kind": "k", "run_at": "tomorrow"}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("run_at"),
+            &["run_at"],
+        ),
+        (
+            "tags not strings",
+            br#"{"kind": "k", "tags": [1]}"#,
+            S::UNPROCESSABLE_ENTITY,
+            None,
+            &["tags"],
+        ),
+        (
+            "a misspelt field",
+            br#"{"kind": "k", "prority": 3}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("prority"),
+            &["prority"],
+        ),
+        (
+            "a NUL character",
+            br#"{"kind": "k", "args": {"s": "a\u0000b"}}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("args.s"),
+            &["NUL"],
+        ),
+    ];
+    for (what, body, want, field, words) in enqueue {
+        let got = api.call(Method::POST, "/v1/jobs", Some(body)).await;
+        check(what, got, *want, *field, words);
+    }
+    let batch: &[(&str, Value, StatusCode, Option<&str>, &[&str])] = &[
+        (
+            "a bad item",
+            json!({"jobs": [{"kind": "k"}, {"kind": 1}]}),
+            S::UNPROCESSABLE_ENTITY,
+            Some("jobs[1].kind"),
+            &["jobs[1].kind"],
+        ),
+        (
+            "jobs not an array",
+            json!({"jobs": {}}),
+            S::UNPROCESSABLE_ENTITY,
+            None,
+            &["jobs", "array"],
+        ),
+        (
+            "no jobs",
+            json!({}),
+            S::UNPROCESSABLE_ENTITY,
+            None,
+            &["jobs", "required"],
+        ),
+        (
+            "over the limit",
+            json!({"jobs": vec![json!({"kind": "k"}); 1001]}),
+            S::PAYLOAD_TOO_LARGE,
+            None,
+            &["1000"],
+        ),
+    ];
+    for (what, body, want, field, words) in batch {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let got = api.call(Method::POST, "/v1/jobs/batch", Some(&bytes)).await;
+        check(what, got, *want, *field, words);
+    }
+    let bulk: &[(&str, Value, Option<&str>)] = &[
+        ("no action", json!({}), Some("action")),
+        (
+            "an unknown action",
+            json!({"action": "purge"}),
+            Some("action"),
+        ),
+        (
+            "an unknown member",
+            json!({"action": "retry", "filtr": {}}),
+            Some("filtr"),
+        ),
+        (
+            "an unknown filter member",
+            json!({"action": "retry", "filter": {"stat": "failed"}}),
+            Some("filter.stat"),
+        ),
+        (
+            "a bad state",
+            json!({"action": "retry", "filter": {"state": "done"}}),
+            Some("filter.state"),
+        ),
+        (
+            "a bad time",
+            json!({"action": "retry", "filter": {"before": "yesterday"}}),
+            Some("filter.before"),
+        ),
+        (
+            "dry_run not a boolean",
+            json!({"action": "retry", "dry_run": "yes"}),
+            Some("dry_run"),
+        ),
+    ];
+    for (what, body, field) in bulk {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let got = api.call(Method::POST, "/v1/jobs/bulk", Some(&bytes)).await;
+        check(what, got, S::UNPROCESSABLE_ENTITY, *field, &[]);
+    }
+    let requests: Vec<(Method, String, StatusCode, Option<&str>, Vec<String>)> = vec![
+        (
+            Method::GET,
+            format!("/v1/jobs/{missing}"),
+            S::NOT_FOUND,
+            None,
+            vec![format!("job {missing} not found")],
+        ),
+        (
+            Method::POST,
+            format!("/v1/jobs/{missing}/cancel"),
+            S::NOT_FOUND,
+            None,
+            vec![missing.to_string()],
+        ),
+        (
+            Method::POST,
+            format!("/v1/jobs/{missing}/retry"),
+            S::NOT_FOUND,
+            None,
+            vec![missing.to_string()],
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/jobs/{missing}"),
+            S::NOT_FOUND,
+            None,
+            vec![missing.to_string()],
+        ),
+        (
+            Method::POST,
+            format!("/v1/jobs/{run}/retry"),
+            S::CONFLICT,
+            None,
+            vec!["running".into(), "retry".into()],
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/jobs/{run}"),
+            S::CONFLICT,
+            None,
+            vec!["running".into(), "delete".into()],
+        ),
+        (
+            Method::GET,
+            "/v1/jobs/abc".into(),
+            S::BAD_REQUEST,
+            Some("id"),
+            vec!["abc".into()],
+        ),
+        (
+            Method::GET,
+            "/v1/jobs?state=bogus".into(),
+            S::BAD_REQUEST,
+            Some("state"),
+            vec!["bogus".into()],
+        ),
+        (
+            Method::GET,
+            "/v1/jobs?limit=0".into(),
+            S::BAD_REQUEST,
+            Some("limit"),
+            vec![],
+        ),
+        (
+            Method::GET,
+            "/v1/jobs?cursor=x".into(),
+            S::BAD_REQUEST,
+            Some("cursor"),
+            vec![],
+        ),
+        (
+            Method::GET,
+            "/v1/jobs?sate=failed".into(),
+            S::BAD_REQUEST,
+            None,
+            vec!["sate".into()],
+        ),
+        (
+            Method::GET,
+            format!("/v1/jobs/{id}?wait=forever"),
+            S::BAD_REQUEST,
+            Some("wait"),
+            vec![],
+        ),
+        (
+            Method::GET,
+            "/v1/operations/77".into(),
+            S::NOT_FOUND,
+            None,
+            vec!["operation 77 not found".into()],
+        ),
+        (
+            Method::POST,
+            "/v1/operations/77/cancel".into(),
+            S::NOT_FOUND,
+            None,
+            vec!["operation 77".into()],
+        ),
+        (
+            Method::GET,
+            "/v1/operations/x".into(),
+            S::BAD_REQUEST,
+            Some("id"),
+            vec![],
+        ),
+        (
+            Method::GET,
+            "/v1/nothing".into(),
+            S::NOT_FOUND,
+            None,
+            vec!["/v1/nothing".into()],
+        ),
+        (
+            Method::PUT,
+            "/v1/jobs".into(),
+            S::METHOD_NOT_ALLOWED,
+            None,
+            vec!["PUT".into()],
+        ),
+    ];
+    for (method, path, want, field, words) in requests {
+        let what = format!("{method} {path}");
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let got = api.call(method, &path, None).await;
+        check(&what, got, want, field, &words);
+    }
+    // A body over the limit.
+    let huge =
+        serde_json::to_vec(&json!({"kind": "k", "args": {"b": "x".repeat(1 << 20)}})).unwrap();
+    let got = api.call(Method::POST, "/v1/jobs", Some(&huge)).await;
+    check(
+        "a body over the limit",
+        got,
+        S::PAYLOAD_TOO_LARGE,
+        None,
+        &["limit"],
+    );
+
+    assert_eq!(
+        api.snapshot().await,
+        before,
+        "no job added, lost or changed"
+    );
+    assert_eq!(
+        api.store.job_get(run).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+}
+
+#[tokio::test]
+async fn with_a_token_every_v1_call_needs_it() {
+    let api = Api::new(ServerOptions {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    for (method, path) in spooler_server::route_table() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let path = path.replace("{id}", "1").replace("{name}", "default");
+        for token in [None, Some("wrong"), Some("s3cre")] {
+            let mut request = Request::builder().method(method.clone()).uri(&path);
+            if let Some(t) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let got = api.send(request.body(Body::empty()).unwrap()).await;
+            check(
+                &format!("{method} {path} with {token:?}"),
+                got,
+                StatusCode::UNAUTHORIZED,
+                None,
+                &[],
+            );
+        }
+    }
+    let request = Request::builder()
+        .uri("/v1/queues")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(request).await.0, StatusCode::OK);
+}
