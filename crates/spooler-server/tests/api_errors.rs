@@ -11,6 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
+/// One bad request: what it is, its body, the status, the field named, words the message says.
+type Case<'a, B> = (&'a str, B, StatusCode, Option<&'a str>, &'a [&'a str]);
+/// One bad call: method, path, status, the field named, words the message says.
+type Call<'a> = (Method, String, StatusCode, Option<&'a str>, Vec<String>);
+
 struct Api {
     store: Arc<dyn Store>,
     app: axum::Router,
@@ -117,7 +122,7 @@ async fn every_bad_request_is_a_4xx_naming_its_field_and_changes_nothing() {
     let run = running.id;
     let missing = run + 1000;
     use StatusCode as S;
-    let enqueue: &[(&str, &[u8], StatusCode, Option<&str>, &[&str])] = &[
+    let enqueue: &[Case<&[u8]>] = &[
         (
             "malformed JSON",
             br#"{"kind": "noop","#,
@@ -221,7 +226,7 @@ async fn every_bad_request_is_a_4xx_naming_its_field_and_changes_nothing() {
         let got = api.call(Method::POST, "/v1/jobs", Some(body)).await;
         check(what, got, *want, *field, words);
     }
-    let batch: &[(&str, Value, StatusCode, Option<&str>, &[&str])] = &[
+    let batch: &[Case<Value>] = &[
         (
             "a bad item",
             json!({"jobs": [{"kind": "k"}, {"kind": 1}]}),
@@ -294,7 +299,7 @@ async fn every_bad_request_is_a_4xx_naming_its_field_and_changes_nothing() {
         let got = api.call(Method::POST, "/v1/jobs/bulk", Some(&bytes)).await;
         check(what, got, S::UNPROCESSABLE_ENTITY, *field, &[]);
     }
-    let requests: Vec<(Method, String, StatusCode, Option<&str>, Vec<String>)> = vec![
+    let requests: Vec<Call> = vec![
         (
             Method::GET,
             format!("/v1/jobs/{missing}"),
