@@ -31,6 +31,7 @@
 mod client;
 mod connect;
 mod error;
+mod every;
 mod job;
 pub mod maintenance;
 mod operations;

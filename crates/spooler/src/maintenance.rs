@@ -171,21 +171,13 @@ impl Maintenance {
     }
 
     /// Loops [`Maintenance::run_once`] every interval until `stop` turns true.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.config.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                return;
-            }
+    pub async fn run(&self, stop: watch::Receiver<bool>) {
+        crate::every::every(self.config.interval, stop, || async {
             if let Err(e) = self.run_once().await {
                 tracing::warn!(store = %self.store.describe(), error = %e, "maintenance pass failed");
             }
-        }
+        })
+        .await;
     }
 
     /// Gives up leadership so another process takes over at once.

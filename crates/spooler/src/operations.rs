@@ -113,24 +113,13 @@ impl OperationRunner {
         Ok(finished)
     }
 
-    /// Loops [`OperationRunner::run_once`] until `stop` turns true.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.changed() => {}
+    /// Loops [`OperationRunner::run_once`] every interval until `stop` turns true.
+    pub async fn run(&self, stop: watch::Receiver<bool>) {
+        crate::every::every(self.interval, stop, || async {
+            if let Err(e) = self.run_once().await {
+                tracing::warn!(store = %self.client.store().describe(), error = %e, "running operations failed; will try again");
             }
-            if *stop.borrow() {
-                return;
-            }
-            tokio::select! {
-                result = self.run_once() => if let Err(e) = result {
-                    tracing::warn!(store = %self.client.store().describe(), error = %e, "running operations failed; will try again");
-                },
-                _ = stop.changed() => return,
-            }
-        }
+        })
+        .await;
     }
 }

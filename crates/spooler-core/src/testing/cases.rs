@@ -162,6 +162,14 @@ async fn retry_by_id(h: &Harness, id: i64) -> Result<JobRow, StoreError> {
     result
 }
 
+/// A retryable failure ("boom") that would run again at `at`.
+fn boom(at: chrono::DateTime<chrono::Utc>) -> Outcome {
+    Outcome::Retry {
+        error: "boom".into(),
+        at,
+    }
+}
+
 fn completed() -> Outcome {
     Outcome::Completed { result: None }
 }
@@ -711,17 +719,7 @@ async fn running_with_cancel_requested(h: &Harness) -> JobRow {
 pub async fn retry_of_a_cancel_requested_job_cancels_it(h: Harness) {
     let c = running_with_cancel_requested(&h).await;
     let at = add(h.now(), Duration::from_secs(16));
-    assert!(
-        finish(
-            &h,
-            &c,
-            Outcome::Retry {
-                error: "boom".into(),
-                at
-            }
-        )
-        .await
-    );
+    assert!(finish(&h, &c, boom(at)).await);
     let j = get(&h, c.id).await;
     assert_eq!(j.state, JobState::Cancelled);
     assert_eq!(j.finished_at, Some(h.now()));
@@ -772,17 +770,7 @@ pub async fn retry_of_the_last_attempt_fails_the_job(h: Harness) {
     insert(&h, job("k").max_attempts(1)).await;
     let c = claim_one(&h, "k").await;
     let at = add(h.now(), Duration::from_secs(16));
-    assert!(
-        finish(
-            &h,
-            &c,
-            Outcome::Retry {
-                error: "boom".into(),
-                at
-            }
-        )
-        .await
-    );
+    assert!(finish(&h, &c, boom(at)).await);
     let j = get(&h, c.id).await;
     assert_eq!(j.state, JobState::Failed);
     assert_eq!(j.finished_at, Some(h.now()));
