@@ -3,11 +3,9 @@
 //! committed, and every job is retried exactly once), on SQLite and on PostgreSQL; and the CLI's
 //! `spooler retry --state failed --queue Q` replays a dead-letter queue.
 
-mod server_support;
-
+use crate::server_support::{ServeOptions, Server, cli, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use server_support::{ServeOptions, Server, cli, wait_for};
 use spooler::core::{JobClaim, JobFinish, Outcome};
 use spooler::{JobFilter, JobState, NewJob, Store};
 use std::sync::Arc;

@@ -2,13 +2,11 @@
 //! once, long polls that answer when the job ends, retries on the queue's policy then `failed`
 //! with every attempt's error, a manual retry, and `tcp` jobs to a listener and to closed ports.
 
-mod server_support;
-
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use server_support::{
+use crate::server_support::{
     HookServer, ServeOptions, Server, SilentListener, TcpSink, closed_port, wait_for,
 };
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 use spooler::JobState;
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! CLI runs with timeouts, polling with timeouts, and local HTTP and TCP endpoints that record what
 //! they receive.
 
-// Each test binary uses a different part of this module.
+// Some helpers serve only some of the modules.
 #![allow(dead_code)]
 
 use reqwest::{Method, StatusCode};

@@ -2,10 +2,8 @@
 //! expect_status, timeout), `command` (only allowed programs, exit codes, timeouts, no server
 //! secrets in the environment) and `file` (one line per job).
 
-mod server_support;
-
+use crate::server_support::{HookServer, ServeOptions, Server, closed_port};
 use serde_json::{Value, json};
-use server_support::{HookServer, ServeOptions, Server, closed_port};
 use std::time::{Duration, Instant};
 
 /// Enqueues `body` and waits until the job is `state`; returns it.

@@ -2,10 +2,10 @@
 //! `--max-age` is crossed, 2 (within `--timeout` plus a second) when the server is silent, stopped
 //! or refuses the token, or the store cannot be read.
 
-mod server_support;
-
+use crate::server_support::{
+    CliRun, ServeOptions, Server, SilentListener, cli, closed_port, wait_for,
+};
 use serde_json::json;
-use server_support::{CliRun, ServeOptions, Server, SilentListener, cli, closed_port, wait_for};
 use std::time::Duration;
 
 fn assert_exit(run: &CliRun, code: i32, label: &str) {

@@ -2,10 +2,8 @@
 //! `--url` and against its SQLite file with `--store`, giving the same job JSON; and the errors
 //! of an unreachable or wrong `--url`.
 
-mod server_support;
-
+use crate::server_support::{Server, SilentListener, cli, cli_env, closed_port};
 use serde_json::Value;
-use server_support::{Server, SilentListener, cli, cli_env, closed_port};
 use std::time::Duration;
 
 /// `--url URL` or `--store URL`.
@@ -17,7 +15,7 @@ fn target(server: &Server, over_http: bool) -> [String; 2] {
     }
 }
 
-async fn spooler(args: &[&str], target: &[String; 2]) -> server_support::CliRun {
+async fn spooler(args: &[&str], target: &[String; 2]) -> crate::server_support::CliRun {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(target.iter().map(String::as_str));
     cli(&all).await
@@ -344,7 +342,7 @@ async fn a_wait_that_ends_before_the_job_shows_the_job_as_it_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_of_jobs_end_with_no_cursor() {
-    let server = Server::start_with(server_support::ServeOptions {
+    let server = Server::start_with(crate::server_support::ServeOptions {
         no_worker: true,
         ..Default::default()
     })

@@ -2,10 +2,8 @@
 //! finish within the grace period complete, longer ones are released (none is left `running`),
 //! and an open long poll is answered rather than cut.
 
-mod server_support;
-
+use crate::server_support::{RawRequest, ServeOptions, Server, wait_for};
 use serde_json::json;
-use server_support::{RawRequest, ServeOptions, Server, wait_for};
 use spooler::JobState;
 use std::time::{Duration, Instant};
 

@@ -2,11 +2,9 @@
 //! error naming it, and no job is lost or half-written; the token guards `/v1`; a config file with
 //! a typo or a taken address stops `serve` with an error naming it; the open routes answer.
 
-mod server_support;
-
+use crate::server_support::{ServeOptions, Server, cli, write_file};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use server_support::{ServeOptions, Server, cli, write_file};
 use std::time::Duration;
 
 /// Every job in the store, oldest first, as `GET /v1/jobs` shows them.

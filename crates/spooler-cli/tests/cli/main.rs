@@ -1,0 +1,15 @@
+//! The `spooler` binary's tests in one test binary, a module per area: the API, the CLI, checks,
+//! jobs and kinds through a real server, shutdown, operations by filter, and real worker
+//! processes on SQLite and PostgreSQL (killed, restarted, racing). One binary links once.
+
+mod server_support;
+
+mod postgres_processes;
+mod server_api;
+mod server_bulk;
+mod server_check;
+mod server_cli;
+mod server_jobs;
+mod server_kinds;
+mod server_shutdown;
+mod worker_processes;
