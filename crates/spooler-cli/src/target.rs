@@ -222,7 +222,7 @@ impl Target {
                     limit: filter.limit,
                     before_id: filter.cursor,
                 };
-                let (jobs, next) = spooler_server::job_page(store.as_ref(), &list).await?;
+                let (jobs, next) = spooler::Client::new(store.clone()).list(&list).await?;
                 Ok((
                     jobs.iter().map(job_json).collect(),
                     next.map(|id| id.to_string()),
@@ -239,7 +239,7 @@ impl Target {
                     .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
                     .await
             }
-            Self::Store { store, .. } => Ok(job_json(&store.job_cancel(id).await?)),
+            Self::Store { store, .. } => Ok(job_json(&client(store).cancel(id).await?)),
         }
     }
 
@@ -251,7 +251,7 @@ impl Target {
                     .call(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
                     .await
             }
-            Self::Store { store, .. } => Ok(job_json(&store.job_retry(id).await?)),
+            Self::Store { store, .. } => Ok(job_json(&client(store).retry(id).await?)),
         }
     }
 
@@ -263,7 +263,7 @@ impl Target {
                     .call(Method::DELETE, &format!("/v1/jobs/{id}"), None)
                     .await
             }
-            Self::Store { store, .. } => Ok(job_json(&store.job_delete(id).await?)),
+            Self::Store { store, .. } => Ok(job_json(&client(store).delete(id).await?)),
         }
     }
 
@@ -272,11 +272,11 @@ impl Target {
         match self {
             Self::Server(remote) => {
                 let verb = if pause { "pause" } else { "resume" };
-                let path = format!("/v1/queues/{}/{verb}", url_segment(queue));
+                let path = format!("/v1/queues/{}/{verb}", encode(queue));
                 remote.call(Method::POST, &path, None).await?;
             }
-            Self::Store { store, .. } if pause => store.queue_pause(queue).await?,
-            Self::Store { store, .. } => store.queue_resume(queue).await?,
+            Self::Store { store, .. } if pause => client(store).pause(queue).await?,
+            Self::Store { store, .. } => client(store).resume(queue).await?,
         }
         Ok(())
     }
@@ -332,8 +332,8 @@ impl Target {
             }
             Self::Store { store, .. } => {
                 let now = store.clock().now();
-                Ok(store
-                    .queue_list()
+                Ok(client(store)
+                    .queues()
                     .await?
                     .iter()
                     .map(|q| spooler_server::wire::queue_json(q, now, None))
@@ -461,14 +461,7 @@ fn encode(text: &str) -> String {
     out
 }
 
-/// `name` as one URL path segment (percent-encoded).
-fn url_segment(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// The client over a store opened directly: every `--store` path goes through it, as the API does.
+fn client(store: &Arc<dyn Store>) -> spooler::Client {
+    spooler::Client::new(store.clone())
 }

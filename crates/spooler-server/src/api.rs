@@ -11,9 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use spooler::{
-    JobId, JobList, JobRow, JobState, QueueInfo, StateCounts, Store, StoreError, parse_duration,
-};
+use spooler::{JobList, JobState, QueueInfo, StateCounts, parse_duration};
 use std::time::Duration;
 
 type Routes = Vec<(Method, &'static str, MethodRouter<AppState>)>;
@@ -259,38 +257,17 @@ async fn list_jobs(State(state): State<AppState>, params: Params) -> Result<Resp
         limit,
         before_id,
     };
-    let (jobs, next) = job_page(state.inner.store.as_ref(), &list).await?;
+    let (jobs, next) = state.inner.client.list(&list).await?;
     let next_cursor = next.map(|id| id.to_string());
     let wires: Vec<JobWire<'_>> = jobs.iter().map(JobWire::new).collect();
     Ok(Json(json!({ "jobs": wires, "next_cursor": next_cursor })).into_response())
-}
-
-/// A page of jobs, newest first, and the cursor of the next page (the `before_id` that fetches
-/// it): `None` on the last page. A full page is followed by a one-row probe, so that a last page
-/// that happens to be full says it is the last.
-pub async fn job_page(
-    store: &dyn Store,
-    list: &JobList,
-) -> Result<(Vec<JobRow>, Option<JobId>), StoreError> {
-    let jobs = store.job_list(list).await?;
-    let Some(last) = jobs.last().filter(|_| jobs.len() as u32 >= list.limit) else {
-        return Ok((jobs, None));
-    };
-    let probe = JobList {
-        limit: 1,
-        before_id: Some(last.id),
-        ..list.clone()
-    };
-    let more = !store.job_list(&probe).await?.is_empty();
-    let next = more.then_some(last.id);
-    Ok((jobs, next))
 }
 
 async fn cancel_job(
     State(state): State<AppState>,
     JobIdPath(id): JobIdPath,
 ) -> Result<Response, ApiError> {
-    let job = state.inner.store.job_cancel(id).await?;
+    let job = state.inner.client.cancel(id).await?;
     Ok(job_response(StatusCode::OK, JobWire::new(&job)))
 }
 
@@ -298,7 +275,7 @@ async fn retry_job(
     State(state): State<AppState>,
     JobIdPath(id): JobIdPath,
 ) -> Result<Response, ApiError> {
-    let job = state.inner.store.job_retry(id).await?;
+    let job = state.inner.client.retry(id).await?;
     Ok(job_response(StatusCode::OK, JobWire::new(&job)))
 }
 
@@ -306,13 +283,13 @@ async fn delete_job(
     State(state): State<AppState>,
     JobIdPath(id): JobIdPath,
 ) -> Result<Response, ApiError> {
-    let job = state.inner.store.job_delete(id).await?;
+    let job = state.inner.client.delete(id).await?;
     Ok(job_response(StatusCode::OK, JobWire::new(&job)))
 }
 
 /// The queues the store knows, plus configured queues that hold no jobs yet.
 async fn queues_with_configured(state: &AppState) -> Result<Vec<QueueInfo>, ApiError> {
-    let mut queues = state.inner.store.queue_list().await?;
+    let mut queues = state.inner.client.queues().await?;
     for name in state.inner.options.queues.keys() {
         if !queues.iter().any(|q| &q.name == name) {
             queues.push(QueueInfo {
@@ -345,7 +322,7 @@ async fn pause_queue(
     State(state): State<AppState>,
     NamePath(name): NamePath,
 ) -> Result<Response, ApiError> {
-    state.inner.store.queue_pause(&name).await?;
+    state.inner.client.pause(&name).await?;
     Ok(Json(json!({ "name": name, "paused": true })).into_response())
 }
 
@@ -353,7 +330,7 @@ async fn resume_queue(
     State(state): State<AppState>,
     NamePath(name): NamePath,
 ) -> Result<Response, ApiError> {
-    state.inner.store.queue_resume(&name).await?;
+    state.inner.client.resume(&name).await?;
     Ok(Json(json!({ "name": name, "paused": false })).into_response())
 }
 

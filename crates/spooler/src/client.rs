@@ -1,9 +1,13 @@
-//! The client: enqueue typed or raw jobs (one or many), read and wait for them, prune history.
+//! The client, the one job API the server and the CLI adapt: enqueue typed or raw jobs, read,
+//! list, wait for, cancel, retry and delete them, queues and their pause, pruning (operations by
+//! filter are in `operations.rs`).
 
 use crate::job::{BlockingJob, Job};
 use crate::{ConnectOptions, Error, Retention};
 use chrono::{DateTime, Utc};
-use spooler_core::{Inserted, JobId, JobPrune, JobRow, NewJob, Store, StoreError};
+use spooler_core::{
+    Inserted, JobId, JobList, JobPrune, JobRow, NewJob, QueueInfo, Store, StoreError,
+};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -126,6 +130,54 @@ impl Client {
             }
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// A page of jobs matching `list`, newest first, and the cursor (`before_id`) of the next page,
+    /// `None` on the last. A full page is followed by a one-row probe, so that a last page that
+    /// happens to be full says it is the last.
+    pub async fn list(&self, list: &JobList) -> Result<(Vec<JobRow>, Option<JobId>), Error> {
+        let jobs = self.store.job_list(list).await?;
+        let Some(last) = jobs.last().filter(|_| jobs.len() as u32 >= list.limit) else {
+            return Ok((jobs, None));
+        };
+        let probe = JobList {
+            limit: 1,
+            before_id: Some(last.id),
+            ..list.clone()
+        };
+        let more = !self.store.job_list(&probe).await?.is_empty();
+        let next = more.then_some(last.id);
+        Ok((jobs, next))
+    }
+
+    /// Cancels a job: a scheduled or available one at once, a running one by asking its worker.
+    pub async fn cancel(&self, id: JobId) -> Result<JobRow, Error> {
+        Ok(self.store.job_cancel(id).await?)
+    }
+
+    /// Runs a finished or scheduled job again now.
+    pub async fn retry(&self, id: JobId) -> Result<JobRow, Error> {
+        Ok(self.store.job_retry(id).await?)
+    }
+
+    /// Deletes a job that is not running; returns it as it was.
+    pub async fn delete(&self, id: JobId) -> Result<JobRow, Error> {
+        Ok(self.store.job_delete(id).await?)
+    }
+
+    /// Every queue with jobs or a pause flag, with counts per state and the oldest wait.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>, Error> {
+        Ok(self.store.queue_list().await?)
+    }
+
+    /// Stops claims from `queue`; running jobs go on.
+    pub async fn pause(&self, queue: &str) -> Result<(), Error> {
+        Ok(self.store.queue_pause(queue).await?)
+    }
+
+    /// Lets claims from `queue` resume.
+    pub async fn resume(&self, queue: &str) -> Result<(), Error> {
+        Ok(self.store.queue_resume(queue).await?)
     }
 
     /// Deletes finished jobs older than `retention` keeps them, `batch` rows per statement (short
