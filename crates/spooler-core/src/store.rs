@@ -324,8 +324,8 @@ pub trait JobStore: Send + Sync {
     /// `started_at = now`, a lease until `now + lease`, and `worker_id`.
     async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>>;
 
-    /// Extends leases still held; reports, per lease asked, whether it is held and whether
-    /// cancellation was requested. Leases not held are left alone.
+    /// Extends leases still held; reports, per lease asked and in the order asked, whether it is
+    /// held and whether cancellation was requested. Leases not held are left alone.
     async fn job_lease_extend(&self, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>>;
 
     /// Records finished attempts in one transaction, each as [`decide`](crate::transition::decide)

@@ -3,11 +3,69 @@
 //! A backend's `tests/conformance.rs` calls [`conformance_suite!`](crate::conformance_suite) with an
 //! async function that builds a fresh, migrated store (its own file or schema) on a [`ManualClock`].
 
-mod cases;
+mod claim;
+mod coordination;
+mod finish;
+mod helpers;
+mod insert;
+mod maintenance;
+mod manual;
 mod operations;
+mod read;
+mod rescue;
 
-pub use cases::*;
+pub use claim::*;
+pub use coordination::*;
+pub use finish::*;
+pub use insert::*;
+pub use maintenance::*;
+pub use manual::*;
 pub use operations::*;
+pub use read::*;
+pub use rescue::*;
+
+/// Each area file's source, so the suite can check that its list names every case it defines.
+const SOURCES: &[(&str, &str)] = &[
+    ("claim", include_str!("claim.rs")),
+    ("coordination", include_str!("coordination.rs")),
+    ("finish", include_str!("finish.rs")),
+    ("insert", include_str!("insert.rs")),
+    ("maintenance", include_str!("maintenance.rs")),
+    ("manual", include_str!("manual.rs")),
+    ("operations", include_str!("operations.rs")),
+    ("read", include_str!("read.rs")),
+    ("rescue", include_str!("rescue.rs")),
+];
+
+/// Panics unless every area's list (`(area, names)`) names exactly the cases its file defines
+/// (`pub async fn NAME(h: Harness)`), and every area is listed: a case cannot be left out.
+pub fn check_case_lists(lists: &[(&str, &[&str])]) {
+    let mut listed: Vec<&str> = lists.iter().map(|l| l.0).collect();
+    listed.sort_unstable();
+    let mut areas: Vec<&str> = SOURCES.iter().map(|s| s.0).collect();
+    areas.sort_unstable();
+    assert_eq!(listed, areas, "the suite runs every area file's cases");
+    for (area, names) in lists {
+        let source = SOURCES
+            .iter()
+            .find(|s| s.0 == *area)
+            .map(|s| s.1)
+            .unwrap_or("");
+        let mut defined: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .filter(|l| l.contains("(h: Harness)"))
+            .filter_map(|l| l.split('(').next())
+            .collect();
+        let mut names = names.to_vec();
+        defined.sort_unstable();
+        names.sort_unstable();
+        assert_eq!(
+            names, defined,
+            "testing/{area}.rs: its macro must list exactly the cases the file defines"
+        );
+    }
+}
 
 use crate::{Clock, ManualClock, Store};
 use std::future::Future;
@@ -71,8 +129,9 @@ where
 }
 
 /// Generates one `#[tokio::test]` per conformance case for the store made by `$make`
-/// (an `async fn(Arc<ManualClock>) -> TestStore`). This macro holds the one list of cases, so a
-/// backend cannot leave one out. With `if COND`, each case first evaluates `COND` (a `bool`) and
+/// (an `async fn(Arc<ManualClock>) -> TestStore`). Each area file lists its own cases in its
+/// `__conformance_AREA!` macro, beside the cases, and a generated test checks every list against
+/// the file (`check_case_lists`), so no backend can leave a case out. With `if COND`, each case first evaluates `COND` (a `bool`) and
 /// returns at once when it is false: the backend is not configured, and `COND` says so.
 #[macro_export]
 macro_rules! conformance_suite {
@@ -80,54 +139,35 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!($make, if true);
     };
     ($make:path, if $cond:expr) => {
-        $crate::conformance_suite!(@cases $make, $cond;
-            insert_and_get_round_trip,
-            insert_in_the_future_is_scheduled,
-            insert_many_assigns_increasing_ids,
-            insert_rejects_invalid_fields,
-            unique_key_returns_the_unfinished_job,
-            get_unknown_is_none,
-            claim_orders_by_priority_then_run_at_then_id,
-            claim_respects_limit_queues_and_kinds,
-            claim_sets_lease_and_counts_the_attempt,
-            claim_skips_paused_queues,
-            concurrent_claims_never_share_a_job,
-            complete_is_fenced_by_the_attempt,
-            finish_many_mixed_outcomes_in_one_call,
-            retry_schedules_and_keeps_the_error,
-            retry_due_now_is_available_at_once,
-            failed_keeps_every_error,
-            snooze_does_not_spend_an_attempt,
-            release_makes_available_without_spending_an_attempt,
-            rescue_expired_lease_and_reject_the_late_result,
-            rescue_out_of_attempts_fails_the_job,
-            rescue_applies_the_backoff,
-            rescue_of_a_cancel_requested_job_cancels_it,
-            retry_of_a_cancel_requested_job_cancels_it,
-            snooze_or_release_of_a_cancel_requested_job_cancels_it,
-            a_cancel_requested_job_that_succeeds_is_completed,
-            retry_of_the_last_attempt_fails_the_job,
-            extended_lease_is_not_rescued,
-            cancel_by_state,
-            retry_by_hand,
-            delete_by_state,
-            list_filters_and_pages_newest_first,
-            queue_list_counts_and_oldest_wait,
-            promote_only_due_jobs,
-            prune_only_old_finished_jobs,
-            leader_election_and_takeover,
-            worker_registry,
-            migrate_is_idempotent,
-            subscribe_hears_own_inserts,
-            // operations.rs
-            operation_retries_matching_jobs_chunk_by_chunk,
-            operation_skips_jobs_its_action_does_not_apply_to,
-            job_count_filters_by_every_field,
-            operation_cancel_stops_it_and_keeps_what_was_done,
-            operation_retry_never_gives_two_unfinished_jobs_one_unique_key,
-        );
+        $crate::__conformance_claim!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_coordination!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_finish!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_insert!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_maintenance!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_manual!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_operations!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_read!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_rescue!(conformance_suite!(@cases $make, $cond));
+
+        #[test]
+        fn conformance_lists_name_every_case() {
+            $crate::testing::check_case_lists(&[
+                $crate::__conformance_claim!(conformance_suite!(@names)),
+                $crate::__conformance_coordination!(conformance_suite!(@names)),
+                $crate::__conformance_finish!(conformance_suite!(@names)),
+                $crate::__conformance_insert!(conformance_suite!(@names)),
+                $crate::__conformance_maintenance!(conformance_suite!(@names)),
+                $crate::__conformance_manual!(conformance_suite!(@names)),
+                $crate::__conformance_operations!(conformance_suite!(@names)),
+                $crate::__conformance_read!(conformance_suite!(@names)),
+                $crate::__conformance_rescue!(conformance_suite!(@names)),
+            ]);
+        }
     };
-    (@cases $make:path, $cond:expr; $($case:ident),* $(,)?) => {
+    (@names; $area:literal; $($case:ident),* $(,)?) => {
+        ($area, &[$(stringify!($case)),*] as &[&str])
+    };
+    (@cases $make:path, $cond:expr; $area:literal; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {

@@ -298,3 +298,12 @@ pub async fn operation_retry_never_gives_two_unfinished_jobs_one_unique_key(h: H
     assert_eq!(state(&h, c.id).await, JobState::Failed);
     assert_eq!(state(&h, holder.id).await, JobState::Available);
 }
+
+/// This file's cases, for [`conformance_suite!`](crate::conformance_suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_operations {
+    ($m:ident!($($a:tt)*)) => {
+        $crate::$m!($($a)*; "operations"; operation_retries_matching_jobs_chunk_by_chunk, operation_skips_jobs_its_action_does_not_apply_to, job_count_filters_by_every_field, operation_cancel_stops_it_and_keeps_what_was_done, operation_retry_never_gives_two_unfinished_jobs_one_unique_key);
+    };
+}

@@ -27,7 +27,7 @@ enum RunEnd {
 pub(crate) fn spawn(shared: Arc<Shared>, slots: Arc<QueueSlots>, job: JobRow) {
     let (abort_tx, abort_rx) = oneshot::channel();
     shared.running.lock().expect("running lock").insert(
-        job.id,
+        job.lease(),
         RunningJob {
             lease: job.lease(),
             abort: Some(abort_tx),
@@ -99,7 +99,7 @@ async fn run(
     };
     ctx.cancel();
     let elapsed = started.elapsed();
-    shared.running.lock().expect("running lock").remove(&job.id);
+    shared.running.lock().expect("running lock").remove(&lease);
 
     let now = shared.store.clock().now();
     let retry = |error: String| Outcome::Retry {

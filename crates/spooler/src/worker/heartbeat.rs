@@ -51,11 +51,16 @@ async fn beat(shared: &Shared) {
         };
         match shared.store.job_lease_extend(&extend).await {
             Ok(statuses) => {
-                let lost: Vec<_> = statuses.iter().filter(|s| !s.held).map(|s| s.id).collect();
-                let cancel: Vec<_> = statuses
-                    .iter()
-                    .filter(|s| s.held && s.cancel_requested)
-                    .map(|s| s.id)
+                // Statuses come in the order the leases were asked.
+                let asked = extend.leases.iter().zip(&statuses);
+                let lost: Vec<_> = asked
+                    .clone()
+                    .filter(|(_, s)| !s.held)
+                    .map(|(l, _)| *l)
+                    .collect();
+                let cancel: Vec<_> = asked
+                    .filter(|(_, s)| s.held && s.cancel_requested)
+                    .map(|(l, _)| *l)
                     .collect();
                 if !lost.is_empty() {
                     shared.abort(&lost, Abort::LeaseLost);

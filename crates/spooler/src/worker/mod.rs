@@ -10,7 +10,7 @@ mod producer;
 use crate::Error;
 use crate::job::{BlockingHandler, BlockingJob, Handler, Job, TypedHandler};
 use crate::maintenance::{Maintenance, MaintenanceConfig};
-use spooler_core::{JobId, LeaseRef, RetryPolicies, RetryPolicy, Store};
+use spooler_core::{LeaseRef, RetryPolicies, RetryPolicy, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::AtomicU32;
@@ -163,7 +163,9 @@ pub(crate) struct Shared {
     pub(crate) kinds: Vec<String>,
     pub(crate) queues: BTreeMap<String, u32>,
     pub(crate) settings: Settings,
-    pub(crate) running: Mutex<HashMap<JobId, RunningJob>>,
+    /// Keyed by the claim (id and attempt), not the id: when this worker claims a job again after
+    /// losing its lease, the old run and the new one are two entries, stopped and renewed apart.
+    pub(crate) running: Mutex<HashMap<LeaseRef, RunningJob>>,
     pub(crate) idle: Notify,
     pub(crate) completer: completer::CompleterHandle,
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
@@ -176,11 +178,11 @@ impl Shared {
     }
 
     /// Stops running jobs from outside; returns how many were told.
-    pub(crate) fn abort(&self, ids: &[JobId], why: Abort) -> usize {
+    pub(crate) fn abort(&self, leases: &[LeaseRef], why: Abort) -> usize {
         let mut running = self.running.lock().expect("running lock");
         let mut told = 0;
-        for id in ids {
-            if let Some(tx) = running.get_mut(id).and_then(|r| r.abort.take()) {
+        for lease in leases {
+            if let Some(tx) = running.get_mut(lease).and_then(|r| r.abort.take()) {
                 told += usize::from(tx.send(why).is_ok());
             }
         }
@@ -535,7 +537,7 @@ impl Worker {
                 break;
             }
         }
-        let left: Vec<JobId> = shared
+        let left: Vec<LeaseRef> = shared
             .running
             .lock()
             .expect("running lock")
@@ -545,7 +547,7 @@ impl Worker {
         if !left.is_empty() {
             tracing::warn!(
                 worker = %shared.id,
-                jobs = ?left,
+                jobs = ?left.iter().map(|l| l.id).collect::<Vec<_>>(),
                 "grace period over: releasing running jobs for another worker"
             );
             shared.abort(&left, Abort::Shutdown);

@@ -1,10 +1,21 @@
 //! Graceful shutdown: running jobs finish within the grace period, or are released and taken at
 //! once by another worker; nothing stays `running`.
 
-use crate::support::{Backend, wait_state};
+use crate::support::{Backend, eventually, wait_state};
 use serde::{Deserialize, Serialize};
 use spooler::{Job, JobContext, JobError, JobState, Worker};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
+
+/// How many `Nap` runs have begun, per test's tag: `running` in the store also counts jobs a
+/// worker claimed but has not handed to a task yet, so a test that must know its jobs are being
+/// run counts their starts instead.
+static STARTED: LazyLock<Mutex<HashMap<u64, usize>>> = LazyLock::new(Default::default);
+
+fn started(tag: u64) -> usize {
+    STARTED.lock().unwrap().get(&tag).copied().unwrap_or(0)
+}
 
 crate::on_every_backend!(shutdown:
     running_jobs_finish_within_the_grace_period,
@@ -15,12 +26,15 @@ crate::on_every_backend!(shutdown:
 struct Nap {
     millis: u64,
     only_first_attempt: bool,
+    #[serde(default)]
+    tag: u64,
 }
 
 impl Job for Nap {
     const KIND: &'static str = "nap";
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+        *STARTED.lock().unwrap().entry(self.tag).or_default() += 1;
         if !self.only_first_attempt || ctx.attempt() == 1 {
             tokio::time::sleep(Duration::from_millis(self.millis)).await;
         }
@@ -35,6 +49,7 @@ async fn running_jobs_finish_within_the_grace_period(b: &Backend) {
         .build()
         .unwrap()
         .start();
+    let tag = rand::random::<u64>() | 1;
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(
@@ -42,6 +57,7 @@ async fn running_jobs_finish_within_the_grace_period(b: &Backend) {
                 .enqueue(Nap {
                     millis: 400,
                     only_first_attempt: false,
+                    tag,
                 })
                 .await
                 .unwrap(),
@@ -50,6 +66,12 @@ async fn running_jobs_finish_within_the_grace_period(b: &Backend) {
     for id in &ids {
         wait_state(&b.client, *id, JobState::Running, Duration::from_secs(10)).await;
     }
+    eventually(
+        "all five jobs to start",
+        Duration::from_secs(10),
+        || async { (started(tag) == 5).then_some(()) },
+    )
+    .await;
     w.shutdown().await.unwrap();
     for id in ids {
         let job = b.client.status(id).await.unwrap();
@@ -74,6 +96,7 @@ async fn jobs_past_the_grace_period_are_released_to_another_worker(b: &Backend) 
         .enqueue(Nap {
             millis: 3_600_000,
             only_first_attempt: true,
+            tag: 0,
         })
         .await
         .unwrap();

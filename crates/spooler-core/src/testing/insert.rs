@@ -1,0 +1,164 @@
+//! Conformance: Inserting and reading back: round trips, scheduled inserts, ids, validation, unique keys.
+
+#![allow(missing_docs)]
+
+use super::Harness;
+use super::helpers::*;
+use crate::clock::add;
+use crate::store::*;
+use crate::{JobState, NewJob, StoreError};
+use chrono::TimeDelta;
+use serde_json::json;
+use std::time::Duration;
+
+pub async fn insert_and_get_round_trip(h: Harness) {
+    let mut new = NewJob::new("email", json!({"to": "a@example.com", "n": [1, 2]}))
+        .queue("mail")
+        .priority(3)
+        .max_attempts(4)
+        .timeout(Duration::from_millis(1500))
+        .unique_key("k1");
+    new.tags = vec!["a".into(), "b".into()];
+    let ins = h.store().job_insert(&new).await.unwrap();
+    assert!(!ins.duplicate);
+    let j = ins.job;
+    assert!(j.id > 0);
+    assert_eq!(j.queue, "mail");
+    assert_eq!(j.kind, "email");
+    assert_eq!(j.args, json!({"to": "a@example.com", "n": [1, 2]}));
+    assert_eq!(j.state, JobState::Available);
+    assert_eq!(j.priority, 3);
+    assert_eq!(j.attempt, 0);
+    assert_eq!(j.max_attempts, 4);
+    assert_eq!(j.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(j.unique_key.as_deref(), Some("k1"));
+    assert_eq!(j.tags, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(j.created_at, h.now());
+    assert_eq!(j.run_at, h.now());
+    assert!(j.errors.is_empty());
+    assert_eq!(j.result, None);
+    assert_eq!(j.started_at, None);
+    assert_eq!(j.finished_at, None);
+    assert_eq!(j.worker_id, None);
+    assert!(!j.cancel_requested);
+    assert_eq!(get(&h, j.id).await, j);
+}
+
+pub async fn insert_in_the_future_is_scheduled(h: Harness) {
+    let at = add(h.now(), Duration::from_secs(60));
+    let j = insert(&h, job("k").run_at(at)).await;
+    assert_eq!(j.state, JobState::Scheduled);
+    assert_eq!(j.run_at, at);
+    assert_eq!(get(&h, j.id).await, j);
+    // A time and a timeout finer than the stores keep come back as stored.
+    let fine = add(h.now(), Duration::from_nanos(90_000_001_999));
+    let f = insert(
+        &h,
+        job("k").run_at(fine).timeout(Duration::from_micros(1500)),
+    )
+    .await;
+    assert_eq!(f.timeout, Some(Duration::from_millis(1)));
+    assert_eq!(get(&h, f.id).await, f);
+    let past = insert(&h, job("k").run_at(h.now() - TimeDelta::seconds(5))).await;
+    assert_eq!(past.state, JobState::Available);
+    assert!(claim(&h, &["default"], &["k"], 10).await.len() == 1);
+}
+
+pub async fn insert_many_assigns_increasing_ids(h: Harness) {
+    let jobs: Vec<NewJob> = (0..250)
+        .map(|i| NewJob::new("k", json!({ "i": i })))
+        .collect();
+    let ins = h.store().job_insert_many(&jobs).await.unwrap();
+    assert_eq!(ins.len(), 250);
+    for (i, pair) in ins.windows(2).enumerate() {
+        assert!(pair[0].job.id < pair[1].job.id, "ids increase at {i}");
+    }
+    for (i, inserted) in ins.iter().enumerate() {
+        assert_eq!(inserted.job.args, json!({ "i": i }));
+    }
+    assert!(h.store().job_insert_many(&[]).await.unwrap().is_empty());
+}
+
+pub async fn insert_rejects_invalid_fields(h: Harness) {
+    for (bad, field) in [
+        (NewJob::new("", json!({})), "kind"),
+        (job("k").queue(""), "queue"),
+        (job("k").max_attempts(0), "max_attempts"),
+    ] {
+        let err = h.store().job_insert(&bad).await.unwrap_err();
+        match err {
+            StoreError::InvalidInput { field: f, .. } => assert_eq!(f, field),
+            other => panic!("expected InvalidInput for {field}, got {other:?}"),
+        }
+    }
+    // A bad job in a batch inserts nothing.
+    let batch = vec![job("ok"), NewJob::new("", json!({}))];
+    assert!(h.store().job_insert_many(&batch).await.is_err());
+    assert!(
+        h.store()
+            .job_list(&JobList {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn unique_key_returns_the_unfinished_job(h: Harness) {
+    let first = h
+        .store()
+        .job_insert(&job("k").unique_key("once"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    let again = h
+        .store()
+        .job_insert(&job("k").unique_key("once"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.job.id, first.job.id);
+    // Within one batch as well.
+    let batch = h
+        .store()
+        .job_insert_many(&[job("k").unique_key("b"), job("k").unique_key("b")])
+        .await
+        .unwrap();
+    assert!(!batch[0].duplicate);
+    assert!(batch[1].duplicate);
+    assert_eq!(batch[0].job.id, batch[1].job.id);
+    // While running it still deduplicates; once finished, a new job is made.
+    let running = claim(&h, &["default"], &["k"], 10).await;
+    assert_eq!(running.len(), 2);
+    assert!(
+        h.store()
+            .job_insert(&job("k").unique_key("once"))
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let j = running.iter().find(|j| j.id == first.job.id).unwrap();
+    assert!(finish(&h, j, completed()).await);
+    let fresh = h
+        .store()
+        .job_insert(&job("k").unique_key("once"))
+        .await
+        .unwrap();
+    assert!(!fresh.duplicate);
+    assert_ne!(fresh.job.id, first.job.id);
+}
+
+pub async fn get_unknown_is_none(h: Harness) {
+    assert_eq!(h.store().job_get(987_654).await.unwrap(), None);
+}
+
+/// This file's cases, for [`conformance_suite!`](crate::conformance_suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_insert {
+    ($m:ident!($($a:tt)*)) => {
+        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none);
+    };
+}
