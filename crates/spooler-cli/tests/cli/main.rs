@@ -5,6 +5,7 @@
 mod server_support;
 
 mod postgres_processes;
+mod processes;
 mod server_api;
 mod server_bulk;
 mod server_check;

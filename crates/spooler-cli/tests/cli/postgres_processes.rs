@@ -3,11 +3,12 @@
 //! connections are all killed (three times, mid-drain) loses no job, and two processes migrate at
 //! the same moment. Runs when `SPOOLER_TEST_POSTGRES` is set (CI sets it).
 
+use crate::processes::{WorkerProcess, spooler_sync as spooler};
+use crate::server_support::wait_for;
 use serde_json::json;
 use spooler::core::{JobFinish, LeaseRef, Outcome};
 use spooler::{Client, JobList, JobState, NewJob, Store};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,99 +55,6 @@ impl Schema {
     }
 }
 
-fn spooler() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spooler"));
-    cmd.env_remove("SPOOLER_STORE")
-        .env_remove("SPOOLER_URL")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-struct Proc {
-    child: Option<Child>,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn worker(store: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let child = spooler()
-            .args(["worker", "--store", store, "--log-format", "json"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start spooler worker");
-        Self {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-    }
-
-    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "process did not exit within {within:?} of SIGTERM; log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn open(url: &str) -> Arc<dyn Store> {
     spooler::connect(url).await.expect("open store")
 }
@@ -165,9 +73,9 @@ async fn postgres_four_worker_processes_drain_200000_jobs_exactly_once() {
             .collect();
         client.enqueue_many(jobs).await.unwrap();
     }
-    let mut workers: Vec<Proc> = (0..4)
+    let mut workers: Vec<WorkerProcess> = (0..4)
         .map(|i| {
-            Proc::worker(
+            WorkerProcess::start(
                 &url,
                 dir.path(),
                 &format!("w{i}"),
@@ -224,7 +132,7 @@ async fn postgres_a_killed_workers_job_is_rescued_and_its_late_result_rejected()
         .job
         .id;
     let lease = ["--lease", "2s"];
-    let mut first = Proc::worker(&url, dir.path(), "first", &lease);
+    let mut first = WorkerProcess::start(&url, dir.path(), "first", &lease);
     let claimed = wait_for(
         "the first worker to start the job",
         Duration::from_secs(30),
@@ -242,7 +150,7 @@ async fn postgres_a_killed_workers_job_is_rescued_and_its_late_result_rejected()
             .contains(&first.pid().to_string())
     );
     first.kill9();
-    let _second = Proc::worker(&url, dir.path(), "second", &lease);
+    let _second = WorkerProcess::start(&url, dir.path(), "second", &lease);
     let done = wait_for(
         "the job to complete on the second worker",
         Duration::from_secs(60),
@@ -282,7 +190,7 @@ async fn postgres_a_killed_leader_is_replaced_and_maintenance_goes_on() {
     let store = open(&url).await;
     let client = Client::new(store.clone());
     // The leader runs alone first, so it is elected; it also takes a long job.
-    let mut leader = Proc::worker(&url, dir.path(), "leader", &["--lease", "2s"]);
+    let mut leader = WorkerProcess::start(&url, dir.path(), "leader", &["--lease", "2s"]);
     let stuck = client
         .enqueue_new(NewJob::new("sleep", json!({ "duration": "2s" })))
         .await
@@ -299,7 +207,7 @@ async fn postgres_a_killed_leader_is_replaced_and_maintenance_goes_on() {
         },
     )
     .await;
-    let mut follower = Proc::worker(&url, dir.path(), "follower", &["--lease", "2s"]);
+    let mut follower = WorkerProcess::start(&url, dir.path(), "follower", &["--lease", "2s"]);
     wait_for("the follower to start", Duration::from_secs(30), || async {
         follower.log_text().contains("worker started").then_some(())
     })
@@ -396,7 +304,7 @@ async fn postgres_a_workers_connections_killed_mid_drain_lose_no_job() {
     // The worker's connections carry a name of their own, so only they are killed.
     let app = format!("spooler_kill_{:08x}", rand::random::<u32>());
     let worker_url = format!("{url}&application_name={app}");
-    let mut worker = Proc::worker(&worker_url, dir.path(), "w", &["--queue", "default=10"]);
+    let mut worker = WorkerProcess::start(&worker_url, dir.path(), "w", &["--queue", "default=10"]);
     let completed = || async {
         let queues = store.queue_list().await.ok()?;
         Some(queues.iter().map(|q| q.counts.completed).sum::<i64>())

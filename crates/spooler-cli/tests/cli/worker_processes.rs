@@ -2,113 +2,16 @@
 //! a worker killed with SIGKILL loses nothing, SIGTERM shuts down gracefully, and bad store URLs
 //! give errors that name them.
 
+use crate::processes::{WorkerProcess, spooler_sync as spooler};
+use crate::server_support::wait_for;
 use serde_json::json;
 use spooler::core::{JobFinish, LeaseRef, Outcome};
 use spooler::{Client, JobList, JobState, NewJob, Store};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn spooler() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spooler"));
-    cmd.env_remove("SPOOLER_STORE")
-        .env_remove("SPOOLER_URL")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-/// A worker process; killed (SIGKILL) if the test ends without stopping it.
-struct WorkerProcess {
-    child: Option<Child>,
-    log: std::path::PathBuf,
-}
-
-impl WorkerProcess {
-    fn start(store: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = spooler()
-            .args(["worker", "--store", store, "--log-format", "json"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("start spooler worker");
-        Self {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-    }
-
-    /// Sends SIGTERM and waits for the exit, at most `within`.
-    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(ok.success());
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "worker did not exit within {within:?} of SIGTERM; log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 async fn open(url: &str) -> Arc<dyn Store> {
     spooler::connect(url).await.expect("open store")
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn all_jobs(store: &dyn Store) -> Vec<spooler::JobRow> {
