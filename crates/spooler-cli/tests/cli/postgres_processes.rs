@@ -6,7 +6,7 @@
 use crate::processes::{WorkerProcess, spooler_sync as spooler};
 use crate::server_support::wait_for;
 use serde_json::json;
-use spooler::core::{JobFinish, LeaseRef, Outcome};
+
 use spooler::{Client, JobList, JobState, NewJob, Store};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -122,63 +122,12 @@ async fn postgres_four_worker_processes_drain_200000_jobs_exactly_once() {
 async fn postgres_a_killed_workers_job_is_rescued_and_its_late_result_rejected() {
     let Some(schema) = Schema::new() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let url = schema.url();
-    let store = open(&url).await;
-    let client = Client::new(store.clone());
-    let id = client
-        .enqueue_new(NewJob::new("sleep", json!({ "duration": "3s" })))
-        .await
-        .unwrap()
-        .job
-        .id;
-    let lease = ["--lease", "2s"];
-    let mut first = WorkerProcess::start(&url, dir.path(), "first", &lease);
-    let claimed = wait_for(
-        "the first worker to start the job",
-        Duration::from_secs(30),
-        || async {
-            let job = store.job_get(id).await.ok()??;
-            (job.state == JobState::Running).then_some(job)
-        },
+    crate::processes::a_killed_workers_job_is_rescued(
+        &schema.url(),
+        dir.path(),
+        &["--lease", "2s"],
     )
     .await;
-    assert!(
-        claimed
-            .worker_id
-            .as_deref()
-            .unwrap_or_default()
-            .contains(&first.pid().to_string())
-    );
-    first.kill9();
-    let _second = WorkerProcess::start(&url, dir.path(), "second", &lease);
-    let done = wait_for(
-        "the job to complete on the second worker",
-        Duration::from_secs(60),
-        || async {
-            let job = store.job_get(id).await.ok()??;
-            (job.state == JobState::Completed).then_some(job)
-        },
-    )
-    .await;
-    assert_eq!(done.attempt, 2);
-    assert!(
-        done.errors[0].message.contains("lease expired"),
-        "{:?}",
-        done.errors
-    );
-    let late = store
-        .job_finish_many(&[JobFinish {
-            lease: LeaseRef { id, attempt: 1 },
-            outcome: Outcome::Completed { result: None },
-        }])
-        .await
-        .unwrap();
-    assert_eq!(
-        late,
-        vec![false],
-        "the killed worker's late result is rejected"
-    );
-    drop(store);
     schema.drop_schema().await;
 }
 

@@ -1,6 +1,10 @@
 //! A real `spooler worker` process for the tests that kill, stop and race them (on SQLite and
 //! on PostgreSQL), and the synchronous `spooler` command they start.
 
+use crate::server_support::wait_for;
+use serde_json::json;
+use spooler::core::{JobFinish, LeaseRef, Outcome};
+use spooler::{Client, JobState, NewJob};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -87,4 +91,66 @@ impl Drop for WorkerProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// A worker killed (SIGKILL) mid-job on the store `url` loses nothing: a second worker runs the
+/// job again once the lease (`lease`, flags of both workers) lapses, the lost lease is recorded,
+/// and the killed worker's late result is rejected.
+pub async fn a_killed_workers_job_is_rescued(url: &str, dir: &Path, lease: &[&str]) {
+    let store = spooler::connect(url).await.expect("open store");
+    let client = Client::new(store.clone());
+    let id = client
+        .enqueue_new(NewJob::new("sleep", json!({ "duration": "3s" })))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let mut first = WorkerProcess::start(url, dir, "first", lease);
+    let claimed = wait_for(
+        "the first worker to start the job",
+        Duration::from_secs(30),
+        || async {
+            let job = store.job_get(id).await.ok()??;
+            (job.state == JobState::Running).then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(claimed.attempt, 1);
+    assert!(
+        claimed
+            .worker_id
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&first.pid().to_string()),
+        "{claimed:?}"
+    );
+    first.kill9();
+
+    let _second = WorkerProcess::start(url, dir, "second", lease);
+    let done = wait_for(
+        "the job to complete on the second worker",
+        Duration::from_secs(60),
+        || async {
+            let job = store.job_get(id).await.ok()??;
+            (job.state == JobState::Completed).then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(done.attempt, 2, "run again after the lease expired");
+    assert_eq!(done.errors.len(), 1);
+    assert!(
+        done.errors[0].message.contains("lease expired"),
+        "{:?}",
+        done.errors
+    );
+    // The killed worker's result, arriving late, is rejected.
+    let late = store
+        .job_finish_many(&[JobFinish {
+            lease: LeaseRef { id, attempt: 1 },
+            outcome: Outcome::Completed { result: None },
+        }])
+        .await
+        .unwrap();
+    assert_eq!(late, vec![false]);
+    assert_eq!(store.job_get(id).await.unwrap().unwrap(), done);
 }

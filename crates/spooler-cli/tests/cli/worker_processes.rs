@@ -5,7 +5,7 @@
 use crate::processes::{WorkerProcess, spooler_sync as spooler};
 use crate::server_support::wait_for;
 use serde_json::json;
-use spooler::core::{JobFinish, LeaseRef, Outcome};
+
 use spooler::{Client, JobList, JobState, NewJob, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,63 +113,12 @@ async fn four_worker_processes_drain_20000_jobs_exactly_once_on_one_sqlite_file(
 async fn a_worker_killed_mid_job_loses_nothing_and_its_late_result_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
-    let store = open(&url).await;
-    let client = Client::new(store.clone());
-    let id = client
-        .enqueue_new(NewJob::new("sleep", json!({ "duration": "3s" })))
-        .await
-        .unwrap()
-        .job
-        .id;
-    let lease = ["--lease", "2s", "--poll", "100ms"];
-    let mut first = WorkerProcess::start(&url, dir.path(), "first", &lease);
-    let claimed = wait_for(
-        "the first worker to start the job",
-        Duration::from_secs(30),
-        || async {
-            let job = store.job_get(id).await.ok()??;
-            (job.state == JobState::Running).then_some(job)
-        },
+    crate::processes::a_killed_workers_job_is_rescued(
+        &url,
+        dir.path(),
+        &["--lease", "2s", "--poll", "100ms"],
     )
     .await;
-    assert_eq!(claimed.attempt, 1);
-    assert!(
-        claimed
-            .worker_id
-            .as_deref()
-            .unwrap_or_default()
-            .contains(&first.pid().to_string()),
-        "{claimed:?}"
-    );
-    first.kill9();
-
-    let _second = WorkerProcess::start(&url, dir.path(), "second", &lease);
-    let done = wait_for(
-        "the job to complete on the second worker",
-        Duration::from_secs(60),
-        || async {
-            let job = store.job_get(id).await.ok()??;
-            (job.state == JobState::Completed).then_some(job)
-        },
-    )
-    .await;
-    assert_eq!(done.attempt, 2, "run again after the lease expired");
-    assert_eq!(done.errors.len(), 1);
-    assert!(
-        done.errors[0].message.contains("lease expired"),
-        "{:?}",
-        done.errors
-    );
-    // The killed worker's result, arriving late, is rejected.
-    let late = store
-        .job_finish_many(&[JobFinish {
-            lease: LeaseRef { id, attempt: 1 },
-            outcome: Outcome::Completed { result: None },
-        }])
-        .await
-        .unwrap();
-    assert_eq!(late, vec![false]);
-    assert_eq!(store.job_get(id).await.unwrap().unwrap(), done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
