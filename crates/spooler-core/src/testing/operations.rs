@@ -6,7 +6,8 @@ use super::Harness;
 use crate::clock::add;
 use crate::store::*;
 use crate::{
-    BulkAction, JobFilter, JobRow, JobState, NewJob, OperationNew, OperationState, StoreError,
+    BulkAction, JobFilter, JobRow, JobState, NewJob, Operation, OperationNew, OperationState,
+    StoreError,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -52,6 +53,25 @@ async fn state(h: &Harness, id: i64) -> JobState {
     h.store().job_get(id).await.unwrap().unwrap().state
 }
 
+/// Creates an operation applying `action` to the jobs `filter` matches, `chunk` per step.
+async fn create(h: &Harness, action: BulkAction, filter: JobFilter, chunk: u32) -> Operation {
+    h.store()
+        .operation_create(&OperationNew {
+            action,
+            filter,
+            chunk,
+        })
+        .await
+        .unwrap()
+}
+
+fn failed_jobs() -> JobFilter {
+    JobFilter {
+        state: Some(JobState::Failed),
+        ..JobFilter::default()
+    }
+}
+
 async fn count(h: &Harness, filter: JobFilter) -> i64 {
     h.store().job_count(&filter).await.unwrap()
 }
@@ -72,15 +92,7 @@ pub async fn operation_retries_matching_jobs_chunk_by_chunk(h: Harness) {
     let elsewhere = failed(&h, NewJob::new("k", json!({})).queue("other")).await;
     let filter = filter_queue_state("q", JobState::Failed);
     assert_eq!(h.store().job_count(&filter).await.unwrap(), 7);
-    let op = h
-        .store()
-        .operation_create(&OperationNew {
-            action: BulkAction::Retry,
-            filter: filter.clone(),
-            chunk: 3,
-        })
-        .await
-        .unwrap();
+    let op = create(&h, BulkAction::Retry, filter.clone(), 3).await;
     assert_eq!(op.state, OperationState::Running);
     assert_eq!((op.matched, op.affected, op.skipped), (7, 0, 0));
     assert_eq!(op.done_through, 0);
@@ -152,15 +164,7 @@ pub async fn operation_skips_jobs_its_action_does_not_apply_to(h: Harness) {
         ..JobFilter::default()
     };
     // Delete: a running job is skipped; the others go.
-    let op = h
-        .store()
-        .operation_create(&OperationNew {
-            action: BulkAction::Delete,
-            filter: all_q.clone(),
-            chunk: 1000,
-        })
-        .await
-        .unwrap();
+    let op = create(&h, BulkAction::Delete, all_q.clone(), 1000).await;
     let op = h.store().operation_step(op.id).await.unwrap();
     assert_eq!((op.matched, op.affected, op.skipped), (3, 2, 1));
     assert_eq!(op.state, OperationState::Completed);
@@ -168,15 +172,7 @@ pub async fn operation_skips_jobs_its_action_does_not_apply_to(h: Harness) {
     assert!(h.store().job_get(done.id).await.unwrap().is_none());
     assert!(h.store().job_get(waiting.id).await.unwrap().is_none());
     // Cancel: the running job is asked to stop (it counts as affected).
-    let op = h
-        .store()
-        .operation_create(&OperationNew {
-            action: BulkAction::Cancel,
-            filter: all_q,
-            chunk: 1000,
-        })
-        .await
-        .unwrap();
+    let op = create(&h, BulkAction::Cancel, all_q, 1000).await;
     let op = h.store().operation_step(op.id).await.unwrap();
     assert_eq!((op.matched, op.affected, op.skipped), (1, 1, 0));
     let job = h.store().job_get(running.id).await.unwrap().unwrap();
@@ -228,18 +224,7 @@ pub async fn operation_cancel_stops_it_and_keeps_what_was_done(h: Harness) {
     for _ in 0..4 {
         failed(&h, NewJob::new("k", json!({}))).await;
     }
-    let op = h
-        .store()
-        .operation_create(&OperationNew {
-            action: BulkAction::Retry,
-            filter: JobFilter {
-                state: Some(JobState::Failed),
-                ..JobFilter::default()
-            },
-            chunk: 2,
-        })
-        .await
-        .unwrap();
+    let op = create(&h, BulkAction::Retry, failed_jobs(), 2).await;
     h.store().operation_step(op.id).await.unwrap();
     let cancelled = h.store().operation_cancel(op.id).await.unwrap();
     assert_eq!(cancelled.state, OperationState::Cancelled);
@@ -247,11 +232,7 @@ pub async fn operation_cancel_stops_it_and_keeps_what_was_done(h: Harness) {
     assert!(cancelled.finished_at.is_some());
     assert_eq!(h.store().operation_step(op.id).await.unwrap(), cancelled);
     assert_eq!(h.store().operation_cancel(op.id).await.unwrap(), cancelled);
-    let left = JobFilter {
-        state: Some(JobState::Failed),
-        ..JobFilter::default()
-    };
-    assert_eq!(h.store().job_count(&left).await.unwrap(), 2);
+    assert_eq!(count(&h, failed_jobs()).await, 2);
     assert_eq!(h.store().operation_get(424_242).await.unwrap(), None);
     assert!(matches!(
         h.store().operation_step(424_242).await,
@@ -278,18 +259,7 @@ pub async fn operation_retry_never_gives_two_unfinished_jobs_one_unique_key(h: H
     let b = failed(&h, NewJob::new("k", json!({})).unique_key("key-1")).await;
     let c = failed(&h, NewJob::new("k", json!({})).unique_key("key-2")).await;
     let holder = insert(&h, NewJob::new("k", json!({})).unique_key("key-2")).await;
-    let op = h
-        .store()
-        .operation_create(&OperationNew {
-            action: BulkAction::Retry,
-            filter: JobFilter {
-                state: Some(JobState::Failed),
-                ..JobFilter::default()
-            },
-            chunk: 1000,
-        })
-        .await
-        .unwrap();
+    let op = create(&h, BulkAction::Retry, failed_jobs(), 1000).await;
     let op = h.store().operation_step(op.id).await.unwrap();
     assert_eq!(op.state, OperationState::Completed);
     assert_eq!((op.matched, op.affected, op.skipped), (3, 1, 2));
