@@ -301,23 +301,19 @@ impl Target {
             Self::Store { store, .. } => {
                 let request = spooler_server::bulk::parse_bulk(body)
                     .map_err(|e| anyhow!("{}", e.message()))?;
-                let client = spooler::Client::new(store.clone());
+                let client = client(store);
                 if request.dry_run {
                     let matched = client.count(&request.filter).await?;
-                    return Ok(serde_json::json!({
-                        "action": request.action,
-                        "filter": request.filter,
-                        "matched": matched,
-                        "dry_run": true,
-                    }));
+                    return Ok(request.dry_run_json(matched));
                 }
-                let mut op = client
+                let op = client
                     .bulk_create(request.action, request.filter, spooler::core::MAX_CHUNK)
                     .await?;
-                while op.is_running() {
-                    progress(&serde_json::to_value(&op)?);
-                    op = store.operation_step(op.id).await?;
-                }
+                let op = client
+                    .operation_drive_with(op.id, |op| {
+                        progress(&serde_json::to_value(op).unwrap_or_default())
+                    })
+                    .await?;
                 Ok(serde_json::to_value(&op)?)
             }
         }

@@ -75,6 +75,15 @@ pub struct JobRow {
 }
 
 impl JobRow {
+    /// Claim order: higher priority first, then the older `run_at`, then the lower id. Stores
+    /// claim in this order and hand claimed jobs back in it.
+    pub fn claim_order(a: &JobRow, b: &JobRow) -> std::cmp::Ordering {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.id.cmp(&b.id))
+    }
+
     /// The fence of the current claim: what a worker must present to finish or extend it.
     pub fn lease(&self) -> crate::store::LeaseRef {
         crate::store::LeaseRef {

@@ -24,6 +24,28 @@ pub struct Facts {
     pub worker_id: Option<String>,
 }
 
+impl Facts {
+    /// The facts of an outcome that reads none but the attempt (see [`Outcome::reads_facts`]).
+    pub fn of_attempt(attempt: i32) -> Self {
+        Self {
+            attempt,
+            ..Self::default()
+        }
+    }
+}
+
+impl From<&crate::job::JobRow> for Facts {
+    /// The facts as the row holds them (for a claimed job: as the claim returned them).
+    fn from(job: &crate::job::JobRow) -> Self {
+        Self {
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            cancel_requested: job.cancel_requested,
+            worker_id: job.worker_id.clone(),
+        }
+    }
+}
+
 /// What a store writes on a running job that ends an attempt: the lease is always cleared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -127,6 +149,15 @@ pub fn decide(outcome: &Outcome, facts: &Facts, now: DateTime<Utc>) -> Transitio
         }
         Outcome::Snoozed { until } => give_back(*until),
         Outcome::Released => give_back(now),
+    }
+}
+
+impl crate::store::JobRescue {
+    /// The rescue of a job of `kind` in `queue` whose lease lapsed, with `facts` read under the
+    /// fence at `now`: [`Outcome::LeaseExpired`] after the job's backoff, as [`decide`] finds.
+    pub fn decide(&self, queue: &str, kind: &str, facts: &Facts, now: DateTime<Utc>) -> Transition {
+        let at = self.retry.retry_at(queue, kind, facts.attempt, now);
+        decide(&Outcome::LeaseExpired { at }, facts, now)
     }
 }
 

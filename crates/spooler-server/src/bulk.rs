@@ -28,6 +28,18 @@ pub struct BulkRequest {
     pub dry_run: bool,
 }
 
+impl BulkRequest {
+    /// The answer to a dry run that found `matched` jobs (as `POST /v1/jobs/bulk` gives it).
+    pub fn dry_run_json(&self, matched: i64) -> Value {
+        json!({
+            "action": self.action,
+            "filter": self.filter,
+            "matched": matched,
+            "dry_run": true,
+        })
+    }
+}
+
 /// Reads a bulk request body; errors name the field at fault.
 pub fn parse_bulk(body: &Value) -> Result<BulkRequest, ApiError> {
     let Some(obj) = body.as_object() else {
@@ -148,13 +160,7 @@ pub(crate) async fn bulk_jobs(
     let client = &state.inner.client;
     if request.dry_run {
         let matched = client.count(&request.filter).await?;
-        return Ok(Json(json!({
-            "action": request.action,
-            "filter": request.filter,
-            "matched": matched,
-            "dry_run": true,
-        }))
-        .into_response());
+        return Ok(Json(request.dry_run_json(matched)).into_response());
     }
     let op = client.bulk(request.action, request.filter).await?;
     Ok((StatusCode::ACCEPTED, Json(op)).into_response())

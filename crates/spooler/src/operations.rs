@@ -50,11 +50,21 @@ impl Client {
 
     /// Runs an operation's chunks here until it is finished (or cancelled); returns it then.
     pub async fn operation_drive(&self, id: i64) -> Result<Operation, Error> {
+        self.operation_drive_with(id, |_| {}).await
+    }
+
+    /// [`Client::operation_drive`] that shows `progress` the operation after every chunk.
+    pub async fn operation_drive_with(
+        &self,
+        id: i64,
+        mut progress: impl FnMut(&Operation),
+    ) -> Result<Operation, Error> {
         loop {
             let op = self.store().operation_step(id).await?;
             if !op.is_running() {
                 return Ok(op);
             }
+            progress(&op);
             tokio::task::yield_now().await;
         }
     }

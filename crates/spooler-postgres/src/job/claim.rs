@@ -93,12 +93,7 @@ pub(super) async fn claim(inner: &Inner, claim: &JobClaim) -> StoreResult<Vec<Jo
     .await
     .map_err(map)?;
     let mut jobs: Vec<JobRow> = rows.iter().map(decode).collect::<StoreResult<_>>()?;
-    jobs.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.run_at.cmp(&b.run_at))
-            .then(a.id.cmp(&b.id))
-    });
+    jobs.sort_by(JobRow::claim_order);
     Ok(jobs)
 }
 

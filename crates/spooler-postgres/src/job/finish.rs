@@ -82,7 +82,10 @@ async fn finish_tx(inner: &Inner, finishes: &[&JobFinish]) -> Result<Vec<Written
     let mut writes = Writes::default();
     if reading.is_empty() {
         for f in finishes {
-            writes.push(f.lease, decide(&f.outcome, &lease_facts(f.lease), now));
+            writes.push(
+                f.lease,
+                decide(&f.outcome, &Facts::of_attempt(f.lease.attempt), now),
+            );
         }
         return write(inner, &mut *inner.pool.acquire().await?, &writes).await;
     }
@@ -108,21 +111,13 @@ async fn finish_tx(inner: &Inner, finishes: &[&JobFinish]) -> Result<Vec<Written
                 None => continue,
             }
         } else {
-            lease_facts(f.lease)
+            Facts::of_attempt(f.lease.attempt)
         };
         writes.push(f.lease, decide(&f.outcome, &facts, now));
     }
     let written = write(inner, &mut tx, &writes).await?;
     tx.commit().await?;
     Ok(written)
-}
-
-/// The facts of an outcome that needs only the attempt.
-fn lease_facts(lease: LeaseRef) -> Facts {
-    Facts {
-        attempt: lease.attempt,
-        ..Facts::default()
-    }
 }
 
 /// Reads `max_attempts, cancel_requested, worker_id` from column `at` on.

@@ -5,7 +5,7 @@ use super::finish::{facts_of, write};
 use super::{Writes, Written, available_queues, notify_fragment};
 use crate::Inner;
 use crate::error::{again_if_moved, map};
-use spooler_core::{JobPrune, JobRescue, LeaseRef, Outcome, RescueReport, StoreResult, decide};
+use spooler_core::{JobPrune, JobRescue, LeaseRef, RescueReport, StoreResult};
 use sqlx::Row;
 use std::collections::BTreeSet;
 
@@ -53,8 +53,7 @@ async fn rescue_tx(inner: &Inner, rescue: &JobRescue) -> Result<Vec<Written>, sq
         let facts = facts_of(row, lease.attempt, 2)?;
         let queue: String = row.try_get(5)?;
         let kind: String = row.try_get(6)?;
-        let at = rescue.retry.retry_at(&queue, &kind, lease.attempt, now);
-        writes.push(lease, decide(&Outcome::LeaseExpired { at }, &facts, now));
+        writes.push(lease, rescue.decide(&queue, &kind, &facts, now));
     }
     let written = write(inner, &mut tx, &writes).await?;
     tx.commit().await?;

@@ -53,12 +53,7 @@ pub(crate) async fn claim(db: &Db, claim: &JobClaim) -> StoreResult<Vec<JobRow>>
         .write(move |ctx| claim_tx(ctx, queues, &kinds, &worker_id, limit, lease))
         .await?;
     let mut jobs = decode_all(raws)?;
-    jobs.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.run_at.cmp(&b.run_at))
-            .then(a.id.cmp(&b.id))
-    });
+    jobs.sort_by(JobRow::claim_order);
     Ok(jobs)
 }
 

@@ -47,7 +47,7 @@ fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<b
             Finish::Completed(result) => {
                 let t = decide(
                     &Outcome::Completed { result: None },
-                    &lease_facts(attempt),
+                    &Facts::of_attempt(attempt),
                     ctx.now,
                 );
                 write_transition(ctx, lease, &t, result)?
@@ -59,7 +59,7 @@ fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<b
                         None => continue,
                     }
                 } else {
-                    lease_facts(attempt)
+                    Facts::of_attempt(attempt)
                 };
                 let t = decide(&outcome, &facts, ctx.now);
                 write_transition(ctx, lease, &t, None)?
@@ -67,14 +67,6 @@ fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<b
         };
     }
     Ok(acks)
-}
-
-/// The facts of an outcome that needs only the attempt.
-fn lease_facts(attempt: i32) -> Facts {
-    Facts {
-        attempt,
-        ..Facts::default()
-    }
 }
 
 /// The facts [`decide`] reads, of the job `lease` still holds; `None` when it holds it no more.

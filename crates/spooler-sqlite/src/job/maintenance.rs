@@ -8,7 +8,7 @@ pub(crate) async fn rescue(db: &Db, rescue: &JobRescue) -> StoreResult<RescueRep
     if limit == 0 {
         return Ok(RescueReport::default());
     }
-    let retry = rescue.retry.clone();
+    let rescue = rescue.clone();
     db.write(move |ctx| {
         let lapsed: Vec<(LeaseRef, Facts, String, String)> = ctx
             .conn
@@ -33,8 +33,7 @@ pub(crate) async fn rescue(db: &Db, rescue: &JobRescue) -> StoreResult<RescueRep
             .collect::<rusqlite::Result<_>>()?;
         let mut report = RescueReport::default();
         for (lease, facts, queue, kind) in lapsed {
-            let at = retry.retry_at(&queue, &kind, lease.attempt, ctx.now);
-            let t = decide(&Outcome::LeaseExpired { at }, &facts, ctx.now);
+            let t = rescue.decide(&queue, &kind, &facts, ctx.now);
             if write_transition(ctx, lease, &t, None)? {
                 report.record(lease.id, t.state);
             }

@@ -29,7 +29,6 @@ pub(crate) fn spawn(shared: Arc<Shared>, slots: Arc<QueueSlots>, job: JobRow) {
     shared.running.lock().expect("running lock").insert(
         job.lease(),
         RunningJob {
-            lease: job.lease(),
             abort: Some(abort_tx),
         },
     );
@@ -126,9 +125,10 @@ async fn run(
     match &outcome {
         Some(o) => {
             // What the store will decide, as far as this worker knows the job (a cancel asked
-            // since its last heartbeat is seen only by the store's write).
-            let expected = decide(o, &known_facts(&job), now);
-            let label = outcome_label(o, expected.state);
+            // since its last heartbeat is seen only by the store's write). A completion needs
+            // no decision to label, and makes none on this path.
+            let expected = o.reads_facts().then(|| decide(o, &Facts::from(&*job), now));
+            let label = outcome_label(o, expected.as_ref().map(|t| t.state));
             metrics::counter!(
                 "spooler_jobs_finished_total",
                 "queue" => job.queue.clone(),
@@ -142,8 +142,13 @@ async fn run(
                 "kind" => job.kind.clone()
             )
             .record(elapsed.as_secs_f64());
-            if let Some(error) = &expected.error {
-                tracing::warn!(job = job.id, kind = %job.kind, attempt = job.attempt, error = %error.message, "job {label}");
+            let error = match (o, &expected) {
+                (Outcome::Failed { error }, _) => Some(error.as_str()),
+                (_, Some(t)) => t.error.as_ref().map(|e| e.message.as_str()),
+                _ => None,
+            };
+            if let Some(error) = error {
+                tracing::warn!(job = job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job {label}");
             }
         }
         None => tracing::warn!(
@@ -160,23 +165,17 @@ async fn run(
     shared.idle.notify_waiters();
 }
 
-/// The facts of a job as its claim returned them.
-fn known_facts(job: &JobRow) -> Facts {
-    Facts {
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-        cancel_requested: job.cancel_requested,
-        worker_id: job.worker_id.clone(),
-    }
-}
-
-fn outcome_label(o: &Outcome, next: JobState) -> &'static str {
+/// The metric label of an outcome, given the state the worker expects it to lead to (known
+/// without deciding for the outcomes that read no facts).
+fn outcome_label(o: &Outcome, next: Option<JobState>) -> &'static str {
     match (o, next) {
+        (Outcome::Completed { .. }, _) => "completed",
+        (Outcome::Failed { .. }, _) => "failed",
+        (Outcome::Cancelled { .. }, _) => "cancelled",
         (Outcome::Snoozed { .. }, _) => "snoozed",
         (Outcome::Released, _) => "released",
-        (_, JobState::Completed) => "completed",
-        (_, JobState::Failed) => "failed",
-        (_, JobState::Cancelled) => "cancelled",
+        (_, Some(JobState::Failed)) => "failed",
+        (_, Some(JobState::Cancelled)) => "cancelled",
         _ => "retried",
     }
 }

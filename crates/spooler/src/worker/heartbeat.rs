@@ -40,8 +40,8 @@ async fn beat(shared: &Shared) {
         .running
         .lock()
         .expect("running lock")
-        .values()
-        .map(|r| r.lease)
+        .keys()
+        .copied()
         .collect();
     if !leases.is_empty() {
         let extend = LeaseExtend {

@@ -131,7 +131,6 @@ pub(crate) enum Abort {
 }
 
 pub(crate) struct RunningJob {
-    pub(crate) lease: LeaseRef,
     pub(crate) abort: Option<oneshot::Sender<Abort>>,
 }
 
