@@ -250,6 +250,12 @@ async fn list_jobs(State(state): State<AppState>, params: Params) -> Result<Resp
             })
         })
         .transpose()?;
+    for name in ["queue", "kind"] {
+        if let Some(value) = params.get(name) {
+            crate::wire::validate_name(value)
+                .map_err(|e| ApiError::bad_param(name, format!("{name}: {e}")))?;
+        }
+    }
     let list = JobList {
         queue: params.get("queue").map(str::to_string),
         state: job_state,
@@ -318,10 +324,32 @@ async fn list_queues(State(state): State<AppState>) -> Result<Response, ApiError
     Ok(Json(json!({ "queues": list })).into_response())
 }
 
+/// A queue the server knows: configured, or holding jobs or a pause flag in the store. Pausing
+/// or resuming any other name is a 404, so that a client cannot grow the store's queue table (and
+/// `/metrics`) with names of its choosing.
+async fn known_queue(state: &AppState, name: &str) -> Result<(), ApiError> {
+    if state.inner.options.queues.contains_key(name)
+        || state
+            .inner
+            .client
+            .queues()
+            .await?
+            .iter()
+            .any(|q| q.name == name)
+    {
+        return Ok(());
+    }
+    Err(ApiError::not_found(format!(
+        "queue \"{name}\" has no jobs and is not configured (see GET /v1/queues)"
+    ))
+    .field("name"))
+}
+
 async fn pause_queue(
     State(state): State<AppState>,
     NamePath(name): NamePath,
 ) -> Result<Response, ApiError> {
+    known_queue(&state, &name).await?;
     state.inner.client.pause(&name).await?;
     Ok(Json(json!({ "name": name, "paused": true })).into_response())
 }
@@ -330,6 +358,7 @@ async fn resume_queue(
     State(state): State<AppState>,
     NamePath(name): NamePath,
 ) -> Result<Response, ApiError> {
+    known_queue(&state, &name).await?;
     state.inner.client.resume(&name).await?;
     Ok(Json(json!({ "name": name, "paused": false })).into_response())
 }

@@ -117,6 +117,16 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidInput { field, message } => {
                 ApiError::invalid(field, format!("{field}: {message}"))
             }
+            // The one unique constraint on jobs is `unique_key` among unfinished jobs: a retry (or
+            // any change that makes a job unfinished again) whose key another job now holds.
+            StoreError::UniqueViolation { message } => {
+                tracing::info!(constraint = %message, "unique_key conflict answering a request");
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "unique_key: another unfinished job holds this unique_key (finish, cancel or delete that job first)",
+                )
+                .field("unique_key")
+            }
             e @ StoreError::Unavailable { .. } => {
                 tracing::error!(error = %e, "store unavailable answering a request");
                 ApiError::new(

@@ -109,9 +109,8 @@ impl<S: Send + Sync> FromRequestParts<S> for NamePath {
         let Path(name) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::bad_param("name", format!("bad path: {e}")))?;
-        if name.trim().is_empty() {
-            return Err(ApiError::bad_param("name", "queue name must not be empty"));
-        }
+        crate::wire::validate_name(&name)
+            .map_err(|e| ApiError::bad_param("name", format!("queue name: {e}")))?;
         Ok(NamePath(name))
     }
 }

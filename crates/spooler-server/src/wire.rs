@@ -166,6 +166,8 @@ pub fn parse_enqueue(
     let kind = field
         .string("kind")?
         .ok_or_else(|| ApiError::invalid(name("kind"), format!("{} is required", name("kind"))))?;
+    validate_name(&kind)
+        .map_err(|e| ApiError::invalid(name("kind"), format!("{}: {e}", name("kind"))))?;
     let args = obj
         .get("args")
         .filter(|v| !v.is_null())
@@ -174,6 +176,8 @@ pub fn parse_enqueue(
     let queue = field
         .string("queue")?
         .unwrap_or_else(|| spooler::core::DEFAULT_QUEUE.to_string());
+    validate_name(&queue)
+        .map_err(|e| ApiError::invalid(name("queue"), format!("{}: {e}", name("queue"))))?;
     let defaults = defaults(&queue);
     let mut job = NewJob::new(kind, args).queue(queue);
     if let Some(p) = field.int("priority", i32::MIN as i64, i32::MAX as i64)? {
@@ -244,6 +248,37 @@ pub fn parse_enqueue(
         other => ApiError::internal(other),
     })?;
     Ok(job)
+}
+
+/// The longest queue or job kind name, in bytes (the store's own limit).
+pub const NAME_MAX_LEN: usize = 200;
+
+/// The one rule for queue and job kind names wherever a client gives one (a request body, a path,
+/// a query): 1 to [`NAME_MAX_LEN`] printable ASCII characters other than space and `/`. A name is
+/// a label in metrics and a segment in `/v1/queues/{name}`; control characters, NUL, `/` and
+/// unbounded lengths are refused before they reach the store. `openapi.json` states the same
+/// rule as the pattern `^[!-.0-~]{1,200}$`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > NAME_MAX_LEN {
+        return Err(format!(
+            "must be at most {NAME_MAX_LEN} bytes, not {}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| !matches!(c, '!'..='.' | '0'..='~')) {
+        return Err(format!(
+            "{} is not allowed (use printable ASCII characters other than space and /)",
+            match c {
+                ' ' => "a space".to_string(),
+                '/' => "\"/\"".to_string(),
+                c => format!("the character {}", c.escape_unicode()),
+            }
+        ));
+    }
+    Ok(())
 }
 
 struct FieldReader<'a, F: Fn(&str) -> String> {
@@ -389,6 +424,12 @@ mod tests {
                 "args.a[1]",
             ),
             (json!({"kind": "x", "tags": ["\u{0}"]}), "tags[0]"),
+            (json!({"kind": "x".repeat(201)}), "kind"),
+            (json!({"kind": "a b"}), "kind"),
+            (json!({"kind": "x", "queue": "/.."}), "queue"),
+            (json!({"kind": "x", "queue": "q\u{7}"}), "queue"),
+            (json!({"kind": "x", "queue": "é"}), "queue"),
+            (json!({"kind": "x", "queue": ""}), "queue"),
         ] {
             let e = parse(body.clone()).unwrap_err();
             assert_eq!(e.status(), 422, "{body}");

@@ -24,6 +24,10 @@ struct Api {
 impl Api {
     async fn new(options: ServerOptions) -> Self {
         let store = spooler::connect("sqlite::memory:").await.expect("open");
+        Self::on(store, options)
+    }
+
+    fn on(store: Arc<dyn Store>, options: ServerOptions) -> Self {
         let app = router(AppState::new(
             store.clone(),
             ServerOptions {
@@ -122,6 +126,7 @@ async fn every_bad_request_is_a_4xx_naming_its_field_and_changes_nothing() {
     let run = running.id;
     let missing = run + 1000;
     use StatusCode as S;
+    let queue_60k = format!(r#"{{"kind": "noop", "queue": "{}"}}"#, "q".repeat(60_000));
     let enqueue: &[Case<&[u8]>] = &[
         (
             "malformed JSON",
@@ -153,10 +158,38 @@ async fn every_bad_request_is_a_4xx_naming_its_field_and_changes_nothing() {
         ),
         (
             "empty kind",
-            br#"{"kind": " "}"#,
+            br#"{"kind": ""}"#,
             S::UNPROCESSABLE_ENTITY,
             Some("kind"),
             &["empty"],
+        ),
+        (
+            "a kind with a space",
+            br#"{"kind": " "}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("kind"),
+            &["space"],
+        ),
+        (
+            "a queue with NUL",
+            b"{\"kind\": \"noop\", \"queue\": \"a\\u0000b\"}",
+            S::UNPROCESSABLE_ENTITY,
+            Some("queue"),
+            &["NUL"],
+        ),
+        (
+            "a queue of 60,000 bytes",
+            queue_60k.as_bytes(),
+            S::UNPROCESSABLE_ENTITY,
+            Some("queue"),
+            &["200 bytes"],
+        ),
+        (
+            "a queue with a slash",
+            br#"{"kind": "noop", "queue": "/.."}"#,
+            S::UNPROCESSABLE_ENTITY,
+            Some("queue"),
+            &["/"],
         ),
         (
             "priority of the wrong type",
@@ -419,6 +452,55 @@ async fn every_bad_request_is_a_4xx_naming_its_field_and_changes_nothing() {
             None,
             vec!["PUT".into()],
         ),
+        (
+            Method::POST,
+            "/v1/queues/a%00b/pause".into(),
+            S::BAD_REQUEST,
+            Some("name"),
+            vec!["queue name".into()],
+        ),
+        (
+            Method::POST,
+            format!("/v1/queues/{}/pause", "q".repeat(60_000)),
+            S::BAD_REQUEST,
+            Some("name"),
+            vec!["200 bytes".into()],
+        ),
+        (
+            Method::POST,
+            "/v1/queues/%2F../pause".into(),
+            S::BAD_REQUEST,
+            Some("name"),
+            vec!["/".into()],
+        ),
+        (
+            Method::POST,
+            "/v1/queues/never-seen/pause".into(),
+            S::NOT_FOUND,
+            Some("name"),
+            vec!["never-seen".into()],
+        ),
+        (
+            Method::POST,
+            "/v1/queues/never-seen/resume".into(),
+            S::NOT_FOUND,
+            Some("name"),
+            vec!["never-seen".into()],
+        ),
+        (
+            Method::GET,
+            "/v1/jobs?queue=a%20b".into(),
+            S::BAD_REQUEST,
+            Some("queue"),
+            vec!["space".into()],
+        ),
+        (
+            Method::GET,
+            "/v1/jobs?kind=a%00".into(),
+            S::BAD_REQUEST,
+            Some("kind"),
+            vec![],
+        ),
     ];
     for (method, path, want, field, words) in requests {
         let what = format!("{method} {path}");
@@ -426,6 +508,15 @@ async fn every_bad_request_is_a_4xx_naming_its_field_and_changes_nothing() {
         let got = api.call(method, &path, None).await;
         check(&what, got, want, field, &words);
     }
+    let queues: Vec<String> = api
+        .store
+        .queue_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(queues, ["default"], "no queue stored by a refused call");
     // A body over the limit.
     let huge =
         serde_json::to_vec(&json!({"kind": "k", "args": {"b": "x".repeat(1 << 20)}})).unwrap();
@@ -482,4 +573,78 @@ async fn with_a_token_every_v1_call_needs_it() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(api.send(request).await.0, StatusCode::OK);
+}
+
+/// A retry of a cancelled job whose `unique_key` another unfinished job now holds is the caller's
+/// conflict: 409 naming `unique_key`, and nothing written.
+async fn a_retry_whose_unique_key_is_taken_is_a_409(store: Arc<dyn Store>) {
+    let api = Api::on(store, ServerOptions::default());
+    let keyed = br#"{"kind": "noop", "unique_key": "k", "delay": "1h"}"#;
+    let (status, first) = api.call(Method::POST, "/v1/jobs", Some(keyed)).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let id = first["id"].as_i64().unwrap();
+    let (status, body) = api
+        .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, second) = api.call(Method::POST, "/v1/jobs", Some(keyed)).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the key is free again: {second}"
+    );
+    let before = api.snapshot().await;
+    let got = api
+        .call(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
+        .await;
+    check(
+        "retry of a cancelled job whose unique_key is taken",
+        got,
+        StatusCode::CONFLICT,
+        Some("unique_key"),
+        &["unique_key"],
+    );
+    assert_eq!(api.snapshot().await, before, "nothing half-written");
+}
+
+#[tokio::test]
+async fn a_retry_whose_unique_key_is_taken_is_a_409_on_sqlite() {
+    let store = spooler::connect("sqlite::memory:").await.expect("open");
+    a_retry_whose_unique_key_is_taken_is_a_409(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_retry_whose_unique_key_is_taken_is_a_409() {
+    let Ok(base) = std::env::var("SPOOLER_TEST_POSTGRES") else {
+        eprintln!(
+            "skipped: SPOOLER_TEST_POSTGRES is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
+        );
+        return;
+    };
+    let schema = format!("spooler_api_{:016x}", rand_suffix());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let store = spooler::connect(&format!("{base}{sep}schema={schema}"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "SPOOLER_TEST_POSTGRES={base} is set but unusable: {e} (start Postgres or unset it)"
+            )
+        });
+    a_retry_whose_unique_key_is_taken_is_a_409(store).await;
+    let pool = sqlx::PgPool::connect(&base)
+        .await
+        .expect("connect to drop the schema");
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("drop schema");
+}
+
+/// A number no other test run picks: the time and the process id.
+fn rand_suffix() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    nanos ^ ((std::process::id() as u64) << 48)
 }
