@@ -17,6 +17,7 @@
 //! ```
 
 mod admin;
+mod clock;
 mod error;
 mod job;
 mod leader;
@@ -32,7 +33,7 @@ pub use migrate::MIGRATIONS;
 
 use async_trait::async_trait;
 use spooler_core::error::redact_url;
-use spooler_core::{Capabilities, Clock, Store, StoreError, StoreResult, SystemClock, Wakeup};
+use spooler_core::{Capabilities, Clock, Store, StoreError, StoreResult, Wakeup};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use std::str::FromStr;
@@ -52,8 +53,10 @@ pub struct PgOptions {
     /// Schema holding spooler's tables (default `spooler`); a `?schema=` in the URL overrides it.
     /// Letters, digits and `_`, at most 50 bytes, not starting with a digit.
     pub schema: String,
-    /// Where every time written to the database comes from.
-    pub clock: Arc<dyn Clock>,
+    /// Where every time written to the database comes from: `None` (the default) reads the
+    /// database's own clock, so every process times leases, rescue and leadership alike; a test may
+    /// hand in a manual clock.
+    pub clock: Option<Arc<dyn Clock>>,
     /// Pool size (default 10). The listener has a connection of its own, and so has the task that
     /// sends wake-ups once this store has enqueued a job.
     pub max_connections: u32,
@@ -69,7 +72,7 @@ impl Default for PgOptions {
     fn default() -> Self {
         Self {
             schema: DEFAULT_SCHEMA.to_string(),
-            clock: Arc::new(SystemClock),
+            clock: None,
             max_connections: 10,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
@@ -338,6 +341,15 @@ impl PgStore {
                 // finish and claim once a burst arrives, until the next ANALYZE: we measured a
                 // 200,000-job burst drain at 10,500–17,000 jobs/s that way, against 29,500–33,000.
                 ("plan_cache_mode", "force_custom_plan".to_string()),
+                // A process that vanishes mid-transaction (its host lost, a partition) must not
+                // hold row locks for the kernel's two hours: the server probes the connection
+                // after 10 s of silence and drops it after three unanswered probes 5 s apart.
+                // (The client side of the same fault is covered by a deadline on every call of
+                // the worker's.) A transaction left open by a stuck process ends after a minute.
+                ("tcp_keepalives_idle", "10".to_string()),
+                ("tcp_keepalives_interval", "5".to_string()),
+                ("tcp_keepalives_count", "3".to_string()),
+                ("idle_in_transaction_session_timeout", "60000".to_string()),
             ])
             .log_statements(tracing::log::LevelFilter::Trace);
         let endpoint = if connect.get_host().starts_with('/') {
@@ -383,6 +395,20 @@ impl PgStore {
                 )));
             }
         };
+        let clock: Arc<dyn Clock> = match options.clock {
+            Some(clock) => clock,
+            None => {
+                let clock =
+                    clock::DatabaseClock::sample(&pool, options.connect_timeout, &endpoint).await?;
+                clock::DatabaseClock::keep_in_sync(
+                    &clock,
+                    pool.clone(),
+                    options.connect_timeout,
+                    endpoint.clone(),
+                );
+                clock
+            }
+        };
         let sql = Sql::new(&schema);
         let channel = format!("{schema}_jobs");
         let (wake, _) = broadcast::channel(1024);
@@ -391,7 +417,7 @@ impl PgStore {
         let notifier = notify::Notifier::spawn(notify::Config {
             others_sql: sql.other_workers.clone(),
             local_workers: local_workers.clone(),
-            clock: options.clock.clone(),
+            clock: clock.clone(),
             connect: connect.clone(),
             channel: channel.clone(),
             timeout: options.connect_timeout,
@@ -415,7 +441,7 @@ impl PgStore {
                 schema,
                 channel,
                 url: redacted,
-                clock: options.clock,
+                clock,
                 wake,
                 listener,
                 notifier,

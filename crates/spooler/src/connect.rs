@@ -7,8 +7,9 @@ use std::sync::Arc;
 /// How [`connect_with`] opens a store.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// The clock the store reads; the system clock by default.
-    pub clock: Arc<dyn Clock>,
+    /// The clock the store reads instead of its own (for tests); `None`, the default, is the
+    /// database's clock on Postgres and the system's on SQLite.
+    pub clock: Option<Arc<dyn Clock>>,
     /// Apply pending migrations after opening (default true).
     pub migrate: bool,
 }
@@ -16,7 +17,7 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         Self {
-            clock: Arc::new(spooler_core::SystemClock),
+            clock: None,
             migrate: true,
         }
     }
@@ -37,10 +38,10 @@ pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Arc<dyn 
     let store: Arc<dyn Store> = match scheme {
         #[cfg(feature = "sqlite")]
         "sqlite" => {
-            let opts = spooler_sqlite::SqliteOptions {
-                clock: options.clock.clone(),
-                ..Default::default()
-            };
+            let mut opts = spooler_sqlite::SqliteOptions::default();
+            if let Some(clock) = &options.clock {
+                opts.clock = clock.clone();
+            }
             Arc::new(spooler_sqlite::SqliteStore::open_with(url, opts)?)
         }
         #[cfg(feature = "postgres")]

@@ -173,8 +173,11 @@ pub trait BlockingJob: Serialize + DeserializeOwned + Send + 'static {
     /// Priority unless the enqueue says otherwise.
     const PRIORITY: i32 = 0;
 
-    /// Runs the job on a blocking thread. It cannot be interrupted: check
-    /// [`JobContext::is_cancelled`] between steps.
+    /// Runs the job on a blocking thread. A thread cannot be interrupted: when the job times out,
+    /// is cancelled, loses its lease or outlives a shutdown's grace period, its outcome is
+    /// recorded at once but the thread runs on, holding its slot of the queue's concurrency, until
+    /// `run` returns. To be stoppable, check [`JobContext::is_cancelled`] between steps and return
+    /// when it turns true.
     fn run(self, ctx: JobContext) -> Result<(), JobError>;
 }
 

@@ -1,5 +1,6 @@
 //! Maintenance on one elected leader: rescue jobs whose lease lapsed, promote scheduled jobs whose
-//! time has come, and prune finished jobs past their retention.
+//! time has come, prune finished jobs past their retention, and (in a loop of its own) the store's
+//! housekeeping.
 
 use crate::Error;
 use crate::worker::Retention;
@@ -157,9 +158,6 @@ impl Maintenance {
             report.pruned = self.prune().await?;
         }
         drop(last);
-        if let Err(e) = self.store.housekeep().await {
-            tracing::warn!(error = %e, "store housekeeping failed; will try again");
-        }
         Ok(report)
     }
 
@@ -170,14 +168,25 @@ impl Maintenance {
             .await
     }
 
-    /// Loops [`Maintenance::run_once`] every interval until `stop` turns true.
+    /// Loops [`Maintenance::run_once`] every interval until `stop` turns true, then resigns at
+    /// once, so another process leads while this one still drains its jobs. Beside the passes, in
+    /// a loop of its own, the leader asks the store for its housekeeping (on Postgres a VACUUM
+    /// that may take minutes), which so never delays a rescue or a promotion.
     pub async fn run(&self, stop: watch::Receiver<bool>) {
-        crate::every::every(self.config.interval, stop, || async {
+        let passes = crate::every::every(self.config.interval, stop.clone(), || async {
             if let Err(e) = self.run_once().await {
                 tracing::warn!(store = %self.store.describe(), error = %e, "maintenance pass failed");
             }
-        })
-        .await;
+        });
+        let housekeeping = crate::every::every(self.config.interval, stop, || async {
+            if self.is_leader()
+                && let Err(e) = self.store.housekeep().await
+            {
+                tracing::warn!(store = %self.store.describe(), error = %e, "store housekeeping failed; will try again");
+            }
+        });
+        tokio::join!(passes, housekeeping);
+        self.resign().await;
     }
 
     /// Gives up leadership so another process takes over at once.

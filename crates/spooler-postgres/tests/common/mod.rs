@@ -44,7 +44,7 @@ pub fn fresh_schema(prefix: &str) -> String {
 pub fn options(schema: &str, clock: Arc<dyn Clock>) -> PgOptions {
     PgOptions {
         schema: schema.to_string(),
-        clock,
+        clock: Some(clock),
         max_connections: 4,
         listener_ping_interval: Duration::from_millis(500),
         ..PgOptions::default()

@@ -10,6 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 /// Most outcomes written in one call.
 const MAX_BATCH: usize = 1000;
 
+#[derive(Clone, Copy)]
+struct Limits {
+    deadline: Duration,
+    give_up_after: Duration,
+}
+
 enum Message {
     Finish(JobFinish),
     Flush(oneshot::Sender<()>),
@@ -21,12 +27,22 @@ pub(crate) struct CompleterHandle {
 }
 
 impl CompleterHandle {
-    /// Starts the completer task. A write that keeps failing is retried for up to `give_up_after`
-    /// (the lease: after that the job is rescued and runs again anyway). `flushed` is told of
-    /// each batch written.
-    pub(crate) fn start(store: Arc<dyn Store>, give_up_after: Duration, flushed: Signal) -> Self {
+    /// Starts the completer task. Each write may take `deadline`; one that fails or times out is
+    /// retried for up to `give_up_after` (the lease: after that the job is rescued and runs again
+    /// anyway; a retried write is fenced, so one that landed after all is not applied twice).
+    /// `flushed` is told of each batch written.
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        deadline: Duration,
+        give_up_after: Duration,
+        flushed: Signal,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, rx, give_up_after, flushed));
+        let limits = Limits {
+            deadline,
+            give_up_after,
+        };
+        tokio::spawn(run(store, rx, limits, flushed));
         Self { tx }
     }
 
@@ -50,7 +66,7 @@ impl CompleterHandle {
 async fn run(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Message>,
-    give_up_after: Duration,
+    limits: Limits,
     flushed: Signal,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -69,7 +85,7 @@ async fn run(
             };
         }
         if !batch.is_empty() {
-            write(&*store, &batch, give_up_after).await;
+            write(&*store, &batch, limits).await;
             batch.clear();
             flushed.notify();
         }
@@ -79,11 +95,21 @@ async fn run(
     }
 }
 
-async fn write(store: &dyn Store, batch: &[JobFinish], give_up_after: Duration) {
+async fn write(store: &dyn Store, batch: &[JobFinish], limits: Limits) {
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(50);
     loop {
-        match store.job_finish_many(batch).await {
+        let result = match tokio::time::timeout(limits.deadline, store.job_finish_many(batch)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(spooler_core::StoreError::Unavailable {
+                message: format!(
+                    "no answer within {}",
+                    spooler_core::format_duration(limits.deadline)
+                ),
+            }),
+        };
+        match result {
             Ok(acks) => {
                 for (finish, accepted) in batch.iter().zip(acks) {
                     if !accepted {
@@ -97,7 +123,7 @@ async fn write(store: &dyn Store, batch: &[JobFinish], give_up_after: Duration) 
                 }
                 return;
             }
-            Err(e) if started.elapsed() + pause < give_up_after => {
+            Err(e) if started.elapsed() + pause < limits.give_up_after => {
                 tracing::warn!(store = %store.describe(), error = %e, jobs = batch.len(), "recording outcomes failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));

@@ -24,20 +24,38 @@ enum RunEnd {
 /// Hands a claimed job to a new task. The job is registered as running before this returns, so
 /// heartbeats renew its lease and a shutdown that starts before the task is first polled still
 /// sees it, and stops it, instead of waiting on a job it does not know about.
-pub(crate) fn spawn(shared: Arc<Shared>, slots: Arc<QueueSlots>, job: JobRow) {
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    slots: Arc<QueueSlots>,
+    job: JobRow,
+    held_until: tokio::time::Instant,
+) {
     let (abort_tx, abort_rx) = oneshot::channel();
     shared.running.lock().expect("running lock").insert(
         job.lease(),
         RunningJob {
             abort: Some(abort_tx),
+            held_until,
         },
     );
-    tokio::spawn(run(shared, slots, job, abort_rx));
+    let slot = Arc::new(Slot(slots));
+    tokio::spawn(run(shared, slot, job, abort_rx));
+}
+
+/// A taken slot of a queue, freed when the last holder lets go: the run's task, and for a
+/// blocking job also its thread, which may outlive the run when the job timed out or was stopped.
+struct Slot(Arc<QueueSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify_one();
+    }
 }
 
 async fn run(
     shared: Arc<Shared>,
-    slots: Arc<QueueSlots>,
+    slot: Arc<Slot>,
     job: JobRow,
     abort_rx: oneshot::Receiver<Abort>,
 ) {
@@ -45,6 +63,10 @@ async fn run(
     let lease = job.lease();
     let ctx = JobContext::new(job.clone(), shared.id.clone());
     let started = Instant::now();
+    let blocking = shared
+        .handlers
+        .get(&job.kind)
+        .is_some_and(|h| h.is_blocking());
     let end = match shared.handlers.get(&job.kind).cloned() {
         None => RunEnd::Returned(Err(JobError::Retry(format!(
             "worker {} has no handler for kind {}",
@@ -54,10 +76,14 @@ async fn run(
             let timeout = job.timeout.or(shared.settings.default_timeout);
             let args = job.args.clone();
             let handler_ctx = ctx.clone();
+            let thread_slot = slot.clone();
             let work = async move {
                 if handler.is_blocking() {
                     let rt = tokio::runtime::Handle::current();
+                    // The thread holds the slot until it returns, even past a timeout or a stop:
+                    // it cannot be interrupted, and the queue's concurrency must not be exceeded.
                     match tokio::task::spawn_blocking(move || {
+                        let _slot = thread_slot;
                         rt.block_on(handler.run(args, handler_ctx))
                     })
                     .await
@@ -98,7 +124,6 @@ async fn run(
     };
     ctx.cancel();
     let elapsed = started.elapsed();
-    shared.running.lock().expect("running lock").remove(&lease);
 
     let now = shared.store.clock().now();
     let retry = |error: String| Outcome::Retry {
@@ -115,6 +140,10 @@ async fn run(
         RunEnd::Returned(Err(JobError::Cancel(reason))) => Some(Outcome::Cancelled { reason }),
         RunEnd::Returned(Err(JobError::Snooze(d))) => Some(Outcome::Snoozed { until: add(now, d) }),
         RunEnd::Panicked(message) => Some(retry(format!("panicked: {message}"))),
+        RunEnd::TimedOut(t) if blocking => Some(retry(format!(
+            "timed out after {} (a blocking job cannot be interrupted: its thread runs on, holding its slot, until it returns; check JobContext::is_cancelled to stop early)",
+            format_duration(t)
+        ))),
         RunEnd::TimedOut(t) => Some(retry(format!("timed out after {}", format_duration(t)))),
         RunEnd::Aborted(Abort::CancelRequested) => Some(Outcome::Cancelled {
             reason: "cancellation requested".into(),
@@ -157,11 +186,13 @@ async fn run(
             "lease lost: another worker owns the job now; this run's result is dropped"
         ),
     }
+    // The outcome is handed to the completer before the job leaves the running set: a shutdown
+    // that sees no job running flushes the completer after every outcome reached it.
     if let Some(outcome) = outcome {
         shared.completer.send(JobFinish { lease, outcome });
     }
-    slots.running.fetch_sub(1, Ordering::AcqRel);
-    slots.freed.notify_one();
+    shared.running.lock().expect("running lock").remove(&lease);
+    drop(slot);
     shared.idle.notify_waiters();
 }
 

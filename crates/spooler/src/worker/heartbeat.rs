@@ -1,58 +1,73 @@
 //! Heartbeats: renew the leases of running jobs, stop the ones whose lease was lost or whose
-//! cancellation was requested, and record the worker as alive.
+//! cancellation was requested, stop the ones whose lease may lapse before a renewal could land
+//! (a worker cut off from its database stops its runs before another worker may take them), and
+//! record the worker as alive.
+//!
+//! One cadence from start to the end of a shutdown's grace period: a beat every `heartbeat`, and
+//! after a failed one every quarter of it. Each store call has a deadline of a quarter heartbeat.
 
 use super::{Abort, Shared};
-use spooler_core::{LeaseExtend, WorkerInfo};
+use spooler_core::{LeaseExtend, LeaseRef, WorkerInfo};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(shared.settings.heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let every = shared.settings.heartbeat;
+    let mut next = Instant::now();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => {
-                if *stop.borrow() {
-                    // Keep renewing while jobs drain during the grace period.
-                    drain(&shared).await;
-                    return;
-                }
-            }
+        let stopping = *stop.borrow();
+        if stopping && shared.running_count() == 0 {
+            return;
         }
-        beat(&shared).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop.changed(), if !stopping => continue,
+            _ = shared.idle.notified(), if stopping => continue,
+        }
+        let started = Instant::now();
+        let renewed = beat(&shared).await;
+        next = started + if renewed { every } else { every / 4 };
     }
 }
 
-async fn drain(shared: &Shared) {
-    let mut tick = tokio::time::interval(shared.settings.heartbeat);
-    tick.tick().await;
-    while shared.running_count() > 0 {
-        tokio::select! {
-            _ = tick.tick() => beat(shared).await,
-            _ = shared.idle.notified() => {}
-        }
-    }
+/// The longest a heartbeat's store call may take.
+pub(crate) fn deadline(heartbeat: Duration) -> Duration {
+    heartbeat / 4
 }
 
-async fn beat(shared: &Shared) {
-    let leases: Vec<_> = shared
+/// One beat; whether every lease asked for got an answer.
+async fn beat(shared: &Shared) -> bool {
+    let settings = &shared.settings;
+    let deadline = deadline(settings.heartbeat);
+    let leases: Vec<LeaseRef> = shared
         .running
         .lock()
         .expect("running lock")
         .keys()
         .copied()
         .collect();
+    let mut renewed = true;
     if !leases.is_empty() {
         let extend = LeaseExtend {
             leases,
             worker_id: shared.id.to_string(),
-            lease: shared.settings.lease,
+            lease: settings.lease,
         };
-        match shared.store.job_lease_extend(&extend).await {
-            Ok(statuses) => {
+        let sent = Instant::now();
+        match tokio::time::timeout(deadline, shared.store.job_lease_extend(&extend)).await {
+            Ok(Ok(statuses)) => {
                 // Statuses come in the order the leases were asked.
                 let asked = extend.leases.iter().zip(&statuses);
+                {
+                    let mut running = shared.running.lock().expect("running lock");
+                    for (lease, _) in asked.clone().filter(|(_, s)| s.held) {
+                        if let Some(run) = running.get_mut(lease) {
+                            run.held_until = sent + settings.lease;
+                        }
+                    }
+                }
                 let lost: Vec<_> = asked
                     .clone()
                     .filter(|(_, s)| !s.held)
@@ -69,15 +84,27 @@ async fn beat(shared: &Shared) {
                     shared.abort(&cancel, Abort::CancelRequested);
                 }
             }
-            Err(e) => tracing::warn!(
-                worker = %shared.id,
-                store = %shared.store.describe(),
-                error = %e,
-                "renewing leases failed; retrying at the next heartbeat"
-            ),
+            Ok(Err(e)) => {
+                renewed = false;
+                tracing::warn!(
+                    worker = %shared.id,
+                    store = %shared.store.describe(),
+                    error = %e,
+                    "renewing leases failed; retrying shortly"
+                );
+            }
+            Err(_) => {
+                renewed = false;
+                tracing::warn!(
+                    worker = %shared.id,
+                    store = %shared.store.describe(),
+                    "renewing leases got no answer within {}; retrying shortly",
+                    spooler_core::format_duration(deadline)
+                );
+            }
         }
     }
-    let now = shared.store.clock().now();
+    stop_expiring(shared, settings.heartbeat / 2);
     let info = WorkerInfo {
         id: shared.id.to_string(),
         host: super::hostname(),
@@ -86,10 +113,35 @@ async fn beat(shared: &Shared) {
         kinds: shared.kinds.clone(),
         running: shared.running_count() as u32,
         started_at: shared.started_at,
-        last_seen_at: now,
+        last_seen_at: shared.store.clock().now(),
     };
-    if let Err(e) = shared.store.worker_heartbeat(&info).await {
-        tracing::debug!(worker = %shared.id, error = %e, "worker heartbeat failed");
+    match tokio::time::timeout(deadline, shared.store.worker_heartbeat(&info)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(worker = %shared.id, error = %e, "worker heartbeat failed"),
+        Err(_) => tracing::debug!(worker = %shared.id, "worker heartbeat got no answer in time"),
     }
     shared.signals.heartbeat.notify();
+    renewed
+}
+
+/// Stops the runs whose lease, as last renewed, lapses within `margin`: they can no longer be
+/// renewed in time, and another worker may take the job once it lapses.
+fn stop_expiring(shared: &Shared, margin: Duration) {
+    let horizon = Instant::now() + margin;
+    let expiring: Vec<LeaseRef> = shared
+        .running
+        .lock()
+        .expect("running lock")
+        .iter()
+        .filter(|(_, run)| run.held_until <= horizon && run.abort.is_some())
+        .map(|(lease, _)| *lease)
+        .collect();
+    if !expiring.is_empty() {
+        tracing::warn!(
+            worker = %shared.id,
+            jobs = ?expiring.iter().map(|l| l.id).collect::<Vec<_>>(),
+            "leases could not be renewed before they lapse: stopping these runs (another worker will take the jobs)"
+        );
+        shared.abort(&expiring, Abort::LeaseLost);
+    }
 }

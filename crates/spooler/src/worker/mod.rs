@@ -132,6 +132,9 @@ pub(crate) enum Abort {
 
 pub(crate) struct RunningJob {
     pub(crate) abort: Option<oneshot::Sender<Abort>>,
+    /// Until when the lease is surely held, by this process's monotonic clock: the send time of
+    /// the claim or of the last renewal answered, plus the lease.
+    pub(crate) held_until: tokio::time::Instant,
 }
 
 /// Per-queue slot accounting shared by the producer and the executors.
@@ -152,6 +155,14 @@ pub(crate) struct Settings {
     pub(crate) claims_in_flight: u32,
     /// The backoff of failed attempts, also applied by this worker's rescues.
     pub(crate) retry: Arc<RetryPolicies>,
+}
+
+impl Settings {
+    /// The longest a claim or an outcome write may take before it is given up and tried again:
+    /// a third of the lease, so a database that stops answering costs no more than that.
+    pub(crate) fn store_deadline(&self) -> Duration {
+        self.lease / 3
+    }
 }
 
 /// State shared by the worker's tasks.
@@ -377,8 +388,12 @@ impl WorkerBuilder {
         } else {
             TestSignals::default()
         };
-        let completer =
-            completer::CompleterHandle::start(store.clone(), self.lease, signals.flushed.clone());
+        let completer = completer::CompleterHandle::start(
+            store.clone(),
+            self.lease / 3,
+            self.lease,
+            signals.flushed.clone(),
+        );
         let shared = Arc::new(Shared {
             started_at: store.clock().now(),
             store,
@@ -500,7 +515,6 @@ impl Worker {
         let maintenance = self.maintenance.map(|config| {
             let m = Maintenance::new(shared.store.clone(), config, shared.id.to_string())
                 .retry_policies(shared.settings.retry.clone());
-            let handle = m.clone();
             let stop = stop_rx.clone();
             let operations = crate::OperationRunner::new(shared.store.clone());
             let ops_stop = stop_rx.clone();
@@ -509,7 +523,7 @@ impl Worker {
                 // pass, so a long operation never delays rescue or promotion.
                 tokio::join!(m.run(stop), operations.run(ops_stop));
             });
-            (handle, task)
+            task
         });
         tracing::info!(
             worker = %shared.id,
@@ -564,9 +578,9 @@ impl Worker {
         }
         while tasks.join_next().await.is_some() {}
         shared.completer.flush().await;
-        if let Some((m, task)) = maintenance {
+        // Maintenance resigned its leadership as soon as it saw the stop.
+        if let Some(task) = maintenance {
             let _ = task.await;
-            m.resign().await;
         }
         if let Err(e) = shared.store.worker_remove(&shared.id).await {
             tracing::warn!(worker = %shared.id, error = %e, "could not remove the worker record");

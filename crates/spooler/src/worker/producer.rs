@@ -22,7 +22,16 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 /// A claim under way: what the planner asked for, and its result.
-type ClaimUnderWay = Pin<Box<dyn Future<Output = (Ask, StoreResult<Vec<JobRow>>)> + Send>>;
+type ClaimUnderWay = Pin<Box<dyn Future<Output = (Ask, Instant, StoreResult<Vec<JobRow>>)> + Send>>;
+
+/// A claimed job waiting for a slot.
+struct Claimed {
+    /// When its claim returned.
+    at: Instant,
+    /// Until when its lease is surely held: the claim's send time plus the lease.
+    held_until: Instant,
+    job: JobRow,
+}
 
 /// Does the I/O the [`ClaimPlanner`] asks for: claims, starts and releases jobs, and tells the
 /// planner what happened (claims returned, wake-ups, polls, buffered jobs' waits).
@@ -43,15 +52,15 @@ pub(crate) async fn run(
         },
         Instant::now(),
     );
-    // Claimed jobs not started yet, oldest first, each with when its claim returned.
-    let mut buffer: VecDeque<(Instant, JobRow)> = VecDeque::new();
+    // Claimed jobs not started yet, oldest first.
+    let mut buffer: VecDeque<Claimed> = VecDeque::new();
     let mut claims: FuturesUnordered<ClaimUnderWay> = FuturesUnordered::new();
     loop {
         if *stop.borrow() {
             // Nothing starts once shutdown began: claims under way are awaited and what they
             // took is handed back with the buffer.
-            release(&shared, buffer.drain(..).map(|(_, job)| job));
-            while let Some((_, result)) = claims.next().await {
+            release(&shared, buffer.drain(..).map(|c| c.job));
+            while let Some((_, _, result)) = claims.next().await {
                 if let Ok(jobs) = result {
                     release(&shared, jobs.into_iter());
                 }
@@ -65,9 +74,11 @@ pub(crate) async fn run(
             .saturating_sub(slots.running.load(Ordering::Acquire));
         match buffer.front() {
             None => planner.buffer_empty(now, free),
-            Some((at, _)) => {
-                if planner.buffer_waited(now.saturating_duration_since(*at)) == Buffered::Release {
-                    release(&shared, buffer.drain(..).map(|(_, job)| job));
+            Some(first) => {
+                if planner.buffer_waited(now.saturating_duration_since(first.at))
+                    == Buffered::Release
+                {
+                    release(&shared, buffer.drain(..).map(|c| c.job));
                 }
             }
         }
@@ -80,18 +91,31 @@ pub(crate) async fn run(
                 lease: shared.settings.lease,
             };
             let store = shared.store.clone();
+            let deadline = shared.settings.store_deadline();
             claims.push(Box::pin(async move {
-                let result = store.job_claim(&claim).await;
-                (ask, result)
+                let sent = Instant::now();
+                let result = match tokio::time::timeout(deadline, store.job_claim(&claim)).await {
+                    Ok(result) => result,
+                    // A claim that committed all the same leaves its jobs running until their
+                    // lease lapses; they are rescued then.
+                    Err(_) => Err(spooler_core::StoreError::Unavailable {
+                        message: format!(
+                            "{}: the claim got no answer within {}",
+                            store.describe(),
+                            spooler_core::format_duration(deadline)
+                        ),
+                    }),
+                };
+                (ask, sent, result)
             }));
             continue;
         }
         if planner.claims_under_way() == 0 {
             signals.idle.notify();
         }
-        let wake_at = planner.wake_at(buffer.front().map(|(at, _)| *at));
+        let wake_at = planner.wake_at(buffer.front().map(|c| c.at));
         tokio::select! {
-            Some((ask, result)) = claims.next(), if !claims.is_empty() => {
+            Some((ask, sent, result)) = claims.next(), if !claims.is_empty() => {
                 let now = Instant::now();
                 match result {
                     Ok(jobs) => {
@@ -100,7 +124,8 @@ pub(crate) async fn run(
                             metrics::counter!("spooler_jobs_claimed_total", "queue" => slots.name.clone())
                                 .increment(jobs.len() as u64);
                         }
-                        buffer.extend(jobs.into_iter().map(|job| (now, job)));
+                        let held_until = sent + shared.settings.lease;
+                        buffer.extend(jobs.into_iter().map(|job| Claimed { at: now, held_until, job }));
                         signals.claimed.notify();
                     }
                     Err(e) => {
@@ -133,17 +158,18 @@ pub(crate) async fn run(
 }
 
 /// Starts buffered jobs while the queue has free slots.
-fn start_buffered(
-    shared: &Arc<Shared>,
-    slots: &Arc<QueueSlots>,
-    buffer: &mut VecDeque<(Instant, JobRow)>,
-) {
+fn start_buffered(shared: &Arc<Shared>, slots: &Arc<QueueSlots>, buffer: &mut VecDeque<Claimed>) {
     while !buffer.is_empty() && slots.running.load(Ordering::Acquire) < slots.concurrency {
-        let Some((_, job)) = buffer.pop_front() else {
+        let Some(claimed) = buffer.pop_front() else {
             break;
         };
         slots.running.fetch_add(1, Ordering::AcqRel);
-        executor::spawn(shared.clone(), slots.clone(), job);
+        executor::spawn(
+            shared.clone(),
+            slots.clone(),
+            claimed.job,
+            claimed.held_until,
+        );
     }
 }
 
