@@ -518,12 +518,11 @@ impl Worker {
             let stop = stop_rx.clone();
             let operations = crate::OperationRunner::new(shared.store.clone());
             let ops_stop = stop_rx.clone();
-            let task = tokio::spawn(async move {
+            tokio::spawn(async move {
                 // Operations by filter resume here too, beside (not inside) the maintenance
                 // pass, so a long operation never delays rescue or promotion.
                 tokio::join!(m.run(stop), operations.run(ops_stop));
-            });
-            task
+            })
         });
         tracing::info!(
             worker = %shared.id,
