@@ -5,6 +5,7 @@ mod support;
 
 mod claims;
 mod failures;
+mod faults;
 mod lifecycle;
 mod shutdown;
 
