@@ -1,0 +1,787 @@
+//! The model: its parameters ([`SpoolerModel`]), its state ([`State`]: the jobs table, each
+//! worker's runs, the leader lease row), its actions ([`Action`], named like the code's) and the
+//! properties the checker verifies.
+//!
+//! Time is database time, kept relative: every lease holds how many ticks it has left (`0` is the
+//! last tick it is valid, `-1` lapsed) and [`Action::Tick`] counts them all down. Only comparisons
+//! with "now" decide anything, so the state space stays finite however long time runs.
+
+pub use spooler_core::JobState;
+use spooler_core::chrono::{DateTime, Utc};
+use spooler_core::{Facts, Transition, decide};
+use stateright::{Model, Property};
+use std::fmt;
+
+/// Which protocol the model runs: the correct one, or one broken on purpose so that the checker
+/// must find a counterexample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// The protocol as spooler implements it.
+    Correct,
+    /// `complete` writes without the (id, attempt) fence: `UPDATE … WHERE id = ?`, whatever
+    /// the job's state and attempt. Breaks "no job finished twice".
+    UnfencedCompletion,
+    /// Worker 0 judges lease expiry (a job's in `rescue`, the leader lease's in `leader_elect`)
+    /// by its own clock, `skew` ticks ahead of the database's, instead of the database's time.
+    /// Breaks "at most one leader" and "one live lease per job".
+    ProcessClockLease,
+}
+
+/// The model's parameters: the bounds of the configuration explored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolerModel {
+    /// Jobs in the table, all `available` at the start.
+    pub jobs: u8,
+    /// Worker processes; each also runs maintenance and may become the leader.
+    pub workers: u8,
+    /// `max_attempts` of every job.
+    pub max_attempts: u8,
+    /// Runs a worker holds at once (claimed, running or waiting for the completer).
+    pub slots: u8,
+    /// Ticks a claim or a heartbeat leases a job for.
+    pub lease: i8,
+    /// Ticks a leader lease lasts unless renewed.
+    pub leader_ttl: i8,
+    /// How many releases (each gives an attempt back) may happen in a whole run: the bound that
+    /// keeps `attempt` finite.
+    pub releases: u8,
+    /// Ticks worker 0's clock runs ahead in [`Variant::ProcessClockLease`].
+    pub skew: i8,
+    /// The protocol.
+    pub variant: Variant,
+}
+
+impl SpoolerModel {
+    /// The default bounds (2 jobs, 2 workers, 2 attempts, one slot per worker, leases of one
+    /// tick, no release) for `variant`: checked in seconds in a debug build.
+    pub fn new(variant: Variant) -> Self {
+        Self {
+            jobs: 2,
+            workers: 2,
+            max_attempts: 2,
+            slots: 1,
+            lease: 1,
+            leader_ttl: 1,
+            releases: 0,
+            skew: 1,
+            variant,
+        }
+    }
+
+    /// How many ticks ahead of the database worker `w` reads the time when judging expiry.
+    fn ahead(&self, w: u8) -> i8 {
+        if self.variant == Variant::ProcessClockLease && w == 0 {
+            self.skew
+        } else {
+            0
+        }
+    }
+
+    /// Whether worker `w` finds the lease of `job` lapsed (`lease_expires_at < now`).
+    fn lapsed_for(&self, job: &Job, w: u8) -> bool {
+        job.state == JobState::Running && job.lease_left < self.ahead(w)
+    }
+
+    /// Whether worker `w` may take or renew the leader lease (`holder = me OR expires_at <= now`).
+    fn leader_free_for(&self, leader: &Leader, w: u8) -> bool {
+        match *leader {
+            Leader::Free => true,
+            Leader::Held { holder, left } => holder == Holder::Worker(w) || left <= self.ahead(w),
+        }
+    }
+
+    /// `state` one tick later.
+    fn ticked(&self, state: &State) -> State {
+        let mut s = state.clone();
+        s.event = Event::None;
+        for job in &mut s.jobs {
+            if job.state == JobState::Running {
+                job.lease_left = (job.lease_left - 1).max(-1);
+            }
+        }
+        for worker in &mut s.workers {
+            for run in &mut worker.runs {
+                run.lease_left = (run.lease_left - 1).max(-1);
+            }
+            worker.leader_left = (worker.leader_left - 1).max(0);
+        }
+        if let Leader::Held { left, .. } = &mut s.leader {
+            *left -= 1;
+            if *left <= 0 {
+                s.leader = Leader::Free;
+            }
+        }
+        s
+    }
+
+    /// The property named `name` (panics if there is none).
+    pub fn condition(&self, name: &str) -> fn(&SpoolerModel, &State) -> bool {
+        self.properties()
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no property named {name:?}"))
+            .condition
+    }
+}
+
+/// The whole system at one moment: the store's rows and each worker's memory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    /// The jobs table, indexed by job id.
+    pub jobs: Vec<Job>,
+    /// Each worker's memory, indexed by worker.
+    pub workers: Vec<Worker>,
+    /// The leader lease row of maintenance.
+    pub leader: Leader,
+    /// Releases still allowed (see [`SpoolerModel::releases`]).
+    pub releases_left: u8,
+    /// What the step into this state did that the properties look for (reset by every step, so
+    /// that history does not multiply the states).
+    pub event: Event,
+}
+
+/// A step the properties look for, kept in the state it leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// Nothing of note.
+    None,
+    /// The rescuer moved a job on after its lease lapsed.
+    Rescued,
+    /// A write by a stale attempt was rejected by the fence.
+    StaleRejected,
+}
+
+/// One row of the jobs table, with history kept for the properties.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Job {
+    /// Its state (`scheduled` does not occur: the model's retries are due at once).
+    pub state: JobState,
+    /// The attempt of the latest claim: with the id, the fence of every write.
+    pub attempt: u8,
+    /// Attempts allowed; a release gives one back.
+    pub max_attempts: u8,
+    /// Ticks `lease_expires_at` is ahead of now while `running` (`-1`: lapsed); 0 otherwise.
+    pub lease_left: i8,
+    /// Whether cancellation was asked for while it ran.
+    pub cancel_requested: bool,
+    /// History: how many times it entered a finished state (counted up to 2).
+    pub finishes: u8,
+    /// History: a cancel was seen (the job was cancelled, or its worker's heartbeat saw the
+    /// request and stopped it).
+    pub cancel_seen: bool,
+}
+
+/// A worker process's memory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Worker {
+    /// Its runs, keyed (and sorted) by (job, attempt) like the running set.
+    pub runs: Vec<Run>,
+    /// Ticks its leader lease has left as it believes it holds it (0: not the leader).
+    pub leader_left: i8,
+}
+
+/// One claimed attempt a worker holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Run {
+    /// The job.
+    pub job: u8,
+    /// The attempt the claim gave it.
+    pub attempt: u8,
+    /// Where in the worker it is.
+    pub phase: Phase,
+    /// Ticks the lease this worker was given has left (`-1`: lapsed).
+    pub lease_left: i8,
+}
+
+/// Where a run is in the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Claimed by the producer, in its buffer, not started (heartbeats do not renew it).
+    Buffered,
+    /// In the executor, in the running set: heartbeats renew it and may stop it.
+    Executing,
+    /// Its outcome is in the completer, waiting to be written.
+    Sent(Outcome),
+}
+
+/// An outcome a worker sends to its completer (the model's subset of `spooler_core::Outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// The handler succeeded.
+    Completed,
+    /// The handler failed with a retryable error (retry due at once).
+    Retry,
+    /// Stopped after its heartbeat saw a cancel request.
+    Cancelled,
+    /// Given back unstarted by the producer.
+    Released,
+}
+
+impl Outcome {
+    fn to_core(self, now: DateTime<Utc>) -> spooler_core::Outcome {
+        match self {
+            Outcome::Completed => spooler_core::Outcome::Completed { result: None },
+            Outcome::Retry => spooler_core::Outcome::Retry {
+                error: "handler failed".into(),
+                at: now,
+            },
+            Outcome::Cancelled => spooler_core::Outcome::Cancelled {
+                reason: "cancellation requested".into(),
+            },
+            Outcome::Released => spooler_core::Outcome::Released,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Retry => "retry",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Released => "released",
+        }
+    }
+}
+
+/// The leader lease row of maintenance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Leader {
+    /// No row, or one whose lease lapsed.
+    Free,
+    /// Held by `holder` for `left` more ticks (> 0).
+    Held {
+        /// Who holds it.
+        holder: Holder,
+        /// Ticks before it lapses.
+        left: i8,
+    },
+}
+
+/// The holder of the leader lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// A live worker.
+    Worker(u8),
+    /// A worker process that crashed (its successor has a new id).
+    Gone,
+}
+
+/// A step of the system, named like the code's.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// The producer of `worker` claims `job`: `attempt` + 1, leased until now + lease.
+    Claim {
+        /// The worker.
+        worker: u8,
+        /// The job.
+        job: u8,
+    },
+    /// The producer hands a buffered run to the executor (`executor::spawn`).
+    Start {
+        /// The worker.
+        worker: u8,
+        /// The job.
+        job: u8,
+        /// The run's attempt.
+        attempt: u8,
+    },
+    /// The producer gives a buffered run back unspent (`Outcome::Released` to the completer).
+    Release {
+        /// The worker.
+        worker: u8,
+        /// The job.
+        job: u8,
+        /// The run's attempt.
+        attempt: u8,
+    },
+    /// The handler returns: success, or a retryable error; the outcome goes to the completer.
+    Handler {
+        /// The worker.
+        worker: u8,
+        /// The job.
+        job: u8,
+        /// The run's attempt.
+        attempt: u8,
+        /// Success or not.
+        ok: bool,
+    },
+    /// `job_lease_extend` of every executing run of `worker`, fenced by (id, attempt); a lost
+    /// lease drops the run, a cancel request stops it.
+    Heartbeat {
+        /// The worker.
+        worker: u8,
+    },
+    /// The completer writes one outcome (`job_finish_many`), fenced by (id, attempt).
+    Complete {
+        /// The worker.
+        worker: u8,
+        /// The job.
+        job: u8,
+        /// The run's attempt.
+        attempt: u8,
+        /// The outcome written (determined by the state; shown in traces).
+        outcome: Outcome,
+    },
+    /// Database time advances one tick.
+    Tick,
+    /// The leader's `job_rescue`: every running job whose lease lapsed, through `decide`.
+    Rescue {
+        /// The worker leading.
+        worker: u8,
+    },
+    /// `job_cancel`: an available job is cancelled, a running one gets `cancel_requested`.
+    Cancel {
+        /// The job.
+        job: u8,
+    },
+    /// The worker process dies: its runs and its leadership are gone (the rows stay).
+    Crash {
+        /// The worker.
+        worker: u8,
+    },
+    /// `leader_try_elect`: taken when free or lapsed, renewed by its holder.
+    LeaderElect {
+        /// The worker.
+        worker: u8,
+    },
+    /// `leader_resign`: gives leadership up at once.
+    LeaderResign {
+        /// The worker.
+        worker: u8,
+    },
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Action::Claim { worker, job } => write!(f, "claim(w{worker}, j{job})"),
+            Action::Start {
+                worker,
+                job,
+                attempt,
+            } => write!(f, "start(w{worker}, j{job}#{attempt})"),
+            Action::Release {
+                worker,
+                job,
+                attempt,
+            } => write!(f, "release(w{worker}, j{job}#{attempt})"),
+            Action::Handler {
+                worker,
+                job,
+                attempt,
+                ok,
+            } => write!(
+                f,
+                "handler(w{worker}, j{job}#{attempt}) -> {}",
+                if ok { "ok" } else { "error" }
+            ),
+            Action::Heartbeat { worker } => write!(f, "heartbeat(w{worker})"),
+            Action::Complete {
+                worker,
+                job,
+                attempt,
+                outcome,
+            } => write!(
+                f,
+                "complete(w{worker}, j{job}#{attempt}: {})",
+                outcome.name()
+            ),
+            Action::Tick => write!(f, "tick"),
+            Action::Rescue { worker } => write!(f, "rescue(w{worker})"),
+            Action::Cancel { job } => write!(f, "cancel(j{job})"),
+            Action::Crash { worker } => write!(f, "crash(w{worker})"),
+            Action::LeaderElect { worker } => write!(f, "leader_elect(w{worker})"),
+            Action::LeaderResign { worker } => write!(f, "leader_resign(w{worker})"),
+        }
+    }
+}
+
+/// The time `decide` is given: the model's time is relative, and retries are due at once.
+fn now() -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH
+}
+
+/// What `spooler_core::decide` makes of `outcome` for `job`, with the facts a store reads under
+/// the fence of `attempt`.
+fn decided(outcome: &spooler_core::Outcome, job: &Job, attempt: u8) -> Transition {
+    let facts = Facts {
+        attempt: attempt.into(),
+        max_attempts: job.max_attempts.into(),
+        cancel_requested: job.cancel_requested,
+        worker_id: None,
+    };
+    decide(outcome, &facts, now())
+}
+
+/// Writes a decided transition on `job` and clears its lease, as `write_transition` does.
+/// `fenced`: the write matched `state = 'running' AND attempt = ?`.
+fn write(job: &mut Job, t: &Transition, fenced: bool) {
+    if fenced {
+        assert!(
+            JobState::Running.can_transition(t.state),
+            "decide chose running -> {}",
+            t.state
+        );
+    }
+    assert_ne!(
+        t.state,
+        JobState::Scheduled,
+        "the model's retries are due at once"
+    );
+    job.state = t.state;
+    if let Some(max) = t.max_attempts {
+        job.max_attempts = u8::try_from(max).expect("max_attempts fits the model");
+    }
+    job.lease_left = 0;
+    finished(job);
+}
+
+/// Records history after `job` moved to its current state.
+fn finished(job: &mut Job) {
+    if job.state.is_finished() {
+        job.finishes = (job.finishes + 1).min(2);
+    }
+    if job.state == JobState::Cancelled {
+        job.cancel_seen = true;
+    }
+}
+
+impl Model for SpoolerModel {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        let job = Job {
+            state: JobState::Available,
+            attempt: 0,
+            max_attempts: self.max_attempts,
+            lease_left: 0,
+            cancel_requested: false,
+            finishes: 0,
+            cancel_seen: false,
+        };
+        let worker = Worker {
+            runs: Vec::new(),
+            leader_left: 0,
+        };
+        vec![State {
+            jobs: vec![job; self.jobs.into()],
+            workers: vec![worker; self.workers.into()],
+            leader: Leader::Free,
+            releases_left: self.releases,
+            event: Event::None,
+        }]
+    }
+
+    fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        let mut ticked = self.ticked(state);
+        ticked.event = state.event;
+        if ticked != *state {
+            actions.push(Action::Tick);
+        }
+        for (j, job) in (0u8..).zip(&state.jobs) {
+            if job.state == JobState::Available
+                || (job.state == JobState::Running && !job.cancel_requested)
+            {
+                actions.push(Action::Cancel { job: j });
+            }
+        }
+        for (w, worker) in (0u8..).zip(&state.workers) {
+            if worker.runs.len() < usize::from(self.slots) {
+                for (j, job) in (0u8..).zip(&state.jobs) {
+                    if job.state == JobState::Available {
+                        actions.push(Action::Claim { worker: w, job: j });
+                    }
+                }
+            }
+            for run in &worker.runs {
+                let (job, attempt) = (run.job, run.attempt);
+                match run.phase {
+                    Phase::Buffered => {
+                        actions.push(Action::Start {
+                            worker: w,
+                            job,
+                            attempt,
+                        });
+                        if state.releases_left > 0 {
+                            actions.push(Action::Release {
+                                worker: w,
+                                job,
+                                attempt,
+                            });
+                        }
+                    }
+                    Phase::Executing => {
+                        for ok in [true, false] {
+                            actions.push(Action::Handler {
+                                worker: w,
+                                job,
+                                attempt,
+                                ok,
+                            });
+                        }
+                    }
+                    Phase::Sent(outcome) => actions.push(Action::Complete {
+                        worker: w,
+                        job,
+                        attempt,
+                        outcome,
+                    }),
+                }
+            }
+            if worker.runs.iter().any(|r| r.phase == Phase::Executing) {
+                actions.push(Action::Heartbeat { worker: w });
+            }
+            if worker.leader_left > 0 && state.jobs.iter().any(|job| self.lapsed_for(job, w)) {
+                actions.push(Action::Rescue { worker: w });
+            }
+            if !worker.runs.is_empty()
+                || worker.leader_left > 0
+                || matches!(state.leader, Leader::Held { holder, .. } if holder == Holder::Worker(w))
+            {
+                actions.push(Action::Crash { worker: w });
+            }
+            let renewed = Leader::Held {
+                holder: Holder::Worker(w),
+                left: self.leader_ttl,
+            };
+            if self.leader_free_for(&state.leader, w)
+                && (state.leader != renewed || worker.leader_left != self.leader_ttl)
+            {
+                actions.push(Action::LeaderElect { worker: w });
+            }
+            if worker.leader_left > 0 {
+                actions.push(Action::LeaderResign { worker: w });
+            }
+        }
+    }
+
+    fn next_state(&self, state: &State, action: Action) -> Option<State> {
+        let mut s = state.clone();
+        s.event = Event::None;
+        match action {
+            Action::Tick => return Some(self.ticked(state)),
+            Action::Claim { worker, job } => {
+                let row = &mut s.jobs[usize::from(job)];
+                row.state = JobState::Running;
+                row.attempt += 1;
+                row.lease_left = self.lease;
+                let runs = &mut s.workers[usize::from(worker)].runs;
+                runs.push(Run {
+                    job,
+                    attempt: row.attempt,
+                    phase: Phase::Buffered,
+                    lease_left: self.lease,
+                });
+                runs.sort();
+            }
+            Action::Start {
+                worker,
+                job,
+                attempt,
+            } => run_mut(&mut s, worker, job, attempt).phase = Phase::Executing,
+            Action::Release {
+                worker,
+                job,
+                attempt,
+            } => {
+                s.releases_left -= 1;
+                run_mut(&mut s, worker, job, attempt).phase = Phase::Sent(Outcome::Released);
+            }
+            Action::Handler {
+                worker,
+                job,
+                attempt,
+                ok,
+            } => {
+                run_mut(&mut s, worker, job, attempt).phase = Phase::Sent(if ok {
+                    Outcome::Completed
+                } else {
+                    Outcome::Retry
+                });
+            }
+            Action::Heartbeat { worker } => {
+                let mut runs = std::mem::take(&mut s.workers[usize::from(worker)].runs);
+                runs.retain_mut(|run| {
+                    if run.phase != Phase::Executing {
+                        return true;
+                    }
+                    let row = &mut s.jobs[usize::from(run.job)];
+                    if row.state != JobState::Running || row.attempt != run.attempt {
+                        // Not held any more: the run is stopped and its result dropped.
+                        return false;
+                    }
+                    row.lease_left = self.lease;
+                    run.lease_left = self.lease;
+                    if row.cancel_requested {
+                        run.phase = Phase::Sent(Outcome::Cancelled);
+                        row.cancel_seen = true;
+                    }
+                    true
+                });
+                s.workers[usize::from(worker)].runs = runs;
+            }
+            Action::Complete {
+                worker,
+                job,
+                attempt,
+                outcome,
+            } => {
+                let runs = &mut s.workers[usize::from(worker)].runs;
+                let i = runs
+                    .iter()
+                    .position(|r| r.job == job && r.attempt == attempt)?;
+                if runs[i].phase != Phase::Sent(outcome) {
+                    return None;
+                }
+                runs.remove(i);
+                let row = &mut s.jobs[usize::from(job)];
+                let fenced = row.state == JobState::Running && row.attempt == attempt;
+                if fenced || self.variant == Variant::UnfencedCompletion {
+                    let t = decided(&outcome.to_core(now()), row, attempt);
+                    write(row, &t, fenced);
+                } else {
+                    s.event = Event::StaleRejected;
+                }
+            }
+            Action::Rescue { worker } => {
+                for row in &mut s.jobs {
+                    if self.lapsed_for(row, worker) {
+                        let t = decided(
+                            &spooler_core::Outcome::LeaseExpired { at: now() },
+                            row,
+                            row.attempt,
+                        );
+                        write(row, &t, true);
+                        s.event = Event::Rescued;
+                    }
+                }
+            }
+            Action::Cancel { job } => {
+                let row = &mut s.jobs[usize::from(job)];
+                match row.state {
+                    JobState::Available => {
+                        row.state = JobState::Cancelled;
+                        finished(row);
+                    }
+                    JobState::Running => row.cancel_requested = true,
+                    _ => return None,
+                }
+            }
+            Action::Crash { worker } => {
+                let w = &mut s.workers[usize::from(worker)];
+                w.runs.clear();
+                w.leader_left = 0;
+                if let Leader::Held { holder, .. } = &mut s.leader
+                    && *holder == Holder::Worker(worker)
+                {
+                    *holder = Holder::Gone;
+                }
+            }
+            Action::LeaderElect { worker } => {
+                if !self.leader_free_for(&s.leader, worker) {
+                    return None;
+                }
+                s.leader = Leader::Held {
+                    holder: Holder::Worker(worker),
+                    left: self.leader_ttl,
+                };
+                s.workers[usize::from(worker)].leader_left = self.leader_ttl;
+            }
+            Action::LeaderResign { worker } => {
+                s.workers[usize::from(worker)].leader_left = 0;
+                if matches!(s.leader, Leader::Held { holder, .. } if holder == Holder::Worker(worker))
+                {
+                    s.leader = Leader::Free;
+                }
+            }
+        }
+        Some(s)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        let mut properties = vec![
+            Property::always("no job finished twice", |_, s: &State| {
+                s.jobs.iter().all(|j| j.finishes <= 1)
+            }),
+            Property::always(
+                "a cancelled job never completes after its cancel was seen",
+                |_, s: &State| {
+                    !s.jobs
+                        .iter()
+                        .any(|j| j.cancel_seen && j.state == JobState::Completed)
+                },
+            ),
+            Property::always("at most one leader", |_, s: &State| {
+                s.workers.iter().filter(|w| w.leader_left > 0).count() <= 1
+            }),
+            Property::always("one live lease per job", |_, s: &State| {
+                (0..s.jobs.len()).all(|j| {
+                    s.workers
+                        .iter()
+                        .flat_map(|w| &w.runs)
+                        .filter(|r| usize::from(r.job) == j && r.lease_left >= 0)
+                        .count()
+                        <= 1
+                })
+            }),
+            Property::always("a job not running holds no lease", |_, s: &State| {
+                s.jobs
+                    .iter()
+                    .all(|j| j.state == JobState::Running || j.lease_left == 0)
+            }),
+            Property::sometimes("a job completed", |_, s: &State| {
+                s.jobs.iter().any(|j| j.state == JobState::Completed)
+            }),
+            Property::sometimes("a job rescued", |_, s: &State| s.event == Event::Rescued),
+            Property::sometimes("a job cancelled", |_, s: &State| {
+                s.jobs.iter().any(|j| j.state == JobState::Cancelled)
+            }),
+            Property::sometimes("a running job cancelled by its worker", |_, s: &State| {
+                s.workers
+                    .iter()
+                    .flat_map(|w| &w.runs)
+                    .any(|r| r.phase == Phase::Sent(Outcome::Cancelled))
+            }),
+            Property::sometimes("a completion wins over a cancel request", |_, s: &State| {
+                s.jobs
+                    .iter()
+                    .any(|j| j.state == JobState::Completed && j.cancel_requested)
+            }),
+            Property::sometimes("a job failed after its attempts", |_, s: &State| {
+                s.jobs.iter().any(|j| j.state == JobState::Failed)
+            }),
+            Property::sometimes("a stale result rejected", |_, s: &State| {
+                s.event == Event::StaleRejected
+            }),
+            Property::sometimes("every job finished", |_, s: &State| {
+                s.jobs.iter().all(|j| j.state.is_finished())
+            }),
+        ];
+        if self.releases > 0 {
+            properties.push(Property::sometimes(
+                "a released job runs again",
+                |m: &SpoolerModel, s: &State| {
+                    s.releases_left < m.releases
+                        && s.jobs.iter().any(|j| {
+                            j.max_attempts > m.max_attempts && j.state == JobState::Running
+                        })
+                },
+            ));
+        }
+        properties
+    }
+}
+
+/// The run (job, attempt) of `worker`.
+fn run_mut(s: &mut State, worker: u8, job: u8, attempt: u8) -> &mut Run {
+    s.workers[usize::from(worker)]
+        .runs
+        .iter_mut()
+        .find(|r| r.job == job && r.attempt == attempt)
+        .expect("the action names a run of the worker")
+}
+
+/// Every job finished: the goal of [`crate::progress::check`].
+pub fn all_finished(_: &SpoolerModel, s: &State) -> bool {
+    s.jobs.iter().all(|j| j.state.is_finished())
+}
