@@ -310,6 +310,17 @@ pub enum Action {
         /// The worker.
         worker: u8,
     },
+    /// The heartbeat task's `stop_expiring`: an executing run whose lease it could not renew and
+    /// that lapses at the next tick is stopped, its result dropped (another worker will take the
+    /// job). Optional here: the model does not force it before the tick.
+    StopExpiring {
+        /// The worker.
+        worker: u8,
+        /// The job.
+        job: u8,
+        /// The run's attempt.
+        attempt: u8,
+    },
     /// The completer writes one outcome (`job_finish_many`), fenced by (id, attempt).
     Complete {
         /// The worker.
@@ -375,6 +386,11 @@ impl fmt::Debug for Action {
                 if ok { "ok" } else { "error" }
             ),
             Action::Heartbeat { worker } => write!(f, "heartbeat(w{worker})"),
+            Action::StopExpiring {
+                worker,
+                job,
+                attempt,
+            } => write!(f, "stop_expiring(w{worker}, j{job}#{attempt})"),
             Action::Complete {
                 worker,
                 job,
@@ -511,6 +527,13 @@ impl Model for SpoolerModel {
                         }
                     }
                     Phase::Executing => {
+                        if run.lease_left <= 0 {
+                            actions.push(Action::StopExpiring {
+                                worker: w,
+                                job,
+                                attempt,
+                            });
+                        }
                         for ok in [true, false] {
                             actions.push(Action::Handler {
                                 worker: w,
@@ -620,6 +643,13 @@ impl Model for SpoolerModel {
                 });
                 s.workers[usize::from(worker)].runs = runs;
             }
+            Action::StopExpiring {
+                worker,
+                job,
+                attempt,
+            } => s.workers[usize::from(worker)]
+                .runs
+                .retain(|r| (r.job, r.attempt) != (job, attempt)),
             Action::Complete {
                 worker,
                 job,

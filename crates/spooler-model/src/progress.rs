@@ -117,3 +117,52 @@ where
         stuck,
     })
 }
+
+/// A shortest path from an initial state of `model` to a state breaking `condition`, by plain
+/// breadth-first search: stateright's BFS keeps the last counterexample it met in a block of
+/// states, a short one but not always the shortest. `None` if there is none within `max_states`.
+pub fn shortest_violation<M>(
+    model: &M,
+    condition: fn(&M, &M::State) -> bool,
+    max_states: usize,
+) -> Option<(Vec<M::Action>, M::State)>
+where
+    M: Model,
+    M::State: Clone + Eq + Hash,
+    M::Action: Clone,
+{
+    let mut parent: HashMap<M::State, Option<(M::State, M::Action)>> = HashMap::new();
+    let mut queue = VecDeque::new();
+    for s in model.init_states() {
+        if parent.insert(s.clone(), None).is_none() {
+            queue.push_back(s);
+        }
+    }
+    let mut actions = Vec::new();
+    while let Some(state) = queue.pop_front() {
+        if !condition(model, &state) {
+            let mut path = Vec::new();
+            let mut at = state.clone();
+            while let Some(Some((from, action))) = parent.get(&at).cloned() {
+                path.push(action);
+                at = from;
+            }
+            path.reverse();
+            return Some((path, state));
+        }
+        actions.clear();
+        model.actions(&state, &mut actions);
+        for action in actions.drain(..) {
+            if let Some(next) = model.next_state(&state, action.clone())
+                && !parent.contains_key(&next)
+            {
+                if parent.len() >= max_states {
+                    return None;
+                }
+                parent.insert(next.clone(), Some((state.clone(), action)));
+                queue.push_back(next);
+            }
+        }
+    }
+    None
+}

@@ -41,7 +41,8 @@ fn can_always_finish_every_job(model: SpoolerModel) {
 }
 
 /// Checks a broken `model` until `property` fails, prints the counterexample and asserts it is a
-/// real one: a non-empty path whose last state (and only that one) breaks the property.
+/// real one: a non-empty path whose last state (and only that one) breaks the property. Returns
+/// a shortest counterexample's actions (checked the same way).
 fn breaks(model: SpoolerModel, property: &'static str) -> Vec<String> {
     let condition = model.condition(property);
     let checker = model
@@ -75,7 +76,19 @@ fn breaks(model: SpoolerModel, property: &'static str) -> Vec<String> {
         before.iter().all(|s| condition(&model, s)),
         "the violation is the trace's first"
     );
-    trace
+    // The shortest counterexample, replayed through the model to its violating state.
+    let (shortest, end) =
+        progress::shortest_violation(&model, condition, 1_000_000).expect("one exists");
+    assert!(!shortest.is_empty() && shortest.len() <= trace.len());
+    let mut state = model.init_states().remove(0);
+    for action in &shortest {
+        state = model.next_state(&state, action.clone()).expect("enabled");
+    }
+    assert_eq!(state, end);
+    assert!(!condition(&model, &state));
+    let shortest: Vec<String> = shortest.iter().map(|a| model.format_action(a)).collect();
+    eprintln!("  shortest: {}", shortest.join(" → "));
+    shortest
 }
 
 #[test]
