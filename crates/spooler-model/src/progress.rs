@@ -118,6 +118,9 @@ where
     })
 }
 
+/// How a state was first reached: from which state, by which action (`None` for an initial one).
+type Step<M> = Option<(<M as Model>::State, <M as Model>::Action)>;
+
 /// A shortest path from an initial state of `model` to a state breaking `condition`, by plain
 /// breadth-first search: stateright's BFS keeps the last counterexample it met in a block of
 /// states, a short one but not always the shortest. `None` if there is none within `max_states`.
@@ -131,7 +134,7 @@ where
     M::State: Clone + Eq + Hash,
     M::Action: Clone,
 {
-    let mut parent: HashMap<M::State, Option<(M::State, M::Action)>> = HashMap::new();
+    let mut parent: HashMap<M::State, Step<M>> = HashMap::new();
     let mut queue = VecDeque::new();
     for s in model.init_states() {
         if parent.insert(s.clone(), None).is_none() {
