@@ -17,12 +17,17 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Client {
     store: Arc<dyn Store>,
+    /// The long polls of every clone of this client, watched by one task.
+    waiters: Arc<Waiters>,
 }
 
 impl Client {
     /// A client over an open store.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            waiters: Arc::default(),
+        }
     }
 
     /// Opens (and migrates) the store a URL names; see [`crate::connect`].
@@ -108,6 +113,10 @@ impl Client {
 
     /// [`Client::wait`] that also answers, with the job as it is, as soon as `stop` completes (a
     /// server shutting down answers its long polls at once).
+    ///
+    /// Waiters share work: one task per client reads each waited-on job once per tick, however
+    /// many wait on it (a thousand long polls on one job cost one store read per tick, not a
+    /// thousand), and hands the finished job to all of them at once.
     pub async fn wait_or(
         &self,
         id: JobId,
@@ -115,21 +124,29 @@ impl Client {
         stop: impl Future<Output = ()>,
     ) -> Result<JobRow, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut pause = Duration::from_millis(2);
-        let mut stop = std::pin::pin!(stop);
-        let mut stopped = false;
-        loop {
-            let job = self.status(id).await?;
-            let now = tokio::time::Instant::now();
-            if job.state.is_finished() || now >= deadline || stopped {
-                return Ok(job);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(pause.min(deadline - now)) => {}
-                _ = &mut stop => stopped = true,
-            }
-            pause = (pause * 2).min(Duration::from_millis(100));
+        let job = self.status(id).await?;
+        if job.state.is_finished() || timeout.is_zero() {
+            return Ok(job);
         }
+        let mut seen = self.waiters.watch(&self.store, id);
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                changed = seen.changed() => {
+                    if changed.is_err() {
+                        break; // the watcher is gone (its runtime is ending): read once more
+                    }
+                    match seen.borrow_and_update().clone() {
+                        Some(Seen::Finished(job)) => return Ok(*job),
+                        Some(Seen::Gone) => return Err(Error::Store(StoreError::JobNotFound { id })),
+                        None => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = &mut stop => break,
+            }
+        }
+        self.status(id).await
     }
 
     /// A page of jobs matching `list`, newest first, and the cursor (`before_id`) of the next page,
@@ -282,5 +299,140 @@ impl<'a> IntoFuture for Enqueue<'a> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move { Ok(self.inserted().await?.job.id) })
+    }
+}
+
+/// What the watcher saw of a waited-on job that ends the wait.
+#[derive(Debug, Clone)]
+enum Seen {
+    /// The job finished, as it is now.
+    Finished(Box<JobRow>),
+    /// The job is gone (deleted or pruned).
+    Gone,
+}
+
+/// The long polls of one client: the jobs waited on, each read by one watcher task on a backoff
+/// of its own (2 ms doubling to 100 ms, as each waiter used to poll alone), shared by every waiter
+/// of that job. The task runs while anything is waited on and ends when nothing is.
+#[derive(Debug, Default)]
+struct Waiters {
+    state: std::sync::Mutex<WaitersState>,
+    /// Rung when a job is added, so that its first read is not held up by others' backoff.
+    added: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct WaitersState {
+    jobs: std::collections::HashMap<JobId, Watched>,
+    running: bool,
+}
+
+#[derive(Debug)]
+struct Watched {
+    seen: tokio::sync::watch::Sender<Option<Seen>>,
+    next: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl Waiters {
+    const FIRST_PAUSE: Duration = Duration::from_millis(2);
+    const MAX_PAUSE: Duration = Duration::from_millis(100);
+    /// Distinct jobs read at once in one tick.
+    const READS_AT_ONCE: usize = 16;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitersState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits on `id` with the others who do; starts the watcher if it is not running.
+    fn watch(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        id: JobId,
+    ) -> tokio::sync::watch::Receiver<Option<Seen>> {
+        let mut state = self.lock();
+        let receiver = match state.jobs.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.get().seen.subscribe(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let (seen, receiver) = tokio::sync::watch::channel(None);
+                e.insert(Watched {
+                    seen,
+                    next: tokio::time::Instant::now() + Self::FIRST_PAUSE,
+                    pause: Self::FIRST_PAUSE,
+                });
+                self.added.notify_one();
+                receiver
+            }
+        };
+        if !state.running {
+            state.running = true;
+            tokio::spawn(self.clone().run(store.clone()));
+        }
+        receiver
+    }
+
+    async fn run(self: Arc<Self>, store: Arc<dyn Store>) {
+        use futures::StreamExt;
+        loop {
+            let (due, next) = {
+                let mut state = self.lock();
+                state.jobs.retain(|_, w| w.seen.receiver_count() > 0);
+                if state.jobs.is_empty() {
+                    state.running = false;
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                let due: Vec<JobId> = state
+                    .jobs
+                    .iter()
+                    .filter(|(_, w)| w.next <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+                let next = state.jobs.values().map(|w| w.next).min();
+                (due, next.unwrap_or(now + Self::MAX_PAUSE))
+            };
+            if due.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = self.added.notified() => {}
+                }
+                continue;
+            }
+            let reads: Vec<(JobId, Result<Option<JobRow>, StoreError>)> =
+                futures::stream::iter(due)
+                    .map(|id| {
+                        let store = store.clone();
+                        async move { (id, store.job_get(id).await) }
+                    })
+                    .buffer_unordered(Self::READS_AT_ONCE)
+                    .collect()
+                    .await;
+            let mut state = self.lock();
+            for (id, read) in reads {
+                let ends = match read {
+                    Ok(Some(job)) if job.state.is_finished() => Some(Seen::Finished(Box::new(job))),
+                    Ok(Some(_)) => None,
+                    Ok(None) => Some(Seen::Gone),
+                    Err(e) => {
+                        // Waiters read the job themselves when their time is up.
+                        tracing::debug!(job = id, error = %e, "long poll: reading the job failed");
+                        None
+                    }
+                };
+                match ends {
+                    Some(seen) => {
+                        if let Some(w) = state.jobs.remove(&id) {
+                            w.seen.send_replace(Some(seen));
+                        }
+                    }
+                    None => {
+                        if let Some(w) = state.jobs.get_mut(&id) {
+                            w.pause = (w.pause * 2).min(Self::MAX_PAUSE);
+                            w.next = tokio::time::Instant::now() + w.pause;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
