@@ -6,7 +6,7 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use spooler_server::config::Config;
 use spooler_server::run::{
-    WorkerOverrides, serve as serve_router, server_options, shutdown_signal, worker_builder,
+    ListenOptions, WorkerOverrides, serve_with, server_options, shutdown_signal, worker_builder,
 };
 use spooler_server::{AppState, router};
 use std::path::PathBuf;
@@ -116,7 +116,38 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_worker: bool,
     #[command(flatten)]
+    pub listen_flags: ListenFlags,
+    #[command(flatten)]
     pub worker: WorkerFlags,
+}
+
+/// How the listener treats connections (see `spooler_server::run::ListenOptions`).
+#[derive(Debug, Clone, Args)]
+pub struct ListenFlags {
+    /// How long a client has to send a request's headers; also how long an idle keep-alive connection stays open [default: 10s].
+    #[arg(long, env = "SPOOLER_HEADER_READ_TIMEOUT", value_parser = crate::duration_arg)]
+    pub header_read_timeout: Option<Duration>,
+    /// How long a client has to send a request's body once its headers are in (408 after) [default: 30s].
+    #[arg(long, env = "SPOOLER_BODY_READ_TIMEOUT", value_parser = crate::duration_arg)]
+    pub body_read_timeout: Option<Duration>,
+    /// Connections served at once, at most the descriptor limit less 64; more wait their turn [default: 10000].
+    #[arg(long, env = "SPOOLER_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+}
+
+impl ListenFlags {
+    fn options(&self) -> ListenOptions {
+        let defaults = ListenOptions::default();
+        ListenOptions {
+            header_read_timeout: self
+                .header_read_timeout
+                .unwrap_or(defaults.header_read_timeout),
+            body_read_timeout: self.body_read_timeout.unwrap_or(defaults.body_read_timeout),
+            max_connections: self
+                .max_connections
+                .map_or(defaults.max_connections, |n| n as usize),
+        }
+    }
 }
 
 /// Runs the HTTP API (and a worker for the built-in kinds) until SIGINT/SIGTERM.
@@ -164,10 +195,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         "server listening on http://{local}"
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut server = tokio::spawn(serve_router(listener, app, async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    }));
+    let listen_options = args.listen_flags.options();
+    tracing::debug!(
+        connection_cap = listen_options.connection_cap(),
+        header_read_timeout = ?listen_options.header_read_timeout,
+        body_read_timeout = ?listen_options.body_read_timeout,
+        "listener options"
+    );
+    let mut server = tokio::spawn(async move {
+        serve_with(listener, app, &listen_options, async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await
+    });
     tokio::select! {
         _ = shutdown_signal() => {}
         result = &mut server => {

@@ -24,6 +24,8 @@ impl FromRequest<AppState> for JsonBody {
                     "request body is larger than the limit of {limit} bytes"
                 ))
                 .with("limit", limit.into())
+            } else if let Some(timeout) = body_read_timeout(&e) {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, timeout.to_string())
             } else {
                 ApiError::bad_request(format!("cannot read the request body: {e}"))
             }
@@ -37,6 +39,20 @@ impl FromRequest<AppState> for JsonBody {
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
     }
+}
+
+/// The listener's body-read timeout, if that is why reading the body failed.
+fn body_read_timeout<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a crate::run::BodyReadTimeout> {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if let Some(timeout) = e.downcast_ref::<crate::run::BodyReadTimeout>() {
+            return Some(timeout);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// Query parameters in order, as (name, value) pairs; handlers reject names they do not know.
