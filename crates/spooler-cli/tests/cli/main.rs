@@ -4,6 +4,7 @@
 
 mod server_support;
 
+mod chaos;
 mod postgres_processes;
 mod processes;
 mod server_api;
