@@ -308,3 +308,61 @@ async fn postgres_a_workers_connections_killed_mid_drain_lose_no_job() {
     drop(store);
     schema.drop_schema().await;
 }
+
+/// A leader whose wall clock runs 30 s ahead rescues no healthy job, because leases, rescue and
+/// leadership are timed by the database's clock. (Timed by each process's own clock, such a leader
+/// rescued a healthy job under heartbeats every second and failed it with "lease expired" errors.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_leader_with_a_skewed_clock_rescues_no_healthy_job() {
+    let Some(schema) = Schema::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = schema.url();
+    let store = open(&url).await;
+    let client = Client::new(store.clone());
+    let Some(skewed) =
+        WorkerProcess::start_skewed("+30s", &url, dir.path(), "skewed", &["--lease", "2s"])
+    else {
+        eprintln!("skipped: faketime is not installed (apt-get install faketime)");
+        schema.drop_schema().await;
+        return;
+    };
+    wait_for(
+        "the skewed worker to elect itself",
+        Duration::from_secs(30),
+        || async { skewed.log_text().contains("\"leader\":true").then_some(()) },
+    )
+    .await;
+    // Only the healthy worker works "slow": the job runs there under a 2 s lease, renewed.
+    let _healthy = WorkerProcess::start(
+        &url,
+        dir.path(),
+        "healthy",
+        &["--lease", "2s", "--queue", "slow=1"],
+    );
+    let id = client
+        .enqueue_new(NewJob::new("sleep", json!({ "duration": "5s" })).queue("slow"))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let done = wait_for(
+        "the job to complete on the healthy worker",
+        Duration::from_secs(60),
+        || async {
+            let job = store.job_get(id).await.ok()??;
+            job.state.is_finished().then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(done.attempt, 1, "never rescued: {:?}", done.errors);
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    let log = skewed.log_text();
+    assert!(
+        log.contains("differs from the database's"),
+        "the skewed process saw its clock was off:\n{log}"
+    );
+    assert!(!log.contains("\"leader\":false"), "it kept leading:\n{log}");
+    drop(store);
+    schema.drop_schema().await;
+}

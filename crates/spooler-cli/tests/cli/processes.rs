@@ -27,9 +27,45 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `spooler worker --store STORE EXTRA…`, logging JSON to `DIR/NAME.log`.
     pub fn start(store: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        Self::start_command(spooler_sync(), store, dir, name, extra)
+    }
+
+    /// [`WorkerProcess::start`] under `faketime -f OFFSET` (e.g. `+30s`): a process whose wall
+    /// clock is wrong. `None` when faketime is not installed (`apt-get install faketime`).
+    pub fn start_skewed(
+        offset: &str,
+        store: &str,
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Option<Self> {
+        let installed = Command::new("faketime")
+            .args(["-f", offset, "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            return None;
+        }
+        let mut cmd = Command::new("faketime");
+        cmd.args(["-f", offset, env!("CARGO_BIN_EXE_spooler")])
+            .env_remove("SPOOLER_STORE")
+            .env_remove("SPOOLER_URL")
+            .env("NO_COLOR", "1");
+        Some(Self::start_command(cmd, store, dir, name, extra))
+    }
+
+    fn start_command(
+        mut cmd: Command,
+        store: &str,
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Self {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
-        let child = spooler_sync()
+        let child = cmd
             .args(["worker", "--store", store, "--log-format", "json"])
             .args(extra)
             .stdout(Stdio::null())
