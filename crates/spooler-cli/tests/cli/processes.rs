@@ -30,6 +30,21 @@ impl WorkerProcess {
         Self::start_command(spooler_sync(), store, dir, name, extra)
     }
 
+    /// [`WorkerProcess::start`] with environment variables `env` added (e.g. libfaketime's
+    /// `LD_PRELOAD` and `FAKETIME`: unlike the `faketime` wrapper, which forks, the process killed
+    /// is then the worker itself).
+    pub fn start_with_env(
+        store: &str,
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Self {
+        let mut cmd = spooler_sync();
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        Self::start_command(cmd, store, dir, name, extra)
+    }
+
     /// [`WorkerProcess::start`] under `faketime -f OFFSET` (e.g. `+30s`): a process whose wall
     /// clock is wrong. `None` when faketime is not installed (`apt-get install faketime`).
     pub fn start_skewed(
