@@ -66,9 +66,11 @@ impl Cluster {
     }
 
     /// Stops it as a crash would (`pg_ctl stop -m immediate`: every connection dropped, no
-    /// checkpoint) and starts it again on the same port; returns once it accepts connections.
-    pub fn restart(&self) {
+    /// checkpoint), leaves it down for `down`, and starts it again on the same port; returns once
+    /// it accepts connections.
+    pub fn restart(&self, down: std::time::Duration) {
         self.pg_stop();
+        std::thread::sleep(down);
         self.pg_start();
     }
 

@@ -13,9 +13,6 @@
 //! Also `SPOOLER_CHAOS_WORKERS` (3), `SPOOLER_CHAOS_KILL_EVERY` (2s), `SPOOLER_CHAOS_LEASE` (2s),
 //! `SPOOLER_CHAOS_SKEW` (+30s).
 
-// The PostgreSQL faults and the disk-full episode are wired in the next steps.
-#![allow(dead_code)]
-
 mod cluster;
 mod proxy;
 mod sink;
@@ -325,7 +322,7 @@ impl Pool {
         let (url, env) = &self.specs[i];
         let name = format!("w{i}-{}", self.starts);
         let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
-        start_worker(url, &self.dir, &name, &flags, env)
+        WorkerProcess::start_with_env(url, &self.dir, &name, &flags, env)
     }
 
     /// SIGKILLs a random worker and starts it again at once.
@@ -335,18 +332,6 @@ impl Pool {
         self.kills += 1;
         self.procs[i] = self.spawn(i);
     }
-}
-
-/// Starts a worker process with extra environment `env`.
-fn start_worker(
-    url: &str,
-    dir: &Path,
-    name: &str,
-    flags: &[&str],
-    env: &[(String, String)],
-) -> WorkerProcess {
-    assert!(env.is_empty(), "no environment yet");
-    WorkerProcess::start(url, dir, name, flags)
 }
 
 /// What the enqueuer saw.
@@ -577,6 +562,7 @@ async fn run(
     skew: bool,
 ) -> Report {
     let began = Instant::now();
+    let mut report_note = None;
     let sink = sink::Sink::start().await;
     let lease = spooler::format_duration(settings.lease);
     let config = "[queues.default]\nconcurrency = 20\nmax_attempts = 100\nbackoff = \"1s\"\n";
@@ -595,13 +581,21 @@ async fn run(
     let specs = (0..settings.workers)
         .map(|i| {
             let env = if skew && i + 1 == settings.workers {
-                skewed_clock(&settings.skew)
+                skewed_clock(&settings.skew).unwrap_or_else(|| {
+                    eprintln!(
+                        "SKIPPED: chaos on {}: the skewed clock: libfaketime is not installed (apt-get install faketime)",
+                        backend.name()
+                    );
+                    Vec::new()
+                })
             } else {
                 Vec::new()
             };
             (backend.worker_url(i), env)
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let skewed = specs.last().is_some_and(|(_, env)| !env.is_empty());
+    let started_at = chrono::Utc::now();
     let flags = vec![
         "--config".to_string(),
         server.path("spooler.toml").display().to_string(),
@@ -613,6 +607,27 @@ async fn run(
         "2s".into(),
     ];
     let mut pool = Pool::start(server.dir.path(), specs, flags);
+    if skewed {
+        // The fault must be real: the skewed worker stamps its log by its own clock.
+        let w = pool.procs.last().unwrap();
+        let offset = crate::server_support::wait_for(
+            "the skewed worker's first log line",
+            Duration::from_secs(30),
+            || async { logged_clock_offset(&w.log_text(), started_at) },
+        )
+        .await;
+        let want = spooler::parse_duration(settings.skew.trim_start_matches(['+', '-']))
+            .map_or(0.0, |d| d.as_secs_f64());
+        assert!(
+            (offset.abs() - want).abs() < 5.0,
+            "the skewed worker's clock is {offset:.1}s off, not {}",
+            settings.skew
+        );
+        report_note = Some(format!(
+            "worker w{} runs {offset:+.1}s off",
+            settings.workers - 1
+        ));
+    }
 
     let log = Arc::new(Mutex::new(Enqueued::default()));
     let enqueuer = tokio::spawn(enqueue_all(
@@ -636,6 +651,7 @@ async fn run(
         window: settings.window,
         ..Default::default()
     };
+    report.faults.extend(report_note.take());
     loop {
         schedule.sort_by_key(|(at, _)| *at);
         let next_fault = schedule.first().map(|(at, _)| *at);
@@ -818,14 +834,110 @@ async fn strike(
     log: &Arc<Mutex<Enqueued>>,
     report: &mut Report,
 ) -> String {
-    let _ = (settings, log, report);
-    unimplemented!("{fault:?} on {}", backend.name())
+    match (fault, backend) {
+        (Fault::TerminateAll, Backend::Postgres { cluster, .. }) => {
+            let mut conn = pg(&cluster.url()).await;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("pg_terminate_backend");
+            format!("{n} backends terminated")
+        }
+        (Fault::Partition, Backend::Postgres { proxy, .. }) => {
+            proxy.partition();
+            format!(
+                "workers 1.. cut off from the database for {}",
+                spooler::format_duration(settings.lease * 2)
+            )
+        }
+        (Fault::Heal, Backend::Postgres { proxy, .. }) => {
+            proxy.heal();
+            "forwarding again".into()
+        }
+        (Fault::RestartPostgres, Backend::Postgres { cluster, .. }) => {
+            let t = Instant::now();
+            tokio::task::block_in_place(|| cluster.restart(Duration::from_secs(2)));
+            format!(
+                "stopped (immediate), down 2s, up again after {:.1?}",
+                t.elapsed()
+            )
+        }
+        (
+            Fault::DiskFull,
+            Backend::Sqlite {
+                tmpfs: Some(fs), ..
+            },
+        ) => {
+            let (refused_before, accepted_before) = {
+                let log = log.lock().unwrap();
+                (log.refused.clone(), log.accepted.len())
+            };
+            let total_before: u64 = refused_before.values().sum();
+            let t0 = Instant::now();
+            let filled = fs.fill();
+            // Every batch adds rows, so the file must grow: an enqueue will be refused.
+            let refused = wait_until(Duration::from_secs(60), || {
+                let n = log.lock().unwrap().refusals();
+                async move { n > total_before }
+            })
+            .await;
+            let refused_after = refused.then(|| t0.elapsed().as_secs_f64());
+            // The disk stays full a moment longer: the workers meet it too (a timer of the
+            // schedule, not a wait for an event).
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let answers: BTreeMap<u16, u64> = {
+                let log = log.lock().unwrap();
+                log.refused
+                    .iter()
+                    .map(|(s, n)| (*s, n - refused_before.get(s).copied().unwrap_or(0)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect()
+            };
+            let accepted_while_full = log.lock().unwrap().accepted.len() - accepted_before;
+            fs.free();
+            let t1 = Instant::now();
+            let back = wait_until(Duration::from_secs(60), || {
+                let n = log.lock().unwrap().accepted.len();
+                async move { n > accepted_before + accepted_while_full }
+            })
+            .await;
+            let episode = DiskFull {
+                filled_bytes: filled,
+                answers,
+                refused_after,
+                accepted_again_after: back.then(|| t1.elapsed().as_secs_f64()),
+            };
+            let note = format!("{} MiB filled; {episode:?}", episode.filled_bytes >> 20);
+            report.disk_full = Some(episode);
+            note
+        }
+        (fault, backend) => panic!("{fault:?} is not a fault of {}", backend.name()),
+    }
 }
 
-/// The environment that runs a process with its wall clock `offset` off (libfaketime).
-fn skewed_clock(offset: &str) -> Vec<(String, String)> {
-    let _ = offset;
-    Vec::new()
+/// The environment that runs a process with its wall clock `offset` off, through libfaketime's
+/// `LD_PRELOAD` (found under /usr/lib/*/faketime); `None` when it is not installed.
+fn skewed_clock(offset: &str) -> Option<Vec<(String, String)>> {
+    let lib = std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("faketime/libfaketime.so.1")))
+        .find(|p| p.exists())?;
+    Some(vec![
+        ("LD_PRELOAD".into(), lib.display().to_string()),
+        ("FAKETIME".into(), offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ])
+}
+
+/// How far ahead of the test's clock the first line `log` wrote is stamped, in seconds.
+fn logged_clock_offset(log: &str, written_after: chrono::DateTime<chrono::Utc>) -> Option<f64> {
+    let line = log.lines().next()?;
+    let v: Value = serde_json::from_str(line).ok()?;
+    let at: chrono::DateTime<chrono::Utc> = v["timestamp"].as_str()?.parse().ok()?;
+    Some((at - written_after).num_milliseconds() as f64 / 1000.0)
 }
 
 /// Polls `check` every 250 ms until it is true (→ true) or `timeout` passes (→ false).
@@ -873,16 +985,84 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// SQLite: workers SIGKILLed every few seconds while jobs arrive.
+/// SQLite: workers SIGKILLed every few seconds while jobs arrive, and the file's filesystem (a
+/// small tmpfs) filling up mid-run: enqueues are refused with a 503 naming the store, and accepted
+/// again once space returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_sqlite() {
     let settings = Settings::from_env();
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::Sqlite {
-        db: dir.path().join("jobs.db"),
-        tmpfs: None,
+    let plain = tempfile::tempdir().unwrap();
+    let size = format!("{}m", 64 + settings.jobs / 2000);
+    let (tmpfs, db) = match Tmpfs::mount(&size) {
+        Ok(fs) => {
+            let db = fs.path().join("jobs.db");
+            (Some(fs), db)
+        }
+        Err(why) => {
+            eprintln!(
+                "SKIPPED: chaos on sqlite: the disk-full episode: {why} (the kills still run)"
+            );
+            (None, plain.path().join("jobs.db"))
+        }
     };
-    let report = run(&backend, &settings, &[], false).await;
+    let faults: &[(f64, Fault)] = if tmpfs.is_some() {
+        &[(0.4, Fault::DiskFull)]
+    } else {
+        &[]
+    };
+    let backend = Backend::Sqlite { db, tmpfs };
+    let report = run(&backend, &settings, faults, false).await;
+    report.print();
+    report.assert_guarantees();
+    if let Backend::Sqlite { tmpfs: Some(_), .. } = &backend {
+        let episode = report.disk_full.clone().expect("the disk-full episode ran");
+        assert!(
+            episode.refused_after.is_some(),
+            "no enqueue was refused while the disk was full: {episode:?}"
+        );
+        assert!(
+            episode.answers.keys().all(|s| *s == 503),
+            "a full disk is a 503, not {:?}; samples: {:?}",
+            episode.answers,
+            report.samples
+        );
+        let (retry_after, body) = report.samples.get(&503).cloned().unwrap_or_default();
+        assert!(
+            retry_after.is_some() && body.contains("store"),
+            "the 503 has a Retry-After and names the store: {retry_after:?} {body}"
+        );
+        assert!(
+            episode.accepted_again_after.is_some(),
+            "enqueues were accepted again once space returned: {episode:?}"
+        );
+    }
+}
+
+/// PostgreSQL, on a cluster of the test's own: workers SIGKILLed every few seconds, every
+/// spooler connection terminated, workers 1.. partitioned from the database (a proxy that goes
+/// silent) for twice the lease, the database restarted as a crash would, and the last worker's
+/// clock skewed (`SPOOLER_CHAOS_SKEW`, default +30s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_postgres() {
+    let settings = Settings::from_env();
+    let cluster = match tokio::task::spawn_blocking(cluster::Cluster::start)
+        .await
+        .unwrap()
+    {
+        Ok(cluster) => cluster,
+        Err(why) => {
+            eprintln!("SKIPPED: chaos on postgres: {why}");
+            return;
+        }
+    };
+    let proxy = proxy::Proxy::start(cluster.addr()).await;
+    let backend = Backend::Postgres { cluster, proxy };
+    let faults = [
+        (0.2, Fault::TerminateAll),
+        (0.35, Fault::Partition),
+        (0.6, Fault::RestartPostgres),
+    ];
+    let report = run(&backend, &settings, &faults, true).await;
     report.print();
     report.assert_guarantees();
 }
