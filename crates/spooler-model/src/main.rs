@@ -86,11 +86,13 @@ fn run() -> Result<ExitCode, String> {
             property.name
         );
         if let (false, Some(path)) = (ok, found) {
-            let trace: Vec<String> = path
-                .into_actions()
-                .iter()
-                .map(|a| model.format_action(a))
-                .collect();
+            // stateright keeps the last counterexample it met; a shortest one reads better.
+            let actions = match progress::shortest_violation(&model, property.condition, max_states)
+            {
+                Some((shortest, _)) => shortest,
+                None => path.into_actions(),
+            };
+            let trace: Vec<String> = actions.iter().map(|a| model.format_action(a)).collect();
             println!("       counterexample: {}", trace.join(" → "));
         }
     }
