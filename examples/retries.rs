@@ -29,7 +29,7 @@ struct Hopeless;
 
 impl Job for Hopeless {
     const KIND: &'static str = "hopeless";
-    const MAX_ATTEMPTS: i32 = 3;
+    const MAX_ATTEMPTS: Option<i32> = Some(3);
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         if ctx.attempt() == 2 {

@@ -6,7 +6,8 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use spooler_server::config::Config;
 use spooler_server::run::{
-    ListenOptions, WorkerOverrides, serve_with, server_options, shutdown_signal, worker_builder,
+    ListenOptions, WorkerOverrides, configure_store, serve_with, server_options, shutdown_signal,
+    worker_builder,
 };
 use spooler_server::{AppState, router};
 use std::path::PathBuf;
@@ -133,6 +134,9 @@ pub struct ListenFlags {
     /// Connections served at once, at most the descriptor limit less 64; more wait their turn [default: 10000].
     #[arg(long, env = "SPOOLER_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
+    /// Longest long poll: a `GET /v1/jobs/{id}?wait=` asking for more waits this long [default: 60s].
+    #[arg(long, env = "SPOOLER_MAX_WAIT", value_parser = crate::duration_arg)]
+    pub max_wait: Option<Duration>,
 }
 
 impl ListenFlags {
@@ -160,13 +164,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let token = args.token.clone().or_else(|| config.token.clone());
     let store = spooler::connect(&store_url).await?;
+    configure_store(&*store, &config).await.with_context(|| {
+        format!(
+            "{}: storing the queues' defaults in {}",
+            config.name(),
+            store.describe()
+        )
+    })?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         anyhow!("cannot listen on {listen}: {e} (is another server there? choose an address with --listen or SPOOLER_LISTEN)")
     })?;
     let local = listener
         .local_addr()
         .with_context(|| format!("listener on {listen}"))?;
-    let options = server_options(&config, token);
+    let mut options = server_options(&config, token);
+    if let Some(max_wait) = args.listen_flags.max_wait {
+        options.max_wait = max_wait;
+    }
     let auth = options.token.is_some();
     let state = AppState::new(store.clone(), options);
     let app = router(state.clone());
@@ -250,6 +264,13 @@ pub struct WorkerArgs {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let (config, store_url) = args.common.setup()?;
     let store = spooler::connect(&store_url).await?;
+    configure_store(&*store, &config).await.with_context(|| {
+        format!(
+            "{}: storing the queues' defaults in {}",
+            config.name(),
+            store.describe()
+        )
+    })?;
     let worker = worker_builder(store, &config, &args.worker.overrides()).build()?;
     worker.run_until(shutdown_signal()).await?;
     Ok(0)

@@ -27,7 +27,7 @@ pub struct TargetArgs {
     /// The server's token (with --url).
     #[arg(long, env = "SPOOLER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Config file, for queue defaults when using a store directly.
+    /// Config file: its queue defaults are stored before an enqueue into a store directly.
     #[arg(long, env = "SPOOLER_CONFIG")]
     pub config: Option<PathBuf>,
     /// How long to wait for the server or the store (each request).
@@ -82,7 +82,7 @@ pub enum Target {
     Store {
         /// The open store.
         store: Arc<dyn Store>,
-        /// Queue defaults for enqueue.
+        /// The config file given, whose queue defaults an enqueue stores first.
         config: Box<Config>,
     },
 }
@@ -141,14 +141,19 @@ impl Target {
         match self {
             Self::Server(remote) => remote.call(Method::POST, "/v1/jobs", Some(body)).await,
             Self::Store { store, config } => {
-                let defaults = config.queue_defaults();
-                let job = parse_enqueue(
-                    body,
-                    "",
-                    |q| defaults.get(q).cloned().unwrap_or_default(),
-                    store.clock().now(),
-                )
-                .map_err(|e| anyhow!("invalid job: {}", e.message()))?;
+                // A config file given here is the operator's truth, as for `serve` and `worker`:
+                // its queue defaults go into the store, where the insert reads them.
+                spooler_server::run::configure_store(&**store, config)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "{}: storing the queues' defaults in {}",
+                            config.name(),
+                            store.describe()
+                        )
+                    })?;
+                let job = parse_enqueue(body, "", store.clock().now())
+                    .map_err(|e| anyhow!("invalid job: {}", e.message()))?;
                 let inserted = store.job_insert(&job).await?;
                 let mut value = job_json(&inserted.job);
                 value["duplicate"] = json!(inserted.duplicate);

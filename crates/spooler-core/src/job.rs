@@ -106,8 +106,10 @@ pub struct NewJob {
     pub priority: i32,
     /// When to run; `None` (the default) means now.
     pub run_at: Option<DateTime<Utc>>,
-    /// Attempts allowed; [`DEFAULT_MAX_ATTEMPTS`] by default.
-    pub max_attempts: i32,
+    /// Attempts allowed; `None` (the default) takes the queue's setting stored with
+    /// [`QueueStore::queue_configure`](crate::store::QueueStore::queue_configure), else
+    /// [`DEFAULT_MAX_ATTEMPTS`].
+    pub max_attempts: Option<i32>,
     /// Longest one attempt may run.
     #[serde(with = "opt_millis", rename = "timeout_ms")]
     pub timeout: Option<Duration>,
@@ -128,7 +130,7 @@ impl NewJob {
             args,
             priority: 0,
             run_at: None,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_attempts: None,
             timeout: None,
             unique_key: None,
             tags: Vec::new(),
@@ -156,7 +158,7 @@ impl NewJob {
 
     /// Sets the attempts allowed.
     pub fn max_attempts(mut self, n: i32) -> Self {
-        self.max_attempts = n;
+        self.max_attempts = Some(n);
         self
     }
 
@@ -180,7 +182,8 @@ impl NewJob {
 
     /// The row a store holds right after inserting this job as `id` at `now`: `available`, or
     /// `scheduled` when `run_at` is later than `now`. Times are truncated to microseconds, as
-    /// stored; a store builds the row it returns from this instead of reading it back.
+    /// stored; a store builds the row it returns from this instead of reading it back, then sets
+    /// `max_attempts` and `timeout` as the queue's defaults resolved them.
     pub fn into_row(self, id: JobId, now: DateTime<Utc>) -> JobRow {
         use chrono::SubsecRound;
         let now = now.trunc_subsecs(6);
@@ -198,7 +201,7 @@ impl NewJob {
             },
             priority: self.priority,
             attempt: 0,
-            max_attempts: self.max_attempts,
+            max_attempts: self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             run_at,
             created_at: now,
             started_at: None,
@@ -235,7 +238,7 @@ impl NewJob {
         if self.queue.len() > 200 {
             return invalid("queue", "must be at most 200 bytes");
         }
-        if self.max_attempts < 1 {
+        if self.max_attempts.is_some_and(|n| n < 1) {
             return invalid("max_attempts", "must be at least 1");
         }
         if let Some(t) = self.timeout

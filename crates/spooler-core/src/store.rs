@@ -384,6 +384,45 @@ pub trait QueueStore: Send + Sync {
 
     /// Lets claims from `queue` resume.
     async fn queue_resume(&self, queue: &str) -> StoreResult<()>;
+
+    /// Stores the defaults of the queues `settings` names, and forgets those of every other queue
+    /// (a config file that loads is the whole truth): from then on a job inserted into one of them
+    /// without `max_attempts` or `timeout` takes the queue's, whoever inserts it.
+    async fn queue_configure(&self, settings: &[QueueSettings]) -> StoreResult<()>;
+
+    /// The stored defaults, by queue name.
+    async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>>;
+}
+
+/// A queue's defaults for the jobs inserted into it without their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSettings {
+    /// The queue.
+    pub queue: String,
+    /// Attempts allowed.
+    pub max_attempts: Option<i32>,
+    /// Longest one attempt may run.
+    #[serde(with = "crate::job::opt_millis", rename = "timeout_ms")]
+    pub timeout: Option<Duration>,
+}
+
+impl QueueSettings {
+    /// Fills what `job` leaves unset from its queue's `settings`, then from the global defaults:
+    /// the job's own values win, then the queue's, then [`crate::DEFAULT_MAX_ATTEMPTS`] and no
+    /// timeout. (The Postgres store writes the same rule in its insert statement, to keep one
+    /// round trip; the conformance suite holds both to it.)
+    pub fn fill(settings: Option<&QueueSettings>, job: &mut NewJob) {
+        if job.max_attempts.is_none() {
+            job.max_attempts = Some(
+                settings
+                    .and_then(|s| s.max_attempts)
+                    .unwrap_or(crate::DEFAULT_MAX_ATTEMPTS),
+            );
+        }
+        if job.timeout.is_none() {
+            job.timeout = settings.and_then(|s| s.timeout);
+        }
+    }
 }
 
 /// Operations by filter, run in chunks (see [`crate::operation`]).

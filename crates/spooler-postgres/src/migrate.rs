@@ -9,8 +9,8 @@ use sqlx::{Acquire, Executor, PgPool};
 
 /// Every migration: version, name and SQL with a `{schema}` placeholder. Version 1 is the SQLite
 /// store's version 1; versions 2 (finished jobs in their own partition) and 3 (the claim from one
-/// queue as a function with a kept plan) are this store's own; version 4 (operations by filter) is
-/// both stores' version 4.
+/// queue as a function with a kept plan) are this store's own; versions 4 (operations by filter) and 5
+/// (queue defaults) are both stores'.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (
@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "operations",
         include_str!("../migrations/0004_operations.sql"),
+    ),
+    (
+        5,
+        "queue_settings",
+        include_str!("../migrations/0005_queue_settings.sql"),
     ),
 ];
 

@@ -1,10 +1,11 @@
-//! Queue statements: per-queue counts and oldest wait, pause and resume.
+//! Queue statements: per-queue counts and oldest wait, pause and resume, each queue's stored
+//! defaults.
 
 use crate::PgStore;
 use crate::error::map;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use spooler_core::store::QueueStore;
+use spooler_core::store::{QueueSettings, QueueStore};
 use spooler_core::{JobState, QueueInfo, StoreError, StoreResult};
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -22,8 +23,87 @@ pub(crate) const RESUME_SQL: &str =
     "WITH r AS (DELETE FROM {s}.paused_queues WHERE queue = $1 RETURNING queue)
     SELECT pg_notify($2, queue) FROM r";
 
+/// Stores defaults given as arrays (after the old ones were deleted in the same transaction).
+pub(crate) const CONFIGURE_SQL: &str =
+    "INSERT INTO {s}.queue_settings (queue, max_attempts, timeout_ms, updated_at)
+    SELECT q, m, t, $4 FROM unnest($1::text[], $2::int4[], $3::int8[]) AS u(q, m, t)";
+
+pub(crate) const SETTINGS_SQL: &str =
+    "SELECT queue, max_attempts, timeout_ms FROM {s}.queue_settings ORDER BY queue";
+
 #[async_trait]
 impl QueueStore for PgStore {
+    async fn queue_configure(&self, settings: &[QueueSettings]) -> StoreResult<()> {
+        for s in settings {
+            if s.queue.trim().is_empty() {
+                return Err(StoreError::InvalidInput {
+                    field: "queue",
+                    message: "must not be empty".into(),
+                });
+            }
+            if s.max_attempts.is_some_and(|n| n < 1) {
+                return Err(StoreError::InvalidInput {
+                    field: "max_attempts",
+                    message: format!("queue {}: must be at least 1", s.queue),
+                });
+            }
+        }
+        let queues: Vec<&str> = settings.iter().map(|s| s.queue.as_str()).collect();
+        let attempts: Vec<Option<i32>> = settings.iter().map(|s| s.max_attempts).collect();
+        let timeouts: Vec<Option<i64>> = settings
+            .iter()
+            .map(|s| {
+                s.timeout
+                    .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1))
+            })
+            .collect();
+        // One transaction replaces the lot; the lock makes two processes configuring at once
+        // take turns instead of colliding on the primary key.
+        let mut tx = self.inner.pool.begin().await.map_err(map)?;
+        sqlx::query(&format!(
+            "LOCK TABLE \"{}\".queue_settings IN EXCLUSIVE MODE",
+            self.inner.schema
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+        sqlx::query(&format!(
+            "DELETE FROM \"{}\".queue_settings",
+            self.inner.schema
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+        sqlx::query(&self.inner.sql.queue_configure)
+            .bind(&queues)
+            .bind(&attempts)
+            .bind(&timeouts)
+            .bind(self.inner.clock.now())
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        tx.commit().await.map_err(map)
+    }
+
+    async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
+        let rows = sqlx::query(&self.inner.sql.queue_settings)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        rows.iter()
+            .map(|row| {
+                let timeout_ms: Option<i64> = row.try_get(2)?;
+                Ok(QueueSettings {
+                    queue: row.try_get(0)?,
+                    max_attempts: row.try_get(1)?,
+                    timeout: timeout_ms
+                        .map(|ms| std::time::Duration::from_millis(ms.max(1) as u64)),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map)
+    }
+
     async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
         let pool = &self.inner.pool;
         let rows = sqlx::query(&self.inner.sql.queue_counts)

@@ -119,7 +119,7 @@ async fn enqueue(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let now = state.inner.store.clock().now();
-    let job = parse_enqueue(&body, "", |q| state.defaults(q), now)?;
+    let job = parse_enqueue(&body, "", now)?;
     let inserted = state.inner.client.enqueue_new(job).await?;
     let status = if inserted.duplicate {
         StatusCode::OK
@@ -175,7 +175,7 @@ async fn enqueue_batch(
     let jobs = items
         .iter()
         .enumerate()
-        .map(|(i, item)| parse_enqueue(item, &format!("jobs[{i}]."), |q| state.defaults(q), now))
+        .map(|(i, item)| parse_enqueue(item, &format!("jobs[{i}]."), now))
         .collect::<Result<Vec<_>, _>>()?;
     let inserted = state.inner.client.enqueue_many(jobs).await?;
     let wires: Vec<JobWire<'_>> = inserted
@@ -296,7 +296,7 @@ async fn delete_job(
 /// The queues the store knows, plus configured queues that hold no jobs yet.
 async fn queues_with_configured(state: &AppState) -> Result<Vec<QueueInfo>, ApiError> {
     let mut queues = state.inner.client.queues().await?;
-    for name in state.inner.options.queues.keys() {
+    for name in &state.inner.options.queues {
         if !queues.iter().any(|q| &q.name == name) {
             queues.push(QueueInfo {
                 name: name.clone(),
@@ -317,7 +317,7 @@ async fn list_queues(State(state): State<AppState>) -> Result<Response, ApiError
     let list: Vec<Value> = queues
         .iter()
         .map(|q| {
-            let configured = state.inner.options.queues.contains_key(&q.name);
+            let configured = state.inner.options.queues.contains(&q.name);
             crate::wire::queue_json(q, now, Some(configured))
         })
         .collect();
@@ -328,7 +328,7 @@ async fn list_queues(State(state): State<AppState>) -> Result<Response, ApiError
 /// or resuming any other name is a 404, so that a client cannot grow the store's queue table (and
 /// `/metrics`) with names of its choosing.
 async fn known_queue(state: &AppState, name: &str) -> Result<(), ApiError> {
-    if state.inner.options.queues.contains_key(name)
+    if state.inner.options.queues.contains(name)
         || state
             .inner
             .client

@@ -294,18 +294,15 @@ impl Config {
             .map_or_else(|| "(no config file)".into(), |p| p.display().to_string())
     }
 
-    /// The per-queue defaults the API applies to enqueued jobs.
-    pub fn queue_defaults(&self) -> BTreeMap<String, crate::QueueDefaults> {
+    /// Each configured queue's defaults for the jobs enqueued into it without their own, as the
+    /// store keeps them ([`crate::run::configure_store`]).
+    pub fn queue_settings(&self) -> Vec<spooler::core::QueueSettings> {
         self.queues
             .iter()
-            .map(|(name, q)| {
-                (
-                    name.clone(),
-                    crate::QueueDefaults {
-                        max_attempts: q.max_attempts,
-                        timeout: q.timeout,
-                    },
-                )
+            .map(|(name, q)| spooler::core::QueueSettings {
+                queue: name.clone(),
+                max_attempts: q.max_attempts,
+                timeout: q.timeout,
             })
             .collect()
     }

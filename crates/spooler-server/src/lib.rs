@@ -50,4 +50,4 @@ pub use api::{route_table, router};
 pub use error::ApiError;
 pub use metrics::prometheus_handle;
 pub use openapi::OPENAPI_JSON;
-pub use state::{AppState, QueueDefaults, ServerOptions};
+pub use state::{AppState, ServerOptions};

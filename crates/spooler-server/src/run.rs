@@ -74,6 +74,20 @@ pub fn worker_builder(
     builder
 }
 
+/// Writes the config's queue defaults (`max_attempts`, `timeout`) into the store, replacing what
+/// an earlier config wrote, so that every enqueue into those queues takes them: the API's, the
+/// CLI's, and a Rust `Client`'s in another process. Without a config file nothing is written (a
+/// server started without one leaves another's settings alone).
+pub async fn configure_store(
+    store: &dyn spooler::Store,
+    config: &Config,
+) -> Result<(), spooler::StoreError> {
+    if config.path.is_none() {
+        return Ok(());
+    }
+    store.queue_configure(&config.queue_settings()).await
+}
+
 /// The API's options from the config and the resolved token.
 pub fn server_options(config: &Config, token: Option<String>) -> ServerOptions {
     let defaults = ServerOptions::default();
@@ -81,7 +95,7 @@ pub fn server_options(config: &Config, token: Option<String>) -> ServerOptions {
         token: token.filter(|t| !t.is_empty()),
         body_limit: config.body_limit.unwrap_or(defaults.body_limit),
         batch_limit: config.batch_limit.unwrap_or(defaults.batch_limit),
-        queues: config.queue_defaults(),
+        queues: config.queues.keys().cloned().collect(),
         ..defaults
     }
 }

@@ -1,19 +1,10 @@
-//! The state every handler shares: the store, the client, the token, limits and per-queue defaults.
+//! The state every handler shares: the store, the client, the token, limits and the configured queues.
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use spooler::{Client, Store};
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Defaults applied to jobs enqueued through the API into one queue when the request leaves them out.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct QueueDefaults {
-    /// Attempts allowed (the library default, 25, when `None`).
-    pub max_attempts: Option<i32>,
-    /// Per-attempt timeout (none when `None`: the worker's default applies).
-    pub timeout: Option<Duration>,
-}
 
 /// How the API behaves: auth, limits and defaults.
 #[derive(Debug, Clone)]
@@ -26,9 +17,10 @@ pub struct ServerOptions {
     pub batch_limit: usize,
     /// Longest `?wait=` honoured on `GET /v1/jobs/{id}` (60 s by default); longer waits are cut to it.
     pub max_wait: Duration,
-    /// Per-queue defaults for enqueued jobs; queues named here are listed by `GET /v1/queues` even
-    /// while they hold no jobs.
-    pub queues: BTreeMap<String, QueueDefaults>,
+    /// The configured queues: listed by `GET /v1/queues` even while they hold no jobs. (Their
+    /// defaults for enqueued jobs live in the store, see
+    /// [`crate::run::configure_store`], so every enqueue applies them, not only the API's.)
+    pub queues: BTreeSet<String>,
     /// Serve `/metrics` from the process-wide Prometheus recorder (installed on first use).
     pub metrics: bool,
 }
@@ -40,7 +32,7 @@ impl Default for ServerOptions {
             body_limit: 1024 * 1024,
             batch_limit: 1000,
             max_wait: Duration::from_secs(60),
-            queues: BTreeMap::new(),
+            queues: BTreeSet::new(),
             metrics: true,
         }
     }
@@ -100,14 +92,5 @@ impl AppState {
     /// The options it was built with.
     pub fn options(&self) -> &ServerOptions {
         &self.inner.options
-    }
-
-    pub(crate) fn defaults(&self, queue: &str) -> QueueDefaults {
-        self.inner
-            .options
-            .queues
-            .get(queue)
-            .cloned()
-            .unwrap_or_default()
     }
 }

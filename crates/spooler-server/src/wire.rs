@@ -2,7 +2,6 @@
 //! requests into [`NewJob`]s with errors that name the field at fault.
 
 use crate::error::ApiError;
-use crate::state::QueueDefaults;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -117,13 +116,9 @@ pub const ENQUEUE_FIELDS: &[&str] = &[
 ];
 
 /// Parses one enqueue request. `prefix` is prepended to field names in errors (`"jobs[3]."` in a
-/// batch); `defaults` gives the queue's defaults; `now` is the store's clock, for `delay`.
-pub fn parse_enqueue(
-    body: &Value,
-    prefix: &str,
-    defaults: impl Fn(&str) -> QueueDefaults,
-    now: DateTime<Utc>,
-) -> Result<NewJob, ApiError> {
+/// batch); `now` is the store's clock, for `delay`. What the body leaves out of `max_attempts` and
+/// `timeout` the store fills from the queue's stored defaults.
+pub fn parse_enqueue(body: &Value, prefix: &str, now: DateTime<Utc>) -> Result<NewJob, ApiError> {
     let name = |field: &str| format!("{prefix}{field}");
     let Some(obj) = body.as_object() else {
         let what = if prefix.is_empty() {
@@ -178,17 +173,13 @@ pub fn parse_enqueue(
         .unwrap_or_else(|| spooler::core::DEFAULT_QUEUE.to_string());
     validate_name(&queue)
         .map_err(|e| ApiError::invalid(name("queue"), format!("{}: {e}", name("queue"))))?;
-    let defaults = defaults(&queue);
     let mut job = NewJob::new(kind, args).queue(queue);
     if let Some(p) = field.int("priority", i32::MIN as i64, i32::MAX as i64)? {
         job.priority = p as i32;
     }
-    job.max_attempts = match field.int("max_attempts", 1, i32::MAX as i64)? {
-        Some(n) => n as i32,
-        None => defaults
-            .max_attempts
-            .unwrap_or(spooler::core::DEFAULT_MAX_ATTEMPTS),
-    };
+    job.max_attempts = field
+        .int("max_attempts", 1, i32::MAX as i64)?
+        .map(|n| n as i32);
     job.timeout = match field.duration("timeout")? {
         Some(t) if t.is_zero() => {
             return Err(ApiError::invalid(
@@ -196,8 +187,7 @@ pub fn parse_enqueue(
                 format!("{} must be greater than zero", name("timeout")),
             ));
         }
-        Some(t) => Some(t),
-        None => defaults.timeout,
+        other => other,
     };
     let run_at = match field.string("run_at")? {
         Some(text) => Some(
@@ -395,14 +385,14 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> Result<NewJob, ApiError> {
-        parse_enqueue(&v, "", |_| QueueDefaults::default(), Utc::now())
+        parse_enqueue(&v, "", Utc::now())
     }
 
     #[test]
     fn a_minimal_request_gets_the_defaults() {
         let job = parse(json!({"kind": "noop"})).unwrap();
         assert_eq!(job.queue, "default");
-        assert_eq!(job.max_attempts, 25);
+        assert_eq!(job.max_attempts, None, "the store fills it from the queue");
         assert_eq!(job.args, json!({}));
     }
 
@@ -438,26 +428,9 @@ mod tests {
     }
 
     #[test]
-    fn queue_defaults_apply_unless_given() {
-        let defaults = |q: &str| QueueDefaults {
-            max_attempts: (q == "mail").then_some(3),
-            timeout: None,
-        };
-        let job = parse_enqueue(
-            &json!({"kind": "x", "queue": "mail"}),
-            "",
-            defaults,
-            Utc::now(),
-        )
-        .unwrap();
-        assert_eq!(job.max_attempts, 3);
-        let job = parse_enqueue(
-            &json!({"kind": "x", "queue": "mail", "max_attempts": 9}),
-            "",
-            defaults,
-            Utc::now(),
-        )
-        .unwrap();
-        assert_eq!(job.max_attempts, 9);
+    fn given_attempts_and_timeout_are_kept() {
+        let job = parse(json!({"kind": "x", "max_attempts": 9, "timeout": "2s"})).unwrap();
+        assert_eq!(job.max_attempts, Some(9));
+        assert_eq!(job.timeout, Some(std::time::Duration::from_secs(2)));
     }
 }

@@ -14,6 +14,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "operations",
         include_str!("../migrations/0004_operations.sql"),
     ),
+    (
+        5,
+        "queue_settings",
+        include_str!("../migrations/0005_queue_settings.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded. Runs inside an open write transaction.

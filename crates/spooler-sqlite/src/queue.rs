@@ -1,13 +1,15 @@
-//! Queue operations: pause, resume, and the per-queue counts `queue_list` reports.
+//! Queue operations: pause, resume, the per-queue counts `queue_list` reports, and each queue's
+//! stored defaults.
 
 use crate::SqliteStore;
 use crate::job::{from_micros, micros};
 use async_trait::async_trait;
 use rusqlite::params;
 use spooler_core::store::prelude::*;
-use spooler_core::store::{QueueInfo, StateCounts};
+use spooler_core::store::{QueueInfo, QueueSettings, StateCounts};
 use spooler_core::{JobState, StoreError, StoreResult};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn check_name(queue: &str) -> StoreResult<()> {
     if queue.trim().is_empty() {
@@ -77,6 +79,50 @@ impl QueueStore for SqliteStore {
         .await
     }
 
+    async fn queue_configure(&self, settings: &[QueueSettings]) -> StoreResult<()> {
+        for s in settings {
+            check_name(&s.queue)?;
+            if s.max_attempts.is_some_and(|n| n < 1) {
+                return Err(StoreError::InvalidInput {
+                    field: "max_attempts",
+                    message: format!("queue {}: must be at least 1", s.queue),
+                });
+            }
+        }
+        let settings = settings.to_vec();
+        self.db
+            .write(move |ctx| {
+                ctx.conn
+                    .prepare_cached("DELETE FROM spooler_queue_settings")?
+                    .execute([])?;
+                let mut insert = ctx.conn.prepare_cached(
+                    "INSERT INTO spooler_queue_settings (queue, max_attempts, timeout_ms, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for s in &settings {
+                    let timeout_ms = s
+                        .timeout
+                        .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1));
+                    insert.execute(params![s.queue, s.max_attempts, timeout_ms, micros(ctx.now)])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
+        self.db
+            .read(|conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT queue, max_attempts, timeout_ms FROM spooler_queue_settings ORDER BY queue",
+                    )?
+                    .query_map([], settings_row)?
+                    .collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
     async fn queue_resume(&self, queue: &str) -> StoreResult<()> {
         let db = &self.db;
         check_name(queue)?;
@@ -94,6 +140,28 @@ impl QueueStore for SqliteStore {
         })
         .await
     }
+}
+
+/// The stored defaults of `queue`, if it has any.
+pub(crate) fn settings_of(
+    conn: &rusqlite::Connection,
+    queue: &str,
+) -> rusqlite::Result<Option<QueueSettings>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(
+        "SELECT queue, max_attempts, timeout_ms FROM spooler_queue_settings WHERE queue = ?1",
+    )?
+    .query_row([queue], settings_row)
+    .optional()
+}
+
+fn settings_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueSettings> {
+    let timeout_ms: Option<i64> = r.get(2)?;
+    Ok(QueueSettings {
+        queue: r.get(0)?,
+        max_attempts: r.get(1)?,
+        timeout: timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64)),
+    })
 }
 
 fn entry(queues: &mut BTreeMap<String, QueueInfo>, name: String) -> &mut QueueInfo {

@@ -48,10 +48,10 @@ impl Client {
     /// Starts enqueueing a typed job; set options on the returned builder, then `.await` it.
     pub fn enqueue<J: Job>(&self, job: J) -> Enqueue<'_> {
         let new = serde_json::to_value(&job)
-            .map(|args| {
-                NewJob::new(J::KIND, args)
+            .map(|args| NewJob {
+                max_attempts: J::MAX_ATTEMPTS,
+                ..NewJob::new(J::KIND, args)
                     .queue(J::QUEUE)
-                    .max_attempts(J::MAX_ATTEMPTS)
                     .priority(J::PRIORITY)
             })
             .map_err(|source| Error::Args {
@@ -64,10 +64,10 @@ impl Client {
     /// Starts enqueueing a typed blocking job.
     pub fn enqueue_blocking<J: BlockingJob>(&self, job: J) -> Enqueue<'_> {
         let new = serde_json::to_value(&job)
-            .map(|args| {
-                NewJob::new(J::KIND, args)
+            .map(|args| NewJob {
+                max_attempts: J::MAX_ATTEMPTS,
+                ..NewJob::new(J::KIND, args)
                     .queue(J::QUEUE)
-                    .max_attempts(J::MAX_ATTEMPTS)
                     .priority(J::PRIORITY)
             })
             .map_err(|source| Error::Args {
@@ -262,7 +262,7 @@ impl Enqueue<'_> {
 
     /// Sets the attempts allowed.
     pub fn max_attempts(self, n: i32) -> Self {
-        self.with(|j| j.max_attempts = n)
+        self.with(|j| j.max_attempts = Some(n))
     }
 
     /// Sets the per-attempt timeout.

@@ -152,8 +152,10 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     const KIND: &'static str;
     /// The queue it goes to unless the enqueue says otherwise.
     const QUEUE: &'static str = spooler_core::DEFAULT_QUEUE;
-    /// Attempts allowed unless the enqueue says otherwise.
-    const MAX_ATTEMPTS: i32 = spooler_core::DEFAULT_MAX_ATTEMPTS;
+    /// Attempts allowed unless the enqueue says otherwise; `None` takes the queue's default (a
+    /// queue's `max_attempts` in the server's config), else
+    /// [`DEFAULT_MAX_ATTEMPTS`](spooler_core::DEFAULT_MAX_ATTEMPTS).
+    const MAX_ATTEMPTS: Option<i32> = None;
     /// Priority unless the enqueue says otherwise.
     const PRIORITY: i32 = 0;
 
@@ -168,8 +170,10 @@ pub trait BlockingJob: Serialize + DeserializeOwned + Send + 'static {
     const KIND: &'static str;
     /// The queue it goes to unless the enqueue says otherwise.
     const QUEUE: &'static str = spooler_core::DEFAULT_QUEUE;
-    /// Attempts allowed unless the enqueue says otherwise.
-    const MAX_ATTEMPTS: i32 = spooler_core::DEFAULT_MAX_ATTEMPTS;
+    /// Attempts allowed unless the enqueue says otherwise; `None` takes the queue's default (a
+    /// queue's `max_attempts` in the server's config), else
+    /// [`DEFAULT_MAX_ATTEMPTS`](spooler_core::DEFAULT_MAX_ATTEMPTS).
+    const MAX_ATTEMPTS: Option<i32> = None;
     /// Priority unless the enqueue says otherwise.
     const PRIORITY: i32 = 0;
 

@@ -18,6 +18,21 @@ pub fn spooler_sync() -> Command {
     cmd
 }
 
+/// The environment that runs a process with its wall clock `offset` off, through libfaketime's
+/// `LD_PRELOAD` (found under /usr/lib/*/faketime; `apt-get install faketime`), so the process
+/// started is the one a test kills (the `faketime` command forks); `None` when it is not installed.
+pub fn skewed_clock(offset: &str) -> Option<Vec<(String, String)>> {
+    let lib = std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("faketime/libfaketime.so.1")))
+        .find(|p| p.exists())?;
+    Some(vec![
+        ("LD_PRELOAD".into(), lib.display().to_string()),
+        ("FAKETIME".into(), offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ])
+}
+
 /// A worker process; killed (SIGKILL) if the test ends without stopping it.
 pub struct WorkerProcess {
     child: Option<Child>,
@@ -45,8 +60,8 @@ impl WorkerProcess {
         Self::start_command(cmd, store, dir, name, extra)
     }
 
-    /// [`WorkerProcess::start`] under `faketime -f OFFSET` (e.g. `+30s`): a process whose wall
-    /// clock is wrong. `None` when faketime is not installed (`apt-get install faketime`).
+    /// [`WorkerProcess::start`] with its wall clock `offset` off (e.g. `+30s`), through
+    /// libfaketime: a process whose clock is wrong. `None` when libfaketime is not installed.
     pub fn start_skewed(
         offset: &str,
         store: &str,
@@ -54,21 +69,8 @@ impl WorkerProcess {
         name: &str,
         extra: &[&str],
     ) -> Option<Self> {
-        let installed = Command::new("faketime")
-            .args(["-f", offset, "true"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            return None;
-        }
-        let mut cmd = Command::new("faketime");
-        cmd.args(["-f", offset, env!("CARGO_BIN_EXE_spooler")])
-            .env_remove("SPOOLER_STORE")
-            .env_remove("SPOOLER_URL")
-            .env("NO_COLOR", "1");
-        Some(Self::start_command(cmd, store, dir, name, extra))
+        let env = skewed_clock(offset)?;
+        Some(Self::start_with_env(store, dir, name, extra, &env))
     }
 
     fn start_command(

@@ -166,6 +166,25 @@ async fn a_failing_endpoint_is_retried_on_the_queue_policy_then_failed_then_retr
         "the queue's max_attempts applies: {job}"
     );
     let id = job["id"].as_i64().unwrap();
+    // The queue's defaults live in the store: a Rust client with no config file, enqueueing into
+    // the same queue, gets them too; its own value still wins.
+    let client = spooler::Client::new(server.store().await);
+    let from_rust = client
+        .enqueue_new(spooler::NewJob::new("noop", json!({})).queue("hooks"))
+        .await
+        .unwrap()
+        .job;
+    assert_eq!(from_rust.max_attempts, 3, "{from_rust:?}");
+    let own = client
+        .enqueue_new(
+            spooler::NewJob::new("noop", json!({}))
+                .queue("hooks")
+                .max_attempts(7),
+        )
+        .await
+        .unwrap()
+        .job;
+    assert_eq!(own.max_attempts, 7, "{own:?}");
 
     let failed = server
         .wait_state(id, "failed", Duration::from_secs(20))

@@ -154,11 +154,75 @@ pub async fn get_unknown_is_none(h: Harness) {
     assert_eq!(h.store().job_get(987_654).await.unwrap(), None);
 }
 
+pub async fn insert_takes_the_queues_stored_defaults(h: Harness) {
+    let store = h.store();
+    let mail = QueueSettings {
+        queue: "mail".into(),
+        max_attempts: Some(3),
+        timeout: Some(Duration::from_millis(2500)),
+    };
+    let only_attempts = QueueSettings {
+        queue: "slow".into(),
+        max_attempts: Some(7),
+        timeout: None,
+    };
+    store
+        .queue_configure(&[mail.clone(), only_attempts.clone()])
+        .await
+        .unwrap();
+    let mut stored = store.queue_settings().await.unwrap();
+    stored.sort_by(|a, b| a.queue.cmp(&b.queue));
+    assert_eq!(stored, vec![mail.clone(), only_attempts.clone()]);
+    // One insert and a batch alike: the job's own values win, the queue's fill in, then the defaults.
+    let one = insert(&h, job("k").queue("mail")).await;
+    let batch = store
+        .job_insert_many(&[
+            job("k").queue("mail").max_attempts(9),
+            job("k").queue("mail").timeout(Duration::from_secs(1)),
+            job("k").queue("slow"),
+            job("k").queue("other"),
+        ])
+        .await
+        .unwrap();
+    let got: Vec<_> = std::iter::once(one)
+        .chain(batch.into_iter().map(|i| i.job))
+        .collect();
+    let want = [
+        (3, Some(Duration::from_millis(2500))),
+        (9, Some(Duration::from_millis(2500))),
+        (3, Some(Duration::from_secs(1))),
+        (7, None),
+        (crate::DEFAULT_MAX_ATTEMPTS, None),
+    ];
+    for (j, (max_attempts, timeout)) in got.iter().zip(want) {
+        assert_eq!(
+            (j.max_attempts, j.timeout),
+            (max_attempts, timeout),
+            "{j:?}"
+        );
+        assert_eq!(
+            &get(&h, j.id).await,
+            j,
+            "the returned row is the stored one"
+        );
+    }
+    // A configuration names the whole truth: queues it leaves out lose their defaults.
+    store
+        .queue_configure(std::slice::from_ref(&only_attempts))
+        .await
+        .unwrap();
+    assert_eq!(store.queue_settings().await.unwrap(), vec![only_attempts]);
+    let plain = insert(&h, job("k").queue("mail")).await;
+    assert_eq!(plain.max_attempts, crate::DEFAULT_MAX_ATTEMPTS);
+    assert_eq!(plain.timeout, None);
+    assert_eq!(get(&h, plain.id).await, plain);
+}
+
 /// This file's cases, for [`conformance_suite!`](crate::conformance_suite).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_insert {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none);
+        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none, insert_takes_the_queues_stored_defaults);
     };
 }

@@ -12,7 +12,18 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-/// The insert; with `notify`, it also sends the wake-ups, delivered at its transaction's commit.
+/// What the insert returns of one new row.
+struct Fresh {
+    id: i64,
+    key: Option<String>,
+    max_attempts: i32,
+    timeout_ms: Option<i64>,
+}
+
+/// The insert; the job's `max_attempts` and `timeout_ms`, when unset, come from the queue's
+/// stored defaults, then the global default (`$13`), the rule of
+/// [`QueueSettings::fill`](spooler_core::store::QueueSettings::fill) written in SQL to keep one
+/// round trip; with `notify`, it also sends the wake-ups, delivered at its transaction's commit.
 pub(crate) fn insert_sql(notify: bool) -> String {
     let notify = if notify {
         notify_fragment("ins", "$12")
@@ -28,17 +39,20 @@ pub(crate) fn insert_sql(notify: bool) -> String {
         ), ins AS (
             INSERT INTO {{s}}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
                                    created_at, timeout_ms, unique_key, tags, routed_from)
-            SELECT queue, kind, args,
-                   CASE WHEN coalesce(run_at, $11) > $11 THEN 'scheduled' ELSE 'available' END,
-                   priority, max_attempts, coalesce(run_at, $11), $11, timeout_ms, unique_key,
-                   CASE WHEN tags = '[]'::jsonb THEN '{{}}'::text[]
-                        ELSE ARRAY(SELECT jsonb_array_elements_text(tags)) END,
-                   routed_from
-              FROM input ORDER BY ord
+            SELECT i.queue, i.kind, i.args,
+                   CASE WHEN coalesce(i.run_at, $11) > $11 THEN 'scheduled' ELSE 'available' END,
+                   i.priority, coalesce(i.max_attempts, qs.max_attempts, $13),
+                   coalesce(i.run_at, $11), $11, coalesce(i.timeout_ms, qs.timeout_ms),
+                   i.unique_key,
+                   CASE WHEN i.tags = '[]'::jsonb THEN '{{}}'::text[]
+                        ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags)) END,
+                   i.routed_from
+              FROM input i LEFT JOIN {{s}}.queue_settings qs ON qs.queue = i.queue
+             ORDER BY i.ord
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING id, unique_key, queue, state
+            RETURNING id, unique_key, queue, state, max_attempts, timeout_ms
         )
-        SELECT ins.id, ins.unique_key, {notify} FROM ins"
+        SELECT ins.id, ins.unique_key, ins.max_attempts, ins.timeout_ms, {notify} FROM ins"
     )
 }
 
@@ -51,9 +65,13 @@ pub(crate) fn insert_one_sql() -> String {
                                   created_at, timeout_ms, unique_key, tags, routed_from)
      VALUES ($1, $2, $3,
              CASE WHEN coalesce($5, $11) > $11 THEN 'scheduled' ELSE 'available' END,
-             $4, $6, coalesce($5, $11), $11, $7, $8, $9, $10)
+             $4,
+             coalesce($6, (SELECT max_attempts FROM {s}.queue_settings WHERE queue = $1), $12),
+             coalesce($5, $11), $11,
+             coalesce($7, (SELECT timeout_ms FROM {s}.queue_settings WHERE queue = $1)),
+             $8, $9, $10)
      ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-     RETURNING id, unique_key"
+     RETURNING id, unique_key, max_attempts, timeout_ms"
         .to_string()
 }
 
@@ -133,23 +151,32 @@ pub(crate) async fn insert_on(
             .bind(&job.tags)
             .bind(job.routed_from)
             .bind(now)
+            .bind(spooler_core::DEFAULT_MAX_ATTEMPTS)
             .fetch_all(&mut *conn)
             .await
             .map_err(map)?
     } else {
         insert_rows(inner, conn, jobs, notify, now).await?
     };
-    // The statement returns ids and keys only: the rows themselves are what was sent. Ids are
-    // drawn in input order, so sorted ids line up with the inputs that were inserted.
-    let mut fresh: Vec<(i64, Option<String>)> = rows
+    // The statement returns ids, keys and what the queue's defaults resolved: the rest of each row
+    // is what was sent. Ids are drawn in input order, so sorted ids line up with the inputs that
+    // were inserted.
+    let mut fresh: Vec<Fresh> = rows
         .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .map(|row| {
+            Ok(Fresh {
+                id: row.try_get("id")?,
+                key: row.try_get("unique_key")?,
+                max_attempts: row.try_get("max_attempts")?,
+                timeout_ms: row.try_get("timeout_ms")?,
+            })
+        })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(map)?;
-    fresh.sort_by_key(|(id, _)| *id);
+    fresh.sort_by_key(|f| f.id);
 
     // Which keys got a new row, and which must be looked up among existing unfinished jobs.
-    let inserted_keys: HashSet<String> = fresh.iter().filter_map(|(_, k)| k.clone()).collect();
+    let inserted_keys: HashSet<String> = fresh.iter().filter_map(|f| f.key.clone()).collect();
     let missing: Vec<String> = jobs
         .iter()
         .filter_map(|j| j.unique_key.as_deref())
@@ -197,10 +224,14 @@ pub(crate) async fn insert_on(
             Some(k) => inserted_keys.contains(k) && seen_keys.insert(k),
         };
         if inserted_here {
-            let (id, _) = fresh.next().ok_or_else(|| StoreError::Database {
+            let f = fresh.next().ok_or_else(|| StoreError::Database {
                 message: "insert returned fewer rows than expected".into(),
             })?;
-            let row = job.clone().into_row(id, now);
+            let mut row = job.clone().into_row(f.id, now);
+            row.max_attempts = f.max_attempts;
+            row.timeout = f
+                .timeout_ms
+                .map(|ms| std::time::Duration::from_millis(ms.max(1) as u64));
             if row.state == JobState::Available {
                 woken.insert(row.queue.clone());
             }
@@ -277,6 +308,7 @@ async fn insert_rows(
         .bind(&routed_from)
         .bind(now)
         .bind(&inner.channel)
+        .bind(spooler_core::DEFAULT_MAX_ATTEMPTS)
         .fetch_all(&mut *conn)
         .await
         .map_err(map)

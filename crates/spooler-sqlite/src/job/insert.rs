@@ -1,6 +1,8 @@
 //! Inserting jobs: validated and serialized on the caller's thread, written in multi-row statements, unique keys deduplicated.
 
 use super::*;
+use spooler_core::store::QueueSettings;
+use std::collections::HashMap;
 
 /// A job ready to insert: validated, its JSON serialized on the caller's thread.
 struct Prepared {
@@ -113,7 +115,15 @@ fn insert_tx(ctx: &mut Ctx<'_>, prepared: Vec<Prepared>) -> Result<Vec<Insert>, 
     let now_us = micros(now);
     let mut out = Vec::with_capacity(prepared.len());
     let mut pending: Vec<NewRow> = Vec::new();
-    for p in prepared {
+    let mut settings: HashMap<String, Option<QueueSettings>> = HashMap::new();
+    for mut p in prepared {
+        if p.job.max_attempts.is_none() || p.job.timeout.is_none() {
+            if !settings.contains_key(&p.job.queue) {
+                let found = crate::queue::settings_of(conn, &p.job.queue)?;
+                settings.insert(p.job.queue.clone(), found);
+            }
+            QueueSettings::fill(settings[&p.job.queue].as_ref(), &mut p.job);
+        }
         let run_at = trunc(p.job.run_at.unwrap_or(now));
         let state = if run_at > now {
             JobState::Scheduled

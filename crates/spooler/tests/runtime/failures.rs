@@ -30,7 +30,7 @@ struct Panics;
 
 impl Job for Panics {
     const KIND: &'static str = "panics";
-    const MAX_ATTEMPTS: i32 = 3;
+    const MAX_ATTEMPTS: Option<i32> = Some(3);
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         panic!("boom on attempt {}", ctx.attempt());
@@ -66,7 +66,7 @@ struct Hangs;
 
 impl Job for Hangs {
     const KIND: &'static str = "hangs";
-    const MAX_ATTEMPTS: i32 = 2;
+    const MAX_ATTEMPTS: Option<i32> = Some(2);
 
     async fn run(self, _ctx: JobContext) -> Result<(), JobError> {
         tokio::time::sleep(Duration::from_secs(3600)).await;

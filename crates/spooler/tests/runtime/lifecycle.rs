@@ -245,7 +245,7 @@ struct Crunch {
 
 impl spooler::BlockingJob for Crunch {
     const KIND: &'static str = "crunch";
-    const MAX_ATTEMPTS: i32 = 1;
+    const MAX_ATTEMPTS: Option<i32> = Some(1);
 
     fn run(self, ctx: JobContext) -> Result<(), JobError> {
         if self.panic {

@@ -17,7 +17,7 @@ mod cluster;
 mod proxy;
 mod sink;
 
-use crate::processes::WorkerProcess;
+use crate::processes::{WorkerProcess, skewed_clock};
 use crate::server_support::{ServeOptions, Server};
 use serde_json::{Value, json};
 use spooler::{JobList, JobState, Store};
@@ -916,20 +916,6 @@ async fn strike(
         }
         (fault, backend) => panic!("{fault:?} is not a fault of {}", backend.name()),
     }
-}
-
-/// The environment that runs a process with its wall clock `offset` off, through libfaketime's
-/// `LD_PRELOAD` (found under /usr/lib/*/faketime); `None` when it is not installed.
-fn skewed_clock(offset: &str) -> Option<Vec<(String, String)>> {
-    let lib = std::fs::read_dir("/usr/lib")
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path().join("faketime/libfaketime.so.1")))
-        .find(|p| p.exists())?;
-    Some(vec![
-        ("LD_PRELOAD".into(), lib.display().to_string()),
-        ("FAKETIME".into(), offset.to_string()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-    ])
 }
 
 /// How far ahead of the test's clock the first line `log` wrote is stamped, in seconds.
