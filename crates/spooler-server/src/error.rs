@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use spooler::StoreError;
 
+/// Seconds a client is asked to wait after a 503 (the store was unavailable).
+const RETRY_AFTER_SECS: &str = "1";
+
 /// An error answered as `{"error": "...", "field": "...", ...}` with its status code.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -127,11 +130,13 @@ impl From<StoreError> for ApiError {
                 )
                 .field("unique_key")
             }
-            e @ StoreError::Unavailable { .. } => {
-                tracing::error!(error = %e, "store unavailable answering a request");
+            // Down, unreachable, timed out or full: nothing was written, and the caller may try
+            // again (`Retry-After`). Store messages never carry a URL, so no password.
+            StoreError::Unavailable { message } => {
+                tracing::error!(error = %message, "store unavailable answering a request");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "store unavailable (the server log has the details)",
+                    format!("the store is unavailable, nothing was written; try again: {message}"),
                 )
             }
             other => ApiError::internal(other),
@@ -159,6 +164,12 @@ impl IntoResponse for ApiError {
             body.insert(k.into(), v);
         }
         let mut response = (self.status, axum::Json(Value::Object(body))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
