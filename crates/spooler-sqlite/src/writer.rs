@@ -47,6 +47,8 @@ trait Op: Send {
     fn run(&mut self, ctx: &mut Ctx<'_>, label: &str) -> bool;
     /// Replies to the caller once the batch's fate is known (`commit` is the batch's error, if any).
     fn reply(self: Box<Self>, commit: Result<(), &StoreError>, wakeups: &broadcast::Sender<Wakeup>);
+    /// Whether the caller gave up waiting (its future was dropped, e.g. at a deadline).
+    fn abandoned(&self) -> bool;
 }
 
 struct Task<T, F> {
@@ -103,8 +105,12 @@ where
                 message: "store operation was not run".into(),
             }),
         };
-        // The caller may have gone away (its future dropped); the work is done regardless.
+        // The caller may have gone away (its future dropped) after its operation ran.
         let _ = self.reply.send(out);
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
     }
 }
 
@@ -247,6 +253,14 @@ fn run_batch(
             other => other,
         };
         fail_all(batch, &e);
+        return;
+    }
+    // What waited here (behind another process's lock, say) past its caller's deadline is not
+    // run: the caller has given up and may have tried again, and a claim nobody receives would
+    // hold its jobs until their lease lapsed.
+    batch.retain(|op| !op.abandoned());
+    if batch.is_empty() {
+        let _ = exec(conn, "ROLLBACK");
         return;
     }
     let single = batch.len() == 1;

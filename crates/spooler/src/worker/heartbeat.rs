@@ -13,22 +13,41 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let every = shared.settings.heartbeat;
-    let mut next = Instant::now();
-    loop {
-        let stopping = *stop.borrow();
-        if stopping && shared.running_count() == 0 {
-            return;
+/// The heartbeat task of one worker, in the shape of every background task here (`Maintenance`,
+/// `Producer`): made with `new`, looped by `run` until told to stop, one pass by `beat`.
+pub(crate) struct Heartbeat {
+    shared: Arc<Shared>,
+}
+
+impl Heartbeat {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Beats until `stop` turns true and no job runs any more (the grace period included).
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let shared = &self.shared;
+        let every = shared.settings.heartbeat;
+        let mut next = Instant::now();
+        loop {
+            let stopping = *stop.borrow();
+            if stopping && shared.running_count() == 0 {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = stop.changed(), if !stopping => continue,
+                _ = shared.idle.notified(), if stopping => continue,
+            }
+            let started = Instant::now();
+            let renewed = self.beat().await;
+            next = started + if renewed { every } else { every / 4 };
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = stop.changed(), if !stopping => continue,
-            _ = shared.idle.notified(), if stopping => continue,
-        }
-        let started = Instant::now();
-        let renewed = beat(&shared).await;
-        next = started + if renewed { every } else { every / 4 };
+    }
+
+    /// One beat; whether every lease asked for got an answer.
+    pub(crate) async fn beat(&self) -> bool {
+        beat(&self.shared).await
     }
 }
 
@@ -37,7 +56,6 @@ pub(crate) fn deadline(heartbeat: Duration) -> Duration {
     heartbeat / 4
 }
 
-/// One beat; whether every lease asked for got an answer.
 async fn beat(shared: &Shared) -> bool {
     let settings = &shared.settings;
     let deadline = deadline(settings.heartbeat);

@@ -1,5 +1,11 @@
 //! The worker: registers handlers, runs a producer per queue, executes claimed jobs, batches their
 //! outcomes, renews leases, and (on the elected leader) runs maintenance. Shutdown is graceful.
+//!
+//! Its background tasks share one shape: a struct made with `new` (`Producer`, `Heartbeat`,
+//! `Maintenance`, `OperationRunner`) whose `run(stop)` loops until the stop channel turns true,
+//! with one pass callable alone (`Heartbeat::beat`, `Maintenance::run_once`), and each reports
+//! its events to [`TestSignals`]. The completer is the one driven by its channel instead: it
+//! writes what it is sent until its handle is flushed and dropped, after everything else stopped.
 
 mod completer;
 mod executor;
@@ -509,9 +515,9 @@ impl Worker {
                 running: AtomicU32::new(0),
                 freed: Notify::new(),
             });
-            producers.spawn(producer::run(shared.clone(), slots, stop_rx.clone()));
+            producers.spawn(producer::Producer::new(shared.clone(), slots).run(stop_rx.clone()));
         }
-        tasks.spawn(heartbeat::run(shared.clone(), stop_rx.clone()));
+        tasks.spawn(heartbeat::Heartbeat::new(shared.clone()).run(stop_rx.clone()));
         let maintenance = self.maintenance.map(|config| {
             let m = Maintenance::new(shared.store.clone(), config, shared.id.to_string())
                 .retry_policies(shared.settings.retry.clone());

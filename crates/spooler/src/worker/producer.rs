@@ -33,13 +33,28 @@ struct Claimed {
     job: JobRow,
 }
 
-/// Does the I/O the [`ClaimPlanner`] asks for: claims, starts and releases jobs, and tells the
-/// planner what happened (claims returned, wake-ups, polls, buffered jobs' waits).
-pub(crate) async fn run(
+/// The producer task of one queue, in the shape of every background task here (`Maintenance`,
+/// `Heartbeat`): made with `new`, looped by `run` until told to stop.
+pub(crate) struct Producer {
     shared: Arc<Shared>,
     slots: Arc<QueueSlots>,
-    mut stop: watch::Receiver<bool>,
-) {
+}
+
+impl Producer {
+    pub(crate) fn new(shared: Arc<Shared>, slots: Arc<QueueSlots>) -> Self {
+        Self { shared, slots }
+    }
+
+    /// Claims and starts jobs until `stop` turns true; then hands back what it claimed but did
+    /// not start.
+    pub(crate) async fn run(self, stop: watch::Receiver<bool>) {
+        run(self.shared, self.slots, stop).await
+    }
+}
+
+/// Does the I/O the [`ClaimPlanner`] asks for: claims, starts and releases jobs, and tells the
+/// planner what happened (claims returned, wake-ups, polls, buffered jobs' waits).
+async fn run(shared: Arc<Shared>, slots: Arc<QueueSlots>, mut stop: watch::Receiver<bool>) {
     let mut wakeups = shared.store.subscribe();
     let signals = &shared.signals;
     let mut planner = ClaimPlanner::new(
