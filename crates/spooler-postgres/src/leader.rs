@@ -19,6 +19,7 @@ pub(crate) const ELECT_SQL: &str =
      WHERE l.holder = EXCLUDED.holder OR l.expires_at < EXCLUDED.elected_at
     RETURNING holder";
 
+/// Gives the row up, if `$2` holds it.
 pub(crate) const RESIGN_SQL: &str = "DELETE FROM {s}.leaders WHERE name = $1 AND holder = $2";
 
 #[async_trait]

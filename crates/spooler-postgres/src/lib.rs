@@ -18,6 +18,7 @@
 
 mod admin;
 mod clock;
+mod connect;
 mod error;
 mod job;
 mod leader;
@@ -32,6 +33,7 @@ mod worker;
 pub use migrate::MIGRATIONS;
 
 use async_trait::async_trait;
+use connect::{connect_message, take_schema_param, validate_schema};
 use spooler_core::error::redact_url;
 use spooler_core::{Capabilities, Clock, Store, StoreError, StoreResult, Wakeup};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -81,124 +83,77 @@ impl Default for PgOptions {
     }
 }
 
-/// Every statement, with the schema filled in once at connect.
-#[derive(Debug)]
-pub(crate) struct Sql {
-    /// Insert that notifies inside its transaction (for the caller's transactions).
-    insert_notify: String,
-    /// Insert whose wake-ups the notifier sends after the commit.
-    insert: String,
-    /// The same for exactly one job.
-    insert_one: String,
-    existing_unique: String,
-    latest_by_key: String,
-    claim: String,
-    /// The claim from one queue.
-    claim_one: String,
-    extend: String,
-    /// Writes decided transitions (finish and rescue).
-    finish: String,
-    /// Reads, under a row lock, the facts a decision needs.
-    facts: String,
-    cancel: String,
-    retry: String,
-    delete: String,
-    get: String,
-    list: String,
-    list_active: String,
-    list_finished: String,
-    /// Locks running jobs whose lease lapsed, with their facts.
-    lapsed: String,
-    promote: String,
-    prune: String,
-    queue_counts: String,
-    queue_paused: String,
-    queue_pause: String,
-    queue_resume: String,
-    queue_configure: String,
-    queue_settings: String,
-    leader_elect: String,
-    leader_resign: String,
-    worker_heartbeat: String,
-    worker_list: String,
-    worker_remove: String,
-    other_workers: String,
-    available_queues: String,
-    op_count: String,
-    op_max_id: String,
-    op_create: String,
-    op_get: String,
-    op_lock: String,
-    op_running: String,
-    op_chunk: String,
-    op_advance: String,
-    op_cancel: String,
-    op_held_keys: String,
-    op_retry_many: String,
-    op_cancel_many: String,
-    op_delete_many: String,
+/// Declares [`Sql`], one field per statement (`name => template`, a `const` with `{s}` for the
+/// schema, documented where it is defined), and `Sql::new`, which fills in the quoted schema.
+macro_rules! statements {
+    ($($name:ident => $template:expr,)*) => {
+        /// Every statement, with the schema filled in once at connect.
+        #[derive(Debug)]
+        pub(crate) struct Sql {
+            $($name: String,)*
+        }
+
+        impl Sql {
+            fn new(schema: &str) -> Self {
+                let quoted = format!("\"{schema}\"");
+                Self {
+                    $($name: $template.replace("{s}", &quoted),)*
+                }
+            }
+        }
+    };
 }
 
-impl Sql {
-    fn new(schema: &str) -> Self {
-        let q = |template: &str| template.replace("{s}", &format!("\"{schema}\""));
-        Self {
-            insert_notify: q(&job::insert::insert_sql(true)),
-            insert: q(&job::insert::insert_sql(false)),
-            insert_one: q(&job::insert::insert_one_sql()),
-            existing_unique: q(&job::insert::existing_unique_sql()),
-            latest_by_key: q(&job::insert::latest_by_key_sql()),
-            claim: q(&job::claim::claim_sql()),
-            claim_one: q(&job::claim::claim_one_sql()),
-            extend: q(job::claim::EXTEND_SQL),
-            finish: q(&job::finish::finish_sql()),
-            facts: q(job::finish::FACTS_SQL),
-            cancel: q(&job::manual::cancel_sql()),
-            retry: q(&job::manual::retry_sql()),
-            delete: q(&job::manual::delete_sql()),
-            get: q(&job::read::get_sql()),
-            list: q(&job::read::list_sql("jobs", false)),
-            list_active: q(&job::read::list_sql("jobs_active", true)),
-            list_finished: q(&job::read::list_sql("jobs_done", true)),
-            lapsed: q(job::maintenance::LAPSED_SQL),
-            promote: q(&job::maintenance::promote_sql()),
-            prune: q(job::maintenance::PRUNE_SQL),
-            queue_counts: q(queue::COUNTS_SQL),
-            queue_paused: q(queue::PAUSED_SQL),
-            queue_pause: q(queue::PAUSE_SQL),
-            queue_resume: q(queue::RESUME_SQL),
-            queue_configure: q(queue::CONFIGURE_SQL),
-            queue_settings: q(queue::SETTINGS_SQL),
-            leader_elect: q(leader::ELECT_SQL),
-            leader_resign: q(leader::RESIGN_SQL),
-            worker_heartbeat: q(worker::HEARTBEAT_SQL),
-            worker_list: q(worker::LIST_SQL),
-            worker_remove: q(worker::REMOVE_SQL),
-            other_workers: q(notify::OTHER_WORKERS_SQL),
-            op_count: q(&operation::count_sql()),
-            op_max_id: q(operation::MAX_ID_SQL),
-            op_create: q(&operation::create_sql()),
-            op_get: q(&operation::get_sql()),
-            op_lock: q(&operation::lock_sql()),
-            op_running: q(&operation::running_sql()),
-            op_chunk: q(&operation::chunk_sql()),
-            op_advance: q(operation::ADVANCE_SQL),
-            op_cancel: q(operation::CANCEL_SQL),
-            op_held_keys: q(operation::HELD_KEYS_SQL),
-            op_retry_many: q(&operation::retry_many_sql()),
-            op_cancel_many: q(operation::CANCEL_MANY_SQL),
-            op_delete_many: q(operation::DELETE_MANY_SQL),
-            // A loose index scan over the claim index: one probe per queue, however deep the backlog.
-            available_queues: q("WITH RECURSIVE q AS (
-                    (SELECT queue FROM {s}.jobs_active WHERE state = 'available' ORDER BY queue LIMIT 1)
-                    UNION ALL
-                    SELECT (SELECT j.queue FROM {s}.jobs_active j
-                             WHERE j.state = 'available' AND j.queue > q.queue
-                             ORDER BY j.queue LIMIT 1)
-                      FROM q WHERE q.queue IS NOT NULL)
-                SELECT queue FROM q WHERE queue IS NOT NULL"),
-        }
-    }
+statements! {
+    insert_notify => job::insert::INSERT_NOTIFY_SQL,
+    insert => job::insert::INSERT_SQL,
+    insert_one => job::insert::INSERT_ONE_SQL,
+    existing_unique => job::insert::EXISTING_UNIQUE_SQL,
+    latest_by_key => job::insert::LATEST_BY_KEY_SQL,
+    claim => job::claim::CLAIM_SQL,
+    claim_one => job::claim::CLAIM_ONE_SQL,
+    claim_one_fn => job::claim::CLAIM_ONE_FN,
+    extend => job::claim::EXTEND_SQL,
+    finish => job::finish::FINISH_SQL,
+    facts => job::finish::FACTS_SQL,
+    cancel => job::manual::CANCEL_SQL,
+    retry => job::manual::RETRY_SQL,
+    delete => job::manual::DELETE_SQL,
+    get => job::read::GET_SQL,
+    list => job::read::LIST_SQL,
+    list_active => job::read::LIST_ACTIVE_SQL,
+    list_finished => job::read::LIST_FINISHED_SQL,
+    lapsed => job::maintenance::LAPSED_SQL,
+    promote => job::maintenance::PROMOTE_SQL,
+    prune => job::maintenance::PRUNE_SQL,
+    queue_counts => queue::COUNTS_SQL,
+    queue_paused => queue::PAUSED_SQL,
+    queue_pause => queue::PAUSE_SQL,
+    queue_resume => queue::RESUME_SQL,
+    queue_settings_lock => queue::CONFIGURE_LOCK_SQL,
+    queue_settings_clear => queue::CONFIGURE_CLEAR_SQL,
+    queue_configure => queue::CONFIGURE_SQL,
+    queue_settings => queue::SETTINGS_SQL,
+    leader_elect => leader::ELECT_SQL,
+    leader_resign => leader::RESIGN_SQL,
+    worker_heartbeat => worker::HEARTBEAT_SQL,
+    worker_list => worker::LIST_SQL,
+    worker_remove => worker::REMOVE_SQL,
+    other_workers => notify::OTHER_WORKERS_SQL,
+    available_queues => listen::AVAILABLE_QUEUES_SQL,
+    op_count => operation::COUNT_SQL,
+    op_max_id => operation::MAX_ID_SQL,
+    op_create => operation::CREATE_SQL,
+    op_get => operation::GET_SQL,
+    op_lock => operation::LOCK_SQL,
+    op_running => operation::RUNNING_SQL,
+    op_chunk => operation::CHUNK_SQL,
+    op_advance => operation::ADVANCE_SQL,
+    op_cancel => operation::CANCEL_SQL,
+    op_held_keys => operation::HELD_KEYS_SQL,
+    op_retry_many => operation::RETRY_MANY_SQL,
+    op_cancel_many => operation::CANCEL_MANY_SQL,
+    op_delete_many => operation::DELETE_MANY_SQL,
 }
 
 pub(crate) struct Inner {
@@ -240,67 +195,6 @@ impl std::fmt::Debug for PgStore {
             .field("schema", &self.inner.schema)
             .finish_non_exhaustive()
     }
-}
-
-/// Splits `?schema=NAME` off a URL: returns the URL without it and the schema, if given.
-fn take_schema_param(url: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_string(), None);
-    };
-    let mut schema = None;
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.strip_prefix("schema=") {
-            Some(value) => {
-                schema = Some(value.to_string());
-                false
-            }
-            None => !pair.is_empty(),
-        })
-        .collect();
-    if rest.is_empty() {
-        (base.to_string(), schema)
-    } else {
-        (format!("{base}?{}", rest.join("&")), schema)
-    }
-}
-
-fn validate_schema(schema: &str) -> StoreResult<()> {
-    let mut chars = schema.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && schema.len() <= 50;
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidInput {
-            field: "schema",
-            message: format!(
-                "\"{schema}\" is not a valid schema name (use letters, digits and _, at most 50 bytes, not starting with a digit)"
-            ),
-        })
-    }
-}
-
-/// The cause of a failed connect and, when known, the fix.
-fn connect_message(err: &sqlx::Error, endpoint: &str, user: &str, database: &str) -> String {
-    if let sqlx::Error::Database(db) = err {
-        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-        let fix = match code.as_str() {
-            "28P01" | "28000" => {
-                format!(" (check the user \"{user}\" and its password in the URL)")
-            }
-            "3D000" => format!(" (create it: createdb -h HOST -p PORT {database})"),
-            "53300" => {
-                " (too many connections: lower max_connections or raise the server's)".into()
-            }
-            _ => String::new(),
-        };
-        return format!("PostgreSQL at {endpoint} refused: {}{fix}", db.message());
-    }
-    format!(
-        "cannot reach PostgreSQL at {endpoint}: {err} (is the server running and accepting TCP connections on {endpoint}? check the host and port in the URL)"
-    )
 }
 
 impl PgStore {
@@ -509,38 +403,5 @@ impl Store for PgStore {
 
     fn clock(&self) -> &dyn Clock {
         self.inner.clock.as_ref()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schema_param_is_split_off() {
-        assert_eq!(
-            take_schema_param("postgres://u@h:5432/db?schema=t1"),
-            ("postgres://u@h:5432/db".to_string(), Some("t1".to_string()))
-        );
-        assert_eq!(
-            take_schema_param("postgres://u@h/db?sslmode=disable&schema=t1&application_name=x"),
-            (
-                "postgres://u@h/db?sslmode=disable&application_name=x".to_string(),
-                Some("t1".to_string())
-            )
-        );
-        assert_eq!(
-            take_schema_param("postgres://u@h/db"),
-            ("postgres://u@h/db".to_string(), None)
-        );
-    }
-
-    #[test]
-    fn schema_names_are_identifiers() {
-        assert!(validate_schema("spooler").is_ok());
-        assert!(validate_schema("t_1").is_ok());
-        for bad in ["", "1a", "a-b", "a\"b", "a;drop", &"x".repeat(51)] {
-            assert!(validate_schema(bad).is_err(), "{bad}");
-        }
     }
 }

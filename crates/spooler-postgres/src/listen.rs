@@ -42,11 +42,22 @@ impl Listener {
     }
 }
 
+/// The queues that have available jobs: a loose index scan over the claim index, one probe per
+/// queue, however deep the backlog.
+pub(crate) const AVAILABLE_QUEUES_SQL: &str = "WITH RECURSIVE q AS (
+        (SELECT queue FROM {s}.jobs_active WHERE state = 'available' ORDER BY queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue FROM {s}.jobs_active j
+                 WHERE j.state = 'available' AND j.queue > q.queue
+                 ORDER BY j.queue LIMIT 1)
+          FROM q WHERE q.queue IS NOT NULL)
+    SELECT queue FROM q WHERE queue IS NOT NULL";
+
 /// What the listener task needs.
 pub(crate) struct Config {
     pub(crate) connect: PgConnectOptions,
     pub(crate) channel: String,
-    /// Lists the queues that have available jobs (a loose index scan on the claim index).
+    /// [`AVAILABLE_QUEUES_SQL`] for this store's schema.
     pub(crate) queues_sql: String,
     pub(crate) wake: broadcast::Sender<Wakeup>,
     pub(crate) ping_every: Duration,

@@ -16,57 +16,81 @@ use std::collections::{BTreeSet, HashSet};
 
 /// The filter over `jobs`, parameters `$1`–`$6` (queue, state, kind, tag, before, after), each
 /// matching all when null.
-const FILTER: &str = "($1::text IS NULL OR queue = $1)
-       AND ($2::text IS NULL OR state = $2)
-       AND ($3::text IS NULL OR kind = $3)
-       AND ($4::text IS NULL OR $4 = ANY (tags))
-       AND ($5::timestamptz IS NULL OR created_at < $5)
-       AND ($6::timestamptz IS NULL OR created_at >= $6)";
-
-const COLUMNS: &str = "id, action, filter, matched, affected, skipped, state, chunk, max_id, \
-     done_through, created_at, updated_at, finished_at";
-
-/// The statements, with the `{s}` schema placeholder.
-pub(crate) fn count_sql() -> String {
-    format!("SELECT count(*) FROM {{s}}.jobs WHERE {FILTER} AND ($7::int8 IS NULL OR id <= $7)")
+macro_rules! job_filter {
+    () => {
+        "($1::text IS NULL OR queue = $1)
+           AND ($2::text IS NULL OR state = $2)
+           AND ($3::text IS NULL OR kind = $3)
+           AND ($4::text IS NULL OR $4 = ANY (tags))
+           AND ($5::timestamptz IS NULL OR created_at < $5)
+           AND ($6::timestamptz IS NULL OR created_at >= $6)"
+    };
 }
 
-pub(crate) fn create_sql() -> String {
-    format!(
-        "INSERT INTO {{s}}.operations (action, filter, matched, state, chunk, max_id, created_at,
-                                       updated_at)
-         VALUES ($1, $2, $3, 'running', $4, $5, $6, $6) RETURNING {COLUMNS}"
-    )
+/// The operation columns, in the order [`decode`] reads them.
+macro_rules! operation_cols {
+    () => {
+        "id, action, filter, matched, affected, skipped, state, chunk, max_id, done_through, \
+         created_at, updated_at, finished_at"
+    };
 }
 
+/// How many jobs the filter matches, up to the id `$7` when given.
+pub(crate) const COUNT_SQL: &str = concat!(
+    "SELECT count(*) FROM {s}.jobs WHERE ",
+    job_filter!(),
+    " AND ($7::int8 IS NULL OR id <= $7)"
+);
+
+/// Records a new operation over the jobs up to `$5`, running.
+pub(crate) const CREATE_SQL: &str = concat!(
+    "INSERT INTO {s}.operations (action, filter, matched, state, chunk, max_id, created_at,
+                                 updated_at)
+     VALUES ($1, $2, $3, 'running', $4, $5, $6, $6) RETURNING ",
+    operation_cols!()
+);
+
+/// The highest job id yet: an operation covers the jobs that existed when it was created.
 pub(crate) const MAX_ID_SQL: &str = "SELECT coalesce(max(id), 0) FROM {s}.jobs";
 
-pub(crate) fn get_sql() -> String {
-    format!("SELECT {COLUMNS} FROM {{s}}.operations WHERE id = $1")
-}
+/// One operation by id.
+pub(crate) const GET_SQL: &str = concat!(
+    "SELECT ",
+    operation_cols!(),
+    " FROM {s}.operations WHERE id = $1"
+);
 
-pub(crate) fn lock_sql() -> String {
-    format!("SELECT {COLUMNS} FROM {{s}}.operations WHERE id = $1 FOR UPDATE")
-}
+/// One operation by id, locked for the step that moves it.
+pub(crate) const LOCK_SQL: &str = concat!(
+    "SELECT ",
+    operation_cols!(),
+    " FROM {s}.operations WHERE id = $1 FOR UPDATE"
+);
 
-pub(crate) fn running_sql() -> String {
-    format!("SELECT {COLUMNS} FROM {{s}}.operations WHERE state = 'running' ORDER BY id")
-}
+/// The running operations, oldest first.
+pub(crate) const RUNNING_SQL: &str = concat!(
+    "SELECT ",
+    operation_cols!(),
+    " FROM {s}.operations WHERE state = 'running' ORDER BY id"
+);
 
-pub(crate) fn chunk_sql() -> String {
-    format!(
-        "SELECT id, state, unique_key FROM {{s}}.jobs
-          WHERE {FILTER} AND id > $7 AND id <= $8
-          ORDER BY id LIMIT $9
-            FOR UPDATE"
-    )
-}
+/// The next chunk of matching jobs after the cursor `$7` up to `$8`, at most `$9`, locked.
+pub(crate) const CHUNK_SQL: &str = concat!(
+    "SELECT id, state, unique_key FROM {s}.jobs
+      WHERE ",
+    job_filter!(),
+    " AND id > $7 AND id <= $8
+      ORDER BY id LIMIT $9
+        FOR UPDATE"
+);
 
+/// Adds a chunk's counts and moves the cursor.
 pub(crate) const ADVANCE_SQL: &str = "UPDATE {s}.operations
     SET affected = affected + $2, skipped = skipped + $3, done_through = $4, state = $5,
         updated_at = $6, finished_at = $7
   WHERE id = $1";
 
+/// Cancels the operation `$1` if it is running.
 pub(crate) const CANCEL_SQL: &str = "UPDATE {s}.operations
     SET state = 'cancelled', updated_at = $2, finished_at = $2
   WHERE id = $1 AND state = 'running'";
@@ -75,22 +99,23 @@ pub(crate) const CANCEL_SQL: &str = "UPDATE {s}.operations
 pub(crate) const HELD_KEYS_SQL: &str =
     "SELECT unique_key FROM {s}.jobs_active WHERE unique_key = ANY ($1)";
 
-pub(crate) fn retry_many_sql() -> String {
-    format!(
-        "WITH r AS (
-            UPDATE {{s}}.jobs SET state = 'available', run_at = $2, finished_at = NULL,
-                   result = NULL, cancel_requested = false, worker_id = NULL,
-                   lease_expires_at = NULL, max_attempts = greatest(max_attempts, attempt + 1)
-             WHERE id = ANY ($1) AND state IN ('scheduled', 'completed', 'failed', 'cancelled')
-            RETURNING queue, state
-        )
-        SELECT (SELECT count(*) FROM r) AS n,
-               (SELECT coalesce(array_agg(DISTINCT queue), '{{}}') FROM r) AS queues,
-               {notify}",
-        notify = crate::job::notify_fragment("r", "$3")
+/// Makes the jobs `$1` that are scheduled or finished available now; how many, the queues, and
+/// the wake-ups.
+pub(crate) const RETRY_MANY_SQL: &str = concat!(
+    "WITH r AS (
+        UPDATE {s}.jobs SET state = 'available', run_at = $2, finished_at = NULL,
+               result = NULL, cancel_requested = false, worker_id = NULL,
+               lease_expires_at = NULL, max_attempts = greatest(max_attempts, attempt + 1)
+         WHERE id = ANY ($1) AND state IN ('scheduled', 'completed', 'failed', 'cancelled')
+        RETURNING queue, state
     )
-}
+    SELECT (SELECT count(*) FROM r) AS n,
+           (SELECT coalesce(array_agg(DISTINCT queue), '{}') FROM r) AS queues,
+           ",
+    crate::job::notify_fragment!("r", "$3")
+);
 
+/// Cancels the jobs `$1` that wait and asks the running ones to stop; how many.
 pub(crate) const CANCEL_MANY_SQL: &str = "WITH c AS (
         UPDATE {s}.jobs SET state = 'cancelled', finished_at = $2
          WHERE id = ANY ($1) AND state IN ('scheduled', 'available')
@@ -102,6 +127,7 @@ pub(crate) const CANCEL_MANY_SQL: &str = "WITH c AS (
     )
     SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM r)";
 
+/// Deletes the jobs `$1` that are not running; how many.
 pub(crate) const DELETE_MANY_SQL: &str = "WITH d AS (
         DELETE FROM {s}.jobs WHERE id = ANY ($1) AND state <> 'running' RETURNING id
     )

@@ -10,12 +10,15 @@ use spooler_core::{JobState, QueueInfo, StoreError, StoreResult};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
+/// How many jobs each queue holds in each state, and its oldest available job's `run_at`.
 pub(crate) const COUNTS_SQL: &str = "SELECT queue, state, count(*)::int8,
         min(run_at) FILTER (WHERE state = 'available')
    FROM {s}.jobs GROUP BY queue, state";
 
+/// The paused queues.
 pub(crate) const PAUSED_SQL: &str = "SELECT queue FROM {s}.paused_queues";
 
+/// Pauses the queue `$1` (at `$2`); pausing a paused queue changes nothing.
 pub(crate) const PAUSE_SQL: &str = "INSERT INTO {s}.paused_queues (queue, paused_at) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING";
 
 /// Resuming wakes the queue's workers: its available jobs may be claimed again.
@@ -23,11 +26,18 @@ pub(crate) const RESUME_SQL: &str =
     "WITH r AS (DELETE FROM {s}.paused_queues WHERE queue = $1 RETURNING queue)
     SELECT pg_notify($2, queue) FROM r";
 
+/// Makes two processes configuring at once take turns instead of colliding on the primary key.
+pub(crate) const CONFIGURE_LOCK_SQL: &str = "LOCK TABLE {s}.queue_settings IN EXCLUSIVE MODE";
+
+/// Deletes every queue's defaults, in the transaction that stores the new ones.
+pub(crate) const CONFIGURE_CLEAR_SQL: &str = "DELETE FROM {s}.queue_settings";
+
 /// Stores defaults given as arrays (after the old ones were deleted in the same transaction).
 pub(crate) const CONFIGURE_SQL: &str =
     "INSERT INTO {s}.queue_settings (queue, max_attempts, timeout_ms, updated_at)
     SELECT q, m, t, $4 FROM unnest($1::text[], $2::int4[], $3::int8[]) AS u(q, m, t)";
 
+/// Every queue's stored defaults.
 pub(crate) const SETTINGS_SQL: &str =
     "SELECT queue, max_attempts, timeout_ms FROM {s}.queue_settings ORDER BY queue";
 
@@ -57,23 +67,14 @@ impl QueueStore for PgStore {
                     .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1))
             })
             .collect();
-        // One transaction replaces the lot; the lock makes two processes configuring at once
-        // take turns instead of colliding on the primary key.
+        // One transaction replaces the lot, under the lock.
         let mut tx = self.inner.pool.begin().await.map_err(map)?;
-        sqlx::query(&format!(
-            "LOCK TABLE \"{}\".queue_settings IN EXCLUSIVE MODE",
-            self.inner.schema
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-        sqlx::query(&format!(
-            "DELETE FROM \"{}\".queue_settings",
-            self.inner.schema
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
+        for sql in [
+            &self.inner.sql.queue_settings_lock,
+            &self.inner.sql.queue_settings_clear,
+        ] {
+            sqlx::query(sql).execute(&mut *tx).await.map_err(map)?;
+        }
         sqlx::query(&self.inner.sql.queue_configure)
             .bind(&queues)
             .bind(&attempts)

@@ -11,6 +11,7 @@ use spooler_core::{StoreError, StoreResult, WorkerInfo};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
+/// Records the worker `$1` as seen at `$8`, with what it runs.
 pub(crate) const HEARTBEAT_SQL: &str = "INSERT INTO {s}.workers
         (id, host, pid, queues, kinds, running, started_at, last_seen_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -19,10 +20,12 @@ pub(crate) const HEARTBEAT_SQL: &str = "INSERT INTO {s}.workers
            kinds = EXCLUDED.kinds, running = EXCLUDED.running,
            started_at = EXCLUDED.started_at, last_seen_at = EXCLUDED.last_seen_at";
 
+/// The workers seen since `$1`.
 pub(crate) const LIST_SQL: &str =
     "SELECT id, host, pid, queues, kinds, running, started_at, last_seen_at
    FROM {s}.workers WHERE last_seen_at >= $1 ORDER BY id";
 
+/// Forgets the worker `$1`.
 pub(crate) const REMOVE_SQL: &str = "DELETE FROM {s}.workers WHERE id = $1";
 
 #[async_trait]

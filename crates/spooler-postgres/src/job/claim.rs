@@ -1,7 +1,7 @@
 //! Claim (from many queues by one statement, from one by the function `claim_one`), the plan
 //! of a claim ([`PgStore::explain_claim`]) and lease extension.
 
-use super::{J_COLS, JOB_COLS, decode};
+use super::{decode, j_cols, job_cols};
 use crate::error::{again_if_moved, map};
 use crate::{Inner, PgStore};
 use chrono::{DateTime, Utc};
@@ -14,37 +14,38 @@ use std::collections::{HashMap, HashSet};
 /// The claim. Each asked-for, unpaused queue is probed on the partial index `jobs_claim` with
 /// `queue = q.name`, so the index hands rows over already in claim order and `LIMIT` stops the scan
 /// after `limit` rows however deep the backlog; the outer sort orders at most `limit` rows per queue.
-pub(crate) fn claim_sql() -> String {
-    format!(
-        "WITH c AS (
-            SELECT x.id
-              FROM unnest($1::text[]) AS q(name)
-             CROSS JOIN LATERAL (
-                SELECT a.id, a.priority, a.run_at FROM {{s}}.jobs_active a
-                 WHERE a.state = 'available' AND a.queue = q.name AND a.kind = ANY($2)
-                 ORDER BY a.priority DESC, a.run_at, a.id
-                 LIMIT $3
-                 FOR UPDATE SKIP LOCKED
-             ) x
-             WHERE NOT EXISTS (SELECT 1 FROM {{s}}.paused_queues p WHERE p.queue = q.name)
-             ORDER BY x.priority DESC, x.run_at, x.id
+pub(crate) const CLAIM_SQL: &str = concat!(
+    "WITH c AS (
+        SELECT x.id
+          FROM unnest($1::text[]) AS q(name)
+         CROSS JOIN LATERAL (
+            SELECT a.id, a.priority, a.run_at FROM {s}.jobs_active a
+             WHERE a.state = 'available' AND a.queue = q.name AND a.kind = ANY($2)
+             ORDER BY a.priority DESC, a.run_at, a.id
              LIMIT $3
-        )
-        UPDATE {{s}}.jobs_active j
-           SET state = 'running', attempt = j.attempt + 1, started_at = $4,
-               lease_expires_at = $5, worker_id = $6
-          FROM c WHERE j.id = c.id
-        RETURNING {J_COLS}"
+             FOR UPDATE SKIP LOCKED
+         ) x
+         WHERE NOT EXISTS (SELECT 1 FROM {s}.paused_queues p WHERE p.queue = q.name)
+         ORDER BY x.priority DESC, x.run_at, x.id
+         LIMIT $3
     )
-}
+    UPDATE {s}.jobs_active j
+       SET state = 'running', attempt = j.attempt + 1, started_at = $4,
+           lease_expires_at = $5, worker_id = $6
+      FROM c WHERE j.id = c.id
+    RETURNING ",
+    j_cols!()
+);
 
 /// The claim from one queue, what a worker's producer asks for: the function of migration 3, whose
 /// plan is made once per connection (see that migration). `$1` is the queue's name.
-pub(crate) fn claim_one_sql() -> String {
-    format!("SELECT {JOB_COLS} FROM {{s}}.claim_one($1, $2, $3, $4, $5, $6)")
-}
+pub(crate) const CLAIM_ONE_SQL: &str = concat!(
+    "SELECT ",
+    job_cols!(),
+    " FROM {s}.claim_one($1, $2, $3, $4, $5, $6)"
+);
 
-/// The signature of the function [`claim_one_sql`] calls.
+/// The signature of the function [`CLAIM_ONE_SQL`] calls.
 pub(crate) const CLAIM_ONE_FN: &str =
     "{s}.claim_one(text, text[], bigint, timestamptz, timestamptz, text)";
 
@@ -143,10 +144,10 @@ async fn explain_claim_one(
     claim: &JobClaim,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<PgRow>> {
-    let function = CLAIM_ONE_FN.replace("{s}", &format!("\"{}\"", inner.schema));
+    let function = &inner.sql.claim_one_fn;
     let source: String =
         sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE oid = $1::regprocedure")
-            .bind(&function)
+            .bind(function)
             .fetch_one(&mut *conn)
             .await
             .map_err(map)?;
@@ -187,6 +188,8 @@ async fn explain_claim_one(
     Ok(rows)
 }
 
+/// Extends the leases `($1[i], $2[i])` still held to `$3`; returns those it extended, with
+/// whether a cancel was asked.
 pub(crate) const EXTEND_SQL: &str =
     "WITH u AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS u(id, attempt))
     UPDATE {s}.jobs_active j SET lease_expires_at = $3

@@ -33,33 +33,32 @@ pub(super) async fn finish_many(inner: &Inner, finishes: &[JobFinish]) -> StoreR
         .collect())
 }
 
-/// Writes decided transitions ([`Transition`](spooler_core::Transition)), fenced by (id, attempt) on running jobs; the
-/// statement decides nothing.
-pub(crate) fn finish_sql() -> String {
-    format!(
-        "WITH u AS (
-            SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[],
-                                 $5::timestamptz[], $6::jsonb[], $7::jsonb[], $8::int4[])
-              AS u(id, attempt, state, run_at, finished_at, err, result, max_attempts)
-        ), done AS (
-            UPDATE {{s}}.jobs j SET
-                state = u.state,
-                run_at = coalesce(u.run_at, j.run_at),
-                finished_at = u.finished_at,
-                errors = CASE WHEN u.err IS NULL THEN j.errors
-                              ELSE j.errors || jsonb_build_array(u.err) END,
-                result = u.result,
-                max_attempts = coalesce(u.max_attempts, j.max_attempts),
-                lease_expires_at = NULL,
-                worker_id = NULL
-              FROM u
-             WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
-            RETURNING j.id, j.attempt, j.queue, j.state
-        )
-        SELECT done.id, done.attempt, done.queue, done.state, {notify} FROM done",
-        notify = notify_fragment("done", "$9")
+/// Writes decided transitions ([`Transition`](spooler_core::Transition)), fenced by (id, attempt)
+/// on running jobs; the statement decides nothing.
+pub(crate) const FINISH_SQL: &str = concat!(
+    "WITH u AS (
+        SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[],
+                             $5::timestamptz[], $6::jsonb[], $7::jsonb[], $8::int4[])
+          AS u(id, attempt, state, run_at, finished_at, err, result, max_attempts)
+    ), done AS (
+        UPDATE {s}.jobs j SET
+            state = u.state,
+            run_at = coalesce(u.run_at, j.run_at),
+            finished_at = u.finished_at,
+            errors = CASE WHEN u.err IS NULL THEN j.errors
+                          ELSE j.errors || jsonb_build_array(u.err) END,
+            result = u.result,
+            max_attempts = coalesce(u.max_attempts, j.max_attempts),
+            lease_expires_at = NULL,
+            worker_id = NULL
+          FROM u
+         WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
+        RETURNING j.id, j.attempt, j.queue, j.state
     )
-}
+    SELECT done.id, done.attempt, done.queue, done.state, ",
+    notify_fragment!("done", "$9"),
+    " FROM done"
+);
 
 /// The facts [`decide`] reads, of the running jobs the leases still hold, locked until the write.
 pub(crate) const FACTS_SQL: &str =

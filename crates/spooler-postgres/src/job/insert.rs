@@ -2,7 +2,7 @@
 //! with [`PgStore::job_insert_tx`], and the `unique_key` handling (duplicates resolve to the job
 //! holding the key).
 
-use super::{JOB_COLS, UNFINISHED, decode, notify_fragment};
+use super::{decode, job_cols, notify_fragment, unfinished};
 use crate::error::map;
 use crate::{Inner, PgStore};
 use chrono::{DateTime, Utc};
@@ -20,47 +20,53 @@ struct Fresh {
     timeout_ms: Option<i64>,
 }
 
-/// The insert; the job's `max_attempts` and `timeout_ms`, when unset, come from the queue's
-/// stored defaults, then the global default (`$13`), the rule of
-/// [`QueueSettings::fill`](spooler_core::store::QueueSettings::fill) written in SQL to keep one
-/// round trip; with `notify`, it also sends the wake-ups, delivered at its transaction's commit.
-pub(crate) fn insert_sql(notify: bool) -> String {
-    let notify = if notify {
-        notify_fragment("ins", "$12")
-    } else {
-        "$12::text AS channel".to_string()
-    };
-    format!(
-        "WITH input AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int4[], $5::timestamptz[],
-                                 $6::int4[], $7::int8[], $8::text[], $9::jsonb[], $10::int8[])
-              WITH ORDINALITY AS i(queue, kind, args, priority, run_at, max_attempts, timeout_ms,
-                                   unique_key, tags, routed_from, ord)
-        ), ins AS (
-            INSERT INTO {{s}}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
-                                   created_at, timeout_ms, unique_key, tags, routed_from)
-            SELECT i.queue, i.kind, i.args,
-                   CASE WHEN coalesce(i.run_at, $11) > $11 THEN 'scheduled' ELSE 'available' END,
-                   i.priority, coalesce(i.max_attempts, qs.max_attempts, $13),
-                   coalesce(i.run_at, $11), $11, coalesce(i.timeout_ms, qs.timeout_ms),
-                   i.unique_key,
-                   CASE WHEN i.tags = '[]'::jsonb THEN '{{}}'::text[]
-                        ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags)) END,
-                   i.routed_from
-              FROM input i LEFT JOIN {{s}}.queue_settings qs ON qs.queue = i.queue
-             ORDER BY i.ord
-            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING id, unique_key, queue, state, max_attempts, timeout_ms
+/// The `unnest` insert, its result ending with `$returned`; the job's `max_attempts` and
+/// `timeout_ms`, when unset, come from the queue's stored defaults, then the global default
+/// (`$13`), the rule of [`QueueSettings::fill`](spooler_core::store::QueueSettings::fill) written
+/// in SQL to keep one round trip.
+macro_rules! insert_unnest {
+    ($returned:expr) => {
+        concat!(
+            "WITH input AS (
+                SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int4[], $5::timestamptz[],
+                                     $6::int4[], $7::int8[], $8::text[], $9::jsonb[], $10::int8[])
+                  WITH ORDINALITY AS i(queue, kind, args, priority, run_at, max_attempts, timeout_ms,
+                                       unique_key, tags, routed_from, ord)
+            ), ins AS (
+                INSERT INTO {s}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
+                                       created_at, timeout_ms, unique_key, tags, routed_from)
+                SELECT i.queue, i.kind, i.args,
+                       CASE WHEN coalesce(i.run_at, $11) > $11 THEN 'scheduled' ELSE 'available' END,
+                       i.priority, coalesce(i.max_attempts, qs.max_attempts, $13),
+                       coalesce(i.run_at, $11), $11, coalesce(i.timeout_ms, qs.timeout_ms),
+                       i.unique_key,
+                       CASE WHEN i.tags = '[]'::jsonb THEN '{}'::text[]
+                            ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags)) END,
+                       i.routed_from
+                  FROM input i LEFT JOIN {s}.queue_settings qs ON qs.queue = i.queue
+                 ORDER BY i.ord
+                ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+                RETURNING id, unique_key, queue, state, max_attempts, timeout_ms
+            )
+            SELECT ins.id, ins.unique_key, ins.max_attempts, ins.timeout_ms, ",
+            $returned,
+            " FROM ins"
         )
-        SELECT ins.id, ins.unique_key, ins.max_attempts, ins.timeout_ms, {notify} FROM ins"
-    )
+    };
 }
+
+/// The insert that also sends the wake-ups, delivered at its transaction's commit (for the
+/// caller's transactions).
+pub(crate) const INSERT_NOTIFY_SQL: &str = insert_unnest!(notify_fragment!("ins", "$12"));
+
+/// The insert whose wake-ups the notifier sends after the commit (`$12` is unused).
+pub(crate) const INSERT_SQL: &str = insert_unnest!("$12::text AS channel");
 
 /// The insert of one job by the store itself (no `NOTIFY`): a plain `VALUES` row, which plans in a
 /// fraction of the time of the `unnest` form. With custom plans (see `PgStore::connect_with`) that
 /// planning is on every single enqueue's path. Same parameters and result columns as
-/// [`insert_sql`], each array replaced by its one element.
-pub(crate) fn insert_one_sql() -> String {
+/// [`INSERT_SQL`], each array replaced by its one element.
+pub(crate) const INSERT_ONE_SQL: &str =
     "INSERT INTO {s}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
                                   created_at, timeout_ms, unique_key, tags, routed_from)
      VALUES ($1, $2, $3,
@@ -71,20 +77,23 @@ pub(crate) fn insert_one_sql() -> String {
              coalesce($7, (SELECT timeout_ms FROM {s}.queue_settings WHERE queue = $1)),
              $8, $9, $10)
      ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-     RETURNING id, unique_key, max_attempts, timeout_ms"
-        .to_string()
-}
+     RETURNING id, unique_key, max_attempts, timeout_ms";
 
-pub(crate) fn existing_unique_sql() -> String {
-    format!(
-        "SELECT {JOB_COLS} FROM {{s}}.jobs
-          WHERE unique_key = ANY($1) AND unique_key IS NOT NULL AND state IN {UNFINISHED}"
-    )
-}
+/// The unfinished jobs holding any of the unique keys `$1`.
+pub(crate) const EXISTING_UNIQUE_SQL: &str = concat!(
+    "SELECT ",
+    job_cols!(),
+    " FROM {s}.jobs
+      WHERE unique_key = ANY($1) AND unique_key IS NOT NULL AND state IN ",
+    unfinished!()
+);
 
-pub(crate) fn latest_by_key_sql() -> String {
-    format!("SELECT {JOB_COLS} FROM {{s}}.jobs WHERE unique_key = $1 ORDER BY id DESC LIMIT 1")
-}
+/// The latest job with the unique key `$1`, finished or not.
+pub(crate) const LATEST_BY_KEY_SQL: &str = concat!(
+    "SELECT ",
+    job_cols!(),
+    " FROM {s}.jobs WHERE unique_key = $1 ORDER BY id DESC LIMIT 1"
+);
 
 pub(super) async fn insert_many(inner: &Inner, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
     if jobs.is_empty() {

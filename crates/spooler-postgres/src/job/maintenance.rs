@@ -60,22 +60,22 @@ async fn rescue_tx(inner: &Inner, rescue: &JobRescue) -> Result<Vec<Written>, sq
     Ok(written)
 }
 
-pub(crate) fn promote_sql() -> String {
-    format!(
-        "WITH c AS (
-            SELECT id FROM {{s}}.jobs_active
-             WHERE state = 'scheduled' AND run_at <= $1
-             ORDER BY run_at, id
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-        ), p AS (
-            UPDATE {{s}}.jobs_active j SET state = 'available' FROM c WHERE j.id = c.id
-            RETURNING j.queue, j.state
-        )
-        SELECT p.queue, count(*) AS n, {notify} FROM p GROUP BY p.queue",
-        notify = notify_fragment("p", "$3")
+/// Makes due scheduled jobs available, oldest first; one row per queue with how many.
+pub(crate) const PROMOTE_SQL: &str = concat!(
+    "WITH c AS (
+        SELECT id FROM {s}.jobs_active
+         WHERE state = 'scheduled' AND run_at <= $1
+         ORDER BY run_at, id
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED
+    ), p AS (
+        UPDATE {s}.jobs_active j SET state = 'available' FROM c WHERE j.id = c.id
+        RETURNING j.queue, j.state
     )
-}
+    SELECT p.queue, count(*) AS n, ",
+    notify_fragment!("p", "$3"),
+    " FROM p GROUP BY p.queue"
+);
 
 pub(super) async fn promote(inner: &Inner, limit: u32) -> StoreResult<u64> {
     if limit == 0 {
@@ -101,6 +101,8 @@ pub(super) async fn promote(inner: &Inner, limit: u32) -> StoreResult<u64> {
     Ok(total)
 }
 
+/// Deletes finished jobs past their state's cutoff (`$1`–`$3`; `$4` is the latest of them), at
+/// most `$5`.
 pub(crate) const PRUNE_SQL: &str = "DELETE FROM {s}.jobs_done WHERE id IN (
         SELECT id FROM {s}.jobs_done
          WHERE finished_at < $4

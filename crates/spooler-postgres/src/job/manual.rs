@@ -1,20 +1,22 @@
 //! Manual actions on one job: cancel, retry and delete.
 
-use super::{JOB_COLS, UNFINISHED, decode, notify_fragment, read};
+use super::{decode, job_cols, notify_fragment, read, unfinished};
 use crate::Inner;
 use crate::error::{again_if_moved, map};
 use spooler_core::{JobId, JobRow, JobState, StoreError, StoreResult};
 
-pub(crate) fn cancel_sql() -> String {
-    format!(
-        "UPDATE {{s}}.jobs SET
-            state = CASE WHEN state = 'running' THEN 'running' ELSE 'cancelled' END,
-            cancel_requested = cancel_requested OR state = 'running',
-            finished_at = CASE WHEN state = 'running' THEN finished_at ELSE $2 END
-          WHERE id = $1 AND state IN {UNFINISHED}
-        RETURNING {JOB_COLS}"
-    )
-}
+/// Cancels an unfinished job: a running one is asked to stop (it stays running until its outcome).
+pub(crate) const CANCEL_SQL: &str = concat!(
+    "UPDATE {s}.jobs SET
+        state = CASE WHEN state = 'running' THEN 'running' ELSE 'cancelled' END,
+        cancel_requested = cancel_requested OR state = 'running',
+        finished_at = CASE WHEN state = 'running' THEN finished_at ELSE $2 END
+      WHERE id = $1 AND state IN ",
+    unfinished!(),
+    "
+    RETURNING ",
+    job_cols!()
+);
 
 pub(super) async fn cancel(inner: &Inner, id: JobId) -> StoreResult<JobRow> {
     let row = again_if_moved(|| {
@@ -31,19 +33,21 @@ pub(super) async fn cancel(inner: &Inner, id: JobId) -> StoreResult<JobRow> {
     }
 }
 
-pub(crate) fn retry_sql() -> String {
-    format!(
-        "WITH r AS (
-            UPDATE {{s}}.jobs SET state = 'available', run_at = $2, finished_at = NULL,
-                   cancel_requested = false,
-                   max_attempts = greatest(max_attempts, attempt + 1)
-             WHERE id = $1 AND state IN ('scheduled', 'completed', 'failed', 'cancelled')
-            RETURNING {JOB_COLS}
-        )
-        SELECT r.*, {notify} FROM r",
-        notify = notify_fragment("r", "$3")
+/// Makes a scheduled or finished job available now, with one attempt more if it had none left.
+pub(crate) const RETRY_SQL: &str = concat!(
+    "WITH r AS (
+        UPDATE {s}.jobs SET state = 'available', run_at = $2, finished_at = NULL,
+               cancel_requested = false,
+               max_attempts = greatest(max_attempts, attempt + 1)
+         WHERE id = $1 AND state IN ('scheduled', 'completed', 'failed', 'cancelled')
+        RETURNING ",
+    job_cols!(),
+    "
     )
-}
+    SELECT r.*, ",
+    notify_fragment!("r", "$3"),
+    " FROM r"
+);
 
 pub(super) async fn retry(inner: &Inner, id: JobId) -> StoreResult<JobRow> {
     let row = again_if_moved(|| {
@@ -71,9 +75,11 @@ pub(super) async fn retry(inner: &Inner, id: JobId) -> StoreResult<JobRow> {
     }
 }
 
-pub(crate) fn delete_sql() -> String {
-    format!("DELETE FROM {{s}}.jobs WHERE id = $1 AND state <> 'running' RETURNING {JOB_COLS}")
-}
+/// Deletes a job that is not running.
+pub(crate) const DELETE_SQL: &str = concat!(
+    "DELETE FROM {s}.jobs WHERE id = $1 AND state <> 'running' RETURNING ",
+    job_cols!()
+);
 
 pub(super) async fn delete(inner: &Inner, id: JobId) -> StoreResult<JobRow> {
     let row = again_if_moved(|| {

@@ -1,6 +1,7 @@
-//! Jobs: the row decoding and the helpers the job statements share, and the [`JobStore`] and
-//! [`JobAdminStore`] implementations, each operation in the submodule of its concern. Every time is
-//! a bind parameter read from the store's clock; batches travel as arrays expanded with `unnest`.
+//! Jobs: the row decoding, the helpers and SQL fragments the job statements share, and the
+//! [`JobStore`] and [`JobAdminStore`] implementations, each operation in the submodule of its
+//! concern. Every time is a bind parameter read from the store's clock; batches travel as arrays
+//! expanded with `unnest`.
 
 pub(crate) mod claim;
 pub(crate) mod finish;
@@ -65,29 +66,48 @@ impl Writes {
 }
 
 /// The job columns, in the order every statement returns them.
-pub(crate) const JOB_COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
-     run_at, created_at, started_at, finished_at, timeout_ms, unique_key, tags, errors, result, \
-     lease_expires_at, worker_id, routed_from, cancel_requested";
+macro_rules! job_cols {
+    () => {
+        "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, \
+         started_at, finished_at, timeout_ms, unique_key, tags, errors, result, lease_expires_at, \
+         worker_id, routed_from, cancel_requested"
+    };
+}
 
 /// The same columns qualified by the alias `j`.
-pub(crate) const J_COLS: &str = "j.id, j.queue, j.kind, j.args, j.state, j.priority, j.attempt, \
-     j.max_attempts, j.run_at, j.created_at, j.started_at, j.finished_at, j.timeout_ms, \
-     j.unique_key, j.tags, j.errors, j.result, j.lease_expires_at, j.worker_id, j.routed_from, \
-     j.cancel_requested";
+macro_rules! j_cols {
+    () => {
+        "j.id, j.queue, j.kind, j.args, j.state, j.priority, j.attempt, j.max_attempts, j.run_at, \
+         j.created_at, j.started_at, j.finished_at, j.timeout_ms, j.unique_key, j.tags, j.errors, \
+         j.result, j.lease_expires_at, j.worker_id, j.routed_from, j.cancel_requested"
+    };
+}
 
-/// `SELECT` fragment that sends one notification per distinct queue of `{cte}` rows that are
-/// `available`: one NOTIFY per queue per statement, never one per job. `$N` is the channel.
-pub(crate) fn notify_fragment(cte: &str, channel_param: &str) -> String {
-    format!(
-        "(SELECT count(*) FROM (SELECT pg_notify({channel_param}, d.queue) \
-         FROM (SELECT DISTINCT queue FROM {cte} WHERE state = 'available') d) n) AS notified"
-    )
+/// `SELECT` fragment that sends one notification per distinct queue of the rows of the CTE `$cte`
+/// that are `available`: one NOTIFY per queue per statement, never one per job. `$channel` is the
+/// parameter (`"$N"`) holding the channel.
+macro_rules! notify_fragment {
+    ($cte:literal, $channel:literal) => {
+        concat!(
+            "(SELECT count(*) FROM (SELECT pg_notify(",
+            $channel,
+            ", d.queue) FROM (SELECT DISTINCT queue FROM ",
+            $cte,
+            " WHERE state = 'available') d) n) AS notified"
+        )
+    };
 }
 
 /// The unfinished states, in which a unique key deduplicates.
-const UNFINISHED: &str = "('scheduled', 'available', 'running')";
+macro_rules! unfinished {
+    () => {
+        "('scheduled', 'available', 'running')"
+    };
+}
 
-/// Decodes one job row selected with [`JOB_COLS`].
+pub(crate) use {j_cols, job_cols, notify_fragment, unfinished};
+
+/// Decodes one job row selected with the columns of `job_cols!`.
 pub(crate) fn decode(row: &PgRow) -> StoreResult<JobRow> {
     let id: i64 = row.try_get("id").map_err(map)?;
     let bad = |message: String| StoreError::Decode { id, message };
