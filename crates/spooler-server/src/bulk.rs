@@ -106,11 +106,22 @@ fn parse_filter(value: &Value) -> Result<JobFilter, ApiError> {
     for (key, v) in obj {
         let field = format!("filter.{key}");
         let text = |v: &Value| match v {
+            Value::String(s) if s.contains('\0') => Err(ApiError::invalid(
+                field.clone(),
+                format!("{field}: text must not contain the NUL character (\\u0000)"),
+            )),
             Value::String(s) if !s.is_empty() => Ok(s.clone()),
             other => Err(ApiError::invalid(
                 field.clone(),
                 format!("{field} must be a non-empty string, not {other}"),
             )),
+        };
+        // Queue and kind names follow the one rule of the API (`wire::validate_name`).
+        let name = |v: &Value| {
+            let s = text(v)?;
+            crate::wire::validate_name(&s)
+                .map_err(|e| ApiError::invalid(field.clone(), format!("{field}: {e}")))?;
+            Ok::<_, ApiError>(s)
         };
         let time = |v: &Value| -> Result<DateTime<Utc>, ApiError> {
             let s = text(v)?;
@@ -124,8 +135,8 @@ fn parse_filter(value: &Value) -> Result<JobFilter, ApiError> {
                 })
         };
         match key.as_str() {
-            "queue" => filter.queue = Some(text(v)?),
-            "kind" => filter.kind = Some(text(v)?),
+            "queue" => filter.queue = Some(name(v)?),
+            "kind" => filter.kind = Some(name(v)?),
             "tag" => filter.tag = Some(text(v)?),
             "state" => {
                 filter.state = Some(

@@ -217,6 +217,15 @@ pub fn parse_enqueue(body: &Value, prefix: &str, now: DateTime<Utc>) -> Result<N
         (None, Some(d)) => Some(spooler::core::clock::add(now, d)),
         (None, None) => None,
     };
+    // RFC 3339 has four-digit years: a delay reaching past 9999 could not be written back.
+    if let Some(at) = job.run_at
+        && chrono::Datelike::year(&at) > 9999
+    {
+        return Err(ApiError::invalid(
+            name("delay"),
+            format!("{}: the time it names is past the year 9999", name("delay")),
+        ));
+    }
     job.unique_key = field.string("unique_key")?;
     if let Some(tags) = obj.get("tags").filter(|v| !v.is_null()) {
         let wrong = || {
@@ -301,15 +310,26 @@ impl<F: Fn(&str) -> String> FieldReader<'_, F> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => {
-                let n = v.as_i64().ok_or_else(|| self.wrong(key, "an integer", v))?;
-                if n < min || n > max {
+                // JSON does not tell 3 from 3.0 and JSON Schema counts both as integers: a number
+                // with no fractional part is taken as the integer it is.
+                let whole = v.as_f64().filter(|f| f.fract() == 0.0);
+                let n = match v.as_i64() {
+                    Some(n) => Some(n),
+                    None => whole.filter(|f| f.abs() < 9.0e18).map(|f| f as i64),
+                };
+                let out_of_range = match n {
+                    Some(n) => n < min || n > max,
+                    None if whole.is_some() => true,
+                    None => return Err(self.wrong(key, "an integer", v)),
+                };
+                if out_of_range {
                     let field = (self.name)(key);
                     return Err(ApiError::invalid(
                         field.clone(),
-                        format!("{field} must be between {min} and {max}, not {n}"),
+                        format!("{field} must be between {min} and {max}, not {v}"),
                     ));
                 }
-                Ok(Some(n))
+                Ok(n)
             }
         }
     }

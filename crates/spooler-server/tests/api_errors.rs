@@ -648,3 +648,74 @@ fn rand_suffix() -> u64 {
         .as_nanos() as u64;
     nanos ^ ((std::process::id() as u64) << 48)
 }
+
+/// JSON does not tell 3 from 3.0 (and JSON Schema calls both integers): a whole number written
+/// with a fraction is that integer; a real fraction or an out-of-range number is a 422, and so is a
+/// delay naming a time past the year 9999 (RFC 3339 could not write it back).
+#[tokio::test]
+async fn whole_numbers_written_as_floats_are_integers() {
+    let api = Api::new(ServerOptions::default()).await;
+    let (status, job) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(br#"{"kind": "noop", "priority": -3.0, "max_attempts": 2.0, "delay": "1h"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(
+        (job["priority"].as_i64(), job["max_attempts"].as_i64()),
+        (Some(-3), Some(2))
+    );
+    for (body, field) in [
+        (&br#"{"kind": "noop", "priority": 1.5}"#[..], "priority"),
+        (br#"{"kind": "noop", "priority": 1e300}"#, "priority"),
+        (
+            br#"{"kind": "noop", "max_attempts": 18446744073709551615}"#,
+            "max_attempts",
+        ),
+        (br#"{"kind": "noop", "max_attempts": 0.0}"#, "max_attempts"),
+        (
+            br#"{"kind": "noop", "delay": "99999999999s99999999999s99999999999s"}"#,
+            "delay",
+        ),
+    ] {
+        let got = api.call(Method::POST, "/v1/jobs", Some(body)).await;
+        check(
+            &String::from_utf8_lossy(body),
+            got,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(field),
+            &[field],
+        );
+    }
+}
+
+/// A bulk filter's queue and kind follow the name rule of the API; no filter text may hold NUL.
+#[tokio::test]
+async fn bulk_filter_names_follow_the_name_rule() {
+    let api = Api::new(ServerOptions::default()).await;
+    for (body, field) in [
+        (
+            &br#"{"action": "cancel", "filter": {"queue": "a b"}}"#[..],
+            "filter.queue",
+        ),
+        (
+            br#"{"action": "cancel", "filter": {"kind": "/.."}}"#,
+            "filter.kind",
+        ),
+        (
+            br#"{"action": "cancel", "filter": {"tag": "a\u0000"}}"#,
+            "filter.tag",
+        ),
+    ] {
+        let got = api.call(Method::POST, "/v1/jobs/bulk", Some(body)).await;
+        check(
+            &String::from_utf8_lossy(body),
+            got,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(field),
+            &[field],
+        );
+    }
+}

@@ -336,3 +336,55 @@ async fn the_schemas_name_what_the_api_sends() {
     assert!(keys(&error).contains("error"), "{error}");
     worker.shutdown().await.unwrap();
 }
+
+/// The document says what the server enforces, so that a client (or a fuzzer) reading it sends
+/// nothing the server refuses and expects no refusal the server does not make.
+#[test]
+fn the_document_states_the_rules_the_server_enforces() {
+    let doc = document();
+    let enqueue = &doc["components"]["schemas"]["EnqueueRequest"];
+    let props = &enqueue["properties"];
+    let name_pattern = format!("^[!-.0-~]{{1,{}}}$", spooler_server::wire::NAME_MAX_LEN);
+    for field in ["kind", "queue"] {
+        assert_eq!(props[field]["pattern"], json!(name_pattern), "{field}");
+        assert_eq!(props[field]["minLength"], json!(1), "{field}");
+        assert_eq!(
+            props[field]["maxLength"],
+            json!(spooler_server::wire::NAME_MAX_LEN),
+            "{field}"
+        );
+    }
+    assert_eq!(props["priority"]["minimum"], json!(i32::MIN));
+    assert_eq!(props["priority"]["maximum"], json!(i32::MAX));
+    assert_eq!(props["max_attempts"]["minimum"], json!(1));
+    assert_eq!(props["max_attempts"]["maximum"], json!(i32::MAX));
+    let duration = &doc["components"]["schemas"]["Duration"]["pattern"];
+    assert!(duration.is_string());
+    assert_eq!(&props["timeout"]["pattern"], duration);
+    assert!(
+        props["delay"]["pattern"].is_string(),
+        "delay: a duration of at most two parts"
+    );
+    assert!(
+        props["timeout"]["not"]["pattern"].is_string(),
+        "zero is refused"
+    );
+    assert_eq!(
+        enqueue["not"]["required"],
+        json!(["run_at", "delay"]),
+        "run_at and delay exclude each other"
+    );
+    assert_eq!(props["unique_key"]["pattern"], json!("^[^\\u0000]*$"));
+    assert_eq!(props["tags"]["items"]["pattern"], json!("^[^\\u0000]*$"));
+    for action in ["pause", "resume"] {
+        let op = &doc["paths"][format!("/v1/queues/{{name}}/{action}")]["post"];
+        assert_eq!(
+            op["parameters"][0]["schema"]["pattern"],
+            json!(name_pattern)
+        );
+        assert!(
+            op["responses"].get("404").is_some(),
+            "{action}: unknown queue"
+        );
+    }
+}
