@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 version=4.32.5
-venv="${SPOOLER_FUZZ_VENV:-target/fuzz-venv}"
+root="$(pwd)"
+venv="${SPOOLER_FUZZ_VENV:-$root/target/fuzz-venv}"
 examples="${SPOOLER_FUZZ_EXAMPLES:-450}"    # cases per operation in the fuzzing phase
 min_cases="${SPOOLER_FUZZ_MIN_CASES:-5000}" # cases each token mode must have run
 seed="${SPOOLER_FUZZ_SEED:-$RANDOM}"
@@ -96,11 +97,12 @@ json.dump(doc, sys.stdout)' >"$dir/openapi.json"
     [ "$phases" = stateful ] && workers=1
     out="$dir/schemathesis-$phases.txt"
     set +e
-    "$venv/bin/schemathesis" --config-file tests/fuzz/schemathesis.toml run "$location" "${url_args[@]}" \
+    # From the mode's directory, where schemathesis leaves its cache.
+    (cd "$dir" && "$venv/bin/schemathesis" --config-file "$root/tests/fuzz/schemathesis.toml" run "$location" "${url_args[@]}" \
       --checks all --mode all --phases "$phases" --generation-allow-x00 false \
       --max-examples "$examples" --seed "$seed" --workers "$workers" --no-shrink \
       --request-timeout 10 --generation-database none \
-      --no-color "${auth[@]}" >"$out" 2>&1
+      --no-color "${auth[@]}") >"$out" 2>&1
     code=$?
     set -e
     cases="$(grep -A1 '^Test cases:' "$out" | tail -n 1 | grep -oE '[0-9]+' | head -n 1 || true)"
