@@ -41,7 +41,8 @@ pub struct JobRow {
     pub state: JobState,
     /// Higher runs first.
     pub priority: i32,
-    /// Attempts begun so far; every claim adds one, and it is the fence of the claim.
+    /// Times its handler started: every claim adds one, and a release of a job that never started
+    /// gives it back.
     pub attempt: i32,
     /// Attempts allowed before the job is `failed`.
     pub max_attempts: i32,
@@ -72,6 +73,10 @@ pub struct JobRow {
     pub routed_from: Option<JobId>,
     /// Set when cancellation of a running job was asked for; the worker stops it.
     pub cancel_requested: bool,
+    /// The fencing token of its latest claim: every claim adds one, nothing takes one away, so a
+    /// late write from an earlier claim ([`LeaseRef`](crate::store::LeaseRef)) is always rejected.
+    #[serde(default, skip_serializing)]
+    pub fence: i32,
 }
 
 impl JobRow {
@@ -88,7 +93,7 @@ impl JobRow {
     pub fn lease(&self) -> crate::store::LeaseRef {
         crate::store::LeaseRef {
             id: self.id,
-            attempt: self.attempt,
+            fence: self.fence,
         }
     }
 }
@@ -215,6 +220,7 @@ impl NewJob {
             worker_id: None,
             routed_from: self.routed_from,
             cancel_requested: false,
+            fence: 0,
         }
     }
 

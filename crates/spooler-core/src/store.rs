@@ -1,8 +1,8 @@
 //! The `Store` trait: every storage operation the runtime, server and CLI need, one params struct each.
 //!
-//! Every write on a running job is fenced by the [`LeaseRef`] (id and attempt) it was claimed with:
-//! each claim adds one to `attempt`, so a worker whose lease was lost and whose job was claimed again
-//! presents a stale attempt and its write changes nothing.
+//! Every write on a running job is fenced by the [`LeaseRef`] (id and fence) it was claimed with:
+//! each claim adds one to `fence`, so a worker whose lease was lost and whose job was claimed again
+//! presents a stale fence and its write changes nothing.
 
 use crate::error::StoreError;
 use crate::job::{JobId, JobRow, NewJob};
@@ -28,13 +28,16 @@ pub struct Capabilities {
     pub transactional_enqueue: bool,
 }
 
-/// The fence of one claim: a job id and the attempt number the claim gave it.
+/// The fence of one claim: a job id and the claim's fencing token, which every claim raises by one
+/// and nothing lowers. A release gives back the attempt of a job that never started, so two
+/// claims can share an attempt number, but never a fence: an answer about one claim never
+/// touches another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LeaseRef {
     /// The job.
     pub id: JobId,
-    /// The attempt the claim set.
-    pub attempt: i32,
+    /// The claim's fencing token ([`JobRow::fence`](crate::JobRow::fence)).
+    pub fence: i32,
 }
 
 /// The result of inserting one job.
@@ -115,8 +118,13 @@ pub enum Outcome {
         /// When to run again.
         until: DateTime<Utc>,
     },
-    /// Given back unfinished (worker shutting down): `available` at once, the attempt not spent.
+    /// Given back before its handler started (a prefetched job released unspent): `available` at
+    /// once, its attempt given back (`attempt` counts the times the handler started).
     Released,
+    /// Stopped unfinished after its handler started, by a worker shutting down past its grace
+    /// period: `available` at once; the attempt counts, and `max_attempts` grows by one, so a
+    /// deploy spends none.
+    Interrupted,
     /// The lease lapsed without a result (written by the rescuer, never by a worker): like
     /// `Retry` with a "lease expired" error, run again at `at`.
     LeaseExpired {

@@ -2,7 +2,7 @@
 //! lease lapsed) and the facts of the job to the [`Transition`] a store writes.
 //!
 //! The executor and the rescuer both end attempts through this function, and stores call it inside
-//! the transaction that writes the result, with the facts read under the (id, attempt) fence: a
+//! the transaction that writes the result, with the facts read under the (id, fence) of the claim: a
 //! cancel asked for a moment before the write is seen, and no SQL statement derives a state itself.
 
 use crate::job::AttemptError;
@@ -14,7 +14,7 @@ use serde_json::Value;
 /// What the decision depends on besides the outcome, as stored at the moment of the write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
-    /// The attempt the claim gave the job (the fence).
+    /// The job's attempt (times its handler started, this run included).
     pub attempt: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
@@ -22,16 +22,6 @@ pub struct Facts {
     pub cancel_requested: bool,
     /// The worker holding the lease, named in a "lease expired" error.
     pub worker_id: Option<String>,
-}
-
-impl Facts {
-    /// The facts of an outcome that reads none but the attempt (see [`Outcome::reads_facts`]).
-    pub fn of_attempt(attempt: i32) -> Self {
-        Self {
-            attempt,
-            ..Self::default()
-        }
-    }
 }
 
 impl From<&crate::job::JobRow> for Facts {
@@ -59,19 +49,19 @@ pub struct Transition {
     pub error: Option<AttemptError>,
     /// The handler's result (written for `completed`; `None` clears it otherwise).
     pub result: Option<Value>,
-    /// A new `max_attempts` (one more after a snooze or release, which spend no attempt); `None`
-    /// keeps it.
+    /// A new `max_attempts` (one more after a snooze or an interrupted run, which spend no
+    /// attempt); `None` keeps it.
     pub max_attempts: Option<i32>,
+    /// A new `attempt` (one less after a release: the handler never started); `None` keeps it.
+    pub attempt: Option<i32>,
 }
 
 impl Outcome {
-    /// Whether [`decide`] reads [`Facts`] beyond the attempt for this outcome. A store decides the
-    /// others (a completion above all) from the lease alone, without reading the job first.
+    /// Whether [`decide`] reads [`Facts`] for this outcome. A store decides the others (a
+    /// completion above all) from the lease alone, without reading the job first, with
+    /// `Facts::default()`.
     pub fn reads_facts(&self) -> bool {
-        !matches!(
-            self,
-            Outcome::Completed { .. } | Outcome::Failed { .. } | Outcome::Cancelled { .. }
-        )
+        !matches!(self, Outcome::Completed { .. } | Outcome::Cancelled { .. })
     }
 }
 
@@ -89,8 +79,9 @@ pub fn lease_expired_message(worker_id: Option<&str>) -> String {
 /// - An error that may be retried (a handler's `Retry`, a panic, a timeout, a lapsed lease) keeps
 ///   the error and runs again at the backoff's `at` (`scheduled`, or `available` when due), unless
 ///   the attempts are spent (`failed`) or cancellation was asked for (`cancelled`).
-/// - A snooze or release gives the attempt back (`max_attempts` + 1) and runs again at its time,
-///   unless cancellation was asked for (`cancelled`).
+/// - A snooze or an interrupted run spends no attempt (`max_attempts` + 1) and runs again at its
+///   time; a release (the handler never started) gives the attempt back (`attempt` − 1) and runs
+///   again now; each unless cancellation was asked for (`cancelled`).
 pub fn decide(outcome: &Outcome, facts: &Facts, now: DateTime<Utc>) -> Transition {
     let error = |message: &str| {
         Some(AttemptError {
@@ -106,6 +97,7 @@ pub fn decide(outcome: &Outcome, facts: &Facts, now: DateTime<Utc>) -> Transitio
         error,
         result: None,
         max_attempts: None,
+        attempt: None,
     };
     let again =
         |at: DateTime<Utc>, error: Option<AttemptError>, max_attempts: Option<i32>| Transition {
@@ -119,6 +111,7 @@ pub fn decide(outcome: &Outcome, facts: &Facts, now: DateTime<Utc>) -> Transitio
             error,
             result: None,
             max_attempts,
+            attempt: None,
         };
     let retry = |message: &str, at: DateTime<Utc>| {
         if facts.cancel_requested {
@@ -129,7 +122,8 @@ pub fn decide(outcome: &Outcome, facts: &Facts, now: DateTime<Utc>) -> Transitio
             again(at, error(message), None)
         }
     };
-    let give_back = |at: DateTime<Utc>| {
+    // A snooze or an interrupted run started the handler: the attempt counts, one more is allowed.
+    let spend_none = |at: DateTime<Utc>| {
         if facts.cancel_requested {
             end(JobState::Cancelled, None)
         } else {
@@ -147,8 +141,14 @@ pub fn decide(outcome: &Outcome, facts: &Facts, now: DateTime<Utc>) -> Transitio
         Outcome::LeaseExpired { at } => {
             retry(&lease_expired_message(facts.worker_id.as_deref()), *at)
         }
-        Outcome::Snoozed { until } => give_back(*until),
-        Outcome::Released => give_back(now),
+        Outcome::Snoozed { until } => spend_none(*until),
+        Outcome::Interrupted => spend_none(now),
+        // The handler never started: the attempt the claim counted is given back.
+        Outcome::Released if facts.cancel_requested => end(JobState::Cancelled, None),
+        Outcome::Released => Transition {
+            attempt: Some((facts.attempt - 1).max(0)),
+            ..again(now, None, None)
+        },
     }
 }
 
@@ -201,6 +201,7 @@ mod tests {
             Outcome::LeaseExpired { at: later() },
             Outcome::Snoozed { until: later() },
             Outcome::Released,
+            Outcome::Interrupted,
         ]
     }
 
@@ -270,10 +271,11 @@ mod tests {
             Outcome::LeaseExpired { at: later() },
             Outcome::Snoozed { until: later() },
             Outcome::Released,
+            Outcome::Interrupted,
         ] {
             let t = decide(&outcome, &facts(1, 3, true), now());
             assert_eq!(t.state, JobState::Cancelled, "{outcome:?}");
-            assert_eq!(t.max_attempts, None, "{outcome:?}");
+            assert_eq!((t.max_attempts, t.attempt), (None, None), "{outcome:?}");
         }
         // An error is still kept: the attempt failed before it was cancelled.
         let t = decide(
@@ -323,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn snooze_and_release_give_the_attempt_back() {
+    fn a_snooze_or_an_interrupted_run_spends_no_attempt_and_a_release_gives_it_back() {
         let s = decide(
             &Outcome::Snoozed { until: later() },
             &facts(2, 3, false),
@@ -334,15 +336,22 @@ mod tests {
             (JobState::Scheduled, Some(4), Some(later()))
         );
         assert!(s.error.is_none());
+        let i = decide(&Outcome::Interrupted, &facts(2, 3, false), now());
+        assert_eq!(
+            (i.state, i.max_attempts, i.attempt, i.run_at),
+            (JobState::Available, Some(4), None, Some(now()))
+        );
+        // The handler of a released job never started: its attempt is given back, the limit kept,
+        // so releases never push the backoff or the failure closer.
         let r = decide(&Outcome::Released, &facts(2, 3, false), now());
         assert_eq!(
-            (r.state, r.max_attempts, r.run_at),
-            (JobState::Available, Some(4), Some(now()))
+            (r.state, r.max_attempts, r.attempt, r.run_at),
+            (JobState::Available, None, Some(1), Some(now()))
         );
     }
 
     #[test]
-    fn completion_keeps_the_result_and_outcomes_that_read_no_facts_need_only_the_attempt() {
+    fn completion_keeps_the_result_and_outcomes_that_read_no_facts_need_none() {
         let t = decide(
             &Outcome::Completed {
                 result: Some(serde_json::json!({"ok": true})),
@@ -353,13 +362,9 @@ mod tests {
         assert_eq!(t.result, Some(serde_json::json!({"ok": true})));
         for outcome in every_outcome() {
             if !outcome.reads_facts() {
-                let from_lease = Facts {
-                    attempt: 2,
-                    ..Facts::default()
-                };
                 assert_eq!(
                     decide(&outcome, &facts(2, 2, true), now()),
-                    decide(&outcome, &from_lease, now()),
+                    decide(&outcome, &Facts::default(), now()),
                     "{outcome:?}"
                 );
             }

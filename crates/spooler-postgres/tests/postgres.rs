@@ -770,10 +770,10 @@ async fn cached_finish_plan(conn: &mut sqlx::PgConnection) -> String {
             .unwrap_or_else(|| panic!("no prepared statement contains {marker:?}"))
     };
     let finish =
-        name_of("AS u(id, attempt, state, run_at, finished_at, err, result, max_attempts)");
+        name_of("AS u(id, fence, state, run_at, finished_at, err, result, max_attempts, attempt)");
     let sql = format!(
         "EXPLAIN (COSTS OFF) EXECUTE {finish}('{{1}}', '{{1}}', '{{completed}}', '{{NULL}}',
-                                               ARRAY[now()], '{{NULL}}', '{{NULL}}', '{{NULL}}', 'c')"
+                                               ARRAY[now()], '{{NULL}}', '{{NULL}}', '{{NULL}}', 'c', '{{NULL}}')"
     );
     let lines: Vec<String> = sqlx::query_scalar(&sql)
         .fetch_all(&mut *conn)

@@ -199,7 +199,7 @@ pub async fn a_killed_workers_job_is_rescued(url: &str, dir: &Path, lease: &[&st
     // The killed worker's result, arriving late, is rejected.
     let late = store
         .job_finish_many(&[JobFinish {
-            lease: LeaseRef { id, attempt: 1 },
+            lease: LeaseRef { id, fence: 1 },
             outcome: Outcome::Completed { result: None },
         }])
         .await

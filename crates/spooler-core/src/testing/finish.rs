@@ -10,14 +10,15 @@ use crate::store::*;
 use serde_json::json;
 use std::time::Duration;
 
-pub async fn complete_is_fenced_by_the_attempt(h: Harness) {
+pub async fn complete_is_fenced_by_the_claim(h: Harness) {
     insert(&h, job("k")).await;
     let c = claim_one(&h, "k").await;
+    assert_eq!(c.fence, 1, "the first claim's fence");
     let mut stale = c.clone();
-    stale.attempt = 0;
+    stale.fence = 0;
     assert!(
         !finish(&h, &stale, completed()).await,
-        "wrong attempt rejected"
+        "another claim's fence rejected"
     );
     h.clock.advance(Duration::from_secs(1));
     assert!(
@@ -56,7 +57,7 @@ pub async fn finish_many_mixed_outcomes_in_one_call(h: Harness) {
     let c = claim(&h, &["default"], &["k"], 4).await;
     let later = add(h.now(), Duration::from_secs(60));
     let mut stale = c[3].lease();
-    stale.attempt += 5;
+    stale.fence += 5;
     let acks = h
         .store()
         .job_finish_many(&[
@@ -194,18 +195,81 @@ pub async fn snooze_does_not_spend_an_attempt(h: Harness) {
 pub async fn release_makes_available_without_spending_an_attempt(h: Harness) {
     insert(&h, job("k").max_attempts(1)).await;
     let c = claim_one(&h, "k").await;
+    assert_eq!((c.attempt, c.max_attempts), (1, 1));
     assert!(finish(&h, &c, Outcome::Released).await);
     let j = get(&h, c.id).await;
     assert_eq!(j.state, JobState::Available);
-    assert_eq!(j.max_attempts, 2);
+    assert_eq!(
+        j.attempt, 0,
+        "the handler never started: the attempt is given back"
+    );
+    assert_eq!(j.max_attempts, 1, "and the limit stays");
     assert!(j.errors.is_empty());
     assert_eq!(j.worker_id, None);
     let again = claim_one(&h, "k").await;
-    assert_eq!(again.attempt, 2);
+    assert_eq!(again.attempt, 1, "the same attempt number again");
+    assert_ne!(again.lease(), c.lease(), "but another fence");
     assert!(
         !finish(&h, &c, completed()).await,
         "the released claim is dead"
     );
+    assert_eq!(get(&h, c.id).await.state, JobState::Running);
+    assert!(finish(&h, &again, completed()).await);
+}
+
+pub async fn releases_never_inflate_the_attempt_or_the_limit(h: Harness) {
+    insert(&h, job("k").max_attempts(2)).await;
+    let mut leases = Vec::new();
+    for _ in 0..5 {
+        let c = claim_one(&h, "k").await;
+        assert_eq!(c.attempt, 1);
+        assert!(finish(&h, &c, Outcome::Released).await);
+        leases.push(c.lease());
+    }
+    let c = claim_one(&h, "k").await;
+    assert_eq!(
+        (c.attempt, c.max_attempts),
+        (1, 2),
+        "five releases spent nothing: the first failure backs off as attempt 1 does"
+    );
+    leases.push(c.lease());
+    let distinct: std::collections::HashSet<_> = leases.iter().collect();
+    assert_eq!(distinct.len(), leases.len(), "every claim its own fence");
+    // Every earlier claim is dead, whatever its attempt number.
+    for stale in &leases[..5] {
+        let acks = h
+            .store()
+            .job_finish_many(&[JobFinish {
+                lease: *stale,
+                outcome: completed(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(acks, vec![false], "{stale:?}");
+    }
+    let at = add(h.now(), Duration::from_secs(16));
+    assert!(finish(&h, &c, boom(at)).await);
+    let j = get(&h, c.id).await;
+    assert_eq!(
+        (j.state, j.attempt, j.errors.len()),
+        (JobState::Scheduled, 1, 1)
+    );
+    assert_eq!(j.errors[0].attempt, 1);
+}
+
+pub async fn an_interrupted_run_spends_no_attempt(h: Harness) {
+    insert(&h, job("k").max_attempts(1)).await;
+    let c = claim_one(&h, "k").await;
+    assert!(finish(&h, &c, Outcome::Interrupted).await);
+    let j = get(&h, c.id).await;
+    assert_eq!(j.state, JobState::Available);
+    assert_eq!(
+        (j.attempt, j.max_attempts),
+        (1, 2),
+        "the handler started: it counts, one more allowed"
+    );
+    let again = claim_one(&h, "k").await;
+    assert_eq!(again.attempt, 2);
 }
 
 pub async fn retry_of_a_cancel_requested_job_cancels_it(h: Harness) {
@@ -278,6 +342,6 @@ pub async fn retry_of_the_last_attempt_fails_the_job(h: Harness) {
 #[macro_export]
 macro_rules! __conformance_finish {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "finish"; complete_is_fenced_by_the_attempt, finish_many_mixed_outcomes_in_one_call, retry_schedules_and_keeps_the_error, retry_due_now_is_available_at_once, failed_keeps_every_error, snooze_does_not_spend_an_attempt, release_makes_available_without_spending_an_attempt, retry_of_a_cancel_requested_job_cancels_it, snooze_or_release_of_a_cancel_requested_job_cancels_it, a_cancel_requested_job_that_succeeds_is_completed, retry_of_the_last_attempt_fails_the_job);
+        $crate::$m!($($a)*; "finish"; complete_is_fenced_by_the_claim, finish_many_mixed_outcomes_in_one_call, retry_schedules_and_keeps_the_error, retry_due_now_is_available_at_once, failed_keeps_every_error, snooze_does_not_spend_an_attempt, release_makes_available_without_spending_an_attempt, releases_never_inflate_the_attempt_or_the_limit, an_interrupted_run_spends_no_attempt, retry_of_a_cancel_requested_job_cancels_it, snooze_or_release_of_a_cancel_requested_job_cancels_it, a_cancel_requested_job_that_succeeds_is_completed, retry_of_the_last_attempt_fails_the_job);
     };
 }

@@ -109,7 +109,7 @@ pub async fn extended_lease_is_not_rescued(h: Harness) {
     let c = claim_one(&h, "k").await;
     h.clock.advance(Duration::from_secs(20));
     let mut stale = c.lease();
-    stale.attempt = 9;
+    stale.fence = 9;
     let status = h
         .store()
         .job_lease_extend(&LeaseExtend {

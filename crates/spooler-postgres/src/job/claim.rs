@@ -30,7 +30,7 @@ pub(crate) const CLAIM_SQL: &str = concat!(
          LIMIT $3
     )
     UPDATE {s}.jobs_active j
-       SET state = 'running', attempt = j.attempt + 1, started_at = $4,
+       SET state = 'running', attempt = j.attempt + 1, fence = j.fence + 1, started_at = $4,
            lease_expires_at = $5, worker_id = $6
       FROM c WHERE j.id = c.id
     RETURNING ",
@@ -191,10 +191,10 @@ async fn explain_claim_one(
 /// Extends the leases `($1[i], $2[i])` still held to `$3`; returns those it extended, with
 /// whether a cancel was asked.
 pub(crate) const EXTEND_SQL: &str =
-    "WITH u AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS u(id, attempt))
+    "WITH u AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS u(id, fence))
     UPDATE {s}.jobs_active j SET lease_expires_at = $3
-      FROM u WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
-    RETURNING j.id, j.attempt, j.cancel_requested";
+      FROM u WHERE j.id = u.id AND j.fence = u.fence AND j.state = 'running'
+    RETURNING j.id, j.fence, j.cancel_requested";
 
 pub(super) async fn lease_extend(
     inner: &Inner,
@@ -205,11 +205,11 @@ pub(super) async fn lease_extend(
     }
     let now = inner.clock.now();
     let ids: Vec<i64> = extend.leases.iter().map(|l| l.id).collect();
-    let attempts: Vec<i32> = extend.leases.iter().map(|l| l.attempt).collect();
+    let fences: Vec<i32> = extend.leases.iter().map(|l| l.fence).collect();
     let rows = again_if_moved(|| {
         sqlx::query(&inner.sql.extend)
             .bind(&ids)
-            .bind(&attempts)
+            .bind(&fences)
             .bind(add(now, extend.lease))
             .fetch_all(&inner.pool)
     })
@@ -219,7 +219,7 @@ pub(super) async fn lease_extend(
     for row in &rows {
         let lease = LeaseRef {
             id: row.try_get(0).map_err(map)?,
-            attempt: row.try_get(1).map_err(map)?,
+            fence: row.try_get(1).map_err(map)?,
         };
         held.insert(lease, row.try_get(2).map_err(map)?);
     }

@@ -33,13 +33,13 @@ pub(super) async fn finish_many(inner: &Inner, finishes: &[JobFinish]) -> StoreR
         .collect())
 }
 
-/// Writes decided transitions ([`Transition`](spooler_core::Transition)), fenced by (id, attempt)
+/// Writes decided transitions ([`Transition`](spooler_core::Transition)), fenced by (id, fence)
 /// on running jobs; the statement decides nothing.
 pub(crate) const FINISH_SQL: &str = concat!(
     "WITH u AS (
         SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[],
-                             $5::timestamptz[], $6::jsonb[], $7::jsonb[], $8::int4[])
-          AS u(id, attempt, state, run_at, finished_at, err, result, max_attempts)
+                             $5::timestamptz[], $6::jsonb[], $7::jsonb[], $8::int4[], $10::int4[])
+          AS u(id, fence, state, run_at, finished_at, err, result, max_attempts, attempt)
     ), done AS (
         UPDATE {s}.jobs j SET
             state = u.state,
@@ -49,22 +49,23 @@ pub(crate) const FINISH_SQL: &str = concat!(
                           ELSE j.errors || jsonb_build_array(u.err) END,
             result = u.result,
             max_attempts = coalesce(u.max_attempts, j.max_attempts),
+            attempt = coalesce(u.attempt, j.attempt),
             lease_expires_at = NULL,
             worker_id = NULL
           FROM u
-         WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
-        RETURNING j.id, j.attempt, j.queue, j.state
+         WHERE j.id = u.id AND j.fence = u.fence AND j.state = 'running'
+        RETURNING j.id, j.fence, j.queue, j.state
     )
-    SELECT done.id, done.attempt, done.queue, done.state, ",
+    SELECT done.id, done.fence, done.queue, done.state, ",
     notify_fragment!("done", "$9"),
     " FROM done"
 );
 
 /// The facts [`decide`] reads, of the running jobs the leases still hold, locked until the write.
 pub(crate) const FACTS_SQL: &str =
-    "SELECT j.id, j.attempt, j.max_attempts, j.cancel_requested, j.worker_id
+    "SELECT j.id, j.fence, j.attempt, j.max_attempts, j.cancel_requested, j.worker_id
       FROM {s}.jobs_active j
-      JOIN unnest($1::int8[], $2::int4[]) AS u(id, attempt) ON j.id = u.id AND j.attempt = u.attempt
+      JOIN unnest($1::int8[], $2::int4[]) AS u(id, fence) ON j.id = u.id AND j.fence = u.fence
      WHERE j.state = 'running'
        FOR UPDATE OF j";
 
@@ -81,26 +82,23 @@ async fn finish_tx(inner: &Inner, finishes: &[&JobFinish]) -> Result<Vec<Written
     let mut writes = Writes::default();
     if reading.is_empty() {
         for f in finishes {
-            writes.push(
-                f.lease,
-                decide(&f.outcome, &Facts::of_attempt(f.lease.attempt), now),
-            );
+            writes.push(f.lease, decide(&f.outcome, &Facts::default(), now));
         }
         return write(inner, &mut *inner.pool.acquire().await?, &writes).await;
     }
     let mut tx = inner.pool.begin().await?;
     let rows = sqlx::query(&inner.sql.facts)
         .bind(reading.iter().map(|l| l.id).collect::<Vec<_>>())
-        .bind(reading.iter().map(|l| l.attempt).collect::<Vec<_>>())
+        .bind(reading.iter().map(|l| l.fence).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
     let mut facts: HashMap<LeaseRef, Facts> = HashMap::with_capacity(rows.len());
     for row in &rows {
         let lease = LeaseRef {
             id: row.try_get(0)?,
-            attempt: row.try_get(1)?,
+            fence: row.try_get(1)?,
         };
-        facts.insert(lease, facts_of(row, lease.attempt, 2)?);
+        facts.insert(lease, facts_of(row, 2)?);
     }
     for f in finishes {
         let facts = if f.outcome.reads_facts() {
@@ -110,7 +108,7 @@ async fn finish_tx(inner: &Inner, finishes: &[&JobFinish]) -> Result<Vec<Written
                 None => continue,
             }
         } else {
-            Facts::of_attempt(f.lease.attempt)
+            Facts::default()
         };
         writes.push(f.lease, decide(&f.outcome, &facts, now));
     }
@@ -119,13 +117,13 @@ async fn finish_tx(inner: &Inner, finishes: &[&JobFinish]) -> Result<Vec<Written
     Ok(written)
 }
 
-/// Reads `max_attempts, cancel_requested, worker_id` from column `at` on.
-pub(super) fn facts_of(row: &PgRow, attempt: i32, at: usize) -> Result<Facts, sqlx::Error> {
+/// Reads `attempt, max_attempts, cancel_requested, worker_id` from column `at` on.
+pub(super) fn facts_of(row: &PgRow, at: usize) -> Result<Facts, sqlx::Error> {
     Ok(Facts {
-        attempt,
-        max_attempts: row.try_get(at)?,
-        cancel_requested: row.try_get(at + 1)?,
-        worker_id: row.try_get(at + 2)?,
+        attempt: row.try_get(at)?,
+        max_attempts: row.try_get(at + 1)?,
+        cancel_requested: row.try_get(at + 2)?,
+        worker_id: row.try_get(at + 3)?,
     })
 }
 
@@ -140,7 +138,7 @@ pub(super) async fn write(
     }
     let rows = sqlx::query(&inner.sql.finish)
         .bind(&writes.ids)
-        .bind(&writes.attempts)
+        .bind(&writes.fences)
         .bind(&writes.states)
         .bind(&writes.run_ats)
         .bind(&writes.finished_ats)
@@ -148,13 +146,14 @@ pub(super) async fn write(
         .bind(&writes.results)
         .bind(&writes.max_attempts)
         .bind(&inner.channel)
+        .bind(&writes.attempts)
         .fetch_all(conn)
         .await?;
     rows.iter()
         .map(|row| {
             let lease = LeaseRef {
                 id: row.try_get(0)?,
-                attempt: row.try_get(1)?,
+                fence: row.try_get(1)?,
             };
             let state: String = row.try_get(3)?;
             let state = state

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 /// Running jobs whose lease lapsed, oldest lapse first, locked (skipping any another rescuer or
 /// a finishing worker holds) with what deciding their rescue needs.
 pub(crate) const LAPSED_SQL: &str =
-    "SELECT id, attempt, max_attempts, cancel_requested, worker_id, queue, kind
+    "SELECT id, fence, attempt, max_attempts, cancel_requested, worker_id, queue, kind
       FROM {s}.jobs_active
      WHERE state = 'running' AND lease_expires_at < $1
      ORDER BY lease_expires_at
@@ -48,11 +48,11 @@ async fn rescue_tx(inner: &Inner, rescue: &JobRescue) -> Result<Vec<Written>, sq
     for row in &rows {
         let lease = LeaseRef {
             id: row.try_get(0)?,
-            attempt: row.try_get(1)?,
+            fence: row.try_get(1)?,
         };
-        let facts = facts_of(row, lease.attempt, 2)?;
-        let queue: String = row.try_get(5)?;
-        let kind: String = row.try_get(6)?;
+        let facts = facts_of(row, 2)?;
+        let queue: String = row.try_get(6)?;
+        let kind: String = row.try_get(7)?;
         writes.push(lease, rescue.decide(&queue, &kind, &facts, now));
     }
     let written = write(inner, &mut tx, &writes).await?;

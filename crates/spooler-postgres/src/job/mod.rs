@@ -42,19 +42,20 @@ fn available_queues(written: Vec<Written>) -> BTreeSet<String> {
 #[derive(Default)]
 struct Writes {
     ids: Vec<JobId>,
-    attempts: Vec<i32>,
+    fences: Vec<i32>,
     states: Vec<&'static str>,
     run_ats: Vec<Option<DateTime<Utc>>>,
     finished_ats: Vec<Option<DateTime<Utc>>>,
     errors: Vec<Option<Value>>,
     results: Vec<Option<Value>>,
     max_attempts: Vec<Option<i32>>,
+    attempts: Vec<Option<i32>>,
 }
 
 impl Writes {
     fn push(&mut self, lease: LeaseRef, t: Transition) {
         self.ids.push(lease.id);
-        self.attempts.push(lease.attempt);
+        self.fences.push(lease.fence);
         self.states.push(t.state.as_str());
         self.run_ats.push(t.run_at);
         self.finished_ats.push(t.finished_at);
@@ -62,6 +63,7 @@ impl Writes {
             .push(t.error.and_then(|e| serde_json::to_value(e).ok()));
         self.results.push(t.result);
         self.max_attempts.push(t.max_attempts);
+        self.attempts.push(t.attempt);
     }
 }
 
@@ -70,7 +72,7 @@ macro_rules! job_cols {
     () => {
         "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, \
          started_at, finished_at, timeout_ms, unique_key, tags, errors, result, lease_expires_at, \
-         worker_id, routed_from, cancel_requested"
+         worker_id, routed_from, cancel_requested, fence"
     };
 }
 
@@ -79,7 +81,7 @@ macro_rules! j_cols {
     () => {
         "j.id, j.queue, j.kind, j.args, j.state, j.priority, j.attempt, j.max_attempts, j.run_at, \
          j.created_at, j.started_at, j.finished_at, j.timeout_ms, j.unique_key, j.tags, j.errors, \
-         j.result, j.lease_expires_at, j.worker_id, j.routed_from, j.cancel_requested"
+         j.result, j.lease_expires_at, j.worker_id, j.routed_from, j.cancel_requested, j.fence"
     };
 }
 
@@ -140,6 +142,7 @@ pub(crate) fn decode(row: &PgRow) -> StoreResult<JobRow> {
         worker_id: row.try_get("worker_id").map_err(get_err)?,
         routed_from: row.try_get("routed_from").map_err(get_err)?,
         cancel_requested: row.try_get("cancel_requested").map_err(get_err)?,
+        fence: row.try_get("fence").map_err(get_err)?,
     })
 }
 

@@ -31,7 +31,8 @@ pub(crate) fn claim_sql(queues: usize, kinds: usize) -> String {
         )
     };
     format!(
-        "UPDATE spooler_jobs SET state = 'running', attempt = attempt + 1, started_at = ?1, \
+        "UPDATE spooler_jobs SET state = 'running', attempt = attempt + 1, fence = fence + 1, \
+         started_at = ?1, \
          lease_expires_at = ?2, worker_id = ?3 \
          WHERE id IN (SELECT id FROM ({pick})) RETURNING {COLUMNS}"
     )
@@ -103,12 +104,12 @@ pub(crate) async fn lease_extend(db: &Db, extend: &LeaseExtend) -> StoreResult<V
         let until = micros(add(ctx.now, lease));
         let mut stmt = ctx.conn.prepare_cached(
             "UPDATE spooler_jobs SET lease_expires_at = ?1 \
-             WHERE id = ?2 AND attempt = ?3 AND state = 'running' RETURNING cancel_requested",
+             WHERE id = ?2 AND fence = ?3 AND state = 'running' RETURNING cancel_requested",
         )?;
         let mut out = Vec::with_capacity(leases.len());
         for l in &leases {
             let cancel: Option<bool> = stmt
-                .query_row(params![until, l.id, l.attempt], |r| r.get(0))
+                .query_row(params![until, l.id, l.fence], |r| r.get(0))
                 .optional()?;
             out.push(LeaseStatus {
                 id: l.id,

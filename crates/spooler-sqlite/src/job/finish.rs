@@ -33,7 +33,7 @@ pub(crate) async fn finish_many(db: &Db, finishes: &[JobFinish]) -> StoreResult<
                 Finish::Other(other.clone())
             }
         };
-        work.push((f.lease.id, f.lease.attempt, finish));
+        work.push((f.lease.id, f.lease.fence, finish));
     }
     db.write(move |ctx| finish_tx(ctx, work)).await
 }
@@ -41,13 +41,13 @@ pub(crate) async fn finish_many(db: &Db, finishes: &[JobFinish]) -> StoreResult<
 fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<bool>, OpError> {
     let mut acks = vec![false; work.len()];
     let work = complete_many(ctx.conn, micros(ctx.now), work, &mut acks)?;
-    for (i, id, attempt, finish) in work {
-        let lease = LeaseRef { id, attempt };
+    for (i, id, fence, finish) in work {
+        let lease = LeaseRef { id, fence };
         acks[i] = match finish {
             Finish::Completed(result) => {
                 let t = decide(
                     &Outcome::Completed { result: None },
-                    &Facts::of_attempt(attempt),
+                    &Facts::default(),
                     ctx.now,
                 );
                 write_transition(ctx, lease, &t, result)?
@@ -59,7 +59,7 @@ fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<b
                         None => continue,
                     }
                 } else {
-                    Facts::of_attempt(attempt)
+                    Facts::default()
                 };
                 let t = decide(&outcome, &facts, ctx.now);
                 write_transition(ctx, lease, &t, None)?
@@ -73,15 +73,15 @@ fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<b
 fn facts(conn: &Connection, lease: LeaseRef) -> Result<Option<Facts>, OpError> {
     Ok(conn
         .prepare_cached(
-            "SELECT max_attempts, cancel_requested, worker_id FROM spooler_jobs \
-             WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+            "SELECT attempt, max_attempts, cancel_requested, worker_id FROM spooler_jobs \
+             WHERE id = ?1 AND fence = ?2 AND state = 'running'",
         )?
-        .query_row(params![lease.id, lease.attempt], |r| {
+        .query_row(params![lease.id, lease.fence], |r| {
             Ok(Facts {
-                attempt: lease.attempt,
-                max_attempts: r.get(0)?,
-                cancel_requested: r.get(1)?,
-                worker_id: r.get(2)?,
+                attempt: r.get(0)?,
+                max_attempts: r.get(1)?,
+                cancel_requested: r.get(2)?,
+                worker_id: r.get(3)?,
             })
         })
         .optional()?)
@@ -105,8 +105,9 @@ pub(super) fn write_transition(
         .prepare_cached(&format!(
             "UPDATE spooler_jobs SET state = ?1, run_at = coalesce(?2, run_at), finished_at = ?3, \
              errors = CASE WHEN ?4 IS NULL THEN errors ELSE json_insert(errors, '$[#]', json(?4)) END, \
-             result = ?5, max_attempts = coalesce(?6, max_attempts), {CLEAR_LEASE} \
-             WHERE id = ?7 AND attempt = ?8 AND state = 'running' RETURNING queue"
+             result = ?5, max_attempts = coalesce(?6, max_attempts), \
+             attempt = coalesce(?9, attempt), {CLEAR_LEASE} \
+             WHERE id = ?7 AND fence = ?8 AND state = 'running' RETURNING queue"
         ))?
         .query_row(
             params![
@@ -117,7 +118,8 @@ pub(super) fn write_transition(
                 result,
                 t.max_attempts,
                 lease.id,
-                lease.attempt
+                lease.fence,
+                t.attempt
             ],
             |r| r.get(0),
         )
@@ -159,7 +161,7 @@ fn complete_many(
     });
     let mut list = String::from("[");
     let mut listed: Vec<(JobId, usize)> = Vec::with_capacity(if bulk { completions } else { 0 });
-    for (i, (id, attempt, finish)) in work.into_iter().enumerate() {
+    for (i, (id, fence, finish)) in work.into_iter().enumerate() {
         match finish {
             Finish::Completed(result) if bulk => {
                 if !listed.is_empty() {
@@ -175,10 +177,10 @@ fn complete_many(
                     }
                     None => "null".to_string(),
                 };
-                list.push_str(&format!("[{id},{attempt},{result}]"));
+                list.push_str(&format!("[{id},{fence},{result}]"));
                 listed.push((id, i));
             }
-            other => rest.push((i, id, attempt, other)),
+            other => rest.push((i, id, fence, other)),
         }
     }
     if !listed.is_empty() {
@@ -188,7 +190,7 @@ fn complete_many(
                 "UPDATE spooler_jobs SET state = 'completed', finished_at = ?1, \
                  result = f.value ->> 2, {CLEAR_LEASE} \
                  FROM json_each(?2) AS f \
-                 WHERE spooler_jobs.id = f.value ->> 0 AND spooler_jobs.attempt = f.value ->> 1 \
+                 WHERE spooler_jobs.id = f.value ->> 0 AND spooler_jobs.fence = f.value ->> 1 \
                  AND spooler_jobs.state = 'running' \
                  RETURNING spooler_jobs.id"
             ))?

@@ -13,22 +13,22 @@ pub(crate) async fn rescue(db: &Db, rescue: &JobRescue) -> StoreResult<RescueRep
         let lapsed: Vec<(LeaseRef, Facts, String, String)> = ctx
             .conn
             .prepare_cached(
-                "SELECT id, attempt, max_attempts, cancel_requested, worker_id, queue, kind \
+                "SELECT id, fence, attempt, max_attempts, cancel_requested, worker_id, queue, kind \
                  FROM spooler_jobs WHERE state = 'running' AND lease_expires_at < ?1 \
                  ORDER BY lease_expires_at LIMIT ?2",
             )?
             .query_map(params![micros(ctx.now), limit], |r| {
                 let lease = LeaseRef {
                     id: r.get(0)?,
-                    attempt: r.get(1)?,
+                    fence: r.get(1)?,
                 };
                 let facts = Facts {
-                    attempt: lease.attempt,
-                    max_attempts: r.get(2)?,
-                    cancel_requested: r.get(3)?,
-                    worker_id: r.get(4)?,
+                    attempt: r.get(2)?,
+                    max_attempts: r.get(3)?,
+                    cancel_requested: r.get(4)?,
+                    worker_id: r.get(5)?,
                 };
-                Ok((lease, facts, r.get(5)?, r.get(6)?))
+                Ok((lease, facts, r.get(6)?, r.get(7)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
         let mut report = RescueReport::default();

@@ -30,7 +30,7 @@ mod read;
 /// The columns of a job, in the order [`RawJob::from_row`] reads them.
 pub(crate) const COLUMNS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
      run_at, created_at, started_at, finished_at, timeout_ms, unique_key, tags, errors, result, \
-     lease_expires_at, worker_id, routed_from, cancel_requested";
+     lease_expires_at, worker_id, routed_from, cancel_requested, fence";
 
 /// Clears a running job's lease in an `UPDATE … SET`.
 const CLEAR_LEASE: &str = "worker_id = NULL, lease_expires_at = NULL";
@@ -88,6 +88,7 @@ pub(crate) struct RawJob {
     worker_id: Option<String>,
     routed_from: Option<i64>,
     cancel_requested: bool,
+    fence: i32,
 }
 
 impl RawJob {
@@ -115,6 +116,7 @@ impl RawJob {
             worker_id: r.get(18)?,
             routed_from: r.get(19)?,
             cancel_requested: r.get(20)?,
+            fence: r.get(21)?,
         })
     }
 
@@ -170,6 +172,7 @@ impl RawJob {
             worker_id: self.worker_id,
             routed_from: self.routed_from,
             cancel_requested: self.cancel_requested,
+            fence: self.fence,
         })
     }
 }

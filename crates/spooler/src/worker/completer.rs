@@ -116,7 +116,7 @@ async fn write(store: &dyn Store, batch: &[JobFinish], limits: Limits) {
                         metrics::counter!("spooler_jobs_rejected_total").increment(1);
                         tracing::warn!(
                             job = finish.lease.id,
-                            attempt = finish.lease.attempt,
+                            fence = finish.lease.fence,
                             "result rejected: the lease was lost and the job is another worker's now"
                         );
                     }

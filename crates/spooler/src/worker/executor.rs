@@ -148,7 +148,7 @@ async fn run(
         RunEnd::Aborted(Abort::CancelRequested) => Some(Outcome::Cancelled {
             reason: "cancellation requested".into(),
         }),
-        RunEnd::Aborted(Abort::Shutdown) => Some(Outcome::Released),
+        RunEnd::Aborted(Abort::Shutdown) => Some(Outcome::Interrupted),
         RunEnd::Aborted(Abort::LeaseLost) => None,
     };
     match &outcome {
@@ -205,6 +205,7 @@ fn outcome_label(o: &Outcome, next: Option<JobState>) -> &'static str {
         (Outcome::Cancelled { .. }, _) => "cancelled",
         (Outcome::Snoozed { .. }, _) => "snoozed",
         (Outcome::Released, _) => "released",
+        (Outcome::Interrupted, _) => "interrupted",
         (_, Some(JobState::Failed)) => "failed",
         (_, Some(JobState::Cancelled)) => "cancelled",
         _ => "retried",

@@ -198,7 +198,9 @@ async fn a_run_whose_lease_was_lost_is_stopped_and_its_result_rejected(b: &Backe
         .store
         .job_finish_many(&[JobFinish {
             lease: running.lease(),
-            outcome: Outcome::Released,
+            outcome: Outcome::LeaseExpired {
+                at: chrono::Utc::now(),
+            },
         }])
         .await
         .unwrap();
