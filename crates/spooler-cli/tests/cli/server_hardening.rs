@@ -1,6 +1,7 @@
 //! The listener under hostile clients, against the real binary: connections that never finish
-//! their headers or body under a descriptor limit, requests hyper refuses before routing
-//! (answered in JSON), and a thousand long polls on one job, measured in CPU ticks.
+//! their headers or body under a descriptor limit, idle keep-alive connections, requests hyper
+//! refuses before routing (answered in JSON), and a thousand long polls on one job, measured in
+//! CPU ticks.
 
 use crate::server_support::{ServeOptions, Server, spooler, wait_for};
 use serde_json::{Value, json};
@@ -354,5 +355,41 @@ async fn a_thousand_long_polls_on_one_job_cost_little_cpu() {
     assert_eq!(
         answered, 1000,
         "every long poll answers with the cancelled job"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    let server = Limited::start(1024, &["--header-read-timeout", "3s"]).await;
+    let addr = server.addr;
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        // The answer comes on a connection kept alive; then nothing is sent on it.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("\"status\":\"ok\"") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return Err(String::from_utf8_lossy(&got).to_string()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let answered = Instant::now();
+        let closed = closed_by_server(&mut stream, answered + Duration::from_secs(30));
+        Ok((closed, answered.elapsed()))
+    })
+    .await
+    .unwrap();
+    let (closed, after) = closed.unwrap_or_else(|text| panic!("no answer to /healthz: {text:?}"));
+    assert!(closed, "the idle connection is still open after {after:?}");
+    assert!(
+        // Half the timeout: the answer may reach this test late on a loaded machine.
+        after >= Duration::from_millis(1500),
+        "closed by the idle timeout, not at once: {after:?}"
     );
 }
