@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "usage: spooler-model [--jobs N] [--workers N] [--max-attempts N] [--slots N] \
-[--lease TICKS] [--leader-ttl TICKS] [--releases N] [--skew TICKS] \
-[--variant correct|unfenced-completion|process-clock-lease] [--threads N] [--max-states N] [--no-progress]";
+[--lease TICKS] [--leader-ttl TICKS] [--releases N] [--lost-answers N] [--skew TICKS] \
+[--variant correct|unfenced-completion|fenced-by-attempt|process-clock-lease] [--threads N] \
+[--max-states N] [--no-progress]";
 
 fn main() -> ExitCode {
     match run() {
@@ -46,6 +47,7 @@ fn run() -> Result<ExitCode, String> {
             "--lease" => model.lease = value.parse().map_err(bad)?,
             "--leader-ttl" => model.leader_ttl = value.parse().map_err(bad)?,
             "--releases" => model.releases = value.parse().map_err(bad)?,
+            "--lost-answers" => model.lost_answers = value.parse().map_err(bad)?,
             "--skew" => model.skew = value.parse().map_err(bad)?,
             "--threads" => threads = value.parse().map_err(bad)?,
             "--max-states" => max_states = value.parse().map_err(bad)?,
@@ -53,6 +55,7 @@ fn run() -> Result<ExitCode, String> {
                 model.variant = match value.as_str() {
                     "correct" => Variant::Correct,
                     "unfenced-completion" => Variant::UnfencedCompletion,
+                    "fenced-by-attempt" => Variant::FencedByAttempt,
                     "process-clock-lease" => Variant::ProcessClockLease,
                     other => return Err(format!("unknown variant {other:?}")),
                 }

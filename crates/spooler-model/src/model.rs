@@ -18,9 +18,15 @@ use std::fmt;
 pub enum Variant {
     /// The protocol as spooler implements it.
     Correct,
-    /// `complete` writes without the (id, attempt) fence: `UPDATE … WHERE id = ?`, whatever
-    /// the job's state and attempt. Breaks "no job finished twice".
+    /// `complete` writes without the (id, fence) fence: `UPDATE … WHERE id = ?`, whatever
+    /// the job's state and fence. Breaks "no job finished twice".
     UnfencedCompletion,
+    /// Every write on a running job (`complete`, the heartbeat's lease extension, the facts
+    /// read) is fenced by (id, attempt), as before the fence column, while a release still
+    /// gives its attempt back: two claims can then share an attempt number, and a stale claim's
+    /// write (a retried one whose first try landed) lands on the newer claim. Breaks "a stale
+    /// claim never writes" and "a started handler's attempt is never given back".
+    FencedByAttempt,
     /// Worker 0 judges lease expiry (a job's in `rescue`, the leader lease's in `leader_elect`)
     /// by its own clock, `skew` ticks ahead of the database's, instead of the database's time.
     /// Breaks "at most one leader" and "one live lease per job".
@@ -42,9 +48,12 @@ pub struct SpoolerModel {
     pub lease: i8,
     /// Ticks a leader lease lasts unless renewed.
     pub leader_ttl: i8,
-    /// How many releases (each gives an attempt back) may happen in a whole run: the bound that
-    /// keeps `attempt` finite.
+    /// How many releases (each gives an attempt back, and the job is claimed again with a new
+    /// fence) may happen in a whole run: the bound that keeps `fence` finite.
     pub releases: u8,
+    /// How many times in a whole run a completer's write may land while its answer is lost (a
+    /// timeout), so that the completer writes it again.
+    pub lost_answers: u8,
     /// Ticks worker 0's clock runs ahead in [`Variant::ProcessClockLease`].
     pub skew: i8,
     /// The protocol.
@@ -53,7 +62,7 @@ pub struct SpoolerModel {
 
 impl SpoolerModel {
     /// The default bounds (2 jobs, 2 workers, 2 attempts, one slot per worker, leases of one
-    /// tick, no release) for `variant`: checked in seconds in a debug build.
+    /// tick, no release, no lost answer) for `variant`: checked in seconds in a debug build.
     pub fn new(variant: Variant) -> Self {
         Self {
             jobs: 2,
@@ -63,6 +72,7 @@ impl SpoolerModel {
             lease: 1,
             leader_ttl: 1,
             releases: 0,
+            lost_answers: 0,
             skew: 1,
             variant,
         }
@@ -75,6 +85,17 @@ impl SpoolerModel {
         } else {
             0
         }
+    }
+
+    /// Whether a write of `run` on `job` passes the fence this protocol writes with (`state =
+    /// 'running' AND fence = ?`, or `attempt = ?` in [`Variant::FencedByAttempt`]).
+    fn fence_matches(&self, job: &Job, run: &Run) -> bool {
+        job.state == JobState::Running
+            && if self.variant == Variant::FencedByAttempt {
+                job.attempt == run.attempt
+            } else {
+                job.fence == run.fence
+            }
     }
 
     /// Whether worker `w` finds the lease of `job` lapsed (`lease_expires_at < now`).
@@ -135,6 +156,8 @@ pub struct State {
     pub leader: Leader,
     /// Releases still allowed (see [`SpoolerModel::releases`]).
     pub releases_left: u8,
+    /// Lost answers still allowed (see [`SpoolerModel::lost_answers`]).
+    pub lost_answers_left: u8,
     /// What the step into this state did that the properties look for (reset by every step, so
     /// that history does not multiply the states).
     pub event: Event,
@@ -147,8 +170,13 @@ pub enum Event {
     None,
     /// The rescuer moved a job on after its lease lapsed.
     Rescued,
-    /// A write by a stale attempt was rejected by the fence.
+    /// A write by a stale claim was rejected by the fence.
     StaleRejected,
+    /// A write by a stale claim (an older fence than the job's) was applied.
+    StaleWritten,
+    /// A write made again after its answer was lost was rejected by the fence (its first try
+    /// had landed).
+    RetryRejected,
 }
 
 /// One row of the jobs table, with history kept for the properties.
@@ -156,9 +184,13 @@ pub enum Event {
 pub struct Job {
     /// Its state (`scheduled` does not occur: the model's retries are due at once).
     pub state: JobState,
-    /// The attempt of the latest claim: with the id, the fence of every write.
+    /// Attempts counted: every claim adds one, a release (the handler never started) gives it
+    /// back.
     pub attempt: u8,
-    /// Attempts allowed; a release gives one back.
+    /// The fencing token of the latest claim: every claim adds one, nothing lowers it; with the
+    /// id, the fence of every write on the running job.
+    pub fence: u8,
+    /// Attempts allowed.
     pub max_attempts: u8,
     /// Ticks `lease_expires_at` is ahead of now while `running` (`-1`: lapsed); 0 otherwise.
     pub lease_left: i8,
@@ -174,23 +206,36 @@ pub struct Job {
 /// A worker process's memory.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Worker {
-    /// Its runs, keyed (and sorted) by (job, attempt) like the running set.
+    /// Its runs, keyed (and sorted) by (job, fence), the lease, like the running set.
     pub runs: Vec<Run>,
     /// Ticks its leader lease has left as it believes it holds it (0: not the leader).
     pub leader_left: i8,
 }
 
-/// One claimed attempt a worker holds.
+/// One claim a worker holds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Run {
     /// The job.
     pub job: u8,
+    /// The fence the claim gave it: with the job, its lease.
+    pub fence: u8,
     /// The attempt the claim gave it.
     pub attempt: u8,
     /// Where in the worker it is.
     pub phase: Phase,
     /// Ticks the lease this worker was given has left (`-1`: lapsed).
     pub lease_left: i8,
+}
+
+impl Run {
+    /// Whether its handler started.
+    pub fn started(&self) -> bool {
+        match self.phase {
+            Phase::Buffered => false,
+            Phase::Executing => true,
+            Phase::Sent(o) | Phase::Unanswered(o) => o != Outcome::Released,
+        }
+    }
 }
 
 /// Where a run is in the worker.
@@ -202,6 +247,9 @@ pub enum Phase {
     Executing,
     /// Its outcome is in the completer, waiting to be written.
     Sent(Outcome),
+    /// Its outcome was written but the answer was lost: the completer writes it again. (The
+    /// write cleared the job's lease; the run's is kept lapsed, as nothing acts on it any more.)
+    Unanswered(Outcome),
 }
 
 /// An outcome a worker sends to its completer (the model's subset of `spooler_core::Outcome`).
@@ -268,12 +316,17 @@ pub enum Holder {
 /// A step of the system, named like the code's.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// The producer of `worker` claims `job`: `attempt` + 1, leased until now + lease.
+    /// The producer of `worker` claims `job`: `attempt` + 1, `fence` + 1, leased until now +
+    /// lease.
     Claim {
         /// The worker.
         worker: u8,
         /// The job.
         job: u8,
+        /// The fence the claim gives it (determined by the state; shown in traces).
+        fence: u8,
+        /// The attempt the claim gives it (determined by the state; shown in traces).
+        attempt: u8,
     },
     /// The producer hands a buffered run to the executor (`executor::spawn`).
     Start {
@@ -281,7 +334,9 @@ pub enum Action {
         worker: u8,
         /// The job.
         job: u8,
-        /// The run's attempt.
+        /// The run's fence.
+        fence: u8,
+        /// The run's attempt (determined by the fence; shown in traces).
         attempt: u8,
     },
     /// The producer gives a buffered run back unspent (`Outcome::Released` to the completer).
@@ -290,7 +345,9 @@ pub enum Action {
         worker: u8,
         /// The job.
         job: u8,
-        /// The run's attempt.
+        /// The run's fence.
+        fence: u8,
+        /// The run's attempt (determined by the fence; shown in traces).
         attempt: u8,
     },
     /// The handler returns: success, or a retryable error; the outcome goes to the completer.
@@ -299,12 +356,14 @@ pub enum Action {
         worker: u8,
         /// The job.
         job: u8,
-        /// The run's attempt.
+        /// The run's fence.
+        fence: u8,
+        /// The run's attempt (determined by the fence; shown in traces).
         attempt: u8,
         /// Success or not.
         ok: bool,
     },
-    /// `job_lease_extend` of every executing run of `worker`, fenced by (id, attempt); a lost
+    /// `job_lease_extend` of every executing run of `worker`, fenced by (id, fence); a lost
     /// lease drops the run, a cancel request stops it.
     Heartbeat {
         /// The worker.
@@ -318,19 +377,26 @@ pub enum Action {
         worker: u8,
         /// The job.
         job: u8,
-        /// The run's attempt.
+        /// The run's fence.
+        fence: u8,
+        /// The run's attempt (determined by the fence; shown in traces).
         attempt: u8,
     },
-    /// The completer writes one outcome (`job_finish_many`), fenced by (id, attempt).
+    /// The completer writes one outcome (`job_finish_many`), fenced by (id, fence). With
+    /// `lost` the write is made but its answer lost, and the completer keeps it to write again.
     Complete {
         /// The worker.
         worker: u8,
         /// The job.
         job: u8,
-        /// The run's attempt.
+        /// The run's fence.
+        fence: u8,
+        /// The run's attempt (determined by the fence; shown in traces).
         attempt: u8,
         /// The outcome written (determined by the state; shown in traces).
         outcome: Outcome,
+        /// The answer is lost (bounded by [`SpoolerModel::lost_answers`]).
+        lost: bool,
     },
     /// Database time advances one tick.
     Tick,
@@ -362,44 +428,57 @@ pub enum Action {
 }
 
 impl fmt::Debug for Action {
+    /// A claim reads `j0@f2/a1`: job 0, fence 2 (what identifies the claim), attempt 1.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Action::Claim { worker, job } => write!(f, "claim(w{worker}, j{job})"),
+            Action::Claim {
+                worker,
+                job,
+                fence,
+                attempt,
+            } => write!(f, "claim(w{worker}, j{job}@f{fence}/a{attempt})"),
             Action::Start {
                 worker,
                 job,
+                fence,
                 attempt,
-            } => write!(f, "start(w{worker}, j{job}#{attempt})"),
+            } => write!(f, "start(w{worker}, j{job}@f{fence}/a{attempt})"),
             Action::Release {
                 worker,
                 job,
+                fence,
                 attempt,
-            } => write!(f, "release(w{worker}, j{job}#{attempt})"),
+            } => write!(f, "release(w{worker}, j{job}@f{fence}/a{attempt})"),
             Action::Handler {
                 worker,
                 job,
+                fence,
                 attempt,
                 ok,
             } => write!(
                 f,
-                "handler(w{worker}, j{job}#{attempt}) -> {}",
+                "handler(w{worker}, j{job}@f{fence}/a{attempt}) -> {}",
                 if ok { "ok" } else { "error" }
             ),
             Action::Heartbeat { worker } => write!(f, "heartbeat(w{worker})"),
             Action::StopExpiring {
                 worker,
                 job,
+                fence,
                 attempt,
-            } => write!(f, "stop_expiring(w{worker}, j{job}#{attempt})"),
+            } => write!(f, "stop_expiring(w{worker}, j{job}@f{fence}/a{attempt})"),
             Action::Complete {
                 worker,
                 job,
+                fence,
                 attempt,
                 outcome,
+                lost,
             } => write!(
                 f,
-                "complete(w{worker}, j{job}#{attempt}: {})",
-                outcome.name()
+                "complete(w{worker}, j{job}@f{fence}/a{attempt}: {}){}",
+                outcome.name(),
+                if lost { " -> answer lost" } else { "" }
             ),
             Action::Tick => write!(f, "tick"),
             Action::Rescue { worker } => write!(f, "rescue(w{worker})"),
@@ -417,19 +496,24 @@ fn now() -> DateTime<Utc> {
 }
 
 /// What `spooler_core::decide` makes of `outcome` for `job`, with the facts a store reads under
-/// the fence of `attempt`.
-fn decided(outcome: &spooler_core::Outcome, job: &Job, attempt: u8) -> Transition {
-    let facts = Facts {
-        attempt: attempt.into(),
-        max_attempts: job.max_attempts.into(),
-        cancel_requested: job.cancel_requested,
-        worker_id: None,
+/// the fence (the row's), or `Facts::default()` for an outcome that reads none.
+fn decided(outcome: &spooler_core::Outcome, job: &Job) -> Transition {
+    let facts = if outcome.reads_facts() {
+        Facts {
+            attempt: job.attempt.into(),
+            max_attempts: job.max_attempts.into(),
+            cancel_requested: job.cancel_requested,
+            worker_id: None,
+        }
+    } else {
+        Facts::default()
     };
     decide(outcome, &facts, now())
 }
 
-/// Writes a decided transition on `job` and clears its lease, as `write_transition` does.
-/// `fenced`: the write matched `state = 'running' AND attempt = ?`.
+/// Writes a decided transition on `job` and clears its lease, as `write_transition` does
+/// (`attempt = coalesce(t.attempt, attempt)`, the same for `max_attempts`). `fenced`: the write
+/// matched `state = 'running'` and the fence.
 fn write(job: &mut Job, t: &Transition, fenced: bool) {
     if fenced {
         assert!(
@@ -446,6 +530,9 @@ fn write(job: &mut Job, t: &Transition, fenced: bool) {
     job.state = t.state;
     if let Some(max) = t.max_attempts {
         job.max_attempts = u8::try_from(max).expect("max_attempts fits the model");
+    }
+    if let Some(attempt) = t.attempt {
+        job.attempt = u8::try_from(attempt).expect("attempt fits the model");
     }
     job.lease_left = 0;
     finished(job);
@@ -469,6 +556,7 @@ impl Model for SpoolerModel {
         let job = Job {
             state: JobState::Available,
             attempt: 0,
+            fence: 0,
             max_attempts: self.max_attempts,
             lease_left: 0,
             cancel_requested: false,
@@ -484,6 +572,7 @@ impl Model for SpoolerModel {
             workers: vec![worker; self.workers.into()],
             leader: Leader::Free,
             releases_left: self.releases,
+            lost_answers_left: self.lost_answers,
             event: Event::None,
         }]
     }
@@ -505,23 +594,30 @@ impl Model for SpoolerModel {
             if worker.runs.len() < usize::from(self.slots) {
                 for (j, job) in (0u8..).zip(&state.jobs) {
                     if job.state == JobState::Available {
-                        actions.push(Action::Claim { worker: w, job: j });
+                        actions.push(Action::Claim {
+                            worker: w,
+                            job: j,
+                            fence: job.fence + 1,
+                            attempt: job.attempt + 1,
+                        });
                     }
                 }
             }
             for run in &worker.runs {
-                let (job, attempt) = (run.job, run.attempt);
+                let (job, fence, attempt) = (run.job, run.fence, run.attempt);
                 match run.phase {
                     Phase::Buffered => {
                         actions.push(Action::Start {
                             worker: w,
                             job,
+                            fence,
                             attempt,
                         });
                         if state.releases_left > 0 {
                             actions.push(Action::Release {
                                 worker: w,
                                 job,
+                                fence,
                                 attempt,
                             });
                         }
@@ -531,6 +627,7 @@ impl Model for SpoolerModel {
                             actions.push(Action::StopExpiring {
                                 worker: w,
                                 job,
+                                fence,
                                 attempt,
                             });
                         }
@@ -538,17 +635,26 @@ impl Model for SpoolerModel {
                             actions.push(Action::Handler {
                                 worker: w,
                                 job,
+                                fence,
                                 attempt,
                                 ok,
                             });
                         }
                     }
-                    Phase::Sent(outcome) => actions.push(Action::Complete {
-                        worker: w,
-                        job,
-                        attempt,
-                        outcome,
-                    }),
+                    Phase::Sent(outcome) | Phase::Unanswered(outcome) => {
+                        for lost in [false, true] {
+                            if !lost || state.lost_answers_left > 0 {
+                                actions.push(Action::Complete {
+                                    worker: w,
+                                    job,
+                                    fence,
+                                    attempt,
+                                    outcome,
+                                    lost,
+                                });
+                            }
+                        }
+                    }
                 }
             }
             if worker.runs.iter().any(|r| r.phase == Phase::Executing) {
@@ -583,40 +689,48 @@ impl Model for SpoolerModel {
         s.event = Event::None;
         match action {
             Action::Tick => return Some(self.ticked(state)),
-            Action::Claim { worker, job } => {
+            Action::Claim {
+                worker,
+                job,
+                fence,
+                attempt,
+            } => {
                 let row = &mut s.jobs[usize::from(job)];
+                if row.state != JobState::Available {
+                    return None;
+                }
                 row.state = JobState::Running;
                 row.attempt += 1;
+                row.fence += 1;
                 row.lease_left = self.lease;
+                assert_eq!((row.fence, row.attempt), (fence, attempt));
                 let runs = &mut s.workers[usize::from(worker)].runs;
                 runs.push(Run {
                     job,
-                    attempt: row.attempt,
+                    fence,
+                    attempt,
                     phase: Phase::Buffered,
                     lease_left: self.lease,
                 });
                 runs.sort();
             }
             Action::Start {
-                worker,
-                job,
-                attempt,
-            } => run_mut(&mut s, worker, job, attempt).phase = Phase::Executing,
+                worker, job, fence, ..
+            } => run_mut(&mut s, worker, job, fence).phase = Phase::Executing,
             Action::Release {
-                worker,
-                job,
-                attempt,
+                worker, job, fence, ..
             } => {
                 s.releases_left -= 1;
-                run_mut(&mut s, worker, job, attempt).phase = Phase::Sent(Outcome::Released);
+                run_mut(&mut s, worker, job, fence).phase = Phase::Sent(Outcome::Released);
             }
             Action::Handler {
                 worker,
                 job,
-                attempt,
+                fence,
                 ok,
+                ..
             } => {
-                run_mut(&mut s, worker, job, attempt).phase = Phase::Sent(if ok {
+                run_mut(&mut s, worker, job, fence).phase = Phase::Sent(if ok {
                     Outcome::Completed
                 } else {
                     Outcome::Retry
@@ -624,15 +738,17 @@ impl Model for SpoolerModel {
             }
             Action::Heartbeat { worker } => {
                 let mut runs = std::mem::take(&mut s.workers[usize::from(worker)].runs);
+                let mut stale_written = false;
                 runs.retain_mut(|run| {
                     if run.phase != Phase::Executing {
                         return true;
                     }
                     let row = &mut s.jobs[usize::from(run.job)];
-                    if row.state != JobState::Running || row.attempt != run.attempt {
+                    if !self.fence_matches(row, run) {
                         // Not held any more: the run is stopped and its result dropped.
                         return false;
                     }
+                    stale_written |= row.fence != run.fence;
                     row.lease_left = self.lease;
                     run.lease_left = self.lease;
                     if row.cancel_requested {
@@ -642,33 +758,47 @@ impl Model for SpoolerModel {
                     true
                 });
                 s.workers[usize::from(worker)].runs = runs;
+                if stale_written {
+                    s.event = Event::StaleWritten;
+                }
             }
             Action::StopExpiring {
-                worker,
-                job,
-                attempt,
+                worker, job, fence, ..
             } => s.workers[usize::from(worker)]
                 .runs
-                .retain(|r| (r.job, r.attempt) != (job, attempt)),
+                .retain(|r| (r.job, r.fence) != (job, fence)),
             Action::Complete {
                 worker,
                 job,
-                attempt,
+                fence,
                 outcome,
+                lost,
+                ..
             } => {
                 let runs = &mut s.workers[usize::from(worker)].runs;
-                let i = runs
-                    .iter()
-                    .position(|r| r.job == job && r.attempt == attempt)?;
-                if runs[i].phase != Phase::Sent(outcome) {
+                let i = runs.iter().position(|r| r.job == job && r.fence == fence)?;
+                if !matches!(runs[i].phase, Phase::Sent(o) | Phase::Unanswered(o) if o == outcome) {
                     return None;
                 }
-                runs.remove(i);
+                let retried = matches!(runs[i].phase, Phase::Unanswered(_));
+                let run = if lost {
+                    s.lost_answers_left = s.lost_answers_left.checked_sub(1)?;
+                    runs[i].phase = Phase::Unanswered(outcome);
+                    runs[i].lease_left = -1;
+                    runs[i].clone()
+                } else {
+                    runs.remove(i)
+                };
                 let row = &mut s.jobs[usize::from(job)];
-                let fenced = row.state == JobState::Running && row.attempt == attempt;
+                let fenced = self.fence_matches(row, &run);
                 if fenced || self.variant == Variant::UnfencedCompletion {
-                    let t = decided(&outcome.to_core(now()), row, attempt);
+                    if row.fence != run.fence {
+                        s.event = Event::StaleWritten;
+                    }
+                    let t = decided(&outcome.to_core(now()), row);
                     write(row, &t, fenced);
+                } else if retried {
+                    s.event = Event::RetryRejected;
                 } else {
                     s.event = Event::StaleRejected;
                 }
@@ -676,11 +806,7 @@ impl Model for SpoolerModel {
             Action::Rescue { worker } => {
                 for row in &mut s.jobs {
                     if self.lapsed_for(row, worker) {
-                        let t = decided(
-                            &spooler_core::Outcome::LeaseExpired { at: now() },
-                            row,
-                            row.attempt,
-                        );
+                        let t = decided(&spooler_core::Outcome::LeaseExpired { at: now() }, row);
                         write(row, &t, true);
                         s.event = Event::Rescued;
                     }
@@ -759,6 +885,24 @@ impl Model for SpoolerModel {
                     .iter()
                     .all(|j| j.state == JobState::Running || j.lease_left == 0)
             }),
+            Property::always("a stale claim never writes", |_, s: &State| {
+                s.event != Event::StaleWritten
+            }),
+            Property::always("attempt <= fence", |_, s: &State| {
+                s.jobs.iter().all(|j| j.attempt <= j.fence)
+            }),
+            // Only a release (of a claim whose handler never started) gives an attempt back: a
+            // run whose handler started, current or stale, stays counted.
+            Property::always(
+                "a started handler's attempt is never given back",
+                |_, s: &State| {
+                    s.workers
+                        .iter()
+                        .flat_map(|w| &w.runs)
+                        .filter(|r| r.started())
+                        .all(|r| s.jobs[usize::from(r.job)].attempt >= r.attempt)
+                },
+            ),
             Property::sometimes("a job completed", |_, s: &State| {
                 s.jobs.iter().any(|j| j.state == JobState::Completed)
             }),
@@ -788,26 +932,37 @@ impl Model for SpoolerModel {
             }),
         ];
         if self.releases > 0 {
+            // A release gave its attempt back (fence > attempt) and the job was claimed again and
+            // its handler started, under the newer fence.
             properties.push(Property::sometimes(
                 "a released job runs again",
-                |m: &SpoolerModel, s: &State| {
-                    s.releases_left < m.releases
-                        && s.jobs.iter().any(|j| {
-                            j.max_attempts > m.max_attempts && j.state == JobState::Running
-                        })
+                |_, s: &State| {
+                    s.workers.iter().flat_map(|w| &w.runs).any(|r| {
+                        let j = &s.jobs[usize::from(r.job)];
+                        r.phase == Phase::Executing
+                            && j.state == JobState::Running
+                            && r.fence == j.fence
+                            && j.fence > j.attempt
+                    })
                 },
+            ));
+        }
+        if self.lost_answers > 0 {
+            properties.push(Property::sometimes(
+                "a write whose answer was lost is rejected when written again",
+                |_, s: &State| s.event == Event::RetryRejected,
             ));
         }
         properties
     }
 }
 
-/// The run (job, attempt) of `worker`.
-fn run_mut(s: &mut State, worker: u8, job: u8, attempt: u8) -> &mut Run {
+/// The run of `worker` with lease (`job`, `fence`).
+fn run_mut(s: &mut State, worker: u8, job: u8, fence: u8) -> &mut Run {
     s.workers[usize::from(worker)]
         .runs
         .iter_mut()
-        .find(|r| r.job == job && r.attempt == attempt)
+        .find(|r| r.job == job && r.fence == fence)
         .expect("the action names a run of the worker")
 }
 

@@ -102,15 +102,18 @@ fn the_protocol_can_always_finish_every_job() {
 }
 
 #[test]
-fn releases_two_slots_and_longer_leases_keep_every_property() {
+fn releases_lost_answers_two_slots_and_longer_leases_keep_every_property() {
     // One job, so that a worker's stale run and its next claim of the same job can be held side
-    // by side, a release can give an attempt back, and leases last two ticks.
+    // by side, a release can give an attempt back (the next claim has the same attempt and a new
+    // fence), a write can land with its answer lost and be written again, and leases last two
+    // ticks.
     let model = SpoolerModel {
         jobs: 1,
         slots: 2,
         lease: 2,
         leader_ttl: 2,
         releases: 1,
+        lost_answers: 1,
         ..SpoolerModel::new(Variant::Correct)
     };
     passes_every_property(model.clone());
@@ -127,6 +130,27 @@ fn an_unfenced_completion_finishes_a_job_twice() {
         model,
         "a cancelled job never completes after its cancel was seen",
     );
+}
+
+#[test]
+fn a_fence_by_attempt_lets_a_stale_claim_write_on_a_newer_claim() {
+    // A release gives its attempt back, so the next claim has the same attempt number: a write of
+    // the released claim made again (its answer was lost) passes an (id, attempt) fence.
+    let model = SpoolerModel {
+        jobs: 1,
+        releases: 1,
+        lost_answers: 1,
+        ..SpoolerModel::new(Variant::FencedByAttempt)
+    };
+    let trace = breaks(model.clone(), "a stale claim never writes");
+    assert!(trace.iter().any(|a| a.starts_with("release(")), "{trace:?}");
+    assert!(
+        trace.iter().any(|a| a.ends_with("answer lost")),
+        "{trace:?}"
+    );
+    assert!(trace.last().unwrap().starts_with("complete("), "{trace:?}");
+    // The newer claim's handler runs with its attempt given back under it: uncounted.
+    breaks(model, "a started handler's attempt is never given back");
 }
 
 #[test]
