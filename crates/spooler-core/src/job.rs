@@ -98,6 +98,13 @@ impl JobRow {
     }
 }
 
+/// A timeout as stores keep it: whole milliseconds, at least one.
+pub fn timeout_ms(timeout: Duration) -> i64 {
+    i64::try_from(timeout.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1)
+}
+
 /// A job to insert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {
@@ -181,8 +188,7 @@ impl NewJob {
 
     /// The per-attempt timeout as stores keep it: whole milliseconds, at least one.
     pub fn timeout_ms(&self) -> Option<i64> {
-        self.timeout
-            .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1))
+        self.timeout.map(timeout_ms)
     }
 
     /// The row a store holds right after inserting this job as `id` at `now`: `available`, or

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Result alias for store calls.
@@ -415,21 +416,61 @@ pub struct QueueSettings {
 }
 
 impl QueueSettings {
-    /// Fills what `job` leaves unset from its queue's `settings`, then from the global defaults:
-    /// the job's own values win, then the queue's, then [`crate::DEFAULT_MAX_ATTEMPTS`] and no
-    /// timeout. (The Postgres store writes the same rule in its insert statement, to keep one
-    /// round trip; the conformance suite holds both to it.)
+    /// What `job` gets for `max_attempts` and `timeout`: its own values win, then its queue's
+    /// `settings`, then [`crate::DEFAULT_MAX_ATTEMPTS`] and no timeout. Every store inserts what
+    /// this answers.
+    pub fn resolve(settings: Option<&QueueSettings>, job: &NewJob) -> (i32, Option<Duration>) {
+        let max_attempts = job
+            .max_attempts
+            .or(settings.and_then(|s| s.max_attempts))
+            .unwrap_or(crate::DEFAULT_MAX_ATTEMPTS);
+        let timeout = job.timeout.or(settings.and_then(|s| s.timeout));
+        (max_attempts, timeout)
+    }
+
+    /// Fills what `job` leaves unset as [`QueueSettings::resolve`] says.
     pub fn fill(settings: Option<&QueueSettings>, job: &mut NewJob) {
-        if job.max_attempts.is_none() {
-            job.max_attempts = Some(
-                settings
-                    .and_then(|s| s.max_attempts)
-                    .unwrap_or(crate::DEFAULT_MAX_ATTEMPTS),
-            );
-        }
-        if job.timeout.is_none() {
-            job.timeout = settings.and_then(|s| s.timeout);
-        }
+        let (max_attempts, timeout) = Self::resolve(settings, job);
+        job.max_attempts = Some(max_attempts);
+        job.timeout = timeout;
+    }
+}
+
+/// The queues' settings as a store last read them, by queue, kept for [`QueueSettingsCache::MAX_AGE`]
+/// so an insert costs no extra read. A store forgets them when it configures queues itself;
+/// another process's configuration is seen within `MAX_AGE`.
+#[derive(Debug, Default)]
+pub struct QueueSettingsCache {
+    read: std::sync::Mutex<Option<(std::time::Instant, Arc<QueueSettingsMap>)>>,
+}
+
+/// Queue settings by queue name.
+pub type QueueSettingsMap = std::collections::HashMap<String, QueueSettings>;
+
+impl QueueSettingsCache {
+    /// How long a read stays good.
+    pub const MAX_AGE: Duration = Duration::from_secs(2);
+
+    /// The settings read less than [`Self::MAX_AGE`] ago, if any.
+    pub fn fresh(&self) -> Option<Arc<QueueSettingsMap>> {
+        let read = self.read.lock().expect("settings cache lock");
+        read.as_ref()
+            .filter(|(at, _)| at.elapsed() < Self::MAX_AGE)
+            .map(|(_, map)| map.clone())
+    }
+
+    /// Keeps `settings`, just read, and returns them by queue.
+    pub fn keep(&self, settings: Vec<QueueSettings>) -> Arc<QueueSettingsMap> {
+        let map: Arc<QueueSettingsMap> =
+            Arc::new(settings.into_iter().map(|s| (s.queue.clone(), s)).collect());
+        *self.read.lock().expect("settings cache lock") =
+            Some((std::time::Instant::now(), map.clone()));
+        map
+    }
+
+    /// Forgets what was read (after this store configured the queues).
+    pub fn forget(&self) {
+        *self.read.lock().expect("settings cache lock") = None;
     }
 }
 

@@ -170,6 +170,8 @@ pub(crate) struct Inner {
     last_housekeep: std::sync::Mutex<Option<std::time::Instant>>,
     /// Workers that heartbeat through this store: the notifier need not wake them.
     local_workers: notify::LocalWorkers,
+    /// The queues' stored defaults, read at most every couple of seconds by inserts.
+    settings: spooler_core::store::QueueSettingsCache,
 }
 
 impl Inner {
@@ -345,6 +347,7 @@ impl PgStore {
                 notifier,
                 last_housekeep: std::sync::Mutex::new(None),
                 local_workers,
+                settings: Default::default(),
             }),
         })
     }

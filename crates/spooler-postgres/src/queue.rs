@@ -41,6 +41,22 @@ pub(crate) const CONFIGURE_SQL: &str =
 pub(crate) const SETTINGS_SQL: &str =
     "SELECT queue, max_attempts, timeout_ms FROM {s}.queue_settings ORDER BY queue";
 
+/// Rows of [`SETTINGS_SQL`] as settings.
+pub(crate) fn decode_settings(
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<Vec<QueueSettings>, sqlx::Error> {
+    rows.iter()
+        .map(|row| {
+            let timeout_ms: Option<i64> = row.try_get(2)?;
+            Ok(QueueSettings {
+                queue: row.try_get(0)?,
+                max_attempts: row.try_get(1)?,
+                timeout: timeout_ms.map(|ms| std::time::Duration::from_millis(ms.max(1) as u64)),
+            })
+        })
+        .collect()
+}
+
 #[async_trait]
 impl QueueStore for PgStore {
     async fn queue_configure(&self, settings: &[QueueSettings]) -> StoreResult<()> {
@@ -62,10 +78,7 @@ impl QueueStore for PgStore {
         let attempts: Vec<Option<i32>> = settings.iter().map(|s| s.max_attempts).collect();
         let timeouts: Vec<Option<i64>> = settings
             .iter()
-            .map(|s| {
-                s.timeout
-                    .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1))
-            })
+            .map(|s| s.timeout.map(spooler_core::job::timeout_ms))
             .collect();
         // One transaction replaces the lot, under the lock.
         let mut tx = self.inner.pool.begin().await.map_err(map)?;
@@ -83,7 +96,11 @@ impl QueueStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map)?;
-        tx.commit().await.map_err(map)
+        self.inner.settings.forget();
+        let committed = tx.commit().await.map_err(map);
+        // Forgotten again: an insert may have read the old settings meanwhile.
+        self.inner.settings.forget();
+        committed
     }
 
     async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
@@ -91,18 +108,7 @@ impl QueueStore for PgStore {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(map)?;
-        rows.iter()
-            .map(|row| {
-                let timeout_ms: Option<i64> = row.try_get(2)?;
-                Ok(QueueSettings {
-                    queue: row.try_get(0)?,
-                    max_attempts: row.try_get(1)?,
-                    timeout: timeout_ms
-                        .map(|ms| std::time::Duration::from_millis(ms.max(1) as u64)),
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(map)
+        decode_settings(&rows).map_err(map)
     }
 
     async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {

@@ -85,6 +85,8 @@ pub(crate) struct Db {
     wakeups: broadcast::Sender<Wakeup>,
     clock: Arc<dyn Clock>,
     url: String,
+    /// The queues' stored defaults, read at most every couple of seconds by inserts.
+    pub(crate) settings: spooler_core::store::QueueSettingsCache,
 }
 
 impl Db {
@@ -162,6 +164,7 @@ impl SqliteStore {
                 readers,
                 wakeups,
                 clock: options.clock,
+                settings: Default::default(),
                 url: url.to_string(),
             }),
         })

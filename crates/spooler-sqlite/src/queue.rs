@@ -90,7 +90,9 @@ impl QueueStore for SqliteStore {
             }
         }
         let settings = settings.to_vec();
-        self.db
+        self.db.settings.forget();
+        let written = self
+            .db
             .write(move |ctx| {
                 ctx.conn
                     .prepare_cached("DELETE FROM spooler_queue_settings")?
@@ -102,12 +104,15 @@ impl QueueStore for SqliteStore {
                 for s in &settings {
                     let timeout_ms = s
                         .timeout
-                        .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1));
+                        .map(spooler_core::job::timeout_ms);
                     insert.execute(params![s.queue, s.max_attempts, timeout_ms, micros(ctx.now)])?;
                 }
                 Ok(())
             })
-            .await
+            .await;
+        // Forgotten again: an insert may have read the old settings while these were written.
+        self.db.settings.forget();
+        written
     }
 
     async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
@@ -140,19 +145,6 @@ impl QueueStore for SqliteStore {
         })
         .await
     }
-}
-
-/// The stored defaults of `queue`, if it has any.
-pub(crate) fn settings_of(
-    conn: &rusqlite::Connection,
-    queue: &str,
-) -> rusqlite::Result<Option<QueueSettings>> {
-    use rusqlite::OptionalExtension;
-    conn.prepare_cached(
-        "SELECT queue, max_attempts, timeout_ms FROM spooler_queue_settings WHERE queue = ?1",
-    )?
-    .query_row([queue], settings_row)
-    .optional()
 }
 
 fn settings_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueSettings> {

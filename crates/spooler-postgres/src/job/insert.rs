@@ -7,6 +7,7 @@ use crate::error::map;
 use crate::{Inner, PgStore};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use spooler_core::store::{QueueSettings, QueueSettingsMap};
 use spooler_core::{Inserted, JobRow, JobState, NewJob, StoreError, StoreResult};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -20,10 +21,8 @@ struct Fresh {
     timeout_ms: Option<i64>,
 }
 
-/// The `unnest` insert, its result ending with `$returned`; the job's `max_attempts` and
-/// `timeout_ms`, when unset, come from the queue's stored defaults, then the global default
-/// (`$13`), the rule of [`QueueSettings::fill`](spooler_core::store::QueueSettings::fill) written
-/// in SQL to keep one round trip.
+/// The `unnest` insert, its result ending with `$returned`. `max_attempts` and `timeout_ms` come
+/// resolved ([`QueueSettings::resolve`](spooler_core::store::QueueSettings::resolve)).
 macro_rules! insert_unnest {
     ($returned:expr) => {
         concat!(
@@ -37,14 +36,12 @@ macro_rules! insert_unnest {
                                        created_at, timeout_ms, unique_key, tags, routed_from)
                 SELECT i.queue, i.kind, i.args,
                        CASE WHEN coalesce(i.run_at, $11) > $11 THEN 'scheduled' ELSE 'available' END,
-                       i.priority, coalesce(i.max_attempts, qs.max_attempts, $13),
-                       coalesce(i.run_at, $11), $11, coalesce(i.timeout_ms, qs.timeout_ms),
+                       i.priority, i.max_attempts, coalesce(i.run_at, $11), $11, i.timeout_ms,
                        i.unique_key,
                        CASE WHEN i.tags = '[]'::jsonb THEN '{}'::text[]
                             ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags)) END,
                        i.routed_from
-                  FROM input i LEFT JOIN {s}.queue_settings qs ON qs.queue = i.queue
-                 ORDER BY i.ord
+                  FROM input i ORDER BY i.ord
                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
                 RETURNING id, unique_key, queue, state, max_attempts, timeout_ms
             )
@@ -71,11 +68,7 @@ pub(crate) const INSERT_ONE_SQL: &str =
                                   created_at, timeout_ms, unique_key, tags, routed_from)
      VALUES ($1, $2, $3,
              CASE WHEN coalesce($5, $11) > $11 THEN 'scheduled' ELSE 'available' END,
-             $4,
-             coalesce($6, (SELECT max_attempts FROM {s}.queue_settings WHERE queue = $1), $12),
-             coalesce($5, $11), $11,
-             coalesce($7, (SELECT timeout_ms FROM {s}.queue_settings WHERE queue = $1)),
-             $8, $9, $10)
+             $4, $6, coalesce($5, $11), $11, $7, $8, $9, $10)
      ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
      RETURNING id, unique_key, max_attempts, timeout_ms";
 
@@ -95,6 +88,19 @@ pub(crate) const LATEST_BY_KEY_SQL: &str = concat!(
     " FROM {s}.jobs WHERE unique_key = $1 ORDER BY id DESC LIMIT 1"
 );
 
+/// The queues' stored defaults, read again when the last read is a couple of seconds old.
+async fn queue_settings(inner: &Inner) -> StoreResult<std::sync::Arc<QueueSettingsMap>> {
+    if let Some(settings) = inner.settings.fresh() {
+        return Ok(settings);
+    }
+    let rows = sqlx::query(&inner.sql.queue_settings)
+        .fetch_all(&inner.pool)
+        .await
+        .map_err(map)?;
+    let settings = crate::queue::decode_settings(&rows).map_err(map)?;
+    Ok(inner.settings.keep(settings))
+}
+
 pub(super) async fn insert_many(inner: &Inner, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
@@ -102,8 +108,9 @@ pub(super) async fn insert_many(inner: &Inner, jobs: &[NewJob]) -> StoreResult<V
     for job in jobs {
         job.validate()?;
     }
+    let settings = queue_settings(inner).await?;
     let mut conn = inner.pool.acquire().await.map_err(map)?;
-    let (out, woken) = insert_on(inner, &mut conn, jobs, false).await?;
+    let (out, woken) = insert_on(inner, &mut conn, jobs, &settings, false).await?;
     drop(conn);
     inner.notifier.send(woken.iter().cloned());
     inner.wake_local(woken);
@@ -120,7 +127,8 @@ impl PgStore {
         tx: &mut PgConnection,
         jobs: &[NewJob],
     ) -> StoreResult<Vec<Inserted>> {
-        insert_on(&self.inner, tx, jobs, true)
+        let settings = queue_settings(&self.inner).await?;
+        insert_on(&self.inner, tx, jobs, &settings, true)
             .await
             .map(|(inserted, _)| inserted)
     }
@@ -135,6 +143,7 @@ pub(crate) async fn insert_on(
     inner: &Inner,
     conn: &mut PgConnection,
     jobs: &[NewJob],
+    settings: &QueueSettingsMap,
     notify: bool,
 ) -> StoreResult<(Vec<Inserted>, BTreeSet<String>)> {
     if jobs.is_empty() {
@@ -143,6 +152,14 @@ pub(crate) async fn insert_on(
     for job in jobs {
         job.validate()?;
     }
+    // What each job leaves unset, from its queue's settings: (max_attempts, timeout_ms).
+    let resolved: Vec<(i32, Option<i64>)> = jobs
+        .iter()
+        .map(|job| {
+            let (max_attempts, timeout) = QueueSettings::resolve(settings.get(&job.queue), job);
+            (max_attempts, timeout.map(spooler_core::job::timeout_ms))
+        })
+        .collect();
     let now = inner.clock.now();
     let n = jobs.len();
     let rows = if let [job] = jobs
@@ -154,18 +171,17 @@ pub(crate) async fn insert_on(
             .bind(&job.args)
             .bind(job.priority)
             .bind(job.run_at)
-            .bind(job.max_attempts)
-            .bind(job.timeout_ms())
+            .bind(resolved[0].0)
+            .bind(resolved[0].1)
             .bind(&job.unique_key)
             .bind(&job.tags)
             .bind(job.routed_from)
             .bind(now)
-            .bind(spooler_core::DEFAULT_MAX_ATTEMPTS)
             .fetch_all(&mut *conn)
             .await
             .map_err(map)?
     } else {
-        insert_rows(inner, conn, jobs, notify, now).await?
+        insert_rows(inner, conn, jobs, &resolved, notify, now).await?
     };
     // The statement returns ids, keys and what the queue's defaults resolved: the rest of each row
     // is what was sent. Ids are drawn in input order, so sorted ids line up with the inputs that
@@ -273,6 +289,7 @@ async fn insert_rows(
     inner: &Inner,
     conn: &mut PgConnection,
     jobs: &[NewJob],
+    resolved: &[(i32, Option<i64>)],
     notify: bool,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<PgRow>> {
@@ -287,14 +304,14 @@ async fn insert_rows(
     let mut unique_key: Vec<Option<String>> = Vec::with_capacity(n);
     let mut tags = Vec::with_capacity(n);
     let mut routed_from: Vec<Option<i64>> = Vec::with_capacity(n);
-    for job in jobs {
+    for (job, &(attempts, timeout)) in jobs.iter().zip(resolved) {
         queue.push(job.queue.as_str());
         kind.push(job.kind.as_str());
         args.push(&job.args);
         priority.push(job.priority);
         run_at.push(job.run_at);
-        max_attempts.push(job.max_attempts);
-        timeout_ms.push(job.timeout_ms());
+        max_attempts.push(attempts);
+        timeout_ms.push(timeout);
         unique_key.push(job.unique_key.clone());
         tags.push(Value::from(job.tags.clone()));
         routed_from.push(job.routed_from);
@@ -317,7 +334,6 @@ async fn insert_rows(
         .bind(&routed_from)
         .bind(now)
         .bind(&inner.channel)
-        .bind(spooler_core::DEFAULT_MAX_ATTEMPTS)
         .fetch_all(&mut *conn)
         .await
         .map_err(map)

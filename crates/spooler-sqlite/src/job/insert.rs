@@ -1,8 +1,7 @@
 //! Inserting jobs: validated and serialized on the caller's thread, written in multi-row statements, unique keys deduplicated.
 
 use super::*;
-use spooler_core::store::QueueSettings;
-use std::collections::HashMap;
+use spooler_core::store::{QueueSettings, QueueSettingsMap};
 
 /// A job ready to insert: validated, its JSON serialized on the caller's thread.
 struct Prepared {
@@ -22,7 +21,12 @@ enum Insert {
     Duplicate(RawJob),
 }
 
-pub(crate) async fn insert_many(db: &Db, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
+/// Inserts `jobs`, each taking what it leaves unset from its queue's `settings`.
+pub(crate) async fn insert_many(
+    db: &Db,
+    jobs: &[NewJob],
+    settings: &QueueSettingsMap,
+) -> StoreResult<Vec<Inserted>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -40,7 +44,11 @@ pub(crate) async fn insert_many(db: &Db, jobs: &[NewJob]) -> StoreResult<Vec<Ins
             } else {
                 serde_json::to_string(&job.tags).map_err(|e| invalid("tags", e))?
             },
-            job: job.clone(),
+            job: {
+                let mut job = job.clone();
+                QueueSettings::fill(settings.get(&job.queue), &mut job);
+                job
+            },
         });
     }
     let done = db.write(move |ctx| insert_tx(ctx, prepared)).await?;
@@ -115,15 +123,7 @@ fn insert_tx(ctx: &mut Ctx<'_>, prepared: Vec<Prepared>) -> Result<Vec<Insert>, 
     let now_us = micros(now);
     let mut out = Vec::with_capacity(prepared.len());
     let mut pending: Vec<NewRow> = Vec::new();
-    let mut settings: HashMap<String, Option<QueueSettings>> = HashMap::new();
-    for mut p in prepared {
-        if p.job.max_attempts.is_none() || p.job.timeout.is_none() {
-            if !settings.contains_key(&p.job.queue) {
-                let found = crate::queue::settings_of(conn, &p.job.queue)?;
-                settings.insert(p.job.queue.clone(), found);
-            }
-            QueueSettings::fill(settings[&p.job.queue].as_ref(), &mut p.job);
-        }
+    for p in prepared {
         let run_at = trunc(p.job.run_at.unwrap_or(now));
         let state = if run_at > now {
             JobState::Scheduled

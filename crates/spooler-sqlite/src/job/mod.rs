@@ -190,7 +190,11 @@ fn select_one(conn: &Connection, id: JobId) -> rusqlite::Result<Option<RawJob>> 
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
-        insert::insert_many(&self.db, jobs).await
+        let settings = match self.db.settings.fresh() {
+            Some(settings) => settings,
+            None => self.db.settings.keep(self.queue_settings().await?),
+        };
+        insert::insert_many(&self.db, jobs, &settings).await
     }
 
     async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
