@@ -164,13 +164,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let token = args.token.clone().or_else(|| config.token.clone());
     let store = spooler::connect(&store_url).await?;
-    configure_store(&*store, &config).await.with_context(|| {
-        format!(
-            "{}: storing the queues' defaults in {}",
-            config.name(),
-            store.describe()
-        )
-    })?;
+    store_queue_defaults(&*store, &config).await?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         anyhow!("cannot listen on {listen}: {e} (is another server there? choose an address with --listen or SPOOLER_LISTEN)")
     })?;
@@ -264,13 +258,7 @@ pub struct WorkerArgs {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let (config, store_url) = args.common.setup()?;
     let store = spooler::connect(&store_url).await?;
-    configure_store(&*store, &config).await.with_context(|| {
-        format!(
-            "{}: storing the queues' defaults in {}",
-            config.name(),
-            store.describe()
-        )
-    })?;
+    store_queue_defaults(&*store, &config).await?;
     let worker = worker_builder(store, &config, &args.worker.overrides()).build()?;
     worker.run_until(shutdown_signal()).await?;
     Ok(0)
@@ -281,6 +269,21 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
 pub struct MigrateArgs {
     #[command(flatten)]
     pub common: Common,
+}
+
+/// Writes the config's queue defaults into the store (see `spooler_server::run::configure_store`),
+/// naming the config file and the store when it fails.
+pub async fn store_queue_defaults(
+    store: &dyn spooler::Store,
+    config: &Config,
+) -> anyhow::Result<()> {
+    configure_store(store, config).await.with_context(|| {
+        format!(
+            "{}: storing the queues' defaults in {}",
+            config.name(),
+            store.describe()
+        )
+    })
 }
 
 /// Creates or upgrades the store's schema.

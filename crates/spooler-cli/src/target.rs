@@ -143,15 +143,7 @@ impl Target {
             Self::Store { store, config } => {
                 // A config file given here is the operator's truth, as for `serve` and `worker`:
                 // its queue defaults go into the store, where the insert reads them.
-                spooler_server::run::configure_store(&**store, config)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "{}: storing the queues' defaults in {}",
-                            config.name(),
-                            store.describe()
-                        )
-                    })?;
+                crate::serve::store_queue_defaults(&**store, config).await?;
                 let job = parse_enqueue(body, "", store.clock().now())
                     .map_err(|e| anyhow!("invalid job: {}", e.message()))?;
                 let inserted = store.job_insert(&job).await?;

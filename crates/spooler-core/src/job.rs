@@ -41,8 +41,9 @@ pub struct JobRow {
     pub state: JobState,
     /// Higher runs first.
     pub priority: i32,
-    /// Times its handler started: every claim adds one, and a release of a job that never started
-    /// gives it back.
+    /// Attempts spent: every claim adds one and a release of a job that never started gives it
+    /// back, so it counts the handler's starts, plus claims lost with a process that died (the
+    /// store cannot tell those from a start, and counting them stops a job that kills its worker).
     pub attempt: i32,
     /// Attempts allowed before the job is `failed`.
     pub max_attempts: i32,

@@ -14,7 +14,8 @@ async fn open(url: &str) -> Arc<dyn Store> {
     spooler::connect(url).await.expect("open store")
 }
 
-async fn all_jobs(store: &dyn Store) -> Vec<spooler::JobRow> {
+/// Every job in the store, a page at a time.
+pub async fn all_jobs(store: &dyn Store) -> Vec<spooler::JobRow> {
     let mut out = Vec::new();
     let mut cursor = None;
     loop {

@@ -19,8 +19,9 @@ mod sink;
 
 use crate::processes::{WorkerProcess, skewed_clock};
 use crate::server_support::{ServeOptions, Server};
+use crate::worker_processes::all_jobs;
 use serde_json::{Value, json};
-use spooler::{JobList, JobState, Store};
+use spooler::JobState;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -941,27 +942,6 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Every job in the store.
-async fn all_jobs(store: &dyn Store) -> Vec<spooler::JobRow> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .job_list(&JobList {
-                limit: 1000,
-                before_id: cursor,
-                ..Default::default()
-            })
-            .await
-            .expect("list jobs");
-        if page.is_empty() {
-            return out;
-        }
-        cursor = page.last().map(|j| j.id);
-        out.extend(page);
     }
 }
 
