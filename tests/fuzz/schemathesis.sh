@@ -45,38 +45,55 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# One token mode: start a server, run schemathesis against it, stop it. Exit status 0 when clean.
-fuzz_mode() {
-  local mode="$1" dir="$work/$1"
+# A server for one phase of one token mode, on a store of its own: sets `server` and `base`.
+start_server() {
+  local mode="$1" dir="$2"
   mkdir -p "$dir"
-  local port base
+  local port
   port="$(free_port)"
   base="http://127.0.0.1:$port"
   local args=(serve --no-worker --store "sqlite://$dir/jobs.db" --listen "127.0.0.1:$port" --log-format json --max-wait 200ms)
-  local auth=()
   if [ "$mode" = token ]; then
     args+=(--token fuzz-token)
-    auth=(-H "Authorization: Bearer fuzz-token")
   fi
   env -u SPOOLER_TOKEN -u SPOOLER_CONFIG -u SPOOLER_STORE -u SPOOLER_LISTEN "$bin" "${args[@]}" 2>"$dir/serve.log" &
-  local server=$!
-  # shellcheck disable=SC2064
-  trap "kill $server 2>/dev/null || true" RETURN
-  local up=""
+  server=$!
   for _ in $(seq 1 300); do
-    if curl -fsS "$base/healthz" >/dev/null 2>&1; then up=1; break; fi
+    if curl -fsS "$base/healthz" >/dev/null 2>&1; then return 0; fi
     kill -0 "$server" 2>/dev/null || break
     sleep 0.1
   done
-  if [ -z "$up" ]; then
-    echo "fuzz ($mode): the server did not start; its log:" >&2
-    cat "$dir/serve.log" >&2
-    return 1
+  echo "fuzz ($mode): the server did not start; its log:" >&2
+  cat "$dir/serve.log" >&2
+  return 1
+}
+
+# One token mode: each phase against a fresh server, stopped after. Exit status 0 when clean.
+fuzz_mode() {
+  local mode="$1" dir="$work/$1"
+  mkdir -p "$dir"
+  local auth=()
+  if [ "$mode" = token ]; then
+    auth=(-H "Authorization: Bearer fuzz-token")
   fi
-  # Without a token the server asks for none: test it against the document less its security.
-  local location="$base/openapi.json" url_args=()
-  if [ "$mode" = open ]; then
-    curl -fsS "$base/openapi.json" | python3 -c '
+  echo "fuzz ($mode): $examples examples per operation, seed $seed" >&2
+  local status=0 total=0 phases workers out code cases server base exclude
+  # The stateful phase runs apart, on a fresh store, one worker, and without the bulk endpoint:
+  # a bulk delete runs on in the background (an operation), and would remove the job a later
+  # sequence was just handed (a duplicate unique_key answers with the existing job), which reads
+  # as "created resource not found". Bulk requests are fuzzed in the other phases.
+  for phases in examples,coverage,fuzzing stateful; do
+    workers=2
+    exclude=()
+    if [ "$phases" = stateful ]; then
+      workers=1
+      exclude=(--exclude-path /v1/jobs/bulk)
+    fi
+    start_server "$mode" "$dir/$phases" || return 1
+    # Without a token the server asks for none: test it against the document less its security.
+    local location="$base/openapi.json" url_args=()
+    if [ "$mode" = open ]; then
+      curl -fsS "$base/openapi.json" | python3 -c '
 import json, sys
 doc = json.load(sys.stdin)
 doc.pop("security", None)
@@ -84,27 +101,27 @@ for item in doc["paths"].values():
     for op in item.values():
         if isinstance(op, dict):
             op.pop("security", None)
-json.dump(doc, sys.stdout)' >"$dir/openapi.json"
-    location="$dir/openapi.json"
-    url_args=(--url "$base")
-  fi
-  echo "fuzz ($mode): schemathesis against $base, $examples examples per operation, seed $seed" >&2
-  local status=0 total=0 phases workers out code cases
-  # The stateful phase runs apart, on one worker: another worker's bulk delete would otherwise
-  # remove the job a sequence just created, which reads as "created resource not found".
-  for phases in examples,coverage,fuzzing stateful; do
-    workers=2
-    [ "$phases" = stateful ] && workers=1
+json.dump(doc, sys.stdout)' >"$dir/$phases/openapi.json"
+      location="$dir/$phases/openapi.json"
+      url_args=(--url "$base")
+    fi
     out="$dir/schemathesis-$phases.txt"
     set +e
-    # From the mode's directory, where schemathesis leaves its cache.
-    (cd "$dir" && "$venv/bin/schemathesis" --config-file "$root/tests/fuzz/schemathesis.toml" run "$location" "${url_args[@]}" \
+    # From the phase's directory, where schemathesis leaves its cache.
+    (cd "$dir/$phases" && "$venv/bin/schemathesis" --config-file "$root/tests/fuzz/schemathesis.toml" run "$location" "${url_args[@]}" \
       --checks all --mode all --phases "$phases" --generation-allow-x00 false \
       --max-examples "$examples" --seed "$seed" --workers "$workers" --no-shrink \
-      --request-timeout 10 --generation-database none \
+      --request-timeout 10 --generation-database none "${exclude[@]}" \
       --no-color "${auth[@]}") >"$out" 2>&1
     code=$?
     set -e
+    if grep -q panicked "$dir/$phases/serve.log"; then
+      echo "fuzz ($mode, $phases): the server panicked:" >&2
+      grep panicked "$dir/$phases/serve.log" >&2
+      status=1
+    fi
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
     cases="$(grep -A1 '^Test cases:' "$out" | tail -n 1 | grep -oE '[0-9]+' | head -n 1 || true)"
     total=$((total + ${cases:-0}))
     echo "fuzz ($mode, $phases): ${cases:-0} cases, exit $code" >&2
@@ -117,11 +134,6 @@ json.dump(doc, sys.stdout)' >"$dir/openapi.json"
   echo "fuzz ($mode): $total cases" >&2
   if [ "$total" -lt "$min_cases" ]; then
     echo "fuzz ($mode): only $total cases ran, fewer than $min_cases" >&2
-    status=1
-  fi
-  if grep -q panicked "$dir/serve.log"; then
-    echo "fuzz ($mode): the server panicked:" >&2
-    grep panicked "$dir/serve.log" >&2
     status=1
   fi
   return "$status"

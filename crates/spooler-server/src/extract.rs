@@ -115,7 +115,8 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
     }
 }
 
-/// The `{name}` path segment (a queue name).
+/// The `{name}` path segment (a queue name). A name that breaks the naming rule names no queue
+/// that can exist: 404, with the rule in the message.
 pub(crate) struct NamePath(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for NamePath {
@@ -125,8 +126,9 @@ impl<S: Send + Sync> FromRequestParts<S> for NamePath {
         let Path(name) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::bad_param("name", format!("bad path: {e}")))?;
-        crate::wire::validate_name(&name)
-            .map_err(|e| ApiError::bad_param("name", format!("queue name: {e}")))?;
+        crate::wire::validate_name(&name).map_err(|e| {
+            ApiError::not_found(format!("no such queue: queue name: {e}")).field("name")
+        })?;
         Ok(NamePath(name))
     }
 }
