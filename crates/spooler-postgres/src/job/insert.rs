@@ -13,14 +13,6 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-/// What the insert returns of one new row.
-struct Fresh {
-    id: i64,
-    key: Option<String>,
-    max_attempts: i32,
-    timeout_ms: Option<i64>,
-}
-
 /// The `unnest` insert, its result ending with `$returned`. `max_attempts` and `timeout_ms` come
 /// resolved ([`QueueSettings::resolve`](spooler_core::store::QueueSettings::resolve)).
 macro_rules! insert_unnest {
@@ -43,9 +35,9 @@ macro_rules! insert_unnest {
                        i.routed_from
                   FROM input i ORDER BY i.ord
                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-                RETURNING id, unique_key, queue, state, max_attempts, timeout_ms
+                RETURNING id, unique_key, queue, state
             )
-            SELECT ins.id, ins.unique_key, ins.max_attempts, ins.timeout_ms, ",
+            SELECT ins.id, ins.unique_key, ",
             $returned,
             " FROM ins"
         )
@@ -70,7 +62,7 @@ pub(crate) const INSERT_ONE_SQL: &str =
              CASE WHEN coalesce($5, $11) > $11 THEN 'scheduled' ELSE 'available' END,
              $4, $6, coalesce($5, $11), $11, $7, $8, $9, $10)
      ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-     RETURNING id, unique_key, max_attempts, timeout_ms";
+     RETURNING id, unique_key";
 
 /// The unfinished jobs holding any of the unique keys `$1`.
 pub(crate) const EXISTING_UNIQUE_SQL: &str = concat!(
@@ -183,25 +175,18 @@ pub(crate) async fn insert_on(
     } else {
         insert_rows(inner, conn, jobs, &resolved, notify, now).await?
     };
-    // The statement returns ids, keys and what the queue's defaults resolved: the rest of each row
-    // is what was sent. Ids are drawn in input order, so sorted ids line up with the inputs that
-    // were inserted.
-    let mut fresh: Vec<Fresh> = rows
+    // The statement returns ids and keys only: the rest of each row is what was sent, with the
+    // values resolved above. Ids are drawn in input order, so sorted ids line up with the inputs
+    // that were inserted.
+    let mut fresh: Vec<(i64, Option<String>)> = rows
         .iter()
-        .map(|row| {
-            Ok(Fresh {
-                id: row.try_get("id")?,
-                key: row.try_get("unique_key")?,
-                max_attempts: row.try_get("max_attempts")?,
-                timeout_ms: row.try_get("timeout_ms")?,
-            })
-        })
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<_, sqlx::Error>>()
         .map_err(map)?;
-    fresh.sort_by_key(|f| f.id);
+    fresh.sort_by_key(|(id, _)| *id);
 
     // Which keys got a new row, and which must be looked up among existing unfinished jobs.
-    let inserted_keys: HashSet<String> = fresh.iter().filter_map(|f| f.key.clone()).collect();
+    let inserted_keys: HashSet<String> = fresh.iter().filter_map(|(_, k)| k.clone()).collect();
     let missing: Vec<String> = jobs
         .iter()
         .filter_map(|j| j.unique_key.as_deref())
@@ -243,20 +228,18 @@ pub(crate) async fn insert_on(
     let mut out = Vec::with_capacity(n);
     let mut woken = BTreeSet::new();
     let mut seen_keys: HashSet<&str> = HashSet::new();
-    for job in jobs {
+    for (job, &(max_attempts, timeout_ms)) in jobs.iter().zip(&resolved) {
         let inserted_here = match job.unique_key.as_deref() {
             None => true,
             Some(k) => inserted_keys.contains(k) && seen_keys.insert(k),
         };
         if inserted_here {
-            let f = fresh.next().ok_or_else(|| StoreError::Database {
+            let (id, _) = fresh.next().ok_or_else(|| StoreError::Database {
                 message: "insert returned fewer rows than expected".into(),
             })?;
-            let mut row = job.clone().into_row(f.id, now);
-            row.max_attempts = f.max_attempts;
-            row.timeout = f
-                .timeout_ms
-                .map(|ms| std::time::Duration::from_millis(ms.max(1) as u64));
+            let mut row = job.clone().into_row(id, now);
+            row.max_attempts = max_attempts;
+            row.timeout = timeout_ms.map(|ms| std::time::Duration::from_millis(ms as u64));
             if row.state == JobState::Available {
                 woken.insert(row.queue.clone());
             }

@@ -63,11 +63,9 @@ async fn run(
     let lease = job.lease();
     let ctx = JobContext::new(job.clone(), shared.id.clone());
     let started = Instant::now();
-    let blocking = shared
-        .handlers
-        .get(&job.kind)
-        .is_some_and(|h| h.is_blocking());
-    let end = match shared.handlers.get(&job.kind).cloned() {
+    let handler = shared.handlers.get(&job.kind).cloned();
+    let blocking = handler.as_ref().is_some_and(|h| h.is_blocking());
+    let end = match handler {
         None => RunEnd::Returned(Err(JobError::Retry(format!(
             "worker {} has no handler for kind {}",
             shared.id, job.kind
