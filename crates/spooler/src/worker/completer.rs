@@ -18,7 +18,8 @@ struct Limits {
 
 enum Message {
     Finish(JobFinish),
-    Flush(oneshot::Sender<()>),
+    /// Flush, then stop: the worker has stopped, and nothing is written behind its back.
+    Close(oneshot::Sender<()>),
 }
 
 /// Sends outcomes to the completer task.
@@ -54,10 +55,12 @@ impl CompleterHandle {
         }
     }
 
-    /// Waits until everything sent before this call is written.
-    pub(crate) async fn flush(&self) {
+    /// Waits until everything sent before this call is written, then stops the completer: an
+    /// outcome sent later is not written (it is logged, and the job is rescued after its lease),
+    /// as when the process exits.
+    pub(crate) async fn close(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Message::Flush(tx)).is_ok() {
+        if self.tx.send(Message::Close(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -70,15 +73,19 @@ async fn run(
     flushed: Signal,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut flushes = Vec::new();
+    let mut closes = Vec::new();
+    let mut closing = false;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Finish(f) => batch.push(f),
-                Message::Flush(ack) => flushes.push(ack),
+                Message::Close(ack) => {
+                    closes.push(ack);
+                    closing = true;
+                }
             }
-            next = if batch.len() < MAX_BATCH {
+            next = if batch.len() < MAX_BATCH && !closing {
                 rx.try_recv().ok()
             } else {
                 None
@@ -89,8 +96,21 @@ async fn run(
             batch.clear();
             flushed.notify();
         }
-        for ack in flushes.drain(..) {
+        for ack in closes.drain(..) {
             let _ = ack.send(());
+        }
+        if closing {
+            rx.close();
+            while let Ok(message) = rx.try_recv() {
+                let Message::Finish(f) = message else {
+                    continue;
+                };
+                tracing::error!(
+                    job = f.lease.id,
+                    "an outcome came after the worker stopped and was not recorded; the job runs again once its lease expires"
+                );
+            }
+            return;
         }
     }
 }

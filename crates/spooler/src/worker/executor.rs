@@ -122,6 +122,9 @@ async fn run(
     };
     ctx.cancel();
     let elapsed = started.elapsed();
+    if let Some(delay) = shared.settings.test_outcome_delay {
+        tokio::time::sleep(delay).await;
+    }
 
     let now = shared.store.clock().now();
     let retry = |error: String| Outcome::Retry {

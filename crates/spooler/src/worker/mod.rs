@@ -161,6 +161,8 @@ pub(crate) struct Settings {
     pub(crate) claims_in_flight: u32,
     /// The backoff of failed attempts, also applied by this worker's rescues.
     pub(crate) retry: Arc<RetryPolicies>,
+    /// See [`WorkerBuilder::test_outcome_delay`].
+    pub(crate) test_outcome_delay: Option<Duration>,
 }
 
 impl Settings {
@@ -223,6 +225,7 @@ pub struct WorkerBuilder {
     maintenance_config: MaintenanceConfig,
     id: Option<String>,
     test_signals: bool,
+    test_outcome_delay: Option<Duration>,
 }
 
 impl WorkerBuilder {
@@ -347,6 +350,15 @@ impl WorkerBuilder {
         self
     }
 
+    /// Holds every run for `delay` between its handler's return and the hand-off of its outcome,
+    /// widening a window a shutdown must not lose an outcome in. Fault injection for tests; not
+    /// part of the API.
+    #[doc(hidden)]
+    pub fn test_outcome_delay(mut self, delay: Duration) -> Self {
+        self.test_outcome_delay = Some(delay);
+        self
+    }
+
     /// Checks the settings and makes the worker.
     pub fn build(mut self) -> Result<Worker, Error> {
         let invalid = |key: &str, message: &str| {
@@ -416,6 +428,7 @@ impl WorkerBuilder {
                 max_claim: self.max_claim,
                 claims_in_flight: self.claims_in_flight,
                 retry: Arc::new(self.retry),
+                test_outcome_delay: self.test_outcome_delay,
             },
             running: Mutex::new(HashMap::new()),
             idle: Notify::new(),
@@ -485,6 +498,7 @@ impl Worker {
             maintenance_config: MaintenanceConfig::default(),
             id: None,
             test_signals: false,
+            test_outcome_delay: None,
         }
     }
 
@@ -582,7 +596,7 @@ impl Worker {
             }
         }
         while tasks.join_next().await.is_some() {}
-        shared.completer.flush().await;
+        shared.completer.close().await;
         // Maintenance resigned its leadership as soon as it saw the stop.
         if let Some(task) = maintenance {
             let _ = task.await;

@@ -20,6 +20,7 @@ fn started(tag: u64) -> usize {
 crate::on_every_backend!(shutdown:
     running_jobs_finish_within_the_grace_period,
     jobs_past_the_grace_period_are_released_to_another_worker,
+    every_job_that_returned_before_the_stop_returned_is_recorded,
 );
 
 #[derive(Serialize, Deserialize)]
@@ -119,4 +120,71 @@ async fn jobs_past_the_grace_period_are_released_to_another_worker(b: &Backend) 
     let job = wait_state(&b.client, id, JobState::Completed, Duration::from_secs(5)).await;
     assert_eq!(job.attempt, 2);
     second.shutdown().await.unwrap();
+}
+
+/// Which `Quick` runs returned, per test's tag, by job id.
+static RETURNED: LazyLock<Mutex<HashMap<u64, Vec<i64>>>> = LazyLock::new(Default::default);
+
+#[derive(Serialize, Deserialize)]
+struct Quick {
+    tag: u64,
+}
+
+impl Job for Quick {
+    const KIND: &'static str = "quick";
+
+    async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+        tokio::task::yield_now().await;
+        RETURNED
+            .lock()
+            .unwrap()
+            .entry(self.tag)
+            .or_default()
+            .push(ctx.id());
+        Ok(())
+    }
+}
+
+/// A stop that comes while runs are between their handler's return and the hand-off of their
+/// outcome: every run that returned before `shutdown` did has its outcome written by then.
+/// (Once, a run left the running set before its outcome reached the completer, so the stop
+/// could close the completer first and exit: the job stayed `running` and ran again after its
+/// lease.) The worker holds each run in that window for a while, so the stop lands in it.
+async fn every_job_that_returned_before_the_stop_returned_is_recorded(b: &Backend) {
+    let tag = rand::random::<u64>() | 1;
+    let jobs = (0..400)
+        .map(|_| spooler::NewJob::new("quick", serde_json::json!({ "tag": tag })))
+        .collect();
+    b.client.enqueue_many(jobs).await.unwrap();
+    let w = Worker::builder(b.store.clone())
+        .register::<Quick>()
+        .queue("default", 64)
+        .grace_period(Duration::from_secs(30))
+        .test_outcome_delay(Duration::from_millis(100))
+        .test_signals()
+        .build()
+        .unwrap()
+        .start();
+    // Stop once the first outcomes are written, with the next runs held in the window.
+    w.test_signals()
+        .flushed
+        .wait_for(1, Duration::from_secs(30))
+        .await;
+    w.shutdown().await.unwrap();
+    let returned = RETURNED.lock().unwrap().remove(&tag).unwrap_or_default();
+    assert!(!returned.is_empty(), "some runs returned before the stop");
+    let mut unrecorded = Vec::new();
+    for id in &returned {
+        let job = b.client.status(*id).await.unwrap();
+        if job.state != JobState::Completed {
+            unrecorded.push((*id, job.state));
+        }
+    }
+    assert!(
+        unrecorded.is_empty(),
+        "{} of {} runs that returned were not recorded when the worker stopped: {:?}",
+        unrecorded.len(),
+        returned.len(),
+        &unrecorded[..unrecorded.len().min(10)]
+    );
 }
