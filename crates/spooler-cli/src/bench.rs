@@ -56,6 +56,14 @@ pub struct BenchArgs {
     /// Duration of the steady workload.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub duration: Duration,
+    /// Steady workload: also a row per window of this length (latency of the jobs that started
+    /// in it, resident memory, rows in the store), to see whether a long run stays flat.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub window: Option<Duration>,
+    /// Steady workload: how long the worker keeps completed jobs (the library's default when
+    /// not given); with a short one, a long run shows the store's size bounded by retention.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub retention: Option<Duration>,
     /// Measure the store as it is instead of a fresh one (it must be migrated and should be empty).
     #[arg(long)]
     pub reuse: bool,
@@ -92,6 +100,9 @@ struct Row {
     rss_mb: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     history: Option<usize>,
+    /// Rows in the store at the end of a window, any state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stored_jobs: Option<i64>,
 }
 
 /// Runs the benchmark.
@@ -314,6 +325,7 @@ fn row(
         offered_per_sec: None,
         rss_mb: rss_mb(),
         history: None,
+        stored_jobs: None,
     }
 }
 
@@ -500,11 +512,11 @@ async fn latency(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row
     tokio::time::sleep(Duration::from_millis(200)).await;
     let n = args.latency_jobs;
     let bar = progress(n, "latency");
-    let mut samples = Vec::with_capacity(n);
+    let mut samples = latency_histogram();
     let mut started = Instant::now();
     for i in 0..LATENCY_WARMUP + n {
         if i == LATENCY_WARMUP {
-            samples.clear();
+            samples.reset();
             started = Instant::now();
         }
         let t0 = Instant::now();
@@ -515,7 +527,7 @@ async fn latency(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row
                 .with_context(|| format!("job {id} did not start within 30s"))?
                 .context("worker stopped")?;
             if started_id == id {
-                samples.push(at - t0);
+                samples.saturating_record((at - t0).as_micros().max(1) as u64);
                 break;
             }
         }
@@ -529,7 +541,7 @@ async fn latency(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row
     bar.finish_and_clear();
     handle.shutdown().await?;
     let mut r = row(args, fresh, "latency", "enqueue→start", n, took);
-    fill_percentiles(&mut r, &mut samples);
+    fill_from_histogram(&mut r, &samples);
     Ok(vec![r])
 }
 
@@ -546,11 +558,16 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
     let client = Client::new(fresh.store.clone());
     let (tx, mut starts) = mpsc::unbounded_channel();
     let noop = Noop::new(usize::MAX, Some(tx));
-    let handle = Worker::builder(fresh.store.clone())
+    let mut builder = Worker::builder(fresh.store.clone())
         .handler(KIND, noop.clone())
-        .queue(spooler::core::DEFAULT_QUEUE, args.concurrency)
-        .build()?
-        .start();
+        .queue(spooler::core::DEFAULT_QUEUE, args.concurrency);
+    if let Some(completed) = args.retention {
+        builder = builder.retention(spooler::Retention {
+            completed: Some(completed),
+            ..Default::default()
+        });
+    }
+    let handle = builder.build()?.start();
     let rate = f64::from(args.rate.max(1));
     let total = (rate * args.duration.as_secs_f64()).round() as usize;
     let bar = progress(total, "steady");
@@ -595,22 +612,49 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
         })
     };
     let started = Instant::now();
-    let mut samples = Vec::with_capacity(total);
+    // Histograms rather than every sample, so a long run's own bookkeeping stays flat.
+    let mut all = latency_histogram();
+    let mut window = latency_histogram();
+    let mut window_began = started;
+    let mut rows = Vec::new();
     let mut pending = Vec::new();
-    while samples.len() < total {
+    while (all.len() as usize) < total {
         let (id, at) = tokio::time::timeout(Duration::from_secs(60), starts.recv())
             .await
             .context("no job started for 60s")?
             .context("worker stopped")?;
         pending.push((id, at));
-        let map = enqueued_at.lock().expect("lock");
-        pending.retain(|(id, at)| match map.get(id) {
-            Some(t0) => {
-                samples.push(*at - *t0);
-                false
-            }
-            None => true,
-        });
+        {
+            let mut map = enqueued_at.lock().expect("lock");
+            pending.retain(|(id, at)| match map.remove(id) {
+                Some(t0) => {
+                    let micros = (*at - t0).as_micros().max(1) as u64;
+                    all.saturating_record(micros);
+                    window.saturating_record(micros);
+                    false
+                }
+                None => true,
+            });
+        }
+        if let Some(length) = args.window
+            && window_began.elapsed() >= length
+        {
+            let mut r = row(
+                args,
+                fresh,
+                "steady",
+                "window",
+                window.len() as usize,
+                window_began.elapsed(),
+            );
+            r.seconds = round(started.elapsed().as_secs_f64(), 1);
+            r.offered_per_sec = Some(args.rate);
+            fill_from_histogram(&mut r, &window);
+            r.stored_jobs = Some(stored_jobs(&client).await?);
+            rows.push(r);
+            window.reset();
+            window_began = Instant::now();
+        }
     }
     let took = started.elapsed();
     producer.await??;
@@ -618,21 +662,35 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
     handle.shutdown().await?;
     let mut r = row(args, fresh, "steady", "offered", total, took);
     r.offered_per_sec = Some(args.rate);
-    fill_percentiles(&mut r, &mut samples);
-    Ok(vec![r])
+    fill_from_histogram(&mut r, &all);
+    rows.push(r);
+    Ok(rows)
 }
 
-fn fill_percentiles(r: &mut Row, samples: &mut [Duration]) {
-    samples.sort();
-    let pick = |q: f64| {
-        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        round(samples[i].as_secs_f64() * 1000.0, 3)
-    };
-    if !samples.is_empty() {
-        r.p50_ms = Some(pick(0.50));
-        r.p99_ms = Some(pick(0.99));
-        r.max_ms = Some(pick(1.0));
+/// Microseconds from 1 µs to an hour, three significant figures.
+fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+fn fill_from_histogram(r: &mut Row, h: &hdrhistogram::Histogram<u64>) {
+    if !h.is_empty() {
+        let ms = |micros: u64| round(micros as f64 / 1000.0, 3);
+        r.p50_ms = Some(ms(h.value_at_quantile(0.50)));
+        r.p99_ms = Some(ms(h.value_at_quantile(0.99)));
+        r.max_ms = Some(ms(h.max()));
     }
+}
+
+/// Rows in the store, any state.
+async fn stored_jobs(client: &Client) -> anyhow::Result<i64> {
+    let queues = client.queues().await.context("counting the store's jobs")?;
+    Ok(queues
+        .iter()
+        .map(|q| {
+            let c = &q.counts;
+            c.scheduled + c.available + c.running + c.completed + c.failed + c.cancelled
+        })
+        .sum())
 }
 
 fn round(v: f64, places: i32) -> f64 {
@@ -657,7 +715,7 @@ fn rss_mb() -> f64 {
 fn print_table(rows: &[Row]) {
     let ms = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
     println!(
-        "{:<9} {:<14} {:<8} {:>8} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8} {:>7}",
+        "{:<9} {:<14} {:<8} {:>8} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8} {:>7} {:>8}",
         "workload",
         "mode",
         "backend",
@@ -668,11 +726,12 @@ fn print_table(rows: &[Row]) {
         "p50 ms",
         "p99 ms",
         "max ms",
-        "rss MB"
+        "rss MB",
+        "stored"
     );
     for r in rows {
         println!(
-            "{:<9} {:<14} {:<8} {:>8} {:>5} {:>9.3} {:>11.0} {:>8} {:>8} {:>8} {:>7.1}",
+            "{:<9} {:<14} {:<8} {:>8} {:>5} {:>9.3} {:>11.0} {:>8} {:>8} {:>8} {:>7.1} {:>8}",
             r.workload,
             r.mode,
             r.backend,
@@ -683,7 +742,10 @@ fn print_table(rows: &[Row]) {
             ms(r.p50_ms),
             ms(r.p99_ms),
             ms(r.max_ms),
-            r.rss_mb
+            r.rss_mb,
+            r.stored_jobs
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into())
         );
     }
 }
