@@ -571,9 +571,13 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
     let rate = f64::from(args.rate.max(1));
     let total = (rate * args.duration.as_secs_f64()).round() as usize;
     let bar = progress(total, "steady");
-    let enqueued_at = Arc::new(std::sync::Mutex::new(
-        std::collections::HashMap::with_capacity(total),
-    ));
+    // Sized by what is in flight, not by the run: entries leave once their job started, so a
+    // long run's own bookkeeping does not grow (a map sized for the whole run touched ever more
+    // of its pages, which showed as the process's memory growing).
+    let enqueued_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        spooler::JobId,
+        Instant,
+    >::new()));
     let producer = {
         let (client, enqueued_at, bar) = (client.clone(), enqueued_at.clone(), bar.clone());
         tokio::spawn(async move {
@@ -618,12 +622,21 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
     let mut window_began = started;
     let mut rows = Vec::new();
     let mut pending = Vec::new();
+    let mut last_progress = Instant::now();
     while (all.len() as usize) < total {
-        let (id, at) = tokio::time::timeout(Duration::from_secs(60), starts.recv())
-            .await
-            .context("no job started for 60s")?
-            .context("worker stopped")?;
-        pending.push((id, at));
+        // A job can start before its enqueue returned its id: such starts wait in `pending`
+        // until the id is known, so the map is looked at again even when no start comes.
+        match tokio::time::timeout(Duration::from_millis(100), starts.recv()).await {
+            Ok(Some(start)) => {
+                pending.push(start);
+                last_progress = Instant::now();
+            }
+            Ok(None) => bail!("worker stopped"),
+            Err(_) if last_progress.elapsed() > Duration::from_secs(60) => {
+                bail!("no job started for 60s")
+            }
+            Err(_) => {}
+        }
         {
             let mut map = enqueued_at.lock().expect("lock");
             pending.retain(|(id, at)| match map.remove(id) {
@@ -651,7 +664,12 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
             r.offered_per_sec = Some(args.rate);
             fill_from_histogram(&mut r, &window);
             r.stored_jobs = Some(stored_jobs(&client).await?);
-            rows.push(r);
+            if args.json {
+                // As it happens, so a long run's windows survive its end.
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                rows.push(r);
+            }
             window.reset();
             window_began = Instant::now();
         }
