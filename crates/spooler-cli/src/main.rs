@@ -6,6 +6,7 @@ mod check;
 mod logging;
 mod manage;
 mod ops;
+mod schedules;
 mod serve;
 mod target;
 
@@ -48,6 +49,8 @@ enum Command {
     Pause(manage::QueueArgs),
     /// Resume a paused queue.
     Resume(manage::QueueArgs),
+    /// List schedules, or run, pause or resume one (`spooler schedules run NAME`).
+    Schedules(schedules::SchedulesArgs),
     /// Delete finished jobs past their retention.
     Prune(ops::PruneArgs),
     /// Health probe: exit 0 healthy, 1 warning, 2 unhealthy.
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
             Command::Queues(a) => manage::queues(a).await,
             Command::Pause(a) => manage::pause(a, true).await,
             Command::Resume(a) => manage::pause(a, false).await,
+            Command::Schedules(a) => schedules::schedules(a).await,
             Command::Prune(a) => ops::prune(a).await,
             Command::Check(a) => Ok(check::run(a).await),
             Command::Bench(a) => bench::run(a).await.map(|()| 0),

@@ -11,6 +11,7 @@ use spooler_server::run::{
 };
 use spooler_server::{AppState, router};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The store when nothing names one.
@@ -164,7 +165,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let token = args.token.clone().or_else(|| config.token.clone());
     let store = spooler::connect(&store_url).await?;
-    store_queue_defaults(&*store, &config).await?;
+    store_config(store.clone(), &config).await?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         anyhow!("cannot listen on {listen}: {e} (is another server there? choose an address with --listen or SPOOLER_LISTEN)")
     })?;
@@ -258,7 +259,7 @@ pub struct WorkerArgs {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let (config, store_url) = args.common.setup()?;
     let store = spooler::connect(&store_url).await?;
-    store_queue_defaults(&*store, &config).await?;
+    store_config(store.clone(), &config).await?;
     let worker = worker_builder(store, &config, &args.worker.overrides()).build()?;
     worker.run_until(shutdown_signal()).await?;
     Ok(0)
@@ -271,17 +272,14 @@ pub struct MigrateArgs {
     pub common: Common,
 }
 
-/// Writes the config's queue defaults into the store (see `spooler_server::run::configure_store`),
-/// naming the config file and the store when it fails.
-pub async fn store_queue_defaults(
-    store: &dyn spooler::Store,
-    config: &Config,
-) -> anyhow::Result<()> {
+/// Writes the config's queue defaults and schedules into the store (see
+/// `spooler_server::run::configure_store`), naming the config file and the store when it fails.
+pub async fn store_config(store: Arc<dyn spooler::Store>, config: &Config) -> anyhow::Result<()> {
+    let describe = store.describe();
     configure_store(store, config).await.with_context(|| {
         format!(
-            "{}: storing the queues' defaults in {}",
-            config.name(),
-            store.describe()
+            "{}: storing the queues' defaults and schedules in {describe}",
+            config.name()
         )
     })
 }

@@ -143,7 +143,7 @@ impl Target {
             Self::Store { store, config } => {
                 // A config file given here is the operator's truth, as for `serve` and `worker`:
                 // its queue defaults go into the store, where the insert reads them.
-                crate::serve::store_queue_defaults(&**store, config).await?;
+                crate::serve::store_config(store.clone(), config).await?;
                 let job = parse_enqueue(body, "", store.clock().now())
                     .map_err(|e| anyhow!("invalid job: {}", e.message()))?;
                 let inserted = store.job_insert(&job).await?;
@@ -312,6 +312,50 @@ impl Target {
                     })
                     .await?;
                 Ok(serde_json::to_value(&op)?)
+            }
+        }
+    }
+
+    /// Every schedule, as `GET /v1/schedules` shows them.
+    pub async fn schedules(&self) -> anyhow::Result<Vec<Value>> {
+        match self {
+            Self::Server(remote) => {
+                let body = remote.call(Method::GET, "/v1/schedules", None).await?;
+                Ok(body["schedules"].as_array().cloned().unwrap_or_default())
+            }
+            Self::Store { store, .. } => Ok(client(store)
+                .schedules()
+                .await?
+                .iter()
+                .map(spooler_server::wire::schedule_json)
+                .collect()),
+        }
+    }
+
+    /// Runs (`run`: its job now, its next run unmoved), pauses or resumes a schedule; answers the
+    /// job enqueued, or the schedule.
+    pub async fn schedule_action(&self, name: &str, action: &str) -> anyhow::Result<Value> {
+        match self {
+            Self::Server(remote) => {
+                let path = format!("/v1/schedules/{}/{action}", encode(name));
+                remote.call(Method::POST, &path, None).await
+            }
+            Self::Store { store, .. } => {
+                let client = client(store);
+                match action {
+                    "run" => Ok(job_json(&client.run_schedule(name).await?.job)),
+                    "pause" | "resume" => {
+                        if action == "pause" {
+                            client.pause_schedule(name).await?;
+                        } else {
+                            client.resume_schedule(name).await?;
+                        }
+                        Ok(spooler_server::wire::schedule_json(
+                            &client.schedule(name).await?,
+                        ))
+                    }
+                    other => bail!("unknown schedule action {other}"),
+                }
             }
         }
     }

@@ -20,6 +20,12 @@ pub enum StoreError {
         /// The id asked for.
         id: i64,
     },
+    /// No schedule has this name.
+    #[error("schedule \"{name}\" not found")]
+    ScheduleNotFound {
+        /// The name asked for.
+        name: String,
+    },
     /// The job is in a state the operation does not apply to.
     #[error("job {id} is {state}: cannot {action} it")]
     InvalidState {
@@ -119,6 +125,7 @@ impl StoreError {
             self,
             StoreError::JobNotFound { .. }
                 | StoreError::OperationNotFound { .. }
+                | StoreError::ScheduleNotFound { .. }
                 | StoreError::InvalidState { .. }
                 | StoreError::InvalidInput { .. }
         )

@@ -14,6 +14,7 @@ pub mod error;
 pub mod job;
 pub mod operation;
 pub mod retry;
+pub mod schedule;
 pub mod state;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -26,6 +27,7 @@ pub use error::StoreError;
 pub use job::{AttemptError, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobId, JobRow, NewJob};
 pub use operation::{BulkAction, JobFilter, MAX_CHUNK, Operation, OperationNew, OperationState};
 pub use retry::{RetryPolicies, RetryPolicy};
+pub use schedule::{Cadence, CatchUp, ScheduleDeclare, ScheduleDef, ScheduleFire, ScheduleRow};
 pub use state::JobState;
 pub use store::*;
 pub use transition::{Facts, Transition, decide};

@@ -7,6 +7,7 @@
 use crate::error::StoreError;
 use crate::job::{JobId, JobRow, NewJob};
 use crate::operation::{JobFilter, Operation, OperationNew};
+use crate::schedule::{ScheduleDeclare, ScheduleFire, ScheduleRow};
 use crate::state::JobState;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -518,6 +519,33 @@ pub trait LeaderStore: Send + Sync {
     }
 }
 
+/// Periodic jobs (see [`crate::schedule`]): declared definitions, and ticks fenced on
+/// `next_run_at` so each enqueues exactly one job however many processes fire it.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Writes definitions as [`ScheduleDeclare`] says, in one transaction.
+    async fn schedule_declare(&self, declare: &ScheduleDeclare) -> StoreResult<()>;
+
+    /// Every schedule, by name.
+    async fn schedule_list(&self) -> StoreResult<Vec<ScheduleRow>>;
+
+    /// In one transaction: for a tick, moves `next_run_at` from `due` to `next_run_at` only if
+    /// the row still has `due` and is not paused (else writes nothing and answers `None`); then
+    /// inserts the job, if any, as `job_insert` would, and records it as `last_job_id` with
+    /// `last_run_at` now. Answers the inserted job (`None` also for a skipped tick).
+    /// `ScheduleNotFound` when there is no such schedule.
+    async fn schedule_fire(&self, fire: &ScheduleFire) -> StoreResult<Option<Inserted>>;
+
+    /// Pauses or resumes a schedule; on resume `next_run_at`, when given, replaces the stored one
+    /// (the ticks missed while paused are not caught up). `ScheduleNotFound` when there is none.
+    async fn schedule_set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<ScheduleRow>;
+}
+
 /// The registry of live workers.
 #[async_trait]
 pub trait WorkerStore: Send + Sync {
@@ -542,6 +570,7 @@ pub trait Store:
     + QueueStore
     + OperationStore
     + LeaderStore
+    + ScheduleStore
     + WorkerStore
     + std::fmt::Debug
     + 'static
@@ -569,6 +598,7 @@ pub trait Store:
 /// The `Store` trait and its parts, for `use spooler_core::store::prelude::*`.
 pub mod prelude {
     pub use super::{
-        JobAdminStore, JobStore, LeaderStore, OperationStore, QueueStore, Store, WorkerStore,
+        JobAdminStore, JobStore, LeaderStore, OperationStore, QueueStore, ScheduleStore, Store,
+        WorkerStore,
     };
 }

@@ -27,6 +27,7 @@ mod migrate;
 mod notify;
 mod operation;
 mod queue;
+mod schedule;
 mod vacuum;
 mod worker;
 
@@ -134,6 +135,13 @@ statements! {
     queue_settings_clear => queue::CONFIGURE_CLEAR_SQL,
     queue_configure => queue::CONFIGURE_SQL,
     queue_settings => queue::SETTINGS_SQL,
+    schedule_declare => schedule::DECLARE_SQL,
+    schedule_remove_others => schedule::REMOVE_OTHERS_SQL,
+    schedule_list => schedule::LIST_SQL,
+    schedule_lock => schedule::LOCK_SQL,
+    schedule_advance => schedule::ADVANCE_SQL,
+    schedule_ran => schedule::RAN_SQL,
+    schedule_set_paused => schedule::SET_PAUSED_SQL,
     leader_elect => leader::ELECT_SQL,
     leader_resign => leader::RESIGN_SQL,
     worker_heartbeat => worker::HEARTBEAT_SQL,

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "queue_settings",
         include_str!("../migrations/0005_queue_settings.sql"),
     ),
+    (
+        6,
+        "schedules",
+        include_str!("../migrations/0006_schedules.sql"),
+    ),
 ];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].

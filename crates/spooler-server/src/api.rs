@@ -41,6 +41,17 @@ fn v1_routes() -> Routes {
             post(crate::bulk::cancel_operation),
         ),
         (Method::GET, "/v1/schedules", get(list_schedules)),
+        (Method::POST, "/v1/schedules/{name}/run", post(run_schedule)),
+        (
+            Method::POST,
+            "/v1/schedules/{name}/pause",
+            post(pause_schedule),
+        ),
+        (
+            Method::POST,
+            "/v1/schedules/{name}/resume",
+            post(resume_schedule),
+        ),
         (Method::GET, "/v1/workers", get(list_workers)),
     ]
 }
@@ -363,10 +374,41 @@ async fn resume_queue(
     Ok(Json(json!({ "name": name, "paused": false })).into_response())
 }
 
-/// `GET /v1/schedules`: always `{"schedules": []}` in this version: cron schedules are not
-/// implemented yet (a config with `[[schedules]]` is rejected with "not supported yet").
-async fn list_schedules() -> Response {
-    Json(json!({ "schedules": [] })).into_response()
+/// `GET /v1/schedules`: every schedule with its cadence in words, next runs and last run.
+async fn list_schedules(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let schedules = state.inner.client.schedules().await?;
+    let list: Vec<Value> = schedules.iter().map(crate::wire::schedule_json).collect();
+    Ok(Json(json!({ "schedules": list })).into_response())
+}
+
+/// `POST /v1/schedules/{name}/run`: enqueues the schedule's job now; its next run stays.
+async fn run_schedule(
+    State(state): State<AppState>,
+    NamePath(name): NamePath,
+) -> Result<Response, ApiError> {
+    let inserted = state.inner.client.run_schedule(&name).await?;
+    let body = crate::wire::JobWire::inserted(&inserted.job, inserted.duplicate);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `POST /v1/schedules/{name}/pause`.
+async fn pause_schedule(
+    State(state): State<AppState>,
+    NamePath(name): NamePath,
+) -> Result<Response, ApiError> {
+    state.inner.client.pause_schedule(&name).await?;
+    let view = state.inner.client.schedule(&name).await?;
+    Ok(Json(crate::wire::schedule_json(&view)).into_response())
+}
+
+/// `POST /v1/schedules/{name}/resume`: ticks again from its next tick after now.
+async fn resume_schedule(
+    State(state): State<AppState>,
+    NamePath(name): NamePath,
+) -> Result<Response, ApiError> {
+    state.inner.client.resume_schedule(&name).await?;
+    let view = state.inner.client.schedule(&name).await?;
+    Ok(Json(crate::wire::schedule_json(&view)).into_response())
 }
 
 /// `GET /v1/workers`: workers that sent a heartbeat in the last minute.

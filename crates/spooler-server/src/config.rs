@@ -3,8 +3,8 @@
 //! Unknown keys are errors, and every error names the file, the line and the key:
 //! `spooler.toml, line 7, key queues.deliver.concurency: unknown field ...`.
 //!
-//! Keys that belong to features not built yet — `on_failure` / `on_success` routes, `rate_limit`
-//! and `[[schedules]]` — are rejected with "not supported yet" rather than silently ignored.
+//! Keys that belong to features not built yet — `on_failure` / `on_success` routes and
+//! `rate_limit` — are rejected with "not supported yet" rather than silently ignored.
 
 use serde::Deserialize;
 use spooler::{Retention, RetryPolicy, parse_duration};
@@ -44,6 +44,8 @@ pub struct Config {
     pub retention: Retention,
     /// Worker timings (`[worker]`).
     pub worker: WorkerConfig,
+    /// The `[[schedules]]`, in file order.
+    pub schedules: Vec<spooler::ScheduleDef>,
 }
 
 /// One `[queues.NAME]` table.
@@ -125,7 +127,18 @@ struct RawConfig {
     retention: RawRetention,
     #[serde(default)]
     worker: RawWorker,
-    schedules: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    schedules: Vec<Spanned<RawSchedule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: Spanned<String>,
+    cron: Spanned<String>,
+    tz: Option<Spanned<String>>,
+    job: Spanned<toml::Value>,
+    catch_up: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,13 +192,6 @@ impl Config {
     pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
         let src = Source { text, name };
         let raw: RawConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-        if let Some(s) = &raw.schedules {
-            return Err(src.invalid(
-                s.span(),
-                "schedules",
-                "not supported yet: cron schedules are not implemented in this version (remove [[schedules]])",
-            ));
-        }
         let mut config = Config {
             store: raw.store,
             listen: raw.listen,
@@ -279,6 +285,18 @@ impl Config {
                 defaults.cancelled,
             )?,
         };
+        for (i, s) in raw.schedules.into_iter().enumerate() {
+            let name_span = s.get_ref().name.span();
+            let schedule = schedule(&src, i, s.into_inner())?;
+            if config.schedules.iter().any(|d| d.name == schedule.name) {
+                return Err(src.invalid(
+                    name_span,
+                    &format!("schedules[{i}].name"),
+                    format!("a schedule named \"{}\" is declared twice", schedule.name),
+                ));
+            }
+            config.schedules.push(schedule);
+        }
         config.worker = WorkerConfig {
             lease: duration(&src, raw.worker.lease, "worker.lease")?,
             poll: duration(&src, raw.worker.poll, "worker.poll")?,
@@ -306,6 +324,66 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// One `[[schedules]]` entry (the `i`th): its name, cadence and time zone checked here, its job
+/// template by the same rules as an enqueue request.
+fn schedule(
+    src: &Source<'_>,
+    i: usize,
+    raw: RawSchedule,
+) -> Result<spooler::ScheduleDef, ConfigError> {
+    let key = |k: &str| format!("schedules[{i}].{k}");
+    let name = raw.name.get_ref().clone();
+    if let Err(message) = crate::wire::validate_name(&name) {
+        return Err(src.invalid(raw.name.span(), &key("name"), message));
+    }
+    let tz = raw.tz.as_ref().map(|t| t.get_ref().clone());
+    if let Err(message) = spooler::core::Cadence::parse(raw.cron.get_ref(), tz.as_deref()) {
+        let span = match &raw.tz {
+            Some(t) if message.contains("time zone") => t.span(),
+            _ => raw.cron.span(),
+        };
+        let k = if message.contains("time zone") {
+            "tz"
+        } else {
+            "cron"
+        };
+        return Err(src.invalid(span, &key(k), message));
+    }
+    let catch_up = match &raw.catch_up {
+        None => spooler::CatchUp::One,
+        Some(c) => c
+            .get_ref()
+            .parse()
+            .map_err(|message: String| src.invalid(c.span(), &key("catch_up"), message))?,
+    };
+    let job_span = raw.job.span();
+    let job_json = serde_json::to_value(raw.job.into_inner())
+        .map_err(|e| src.invalid(job_span.clone(), &key("job"), e.to_string()))?;
+    for refused in ["delay", "run_at"] {
+        if job_json.get(refused).is_some() {
+            return Err(src.invalid(
+                job_span,
+                &key(&format!("job.{refused}")),
+                "a schedule's job runs at its tick; remove it",
+            ));
+        }
+    }
+    let job = crate::wire::parse_enqueue(&job_json, "", chrono::Utc::now()).map_err(|e| {
+        let field = e
+            .field_name()
+            .map(|f| format!("job.{f}"))
+            .unwrap_or_else(|| "job".into());
+        src.invalid(job_span, &key(&field), e.message())
+    })?;
+    Ok(spooler::ScheduleDef {
+        name,
+        cron: raw.cron.into_inner(),
+        tz,
+        job,
+        catch_up,
+    })
 }
 
 /// Levels a `log_level` directive may end in.
@@ -579,9 +657,48 @@ failed = "7d"
         let (line, key, message) = err("[queues.a]\non_failure = { queue = \"b\" }\n");
         assert_eq!((line, key.as_str()), (2, "queues.a.on_failure"));
         assert!(message.contains("not supported yet"));
-        let (_, key, message) = err("[[schedules]]\nname = \"x\"\ncron = \"@every 1s\"\n");
-        assert_eq!(key, "schedules");
-        assert!(message.contains("not supported yet"));
+    }
+
+    #[test]
+    fn schedules_parse_and_their_mistakes_name_line_and_key() {
+        let config = Config::parse(
+            "[[schedules]]\nname = \"generator\"\ncron = \"@every 1s\"\n\
+             job = { kind = \"tcp\", queue = \"deliver\", args = { address = \"127.0.0.1:10001\" } }\n\
+             [[schedules]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\ntz = \"Europe/Berlin\"\n\
+             catch_up = \"none\"\njob = { kind = \"noop\" }\n",
+            "spooler.toml",
+        )
+        .unwrap();
+        assert_eq!(config.schedules.len(), 2);
+        let g = &config.schedules[0];
+        assert_eq!(
+            (g.name.as_str(), g.cron.as_str()),
+            ("generator", "@every 1s")
+        );
+        assert_eq!(
+            (g.job.kind.as_str(), g.job.queue.as_str()),
+            ("tcp", "deliver")
+        );
+        assert_eq!(config.schedules[1].tz.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(config.schedules[1].catch_up, spooler::CatchUp::None);
+
+        let (line, key, message) =
+            err("[[schedules]]\nname = \"x\"\ncron = \"61 * * * *\"\njob = { kind = \"noop\" }\n");
+        assert_eq!((line, key.as_str()), (3, "schedules[0].cron"));
+        assert!(message.contains("invalid cron"), "{message}");
+        let (line, key, _) = err(
+            "[[schedules]]\nname = \"x\"\ncron = \"@daily\"\ntz = \"Mars/Base\"\njob = { kind = \"noop\" }\n",
+        );
+        assert_eq!((line, key.as_str()), (4, "schedules[0].tz"));
+        let (line, key, _) =
+            err("[[schedules]]\nname = \"x\"\ncron = \"@daily\"\njob = { kind = 5 }\n");
+        assert_eq!((line, key.as_str()), (4, "schedules[0].job.kind"));
+        let (_, key, message) = err(
+            "[[schedules]]\nname = \"x\"\ncron = \"@daily\"\njob = { kind = \"noop\" }\n\
+             [[schedules]]\nname = \"x\"\ncron = \"@daily\"\njob = { kind = \"noop\" }\n",
+        );
+        assert_eq!(key, "schedules[1].name");
+        assert!(message.contains("twice"));
     }
 
     #[test]

@@ -111,6 +111,10 @@ impl From<StoreError> for ApiError {
             StoreError::OperationNotFound { id } => {
                 ApiError::not_found(format!("operation {id} not found")).with("id", json!(id))
             }
+            StoreError::ScheduleNotFound { name } => ApiError::not_found(format!(
+                "schedule \"{name}\" not found (see GET /v1/schedules)"
+            ))
+            .field("name"),
             StoreError::InvalidState { id, state, action } => ApiError::new(
                 StatusCode::CONFLICT,
                 format!("job {id} is {state}: cannot {action} it"),

@@ -24,7 +24,8 @@ pub struct WorkerOverrides {
 }
 
 /// The queues a worker works, with their concurrency: the `--queue` overrides if any; else the
-/// config's queues plus `default` (with 10, unless configured), where jobs sent without a queue go.
+/// config's queues, every queue a schedule enqueues into, and `default` (each with 10 unless
+/// configured), where jobs sent without a queue go.
 pub fn worker_queues(config: &Config, overrides: &WorkerOverrides) -> Vec<(String, u32)> {
     if !overrides.queues.is_empty() {
         return overrides.queues.clone();
@@ -34,11 +35,11 @@ pub fn worker_queues(config: &Config, overrides: &WorkerOverrides) -> Vec<(Strin
         .iter()
         .map(|(name, q)| (name.clone(), q.concurrency))
         .collect();
-    if !config.queues.contains_key(spooler::core::DEFAULT_QUEUE) {
-        queues.push((
-            spooler::core::DEFAULT_QUEUE.to_string(),
-            DEFAULT_CONCURRENCY,
-        ));
+    let led_to = config.schedules.iter().map(|s| s.job.queue.clone());
+    for name in std::iter::once(spooler::core::DEFAULT_QUEUE.to_string()).chain(led_to) {
+        if !queues.iter().any(|(q, _)| *q == name) {
+            queues.push((name, DEFAULT_CONCURRENCY));
+        }
     }
     queues
 }
@@ -76,17 +77,25 @@ pub fn worker_builder(
 
 /// Writes the config's queue defaults (`max_attempts`, `timeout`) into the store, replacing what
 /// an earlier config wrote, so that every enqueue into those queues takes them: the API's, the
-/// CLI's, and a Rust `Client`'s in another process. Without a config file nothing is written (a
-/// server started without one leaves another's settings alone).
+/// CLI's, and a Rust `Client`'s in another process; and declares its `[[schedules]]` as owner
+/// `config` (a schedule dropped from the file is deleted; an unchanged one keeps its next run).
+/// Without a config file nothing is written (a server started without one leaves another's
+/// settings alone).
 pub async fn configure_store(
-    store: &dyn spooler::Store,
+    store: Arc<dyn spooler::Store>,
     config: &Config,
-) -> Result<(), spooler::StoreError> {
+) -> Result<(), spooler::Error> {
     if config.path.is_none() {
         return Ok(());
     }
-    store.queue_configure(&config.queue_settings()).await
+    store.queue_configure(&config.queue_settings()).await?;
+    spooler::Client::new(store)
+        .declare_schedules(CONFIG_OWNER, &config.schedules, true)
+        .await
 }
+
+/// The owner the config file's schedules are declared as.
+pub const CONFIG_OWNER: &str = "config";
 
 /// The API's options from the config and the resolved token.
 pub fn server_options(config: &Config, token: Option<String>) -> ServerOptions {

@@ -399,6 +399,46 @@ pub fn queue_json(
     v
 }
 
+/// One schedule as the API (`GET /v1/schedules`) and the CLI show it: its name, cadence (as
+/// written and in words), time zone, catch-up, pause, the job a tick enqueues (kind, queue, args
+/// and the options it sets), its next runs and its last run.
+pub fn schedule_json(view: &spooler::ScheduleView) -> serde_json::Value {
+    let row = &view.row;
+    let def = &row.def;
+    let job = &def.job;
+    let mut template = serde_json::json!({
+        "kind": job.kind,
+        "queue": job.queue,
+        "args": job.args,
+        "priority": job.priority,
+    });
+    if let Some(n) = job.max_attempts {
+        template["max_attempts"] = n.into();
+    }
+    if let Some(t) = job.timeout {
+        template["timeout"] = spooler::format_duration(t).into();
+    }
+    if let Some(k) = &job.unique_key {
+        template["unique_key"] = k.clone().into();
+    }
+    if !job.tags.is_empty() {
+        template["tags"] = serde_json::json!(job.tags);
+    }
+    serde_json::json!({
+        "name": def.name,
+        "cron": def.cron,
+        "description": view.description,
+        "tz": def.tz.as_deref().unwrap_or("UTC"),
+        "catch_up": def.catch_up.as_str(),
+        "paused": row.paused,
+        "job": template,
+        "next_run_at": row.next_run_at,
+        "upcoming": view.upcoming,
+        "last_run_at": row.last_run_at,
+        "last_job_id": row.last_job_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

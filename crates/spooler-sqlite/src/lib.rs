@@ -30,6 +30,7 @@ mod leader;
 mod migrate;
 mod operation;
 mod queue;
+mod schedule;
 mod url;
 mod worker;
 mod writer;

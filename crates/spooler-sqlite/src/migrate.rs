@@ -19,6 +19,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "queue_settings",
         include_str!("../migrations/0005_queue_settings.sql"),
     ),
+    (
+        6,
+        "schedules",
+        include_str!("../migrations/0006_schedules.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded. Runs inside an open write transaction.

@@ -35,6 +35,7 @@ mod every;
 mod job;
 pub mod maintenance;
 mod operations;
+mod schedules;
 mod worker;
 
 pub use client::{Client, Enqueue};
@@ -42,7 +43,9 @@ pub use connect::{ConnectOptions, connect, connect_with};
 pub use error::Error;
 pub use job::{BlockingJob, Handler, Job, JobContext, JobError};
 pub use operations::OperationRunner;
+pub use schedules::ScheduleView;
 pub use spooler_core as core;
+pub use spooler_core::schedule::{CatchUp, ScheduleDef, ScheduleRow};
 /// The `Store` trait and its parts (`JobStore`, `QueueStore`, …): `use spooler::prelude::*` to call
 /// store methods.
 pub use spooler_core::store::prelude;

@@ -1,6 +1,6 @@
 //! Maintenance on one elected leader: rescue jobs whose lease lapsed, promote scheduled jobs whose
-//! time has come, prune finished jobs past their retention, and (in a loop of its own) the store's
-//! housekeeping.
+//! time has come, prune finished jobs past their retention; and, in loops of their own, fire due
+//! schedules and run the store's housekeeping.
 
 use crate::Error;
 use crate::worker::Retention;
@@ -87,6 +87,7 @@ pub struct Maintenance {
     retry: Arc<RetryPolicies>,
     is_leader: Arc<AtomicBool>,
     last_prune: Arc<Mutex<Option<tokio::time::Instant>>>,
+    scheduler: Arc<crate::schedules::Scheduler>,
 }
 
 impl Maintenance {
@@ -99,6 +100,7 @@ impl Maintenance {
             retry: Arc::new(RetryPolicies::default()),
             is_leader: Arc::new(AtomicBool::new(false)),
             last_prune: Arc::new(Mutex::new(None)),
+            scheduler: Arc::default(),
         }
     }
 
@@ -178,6 +180,7 @@ impl Maintenance {
                 tracing::warn!(store = %self.store.describe(), error = %e, "maintenance pass failed");
             }
         });
+        let stop_schedules = stop.clone();
         let housekeeping = crate::every::every(self.config.interval, stop, || async {
             if self.is_leader()
                 && let Err(e) = self.store.housekeep().await
@@ -185,8 +188,47 @@ impl Maintenance {
                 tracing::warn!(store = %self.store.describe(), error = %e, "store housekeeping failed; will try again");
             }
         });
-        tokio::join!(passes, housekeeping);
+        tokio::join!(passes, housekeeping, self.run_schedules(stop_schedules));
         self.resign().await;
+    }
+
+    /// Fires due schedules once, if this process leads; answers the jobs enqueued (tests call it).
+    pub async fn fire_schedules(&self) -> Result<usize, Error> {
+        if !self.is_leader() {
+            return Ok(0);
+        }
+        Ok(self.scheduler.pass(self.store.as_ref()).await?.fired)
+    }
+
+    /// While leader, fires each schedule at its tick: it sleeps until the earliest next run (by
+    /// the store's clock), at most one interval, so a new or changed schedule and a change of
+    /// leader are seen within it.
+    async fn run_schedules(&self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let mut wait = self.config.interval;
+            if self.is_leader() {
+                match self.scheduler.pass(self.store.as_ref()).await {
+                    Ok(pass) => {
+                        if let Some(next) = pass.next_due {
+                            let until = (next - self.store.clock().now())
+                                .to_std()
+                                .unwrap_or_default();
+                            wait = wait.min(until.max(Duration::from_millis(1)));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(store = %self.store.describe(), error = %e, "schedule pass failed");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
     }
 
     /// Gives up leadership so another process takes over at once.

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A fresh schema on the test server, dropped when the test ends; `None` when not configured.
-struct Schema {
+pub(crate) struct Schema {
     server: String,
     name: String,
 }
 
 impl Schema {
-    fn new() -> Option<Self> {
+    pub(crate) fn new() -> Option<Self> {
         let Ok(server) = std::env::var("SPOOLER_TEST_POSTGRES") else {
             eprintln!(
                 "skipped: SPOOLER_TEST_POSTGRES is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
@@ -32,7 +32,7 @@ impl Schema {
         })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let sep = if self.server.contains('?') { '&' } else { '?' };
         format!("{}{sep}schema={}", self.server, self.name)
     }
@@ -46,7 +46,7 @@ impl Schema {
             .unwrap_or_else(|e| panic!("SPOOLER_TEST_POSTGRES={} is set but unreachable: {e} (start Postgres or unset it)", self.server))
     }
 
-    async fn drop_schema(&self) {
+    pub(crate) async fn drop_schema(&self) {
         let pool = self.pool().await;
         sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
             .execute(&pool)

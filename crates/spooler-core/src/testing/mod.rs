@@ -13,6 +13,7 @@ mod manual;
 mod operations;
 mod read;
 mod rescue;
+mod schedules;
 
 pub use claim::*;
 pub use coordination::*;
@@ -23,6 +24,7 @@ pub use manual::*;
 pub use operations::*;
 pub use read::*;
 pub use rescue::*;
+pub use schedules::*;
 
 /// Each area file's source, so the suite can check that its list names every case it defines.
 const SOURCES: &[(&str, &str)] = &[
@@ -35,6 +37,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("operations", include_str!("operations.rs")),
     ("read", include_str!("read.rs")),
     ("rescue", include_str!("rescue.rs")),
+    ("schedules", include_str!("schedules.rs")),
 ];
 
 /// Panics unless every area's list (`(area, names)`) names exactly the cases its file defines
@@ -148,6 +151,7 @@ macro_rules! conformance_suite {
         $crate::__conformance_operations!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_read!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_rescue!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_schedules!(conformance_suite!(@cases $make, $cond));
 
         #[test]
         fn conformance_lists_name_every_case() {
@@ -161,6 +165,7 @@ macro_rules! conformance_suite {
                 $crate::__conformance_operations!(conformance_suite!(@names)),
                 $crate::__conformance_read!(conformance_suite!(@names)),
                 $crate::__conformance_rescue!(conformance_suite!(@names)),
+                $crate::__conformance_schedules!(conformance_suite!(@names)),
             ]);
         }
     };

@@ -81,7 +81,7 @@ pub(crate) const LATEST_BY_KEY_SQL: &str = concat!(
 );
 
 /// The queues' stored defaults, read again when the last read is a couple of seconds old.
-async fn queue_settings(inner: &Inner) -> StoreResult<std::sync::Arc<QueueSettingsMap>> {
+pub(crate) async fn queue_settings(inner: &Inner) -> StoreResult<std::sync::Arc<QueueSettingsMap>> {
     if let Some(settings) = inner.settings.fresh() {
         return Ok(settings);
     }

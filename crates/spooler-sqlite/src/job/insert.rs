@@ -4,14 +4,14 @@ use super::*;
 use spooler_core::store::{QueueSettings, QueueSettingsMap};
 
 /// A job ready to insert: validated, its JSON serialized on the caller's thread.
-struct Prepared {
+pub(crate) struct Prepared {
     job: NewJob,
     args: String,
     tags: String,
 }
 
 /// What inserting one job did, before decoding.
-enum Insert {
+pub(crate) enum Insert {
     New {
         id: JobId,
         state: JobState,
@@ -21,15 +21,38 @@ enum Insert {
     Duplicate(RawJob),
 }
 
-/// Inserts `jobs`, each taking what it leaves unset from its queue's `settings`.
-pub(crate) async fn insert_many(
-    db: &Db,
-    jobs: &[NewJob],
-    settings: &QueueSettingsMap,
-) -> StoreResult<Vec<Inserted>> {
-    if jobs.is_empty() {
-        return Ok(Vec::new());
+impl Insert {
+    /// The job's id, new or existing.
+    pub(crate) fn id(&self) -> JobId {
+        match self {
+            Insert::New { id, .. } => *id,
+            Insert::Duplicate(raw) => raw.id,
+        }
     }
+
+    /// What the caller is answered.
+    pub(crate) fn decode(self) -> StoreResult<Inserted> {
+        match self {
+            Insert::Duplicate(raw) => Ok(Inserted {
+                job: raw.decode()?,
+                duplicate: true,
+            }),
+            Insert::New {
+                id,
+                created_at,
+                job,
+                ..
+            } => Ok(Inserted {
+                job: job.into_row(id, created_at),
+                duplicate: false,
+            }),
+        }
+    }
+}
+
+/// Validates `jobs` and serializes their JSON, each taking what it leaves unset from its queue's
+/// `settings`.
+pub(crate) fn prepare(jobs: &[NewJob], settings: &QueueSettingsMap) -> StoreResult<Vec<Prepared>> {
     let mut prepared = Vec::with_capacity(jobs.len());
     for job in jobs {
         job.validate()?;
@@ -51,24 +74,21 @@ pub(crate) async fn insert_many(
             },
         });
     }
+    Ok(prepared)
+}
+
+/// Inserts `jobs`, each taking what it leaves unset from its queue's `settings`.
+pub(crate) async fn insert_many(
+    db: &Db,
+    jobs: &[NewJob],
+    settings: &QueueSettingsMap,
+) -> StoreResult<Vec<Inserted>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prepared = prepare(jobs, settings)?;
     let done = db.write(move |ctx| insert_tx(ctx, prepared)).await?;
-    done.into_iter()
-        .map(|ins| match ins {
-            Insert::Duplicate(raw) => Ok(Inserted {
-                job: raw.decode()?,
-                duplicate: true,
-            }),
-            Insert::New {
-                id,
-                created_at,
-                job,
-                ..
-            } => Ok(Inserted {
-                job: job.into_row(id, created_at),
-                duplicate: false,
-            }),
-        })
-        .collect()
+    done.into_iter().map(Insert::decode).collect()
 }
 
 /// Columns bound per inserted job.
@@ -117,7 +137,11 @@ struct NewRow {
     timeout_ms: Option<i64>,
 }
 
-fn insert_tx(ctx: &mut Ctx<'_>, prepared: Vec<Prepared>) -> Result<Vec<Insert>, OpError> {
+/// Inserts `prepared` inside the writer's open transaction, waking the queues that got available jobs.
+pub(crate) fn insert_tx(
+    ctx: &mut Ctx<'_>,
+    prepared: Vec<Prepared>,
+) -> Result<Vec<Insert>, OpError> {
     let conn = ctx.conn;
     let now = ctx.now;
     let now_us = micros(now);

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 mod claim;
 mod finish;
-mod insert;
+pub(crate) mod insert;
 mod maintenance;
 mod manual;
 mod read;
@@ -187,13 +187,23 @@ fn select_one(conn: &Connection, id: JobId) -> rusqlite::Result<Option<RawJob>> 
         .optional()
 }
 
+impl SqliteStore {
+    /// The queues' settings every insert applies, read at most every
+    /// [`QueueSettingsCache::MAX_AGE`](spooler_core::store::QueueSettingsCache::MAX_AGE).
+    pub(crate) async fn insert_settings(
+        &self,
+    ) -> StoreResult<std::sync::Arc<spooler_core::store::QueueSettingsMap>> {
+        Ok(match self.db.settings.fresh() {
+            Some(settings) => settings,
+            None => self.db.settings.keep(self.queue_settings().await?),
+        })
+    }
+}
+
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
-        let settings = match self.db.settings.fresh() {
-            Some(settings) => settings,
-            None => self.db.settings.keep(self.queue_settings().await?),
-        };
+        let settings = self.insert_settings().await?;
         insert::insert_many(&self.db, jobs, &settings).await
     }
 

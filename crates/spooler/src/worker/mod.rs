@@ -226,6 +226,7 @@ pub struct WorkerBuilder {
     id: Option<String>,
     test_signals: bool,
     test_outcome_delay: Option<Duration>,
+    schedules: Vec<spooler_core::ScheduleDef>,
 }
 
 impl WorkerBuilder {
@@ -359,6 +360,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Declares a schedule when the worker starts (as owner `app`): each tick enqueues its job
+    /// once, whichever process leads maintenance. A schedule of the same name declared elsewhere
+    /// is replaced by this definition.
+    pub fn schedule(mut self, schedule: spooler_core::ScheduleDef) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
     /// Checks the settings and makes the worker.
     pub fn build(mut self) -> Result<Worker, Error> {
         let invalid = |key: &str, message: &str| {
@@ -397,6 +406,9 @@ impl WorkerBuilder {
             return invalid("claims_in_flight", "must be between 1 and 16");
         }
         self.maintenance_config.validate()?;
+        for schedule in &self.schedules {
+            schedule.validate()?;
+        }
         let id = self.id.unwrap_or_else(default_worker_id);
         let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
         kinds.sort();
@@ -438,6 +450,7 @@ impl WorkerBuilder {
         Ok(Worker {
             shared,
             maintenance: self.maintenance.then_some(self.maintenance_config),
+            schedules: self.schedules,
         })
     }
 }
@@ -467,6 +480,7 @@ pub(crate) fn hostname() -> String {
 pub struct Worker {
     shared: Arc<Shared>,
     maintenance: Option<MaintenanceConfig>,
+    schedules: Vec<spooler_core::ScheduleDef>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -499,6 +513,7 @@ impl Worker {
             id: None,
             test_signals: false,
             test_outcome_delay: None,
+            schedules: Vec::new(),
         }
     }
 
@@ -519,6 +534,11 @@ impl Worker {
     /// buffered outcomes are written before this returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let shared = self.shared;
+        if !self.schedules.is_empty() {
+            crate::Client::new(shared.store.clone())
+                .declare_schedules("app", &self.schedules, false)
+                .await?;
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut producers = tokio::task::JoinSet::new();
         let mut tasks = tokio::task::JoinSet::new();

@@ -7,6 +7,7 @@ mod claims;
 mod failures;
 mod faults;
 mod lifecycle;
+mod schedules;
 mod shutdown;
 
 /// Generates one test per backend for each named case: `sqlite::case` and `postgres::case`.
