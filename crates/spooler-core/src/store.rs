@@ -262,7 +262,7 @@ impl RescueReport {
     }
 }
 
-/// Delete finished jobs older than their retention.
+/// Delete finished jobs older than their retention, in the queues `queues` names.
 #[derive(Debug, Clone, Default)]
 pub struct JobPrune {
     /// Delete `completed` jobs finished before this.
@@ -271,8 +271,43 @@ pub struct JobPrune {
     pub failed_before: Option<DateTime<Utc>>,
     /// Delete `cancelled` jobs finished before this.
     pub cancelled_before: Option<DateTime<Utc>>,
+    /// Which queues' jobs (every queue by default).
+    pub queues: QueueScope,
     /// At most this many per call (batches keep transactions short).
     pub limit: u32,
+}
+
+/// A set of queues: the ones named, or all but the ones named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueScope {
+    /// Only these queues.
+    Only(Vec<String>),
+    /// Every queue but these (`Except(vec![])` is every queue).
+    Except(Vec<String>),
+}
+
+impl Default for QueueScope {
+    fn default() -> Self {
+        Self::Except(Vec::new())
+    }
+}
+
+impl QueueScope {
+    /// Whether `queue` is in the set.
+    pub fn contains(&self, queue: &str) -> bool {
+        match self {
+            Self::Only(names) => names.iter().any(|n| n == queue),
+            Self::Except(names) => !names.iter().any(|n| n == queue),
+        }
+    }
+
+    /// The names and whether they are excluded, as stores bind them.
+    pub fn parts(&self) -> (&[String], bool) {
+        match self {
+            Self::Only(names) => (names, false),
+            Self::Except(names) => (names, true),
+        }
+    }
 }
 
 /// Try to become (or stay) the leader named `name`.
@@ -414,6 +449,84 @@ pub struct QueueSettings {
     /// Longest one attempt may run.
     #[serde(with = "crate::job::opt_millis", rename = "timeout_ms")]
     pub timeout: Option<Duration>,
+    /// How long the queue's finished jobs are kept, where it differs from the default.
+    #[serde(default)]
+    pub retention: QueueRetention,
+}
+
+/// How long a queue keeps its finished jobs, per final state; `None` takes the default the
+/// pruning process was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRetention {
+    /// `completed` jobs.
+    pub completed: Option<Keep>,
+    /// `failed` jobs.
+    pub failed: Option<Keep>,
+    /// `cancelled` jobs.
+    pub cancelled: Option<Keep>,
+}
+
+impl QueueRetention {
+    /// True when every state takes the default.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How long finished jobs are kept. In JSON: milliseconds, or -1 for forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "i64", from = "i64")]
+pub enum Keep {
+    /// For this long after they finished.
+    For(Duration),
+    /// Never pruned.
+    Forever,
+}
+
+impl From<Keep> for i64 {
+    fn from(k: Keep) -> i64 {
+        k.to_ms()
+    }
+}
+
+impl From<i64> for Keep {
+    fn from(ms: i64) -> Keep {
+        Keep::from_ms(ms)
+    }
+}
+
+impl Keep {
+    /// As stores keep it: milliseconds, or -1 for forever.
+    pub fn to_ms(self) -> i64 {
+        match self {
+            Self::For(d) => crate::job::timeout_ms(d),
+            Self::Forever => -1,
+        }
+    }
+
+    /// From what [`Keep::to_ms`] stored.
+    pub fn from_ms(ms: i64) -> Self {
+        if ms < 0 {
+            Self::Forever
+        } else {
+            Self::For(Duration::from_millis(ms as u64))
+        }
+    }
+
+    /// As a process's default says it: `None` is forever.
+    pub fn from_option(keep: Option<Duration>) -> Self {
+        keep.map_or(Self::Forever, Self::For)
+    }
+
+    /// The time before which finished jobs go, from `now`; `None` for forever.
+    pub fn cutoff(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Forever => None,
+            Self::For(d) => chrono::TimeDelta::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d)),
+        }
+    }
 }
 
 impl QueueSettings {

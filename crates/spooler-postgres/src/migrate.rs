@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules",
         include_str!("../migrations/0006_schedules.sql"),
     ),
+    (
+        7,
+        "queue_retention",
+        include_str!("../migrations/0007_queue_retention.sql"),
+    ),
 ];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].

@@ -5,7 +5,7 @@ use crate::PgStore;
 use crate::error::map;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use spooler_core::store::{QueueSettings, QueueStore};
+use spooler_core::store::{Keep, QueueRetention, QueueSettings, QueueStore};
 use spooler_core::{JobState, QueueInfo, StoreError, StoreResult};
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -33,13 +33,16 @@ pub(crate) const CONFIGURE_LOCK_SQL: &str = "LOCK TABLE {s}.queue_settings IN EX
 pub(crate) const CONFIGURE_CLEAR_SQL: &str = "DELETE FROM {s}.queue_settings";
 
 /// Stores defaults given as arrays (after the old ones were deleted in the same transaction).
-pub(crate) const CONFIGURE_SQL: &str =
-    "INSERT INTO {s}.queue_settings (queue, max_attempts, timeout_ms, updated_at)
-    SELECT q, m, t, $4 FROM unnest($1::text[], $2::int4[], $3::int8[]) AS u(q, m, t)";
+pub(crate) const CONFIGURE_SQL: &str = "INSERT INTO {s}.queue_settings
+       (queue, max_attempts, timeout_ms, keep_completed_ms, keep_failed_ms, keep_cancelled_ms, updated_at)
+    SELECT q, m, t, kc, kf, kx, $7
+      FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+           AS u(q, m, t, kc, kf, kx)";
 
 /// Every queue's stored defaults.
-pub(crate) const SETTINGS_SQL: &str =
-    "SELECT queue, max_attempts, timeout_ms FROM {s}.queue_settings ORDER BY queue";
+pub(crate) const SETTINGS_SQL: &str = "SELECT queue, max_attempts, timeout_ms,
+        keep_completed_ms, keep_failed_ms, keep_cancelled_ms
+   FROM {s}.queue_settings ORDER BY queue";
 
 /// Rows of [`SETTINGS_SQL`] as settings.
 pub(crate) fn decode_settings(
@@ -48,10 +51,18 @@ pub(crate) fn decode_settings(
     rows.iter()
         .map(|row| {
             let timeout_ms: Option<i64> = row.try_get(2)?;
+            let keep = |i: usize| -> Result<Option<Keep>, sqlx::Error> {
+                Ok(row.try_get::<Option<i64>, _>(i)?.map(Keep::from_ms))
+            };
             Ok(QueueSettings {
                 queue: row.try_get(0)?,
                 max_attempts: row.try_get(1)?,
                 timeout: timeout_ms.map(|ms| std::time::Duration::from_millis(ms.max(1) as u64)),
+                retention: QueueRetention {
+                    completed: keep(3)?,
+                    failed: keep(4)?,
+                    cancelled: keep(5)?,
+                },
             })
         })
         .collect()
@@ -80,6 +91,17 @@ impl QueueStore for PgStore {
             .iter()
             .map(|s| s.timeout.map(spooler_core::job::timeout_ms))
             .collect();
+        let keeps = |state: fn(&QueueRetention) -> Option<Keep>| -> Vec<Option<i64>> {
+            settings
+                .iter()
+                .map(|s| state(&s.retention).map(Keep::to_ms))
+                .collect()
+        };
+        let (keep_completed, keep_failed, keep_cancelled) = (
+            keeps(|r| r.completed),
+            keeps(|r| r.failed),
+            keeps(|r| r.cancelled),
+        );
         // One transaction replaces the lot, under the lock.
         let mut tx = self.inner.pool.begin().await.map_err(map)?;
         for sql in [
@@ -92,6 +114,9 @@ impl QueueStore for PgStore {
             .bind(&queues)
             .bind(&attempts)
             .bind(&timeouts)
+            .bind(&keep_completed)
+            .bind(&keep_failed)
+            .bind(&keep_cancelled)
             .bind(self.inner.clock.now())
             .execute(&mut *tx)
             .await

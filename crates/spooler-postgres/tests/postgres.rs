@@ -1011,6 +1011,7 @@ mod history {
                 failed_before: Some(clock.now()),
                 cancelled_before: Some(clock.now()),
                 limit: 100,
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -59,6 +59,8 @@ pub struct QueueConfig {
     pub backoff: Option<RetryPolicy>,
     /// Per-attempt timeout for jobs enqueued without one.
     pub timeout: Option<Duration>,
+    /// How long its finished jobs are kept, per state, where it differs from `[retention]`.
+    pub retention: spooler::core::QueueRetention,
 }
 
 impl Default for QueueConfig {
@@ -68,6 +70,7 @@ impl Default for QueueConfig {
             max_attempts: None,
             backoff: None,
             timeout: None,
+            retention: Default::default(),
         }
     }
 }
@@ -148,6 +151,7 @@ struct RawQueue {
     max_attempts: Option<Spanned<i64>>,
     backoff: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    retention: Option<RawRetention>,
     on_failure: Option<Spanned<toml::Value>>,
     on_success: Option<Spanned<toml::Value>>,
     rate_limit: Option<Spanned<toml::Value>>,
@@ -220,6 +224,13 @@ impl Config {
             positive(&src, raw.body_limit, "body_limit", usize::MAX as i64)?.map(|n| n as usize);
         config.batch_limit =
             positive(&src, raw.batch_limit, "batch_limit", usize::MAX as i64)?.map(|n| n as usize);
+        let keep = |v: Option<Spanned<String>>, k: &str, default: Option<Duration>| match v {
+            None => Ok(default),
+            Some(s) if matches!(s.get_ref().as_str(), "forever" | "never") => Ok(None),
+            Some(s) => parse_duration(s.get_ref())
+                .map(Some)
+                .map_err(|e| src.invalid(s.span(), k, format!("{e} (or \"forever\")"))),
+        };
         for (name, q) in raw.queues {
             let span = q.span();
             let q = q.into_inner();
@@ -262,15 +273,21 @@ impl Config {
                 });
             }
             queue.timeout = duration(&src, q.timeout, &key("timeout"))?;
+            if let Some(r) = q.retention {
+                // Only what the table names: the rest takes [retention].
+                let own = |v: Option<Spanned<String>>, state: &str| {
+                    let given = v.is_some();
+                    keep(v, &key(&format!("retention.{state}")), None)
+                        .map(|k| given.then(|| spooler::core::Keep::from_option(k)))
+                };
+                queue.retention = spooler::core::QueueRetention {
+                    completed: own(r.completed, "completed")?,
+                    failed: own(r.failed, "failed")?,
+                    cancelled: own(r.cancelled, "cancelled")?,
+                };
+            }
             config.queues.insert(name, queue);
         }
-        let keep = |v: Option<Spanned<String>>, k: &str, default: Option<Duration>| match v {
-            None => Ok(default),
-            Some(s) if matches!(s.get_ref().as_str(), "forever" | "never") => Ok(None),
-            Some(s) => parse_duration(s.get_ref())
-                .map(Some)
-                .map_err(|e| src.invalid(s.span(), k, format!("{e} (or \"forever\")"))),
-        };
         let defaults = Retention::default();
         config.retention = Retention {
             completed: keep(
@@ -321,6 +338,7 @@ impl Config {
                 queue: name.clone(),
                 max_attempts: q.max_attempts,
                 timeout: q.timeout,
+                retention: q.retention,
             })
             .collect()
     }
@@ -699,6 +717,26 @@ failed = "7d"
         );
         assert_eq!(key, "schedules[1].name");
         assert!(message.contains("twice"));
+    }
+
+    #[test]
+    fn a_queue_may_keep_its_finished_jobs_longer_or_shorter() {
+        use spooler::core::Keep;
+        let config = Config::parse(
+            "[queues.audit]\nretention = { completed = \"1h\", failed = \"forever\" }\n[queues.plain]\n",
+            "spooler.toml",
+        )
+        .unwrap();
+        let audit = config.queues["audit"].retention;
+        assert_eq!(audit.completed, Some(Keep::For(Duration::from_secs(3600))));
+        assert_eq!(audit.failed, Some(Keep::Forever));
+        assert_eq!(audit.cancelled, None, "not named: [retention] applies");
+        assert!(config.queues["plain"].retention.is_default());
+        let (line, key, _) = err("[queues.audit]\nretention = { completed = \"soon\" }\n");
+        assert_eq!(
+            (line, key.as_str()),
+            (2, "queues.audit.retention.completed")
+        );
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules",
         include_str!("../migrations/0006_schedules.sql"),
     ),
+    (
+        7,
+        "queue_retention",
+        include_str!("../migrations/0007_queue_retention.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded. Runs inside an open write transaction.

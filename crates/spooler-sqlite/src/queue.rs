@@ -6,7 +6,7 @@ use crate::job::{from_micros, micros};
 use async_trait::async_trait;
 use rusqlite::params;
 use spooler_core::store::prelude::*;
-use spooler_core::store::{QueueInfo, QueueSettings, StateCounts};
+use spooler_core::store::{Keep, QueueInfo, QueueRetention, QueueSettings, StateCounts};
 use spooler_core::{JobState, StoreError, StoreResult};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -98,14 +98,22 @@ impl QueueStore for SqliteStore {
                     .prepare_cached("DELETE FROM spooler_queue_settings")?
                     .execute([])?;
                 let mut insert = ctx.conn.prepare_cached(
-                    "INSERT INTO spooler_queue_settings (queue, max_attempts, timeout_ms, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO spooler_queue_settings (queue, max_attempts, timeout_ms, \
+                       keep_completed_ms, keep_failed_ms, keep_cancelled_ms, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 for s in &settings {
-                    let timeout_ms = s
-                        .timeout
-                        .map(spooler_core::job::timeout_ms);
-                    insert.execute(params![s.queue, s.max_attempts, timeout_ms, micros(ctx.now)])?;
+                    let timeout_ms = s.timeout.map(spooler_core::job::timeout_ms);
+                    let r = &s.retention;
+                    insert.execute(params![
+                        s.queue,
+                        s.max_attempts,
+                        timeout_ms,
+                        r.completed.map(Keep::to_ms),
+                        r.failed.map(Keep::to_ms),
+                        r.cancelled.map(Keep::to_ms),
+                        micros(ctx.now)
+                    ])?;
                 }
                 Ok(())
             })
@@ -120,7 +128,8 @@ impl QueueStore for SqliteStore {
             .read(|conn| {
                 Ok(conn
                     .prepare_cached(
-                        "SELECT queue, max_attempts, timeout_ms FROM spooler_queue_settings ORDER BY queue",
+                        "SELECT queue, max_attempts, timeout_ms, keep_completed_ms, keep_failed_ms, \
+                         keep_cancelled_ms FROM spooler_queue_settings ORDER BY queue",
                     )?
                     .query_map([], settings_row)?
                     .collect::<rusqlite::Result<_>>()?)
@@ -149,10 +158,18 @@ impl QueueStore for SqliteStore {
 
 fn settings_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueSettings> {
     let timeout_ms: Option<i64> = r.get(2)?;
+    let keep = |i: usize| -> rusqlite::Result<Option<Keep>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(Keep::from_ms))
+    };
     Ok(QueueSettings {
         queue: r.get(0)?,
         max_attempts: r.get(1)?,
         timeout: timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64)),
+        retention: QueueRetention {
+            completed: keep(3)?,
+            failed: keep(4)?,
+            cancelled: keep(5)?,
+        },
     })
 }
 

@@ -6,7 +6,8 @@ use crate::job::{BlockingJob, Job};
 use crate::{ConnectOptions, Error, Retention};
 use chrono::{DateTime, Utc};
 use spooler_core::{
-    Inserted, JobId, JobList, JobPrune, JobRow, NewJob, QueueInfo, Store, StoreError,
+    Inserted, JobId, JobList, JobPrune, JobRow, Keep, NewJob, QueueInfo, QueueScope, Store,
+    StoreError,
 };
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -197,29 +198,60 @@ impl Client {
         Ok(self.store.queue_resume(queue).await?)
     }
 
-    /// Deletes finished jobs older than `retention` keeps them, `batch` rows per statement (short
-    /// transactions), until none is left; returns how many.
+    /// Deletes finished jobs older than their retention, `batch` rows per statement (short
+    /// transactions), until none is left; returns how many. A queue whose stored settings give
+    /// a state its own retention ([`QueueSettings::retention`](spooler_core::QueueSettings),
+    /// from a config file's `[queues.NAME] retention`) keeps that state's jobs as long as they
+    /// say; every other queue and state as `retention` says.
     pub async fn prune(&self, retention: &Retention, batch: u32) -> Result<u64, Error> {
         let now = self.store.clock().now();
-        let before = |keep: Option<Duration>| {
-            keep.and_then(|k| chrono::TimeDelta::from_std(k).ok())
-                .and_then(|k| now.checked_sub_signed(k))
-        };
-        let prune = JobPrune {
-            completed_before: before(retention.completed),
-            failed_before: before(retention.failed),
-            cancelled_before: before(retention.cancelled),
-            limit: batch.max(1),
-        };
+        let settings = self.store.queue_settings().await?;
+        let own: Vec<&spooler_core::QueueSettings> = settings
+            .iter()
+            .filter(|s| !s.retention.is_default())
+            .collect();
+        let default = (
+            Keep::from_option(retention.completed),
+            Keep::from_option(retention.failed),
+            Keep::from_option(retention.cancelled),
+        );
+        let mut scopes: Vec<(QueueScope, (Keep, Keep, Keep))> = own
+            .iter()
+            .map(|s| {
+                let r = &s.retention;
+                (
+                    QueueScope::Only(vec![s.queue.clone()]),
+                    (
+                        r.completed.unwrap_or(default.0),
+                        r.failed.unwrap_or(default.1),
+                        r.cancelled.unwrap_or(default.2),
+                    ),
+                )
+            })
+            .collect();
+        scopes.push((
+            QueueScope::Except(own.iter().map(|s| s.queue.clone()).collect()),
+            default,
+        ));
         let mut total = 0;
-        loop {
-            let n = self.store.job_prune(&prune).await?;
-            total += n;
-            if n < u64::from(prune.limit) {
-                return Ok(total);
+        for (queues, (completed, failed, cancelled)) in scopes {
+            let prune = JobPrune {
+                completed_before: completed.cutoff(now),
+                failed_before: failed.cutoff(now),
+                cancelled_before: cancelled.cutoff(now),
+                queues,
+                limit: batch.max(1),
+            };
+            loop {
+                let n = self.store.job_prune(&prune).await?;
+                total += n;
+                if n < u64::from(prune.limit) {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
         }
+        Ok(total)
     }
 }
 

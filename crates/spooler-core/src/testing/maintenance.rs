@@ -45,6 +45,7 @@ pub async fn prune_only_old_finished_jobs(h: Harness) {
             failed_before: None,
             cancelled_before: Some(cutoff),
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -78,11 +79,73 @@ pub async fn prune_only_old_finished_jobs(h: Harness) {
     assert_eq!(pruned, 1);
 }
 
+pub async fn prune_only_the_queues_in_scope(h: Harness) {
+    let mut done = Vec::new();
+    for queue in ["a", "b", "c"] {
+        insert(&h, job("k").queue(queue)).await;
+        let c = claim(&h, &[queue], &["k"], 1).await;
+        assert!(finish(&h, &c[0], completed()).await);
+        done.push(c[0].id);
+    }
+    h.clock.advance(Duration::from_secs(60));
+    let prune = |queues: QueueScope| JobPrune {
+        completed_before: Some(h.now()),
+        queues,
+        limit: 1000,
+        ..Default::default()
+    };
+    let only_a = prune(QueueScope::Only(vec!["a".into()]));
+    assert_eq!(h.store().job_prune(&only_a).await.unwrap(), 1);
+    assert_eq!(
+        h.store().job_get(done[0]).await.unwrap(),
+        None,
+        "a's job pruned"
+    );
+    let all_but_b = prune(QueueScope::Except(vec!["b".into()]));
+    assert_eq!(
+        h.store().job_get(done[1]).await.unwrap().map(|j| j.id),
+        Some(done[1])
+    );
+    assert_eq!(
+        h.store().job_prune(&all_but_b).await.unwrap(),
+        1,
+        "c's job, not b's"
+    );
+    assert!(
+        h.store().job_get(done[1]).await.unwrap().is_some(),
+        "b is out of scope"
+    );
+    assert_eq!(h.store().job_get(done[2]).await.unwrap(), None);
+}
+
+pub async fn queue_retention_round_trips_with_the_queue_settings(h: Harness) {
+    let settings = vec![
+        QueueSettings {
+            queue: "audit".into(),
+            max_attempts: None,
+            timeout: None,
+            retention: QueueRetention {
+                completed: Some(Keep::For(Duration::from_secs(3600))),
+                failed: Some(Keep::Forever),
+                cancelled: None,
+            },
+        },
+        QueueSettings {
+            queue: "plain".into(),
+            max_attempts: Some(3),
+            timeout: None,
+            retention: QueueRetention::default(),
+        },
+    ];
+    h.store().queue_configure(&settings).await.unwrap();
+    assert_eq!(h.store().queue_settings().await.unwrap(), settings);
+}
+
 /// This file's cases, for [`conformance_suite!`](crate::conformance_suite).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_maintenance {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "maintenance"; promote_only_due_jobs, prune_only_old_finished_jobs);
+        $crate::$m!($($a)*; "maintenance"; promote_only_due_jobs, prune_only_old_finished_jobs, prune_only_the_queues_in_scope, queue_retention_round_trips_with_the_queue_settings);
     };
 }

@@ -102,13 +102,14 @@ pub(super) async fn promote(inner: &Inner, limit: u32) -> StoreResult<u64> {
 }
 
 /// Deletes finished jobs past their state's cutoff (`$1`–`$3`; `$4` is the latest of them), at
-/// most `$5`.
+/// most `$5`, in the queues named in `$6` (or, with `$7`, in every other queue).
 pub(crate) const PRUNE_SQL: &str = "DELETE FROM {s}.jobs_done WHERE id IN (
         SELECT id FROM {s}.jobs_done
          WHERE finished_at < $4
            AND ((state = 'completed' AND finished_at < $1)
              OR (state = 'failed' AND finished_at < $2)
              OR (state = 'cancelled' AND finished_at < $3))
+           AND (queue = ANY ($6)) <> $7
          LIMIT $5
          FOR UPDATE SKIP LOCKED)";
 
@@ -124,6 +125,7 @@ pub(super) async fn prune(inner: &Inner, prune: &JobPrune) -> StoreResult<u64> {
     if prune.limit == 0 {
         return Ok(0);
     }
+    let (names, except) = prune.queues.parts();
     let done = again_if_moved(|| {
         sqlx::query(&inner.sql.prune)
             .bind(prune.completed_before)
@@ -131,6 +133,8 @@ pub(super) async fn prune(inner: &Inner, prune: &JobPrune) -> StoreResult<u64> {
             .bind(prune.cancelled_before)
             .bind(latest)
             .bind(i64::from(prune.limit))
+            .bind(names)
+            .bind(except)
             .execute(&inner.pool)
     })
     .await

@@ -79,10 +79,14 @@ pub(crate) async fn prune(db: &Db, prune: &JobPrune) -> StoreResult<u64> {
     if cutoffs.is_empty() || limit == 0 {
         return Ok(0);
     }
+    let (names, except) = prune.queues.parts();
+    let names = serde_json::to_string(names).expect("queue names serialize");
     db.write(move |ctx| {
         let mut stmt = ctx.conn.prepare_cached(
             "DELETE FROM spooler_jobs WHERE id IN (SELECT id FROM spooler_jobs \
-             WHERE state = ?1 AND finished_at < ?2 ORDER BY finished_at LIMIT ?3)",
+             WHERE state = ?1 AND finished_at < ?2 \
+               AND (queue IN (SELECT value FROM json_each(?4))) <> ?5 \
+             ORDER BY finished_at LIMIT ?3)",
         )?;
         let mut deleted = 0u64;
         for (state, before) in cutoffs {
@@ -90,7 +94,8 @@ pub(crate) async fn prune(db: &Db, prune: &JobPrune) -> StoreResult<u64> {
             if left == 0 {
                 break;
             }
-            deleted += stmt.execute(params![state.as_str(), before, left as i64])? as u64;
+            deleted +=
+                stmt.execute(params![state.as_str(), before, left as i64, names, except])? as u64;
         }
         Ok(deleted)
     })

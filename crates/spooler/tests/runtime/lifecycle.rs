@@ -16,6 +16,7 @@ crate::on_every_backend!(lifecycle:
     kinds_without_a_handler_stay_available_and_visible,
     unique_keys_deduplicate_through_the_client,
     blocking_jobs_run_on_the_blocking_pool,
+    a_queue_with_its_own_retention_is_pruned_by_it,
 );
 
 #[derive(Serialize, Deserialize)]
@@ -287,4 +288,81 @@ async fn blocking_jobs_run_on_the_blocking_pool(b: &Backend) {
         job.errors
     );
     worker.shutdown().await.unwrap();
+}
+
+/// A queue whose stored settings keep completed jobs for a second is pruned by that; another
+/// queue keeps them as the process's default says (here: forever); jobs not finished stay.
+async fn a_queue_with_its_own_retention_is_pruned_by_it(b: &Backend) {
+    use spooler::core::{Keep, QueueRetention, QueueSettings};
+    b.store
+        .queue_configure(&[QueueSettings {
+            queue: "short".into(),
+            max_attempts: None,
+            timeout: None,
+            retention: QueueRetention {
+                completed: Some(Keep::For(Duration::from_secs(1))),
+                ..Default::default()
+            },
+        }])
+        .await
+        .unwrap();
+    let worker = Worker::builder(b.store.clone())
+        .register::<Double>()
+        .queue("short", 2)
+        .queue("long", 2)
+        .maintenance(false)
+        .build()
+        .unwrap()
+        .start();
+    let short = b
+        .client
+        .enqueue(Double { n: 1 })
+        .queue("short")
+        .await
+        .unwrap();
+    let long = b
+        .client
+        .enqueue(Double { n: 2 })
+        .queue("long")
+        .await
+        .unwrap();
+    for id in [short, long] {
+        wait_state(&b.client, id, JobState::Completed, Duration::from_secs(10)).await;
+    }
+    worker.shutdown().await.unwrap();
+    let waiting = b
+        .client
+        .enqueue(Double { n: 3 })
+        .queue("short")
+        .await
+        .unwrap();
+    let forever = spooler::Retention {
+        completed: None,
+        failed: None,
+        cancelled: None,
+    };
+    let pruned = eventually(
+        "the short queue's job past its second",
+        Duration::from_secs(10),
+        || async {
+            let n = b.client.prune(&forever, 100).await.unwrap();
+            (n > 0).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(pruned, 1);
+    assert!(
+        b.client.status(short).await.is_err(),
+        "short's completed job is gone"
+    );
+    assert_eq!(
+        b.client.status(long).await.unwrap().state,
+        JobState::Completed,
+        "long keeps its own"
+    );
+    assert_eq!(
+        b.client.status(waiting).await.unwrap().state,
+        JobState::Available,
+        "unfinished jobs stay"
+    );
 }
