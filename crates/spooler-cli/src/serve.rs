@@ -166,6 +166,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     let token = args.token.clone().or_else(|| config.token.clone());
     let store = spooler::connect(&store_url).await?;
     store_config(store.clone(), &config).await?;
+    let reload = spooler_server::reload::spawn_reload(store.clone(), config.clone());
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         anyhow!("cannot listen on {listen}: {e} (is another server there? choose an address with --listen or SPOOLER_LISTEN)")
     })?;
@@ -242,6 +243,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         tracing::warn!("open requests did not finish within 5s; closing them");
         server.abort();
     }
+    reload.abort();
     tracing::info!("server stopped");
     Ok(0)
 }
@@ -260,8 +262,10 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let (config, store_url) = args.common.setup()?;
     let store = spooler::connect(&store_url).await?;
     store_config(store.clone(), &config).await?;
+    let reload = spooler_server::reload::spawn_reload(store.clone(), config.clone());
     let worker = worker_builder(store, &config, &args.worker.overrides()).build()?;
     worker.run_until(shutdown_signal()).await?;
+    reload.abort();
     Ok(0)
 }
 

@@ -21,7 +21,7 @@
 //!   [`spooler::Handler`]s.
 //! - [`config`]: the TOML config file; every error names the file, the line and the key.
 //! - [`run`]: wiring used by the `spooler` binary: a worker for the built-in kinds, serving with
-//!   graceful shutdown.
+//!   graceful shutdown; [`reload`]: the config read again on `SIGHUP`.
 //! - [`wire`]: the JSON shape of a job and the parsing of enqueue requests.
 //! - [`bulk`]: operations by filter (`POST /v1/jobs/bulk`, `/v1/operations/{id}`).
 //!
@@ -42,6 +42,7 @@ mod extract;
 pub mod kinds;
 mod metrics;
 mod openapi;
+pub mod reload;
 pub mod run;
 mod state;
 pub mod wire;

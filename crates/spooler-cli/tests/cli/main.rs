@@ -14,6 +14,7 @@ mod server_cli;
 mod server_hardening;
 mod server_jobs;
 mod server_kinds;
+mod server_reload;
 mod server_schedules;
 mod server_shutdown;
 mod worker_processes;

@@ -1,0 +1,145 @@
+//! `SIGHUP` against a real `spooler serve`: a changed schedule and changed queue defaults apply
+//! without a restart, running jobs go on, and a broken config is logged with file, line and key
+//! while the old one stays.
+
+use crate::server_support::{ServeOptions, Server, wait_for};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn hangup(server: &Server) {
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("run kill -HUP");
+    assert!(sent.success());
+}
+
+/// Waits until the server's log has `n` lines whose message starts with `prefix`.
+async fn logged(server: &Server, prefix: &str, n: usize) -> Vec<Value> {
+    wait_for(
+        &format!("{n} log lines \"{prefix}…\""),
+        Duration::from_secs(30),
+        || async {
+            let lines: Vec<Value> = server
+                .log_text()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+                .collect();
+            (lines.len() >= n).then_some(lines)
+        },
+    )
+    .await
+}
+
+async fn jobs_of(server: &Server, kind_tag: &str) -> Vec<Value> {
+    let (status, body) = server.get("/v1/jobs?limit=1000").await;
+    assert_eq!(status, 200, "{body}");
+    body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["tags"].as_array().unwrap().iter().any(|t| t == kind_tag))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_schedules_and_queue_defaults_and_keeps_the_old_config_when_broken() {
+    let first = r#"
+[[schedules]]
+name = "old"
+cron = "@every 1s"
+job = { kind = "noop" }
+"#;
+    let server = Server::start_with(ServeOptions {
+        config: Some(first.into()),
+        ..Default::default()
+    })
+    .await;
+    // A long job is running across every reload: none interrupts it.
+    let long = server
+        .enqueue(&json!({"kind": "sleep", "args": {"duration": "6s"}}))
+        .await;
+    server
+        .wait_state(
+            long["id"].as_i64().unwrap(),
+            "running",
+            Duration::from_secs(10),
+        )
+        .await;
+    wait_for(
+        "the old schedule's first job",
+        Duration::from_secs(30),
+        || async { (!jobs_of(&server, "schedule:old").await.is_empty()).then_some(()) },
+    )
+    .await;
+
+    let second = r#"
+[queues.default]
+max_attempts = 2
+
+[[schedules]]
+name = "new"
+cron = "@every 1s"
+job = { kind = "noop", args = { v = 2 } }
+"#;
+    std::fs::write(server.path("spooler.toml"), second).unwrap();
+    hangup(&server);
+    logged(&server, "SIGHUP: config reloaded", 1).await;
+    let old_count = jobs_of(&server, "schedule:old").await.len();
+    wait_for(
+        "the new schedule's first job",
+        Duration::from_secs(10),
+        || async { (!jobs_of(&server, "schedule:new").await.is_empty()).then_some(()) },
+    )
+    .await;
+    let (_, schedules) = server.get("/v1/schedules").await;
+    let names: Vec<&str> = schedules["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["new"], "the schedule dropped from the file is gone");
+    let queued = server.enqueue(&json!({"kind": "noop"})).await;
+    assert_eq!(
+        queued["max_attempts"], 2,
+        "the queue's new default applies at once"
+    );
+
+    // A broken config: logged with file, line and key; the old one keeps working.
+    std::fs::write(
+        server.path("spooler.toml"),
+        "[[schedules]]\nname = \"new\"\ncron = \"@every 1s\"\njob = { kind = \"noop\" }\n[queues.default]\nconcurency = 3\n",
+    )
+    .unwrap();
+    hangup(&server);
+    let failed = logged(&server, "SIGHUP: the config did not load", 1).await;
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("spooler.toml, line 6, key queues.default.concurency"),
+        "{error}"
+    );
+    let before = jobs_of(&server, "schedule:new").await.len();
+    wait_for(
+        "the new schedule to keep ticking",
+        Duration::from_secs(10),
+        || async { (jobs_of(&server, "schedule:new").await.len() > before).then_some(()) },
+    )
+    .await;
+    let (_, schedules) = server.get("/v1/schedules").await;
+    assert_eq!(schedules["schedules"].as_array().unwrap().len(), 1);
+    // The old schedule enqueued nothing after the reload but the tick in flight.
+    let old_now = jobs_of(&server, "schedule:old").await.len();
+    assert!(old_now <= old_count + 1, "old: {old_count} then {old_now}");
+    // The long job ran to its end.
+    let done = server
+        .wait_state(
+            long["id"].as_i64().unwrap(),
+            "completed",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(done["attempt"], 1, "never interrupted");
+}
