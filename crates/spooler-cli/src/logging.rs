@@ -40,7 +40,9 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // A job's run (and a request) is a span: its fields go on every line logged in it.
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init()
     } else {
         builder.with_target(false).try_init()

@@ -54,12 +54,15 @@ pub(crate) async fn require_token(
     }
 }
 
-/// Logs one line per request: method, path, status and duration.
+/// Runs each request in a span (method and path), so whatever its handler logs carries them, and
+/// logs one line per request: method, path, status and duration.
 pub(crate) async fn log_request(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let span = tracing::info_span!("request", %method, %path);
+    let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     if status >= 500 {

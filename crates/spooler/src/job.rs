@@ -57,14 +57,22 @@ impl std::fmt::Display for JobError {
 }
 
 /// Any error turns into a retryable failure carrying its message (and its causes), so `?` works in
-/// `run`. `JobError` itself does not implement `std::error::Error`, which is what makes this possible.
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+/// `run` on every `std::error::Error`, on `anyhow::Error` and `Box<dyn Error + Send + Sync>`, and
+/// on `String`/`&str` messages: whatever converts into a boxed error. `JobError` itself does not
+/// implement `std::error::Error`, which is what makes this possible.
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for JobError {
     fn from(e: E) -> Self {
+        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
         let mut message = e.to_string();
         let mut source = e.source();
         while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
+            let cause_text = cause.to_string();
+            // anyhow's context chain repeats nothing, but some errors print their source in
+            // their own message: say each cause once.
+            if !message.ends_with(&cause_text) {
+                message.push_str(": ");
+                message.push_str(&cause_text);
+            }
             source = cause.source();
         }
         JobError::Retry(message)

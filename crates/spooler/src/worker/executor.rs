@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// How a run ended, before it is mapped to a stored outcome.
 enum RunEnd {
@@ -39,7 +40,16 @@ pub(crate) fn spawn(
         },
     );
     let slot = Arc::new(Slot(slots));
-    tokio::spawn(run(shared, slot, job, abort_rx));
+    // Everything the run logs, the handler's own lines included, carries the job.
+    let span = tracing::info_span!(
+        "job",
+        job = job.id,
+        kind = %job.kind,
+        queue = %job.queue,
+        attempt = job.attempt,
+        worker = %shared.id,
+    );
+    tokio::spawn(run(shared, slot, job, abort_rx).instrument(span));
 }
 
 /// A taken slot of a queue, freed when the last holder lets go: the run's task, and for a
@@ -78,10 +88,12 @@ async fn run(
             let work = async move {
                 if handler.is_blocking() {
                     let rt = tokio::runtime::Handle::current();
+                    let span = tracing::Span::current();
                     // The thread holds the slot until it returns, even past a timeout or a stop:
                     // it cannot be interrupted, and the queue's concurrency must not be exceeded.
                     match tokio::task::spawn_blocking(move || {
                         let _slot = thread_slot;
+                        let _span = span.enter();
                         rt.block_on(handler.run(args, handler_ctx))
                     })
                     .await

@@ -9,6 +9,7 @@ mod faults;
 mod lifecycle;
 mod schedules;
 mod shutdown;
+mod spans;
 
 /// Generates one test per backend for each named case: `sqlite::case` and `postgres::case`.
 macro_rules! on_every_backend {

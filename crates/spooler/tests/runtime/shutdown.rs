@@ -92,16 +92,24 @@ async fn jobs_past_the_grace_period_are_released_to_another_worker(b: &Backend) 
         .build()
         .unwrap()
         .start();
+    let tag = rand::random::<u64>() | 1;
     let id = b
         .client
         .enqueue(Nap {
             millis: 3_600_000,
             only_first_attempt: true,
-            tag: 0,
+            tag,
         })
         .await
         .unwrap();
-    wait_state(&b.client, id, JobState::Running, Duration::from_secs(10)).await;
+    // Its handler started (`running` in the store also covers a claim not yet handed to a task,
+    // which a shutdown releases unspent: a loaded machine once stopped the worker in between).
+    eventually(
+        "the job's handler to start",
+        Duration::from_secs(10),
+        || async { (started(tag) == 1).then_some(()) },
+    )
+    .await;
     first.shutdown().await.unwrap();
     let job = b.client.status(id).await.unwrap();
     assert_eq!(job.state, JobState::Available, "released, not left running");
