@@ -253,6 +253,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Serve `/healthz` and `/metrics` on this address (e.g. 0.0.0.0:9700), for probes and
+    /// scrapes; nothing is served without it.
+    #[arg(long, env = "SPOOLER_WORKER_LISTEN")]
+    pub listen: Option<String>,
     #[command(flatten)]
     pub worker: WorkerFlags,
 }
@@ -263,9 +267,36 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let store = spooler::connect(&store_url).await?;
     store_config(store.clone(), &config).await?;
     let reload = spooler_server::reload::spawn_reload(store.clone(), config.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let probes = match &args.listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                anyhow!("cannot listen on {listen}: {e} (choose another address with --listen or SPOOLER_WORKER_LISTEN)")
+            })?;
+            let local = listener
+                .local_addr()
+                .with_context(|| format!("listener on {listen}"))?;
+            let state = AppState::new(store.clone(), server_options(&config, None));
+            let app = spooler_server::worker_router(state);
+            tracing::info!(listen = %local, "worker serving /healthz and /metrics on http://{local}");
+            let options = ListenOptions::default();
+            Some(tokio::spawn(async move {
+                let mut rx = stop_rx;
+                serve_with(listener, app, &options, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
     let worker = worker_builder(store, &config, &args.worker.overrides()).build()?;
     worker.run_until(shutdown_signal()).await?;
     reload.abort();
+    let _ = stop_tx.send(true);
+    if let Some(probes) = probes {
+        let _ = tokio::time::timeout(Duration::from_secs(5), probes).await;
+    }
     Ok(0)
 }
 

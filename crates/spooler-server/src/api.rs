@@ -67,6 +67,17 @@ fn open_routes() -> Routes {
     ]
 }
 
+/// What a worker process serves with `spooler worker --listen`: `/healthz` and `/metrics`, so a
+/// scaled-out fleet can be probed and scraped; no API, no dashboard.
+pub fn worker_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+}
+
 /// Every (method, path) the router serves, in axum's path syntax (`/v1/jobs/{id}`), which is also
 /// OpenAPI's. The router is built from the same table, so this list cannot drift from it.
 pub fn route_table() -> Vec<(Method, &'static str)> {
@@ -446,7 +457,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let queues = queues_with_configured(&state).await?;
     let now = state.inner.store.clock().now();
-    let text = crate::metrics::render(state.inner.metrics.as_ref(), &queues, now);
+    let since = now - chrono::TimeDelta::seconds(60);
+    let live = state.inner.store.worker_list(since).await?.len();
+    let text = crate::metrics::render(state.inner.metrics.as_ref(), &queues, live, now);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -47,7 +47,7 @@ pub mod run;
 mod state;
 pub mod wire;
 
-pub use api::{route_table, router};
+pub use api::{route_table, router, worker_router};
 pub use error::ApiError;
 pub use metrics::prometheus_handle;
 pub use openapi::OPENAPI_JSON;

@@ -29,12 +29,18 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn prometheus_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full("spooler_job_run_seconds".into()),
-                &[
-                    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
-                ],
-            );
+            // Run and wait times span a millisecond to minutes.
+            let buckets = [
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ];
+            let histogram = |name: &str| {
+                metrics_exporter_prometheus::Matcher::Full(name.to_string())
+            };
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(histogram(spooler::metrics::JOB_RUN_SECONDS), &buckets)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(histogram(spooler::metrics::JOB_WAIT_SECONDS), &buckets)
+                });
             let builder = match builder {
                 Ok(b) => b,
                 Err(_) => PrometheusBuilder::new(),
@@ -42,7 +48,10 @@ pub fn prometheus_handle() -> PrometheusHandle {
             let recorder = CappedRecorder::new(builder.build_recorder(), LABEL_VALUES_CAP);
             let handle = recorder.handle();
             match metrics::set_global_recorder(recorder) {
-                Ok(()) => handle,
+                Ok(()) => {
+                    spooler::metrics::describe();
+                    handle
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "another metrics recorder is installed: /metrics shows queue gauges only");
                     PrometheusBuilder::new().build_recorder().handle()
@@ -183,10 +192,12 @@ fn capped_queues(queues: &[QueueInfo]) -> Vec<QueueInfo> {
 }
 
 /// The exposition text: the recorder's metrics, then `spooler_queue_jobs{queue,state}` and
-/// `spooler_queue_oldest_available_age_seconds{queue}` for `queues` (capped, see the module).
+/// `spooler_queue_oldest_available_age_seconds{queue}` for `queues` (capped, see the module), and
+/// `spooler_workers_live`, the workers that sent a heartbeat within the last minute.
 pub(crate) fn render(
     handle: Option<&PrometheusHandle>,
     queues: &[QueueInfo],
+    live_workers: usize,
     now: chrono::DateTime<chrono::Utc>,
 ) -> String {
     let queues = &capped_queues(queues)[..];
@@ -217,6 +228,9 @@ pub(crate) fn render(
             escape(&q.name)
         );
     }
+    out.push_str("# HELP spooler_workers_live Workers that sent a heartbeat to the store within the last minute.\n");
+    out.push_str("# TYPE spooler_workers_live gauge\n");
+    let _ = writeln!(out, "spooler_workers_live {live_workers}");
     out
 }
 
@@ -284,7 +298,7 @@ mod tests {
                 }
             })
             .collect();
-        let text = render(None, &queues, now);
+        let text = render(None, &queues, 0, now);
         assert!(
             text.len() < 60_000,
             "{} bytes (3,000 queues uncapped: over 1 MB)",

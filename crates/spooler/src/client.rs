@@ -89,7 +89,7 @@ impl Client {
         let inserted = self.store.job_insert_many(&jobs).await?;
         for i in inserted.iter().filter(|i| !i.duplicate) {
             metrics::counter!(
-                "spooler_jobs_enqueued_total",
+                crate::metrics::JOBS_ENQUEUED,
                 "queue" => i.job.queue.clone(),
                 "kind" => i.job.kind.clone()
             )

@@ -34,6 +34,7 @@ mod error;
 mod every;
 mod job;
 pub mod maintenance;
+pub mod metrics;
 mod operations;
 mod schedules;
 mod worker;

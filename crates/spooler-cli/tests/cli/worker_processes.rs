@@ -221,3 +221,92 @@ fn bad_store_urls_are_named_in_the_error() {
         "says what is expected:\n{stderr}"
     );
 }
+
+/// `spooler worker --listen` serves `/healthz` and `/metrics`: every metric with its HELP text,
+/// the wait-time histogram, the running gauge and the live workers; nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_listen_serves_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let store = open(&url).await;
+    let mut worker = WorkerProcess::start(&url, dir.path(), "w", &["--listen", "127.0.0.1:0"]);
+    let addr: String = wait_for(
+        "the worker's listen line",
+        Duration::from_secs(30),
+        || async {
+            worker.log_text().lines().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                v["message"]
+                    .as_str()?
+                    .starts_with("worker serving")
+                    .then(|| v["listen"].as_str().map(str::to_string))?
+            })
+        },
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let health = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let client = Client::new(store.clone());
+    let id = client
+        .enqueue_new(NewJob::new("noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    wait_for("the job to complete", Duration::from_secs(30), || async {
+        (client.status(id).await.ok()?.state == JobState::Completed).then_some(())
+    })
+    .await;
+    let text = wait_for(
+        "the finished job in /metrics",
+        Duration::from_secs(30),
+        || async {
+            let text = http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("spooler_jobs_finished_total{")
+                .then_some(text)
+        },
+    )
+    .await;
+    for help in [
+        "# HELP spooler_jobs_claimed_total ",
+        "# HELP spooler_jobs_finished_total ",
+        "# HELP spooler_job_run_seconds ",
+        "# HELP spooler_job_wait_seconds ",
+        "# HELP spooler_jobs_running ",
+        "# HELP spooler_queue_jobs ",
+        "# HELP spooler_workers_live ",
+    ] {
+        assert!(text.contains(help), "{help} missing from:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("spooler_job_wait_seconds_bucket{")
+                && l.contains("kind=\"noop\"")
+                && l.contains("queue=\"default\"")),
+        "{text}"
+    );
+    assert!(text.contains("spooler_workers_live 1"), "{text}");
+    let api = http
+        .get(format!("http://{addr}/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 404, "a worker serves no API");
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", worker.log_text());
+}

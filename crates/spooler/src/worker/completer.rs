@@ -133,7 +133,7 @@ async fn write(store: &dyn Store, batch: &[JobFinish], limits: Limits) {
             Ok(acks) => {
                 for (finish, accepted) in batch.iter().zip(acks) {
                     if !accepted {
-                        metrics::counter!("spooler_jobs_rejected_total").increment(1);
+                        metrics::counter!(crate::metrics::JOBS_REJECTED).increment(1);
                         tracing::warn!(
                             job = finish.lease.id,
                             fence = finish.lease.fence,
@@ -144,11 +144,13 @@ async fn write(store: &dyn Store, batch: &[JobFinish], limits: Limits) {
                 return;
             }
             Err(e) if started.elapsed() + pause < limits.give_up_after => {
+                crate::metrics::store_error("record");
                 tracing::warn!(store = %store.describe(), error = %e, jobs = batch.len(), "recording outcomes failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
             Err(e) => {
+                crate::metrics::store_error("record");
                 tracing::error!(
                     store = %store.describe(),
                     error = %e,

@@ -71,6 +71,18 @@ async fn run(
 ) {
     let job = Arc::new(job);
     let lease = job.lease();
+    if let Some(started_at) = job.started_at {
+        // Runnable since its run_at (enqueue time, the end of a delay or a backoff).
+        let waited = (started_at - job.run_at).to_std().unwrap_or_default();
+        metrics::histogram!(
+            crate::metrics::JOB_WAIT_SECONDS,
+            "queue" => job.queue.clone(),
+            "kind" => job.kind.clone()
+        )
+        .record(waited.as_secs_f64());
+    }
+    let running = metrics::gauge!(crate::metrics::JOBS_RUNNING, "queue" => job.queue.clone());
+    running.increment(1.0);
     let ctx = JobContext::new(job.clone(), shared.id.clone());
     let started = Instant::now();
     let handler = shared.handlers.get(&job.kind).cloned();
@@ -172,14 +184,14 @@ async fn run(
             let expected = o.reads_facts().then(|| decide(o, &Facts::from(&*job), now));
             let label = outcome_label(o, expected.as_ref().map(|t| t.state));
             metrics::counter!(
-                "spooler_jobs_finished_total",
+                crate::metrics::JOBS_FINISHED,
                 "queue" => job.queue.clone(),
                 "kind" => job.kind.clone(),
                 "outcome" => label
             )
             .increment(1);
             metrics::histogram!(
-                "spooler_job_run_seconds",
+                crate::metrics::JOB_RUN_SECONDS,
                 "queue" => job.queue.clone(),
                 "kind" => job.kind.clone()
             )
@@ -205,6 +217,7 @@ async fn run(
         shared.completer.send(JobFinish { lease, outcome });
     }
     shared.running.lock().expect("running lock").remove(&lease);
+    running.decrement(1.0);
     drop(slot);
     shared.idle.notify_waiters();
 }

@@ -104,6 +104,7 @@ async fn beat(shared: &Shared) -> bool {
             }
             Ok(Err(e)) => {
                 renewed = false;
+                crate::metrics::store_error("renew");
                 tracing::warn!(
                     worker = %shared.id,
                     store = %shared.store.describe(),
@@ -113,6 +114,7 @@ async fn beat(shared: &Shared) -> bool {
             }
             Err(_) => {
                 renewed = false;
+                crate::metrics::store_error("renew");
                 tracing::warn!(
                     worker = %shared.id,
                     store = %shared.store.describe(),

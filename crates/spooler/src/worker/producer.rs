@@ -136,7 +136,7 @@ async fn run(shared: Arc<Shared>, slots: Arc<QueueSlots>, mut stop: watch::Recei
                     Ok(jobs) => {
                         planner.claim_returned(ask, jobs.len() as u32, now);
                         if !jobs.is_empty() {
-                            metrics::counter!("spooler_jobs_claimed_total", "queue" => slots.name.clone())
+                            metrics::counter!(crate::metrics::JOBS_CLAIMED, "queue" => slots.name.clone())
                                 .increment(jobs.len() as u64);
                         }
                         let held_until = sent + shared.settings.lease;
@@ -145,6 +145,7 @@ async fn run(shared: Arc<Shared>, slots: Arc<QueueSlots>, mut stop: watch::Recei
                     }
                     Err(e) => {
                         let backoff = planner.claim_failed(ask, now);
+                        crate::metrics::store_error("claim");
                         tracing::warn!(
                             queue = %slots.name,
                             store = %shared.store.describe(),

@@ -322,7 +322,11 @@ impl Pool {
         self.starts += 1;
         let (url, env) = &self.specs[i];
         let name = format!("w{i}-{}", self.starts);
-        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        // Each worker also works a queue of its own, so that after the faults each can be
+        // shown to claim and complete again, whoever drained the backlog.
+        let probe = format!("{}=1", probe_queue(i));
+        let mut flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        flags.extend(["--queue", "default=20", "--queue", &probe]);
         WorkerProcess::start_with_env(url, &self.dir, &name, &flags, env)
     }
 
@@ -678,14 +682,6 @@ async fn run(
     tokio::time::sleep_until(end).await;
     report.kills = pool.kills;
 
-    // Each live worker must complete something after the last fault.
-    let before: Vec<usize> = {
-        let done = backend.completions().await;
-        pool.procs
-            .iter()
-            .map(|w| completions_by(&done, w.pid()))
-            .collect()
-    };
     let fault_end = Instant::now();
     wait_until(settings.drain_timeout() + settings.window, || {
         let done = log.lock().unwrap().done;
@@ -727,20 +723,46 @@ async fn run(
 
     // Count, before the workers stop (a graceful stop would release what is still running).
     let done = backend.completions().await;
-    for (i, w) in pool.procs.iter().enumerate() {
-        if completions_by(&done, w.pid()) <= before[i] {
-            report.not_recovered.push(format!(
-                "w{i} (pid {}); log tail:\n{}",
-                w.pid(),
-                tail(&w.log_text(), 15)
-            ));
-        }
-    }
     let rows = all_jobs(store.as_ref()).await;
     let deliveries = sink.deliveries();
     let enqueued = std::mem::take(&mut *log.lock().unwrap());
     count(&mut report, &enqueued, &rows, &done, &deliveries);
     report.partial_deliveries = sink.partial();
+
+    // Each live worker claims and completes again after the faults: one job in its own queue.
+    let client = spooler::Client::new(store.clone());
+    let mut probes = Vec::new();
+    for i in 0..pool.procs.len() {
+        let job = spooler::NewJob::new("noop", serde_json::json!({})).queue(probe_queue(i));
+        probes.push(
+            client
+                .enqueue_new(job)
+                .await
+                .expect("enqueue a probe")
+                .job
+                .id,
+        );
+    }
+    for (i, id) in probes.into_iter().enumerate() {
+        let done = wait_until(Duration::from_secs(30), || {
+            let client = client.clone();
+            async move {
+                client
+                    .status(id)
+                    .await
+                    .is_ok_and(|j| j.state == spooler::JobState::Completed)
+            }
+        })
+        .await;
+        if !done {
+            let w = &pool.procs[i];
+            report.not_recovered.push(format!(
+                "w{i} (pid {}) did not complete its probe job {id} within 30s; log tail:\n{}",
+                w.pid(),
+                tail(&w.log_text(), 15)
+            ));
+        }
+    }
 
     for (i, w) in pool.procs.iter_mut().enumerate() {
         let status = w.terminate(Duration::from_secs(30));
@@ -756,10 +778,9 @@ async fn run(
     report
 }
 
-/// Completions recorded for claims by the process `pid`.
-fn completions_by(done: &[(i64, i64, String)], pid: u32) -> usize {
-    let needle = format!("-{pid}-");
-    done.iter().filter(|(_, _, w)| w.contains(&needle)).count()
+/// The queue only worker `i` works.
+fn probe_queue(i: usize) -> String {
+    format!("probe-w{i}")
 }
 
 /// Fills in the counts from what the enqueuer, the store, the recorder and the sink saw.
