@@ -96,10 +96,12 @@ pub fn router(state: AppState) -> Router {
     for (_, path, route) in v1_routes() {
         v1 = v1.route(path, route);
     }
-    let v1 = v1.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        require_token,
-    ));
+    let v1 = v1
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .route_layer(axum::middleware::from_fn(crate::auth::refuse_cross_site));
     let mut open = Router::new();
     for (_, path, route) in open_routes() {
         open = open.route(path, route);

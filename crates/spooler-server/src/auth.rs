@@ -15,6 +15,58 @@ fn token_matches(given: &[u8], expected: &[u8]) -> bool {
     given.ct_eq(expected).into()
 }
 
+/// Refuses a `/v1` call that changes something (any method but GET, HEAD and OPTIONS) when a
+/// browser says another site made it: `Sec-Fetch-Site: cross-site` or `same-site`, or an
+/// `Origin` whose host and port are not the `Host` the request was sent to (or, behind a proxy,
+/// its `X-Forwarded-Host`). A page open in the
+/// user's browser can then not drive the server (enqueue, cancel, delete), token or not; the
+/// dashboard (same origin) and clients that are not browsers (curl, the CLI, SDKs send no
+/// `Origin`) are unaffected. Reads stay open: another site cannot read the answers (no CORS).
+pub(crate) async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    use axum::http::Method;
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site")
+        && matches!(site, "cross-site" | "same-site")
+    {
+        return cross_site(&format!(
+            "the browser says another site made it (Sec-Fetch-Site: {site})"
+        ));
+    }
+    if let Some(origin) = text("origin") {
+        let host = text("host").unwrap_or_default();
+        let origin_host = origin
+            .split_once("://")
+            .map_or(origin, |(_, rest)| rest)
+            .trim_end_matches('/');
+        // Behind a proxy that rewrites Host, the host the browser saw is X-Forwarded-Host.
+        let forwarded = text("x-forwarded-host").unwrap_or_default();
+        let ours = |h: &str| !h.is_empty() && origin_host.eq_ignore_ascii_case(h.trim());
+        if origin == "null" || !(ours(host) || ours(forwarded)) {
+            return cross_site(&format!(
+                "it comes from the page {origin}, which is not this server ({host})"
+            ));
+        }
+    }
+    next.run(request).await
+}
+
+fn cross_site(why: &str) -> Response {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        format!(
+            "cross-site request refused: {why}; the API takes changes from its own dashboard and from clients that are not browsers"
+        ),
+    )
+    .into_response()
+}
+
 /// Rejects `/v1` calls without the configured bearer token.
 pub(crate) async fn require_token(
     State(state): State<AppState>,

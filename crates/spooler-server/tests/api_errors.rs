@@ -719,3 +719,60 @@ async fn bulk_filter_names_follow_the_name_rule() {
         );
     }
 }
+
+/// A page on another site cannot drive the server from the user's browser: a change (here an
+/// enqueue sent as `text/plain`, which a form or `fetch` can send without a preflight) with a
+/// foreign `Origin`, or that the browser marks cross-site, is a 403 and nothing is written; the
+/// same call from the server's own origin, or from a client that sends no `Origin`, goes through.
+#[tokio::test]
+async fn cross_site_changes_are_refused_and_nothing_changes() {
+    let api = Api::new(ServerOptions::default()).await;
+    let body = br#"{"kind": "file", "args": {"path": "x.jsonl", "payload": "owned"}}"#;
+    let send = |headers: &[(&str, &str)]| {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/jobs")
+            .header(header::HOST, "127.0.0.1:7700")
+            .header(header::CONTENT_TYPE, "text/plain");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.body(Body::from(body.to_vec())).unwrap()
+    };
+    for (what, headers) in [
+        ("a foreign Origin", vec![("origin", "http://evil.example")]),
+        ("a foreign port", vec![("origin", "http://127.0.0.1:8080")]),
+        ("an opaque Origin", vec![("origin", "null")]),
+        (
+            "Sec-Fetch-Site: cross-site",
+            vec![("sec-fetch-site", "cross-site")],
+        ),
+    ] {
+        let (status, answer) = api.send(send(&headers)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("cross-site request refused"),
+            "{what}: {answer}"
+        );
+    }
+    assert!(api.snapshot().await.is_empty(), "nothing was enqueued");
+    let (status, _) = api.send(send(&[("origin", "http://127.0.0.1:7700")])).await;
+    assert_eq!(status, StatusCode::CREATED, "the server's own origin");
+    let (status, _) = api.send(send(&[("sec-fetch-site", "same-origin")])).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "same origin, as the browser says"
+    );
+    let (status, _) = api.send(send(&[])).await;
+    assert_eq!(status, StatusCode::CREATED, "no Origin: not a browser");
+    let read = Request::builder()
+        .uri("/v1/jobs")
+        .header("origin", "http://evil.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(read).await.0, StatusCode::OK, "reads stay open");
+}
