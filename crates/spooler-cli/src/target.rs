@@ -146,6 +146,9 @@ impl Target {
                 crate::serve::store_config(store.clone(), config).await?;
                 let job = parse_enqueue(body, "", store.clock().now())
                     .map_err(|e| anyhow!("invalid job: {}", e.message()))?;
+                let file_allow = spooler_server::kinds::FileAllow::new(config.file_allow.clone());
+                spooler_server::kinds::check_args(&job.kind, &job.args, &file_allow)
+                    .map_err(|e| anyhow!("invalid job: args: {e}"))?;
                 let inserted = store.job_insert(&job).await?;
                 let mut value = job_json(&inserted.job);
                 value["duplicate"] = json!(inserted.duplicate);

@@ -144,6 +144,7 @@ async fn enqueue(
 ) -> Result<Response, ApiError> {
     let now = state.inner.store.clock().now();
     let job = parse_enqueue(&body, "", now)?;
+    check_builtin(&state, &job, "")?;
     let inserted = state.inner.client.enqueue_new(job).await?;
     let status = if inserted.duplicate {
         StatusCode::OK
@@ -199,14 +200,30 @@ async fn enqueue_batch(
     let jobs = items
         .iter()
         .enumerate()
-        .map(|(i, item)| parse_enqueue(item, &format!("jobs[{i}]."), now))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(i, item)| {
+            let prefix = format!("jobs[{i}].");
+            let job = parse_enqueue(item, &prefix, now)?;
+            check_builtin(&state, &job, &prefix)?;
+            Ok(job)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let inserted = state.inner.client.enqueue_many(jobs).await?;
     let wires: Vec<JobWire<'_>> = inserted
         .iter()
         .map(|i| JobWire::inserted(&i.job, i.duplicate))
         .collect();
     Ok((StatusCode::CREATED, Json(json!({ "jobs": wires }))).into_response())
+}
+
+/// A built-in kind's arguments checked before anything is written (see
+/// [`crate::kinds::check_args`]): a mistake is a 422 naming `args`.
+fn check_builtin(state: &AppState, job: &spooler::NewJob, prefix: &str) -> Result<(), ApiError> {
+    let options = &state.inner.options;
+    if !options.check_builtin_args {
+        return Ok(());
+    }
+    crate::kinds::check_args(&job.kind, &job.args, &options.file_allow)
+        .map_err(|message| ApiError::invalid(format!("{prefix}args"), message))
 }
 
 /// `GET /v1/jobs/{id}[?wait=30s]`: with `wait`, answers as soon as the job is finished, or with

@@ -1,4 +1,5 @@
-//! The config file (`spooler.toml`): store, listen, token, logs, queues, allowed commands, retention.
+//! The config file (`spooler.toml`): store, listen, token, logs, queues, schedules, allowed
+//! commands and file directories, retention.
 //!
 //! Unknown keys are errors, and every error names the file, the line and the key:
 //! `spooler.toml, line 7, key queues.deliver.concurency: unknown field ...`.
@@ -40,6 +41,9 @@ pub struct Config {
     pub queues: BTreeMap<String, QueueConfig>,
     /// Programs the `command` kind may run (`[commands] allow`).
     pub commands_allow: Vec<String>,
+    /// Directories the `file` kind may write under (`[file] allow`; the working directory when
+    /// empty).
+    pub file_allow: Vec<PathBuf>,
     /// How long finished jobs are kept (`[retention]`).
     pub retention: Retention,
     /// Worker timings (`[worker]`).
@@ -127,6 +131,8 @@ struct RawConfig {
     #[serde(default)]
     commands: RawCommands,
     #[serde(default)]
+    file: RawCommands,
+    #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
     worker: RawWorker,
@@ -205,6 +211,7 @@ impl Config {
                 .map(|l| check_log_level(&src, l))
                 .transpose()?,
             commands_allow: raw.commands.allow,
+            file_allow: raw.file.allow.into_iter().map(PathBuf::from).collect(),
             ..Config::default()
         };
         if let Some(f) = raw.log_format {

@@ -52,7 +52,8 @@ pub fn worker_builder(
     overrides: &WorkerOverrides,
 ) -> WorkerBuilder {
     let mut builder = Worker::builder(store).retention(config.retention.clone());
-    for (kind, handler) in crate::kinds::builtin(config.commands_allow.clone()) {
+    let file_allow = crate::kinds::FileAllow::new(config.file_allow.clone());
+    for (kind, handler) in crate::kinds::builtin(config.commands_allow.clone(), file_allow) {
         builder = builder.handler(kind, handler);
     }
     for (name, concurrency) in worker_queues(config, overrides) {
@@ -105,6 +106,7 @@ pub fn server_options(config: &Config, token: Option<String>) -> ServerOptions {
         body_limit: config.body_limit.unwrap_or(defaults.body_limit),
         batch_limit: config.batch_limit.unwrap_or(defaults.batch_limit),
         queues: config.queues.keys().cloned().collect(),
+        file_allow: crate::kinds::FileAllow::new(config.file_allow.clone()),
         ..defaults
     }
 }

@@ -23,6 +23,12 @@ pub struct ServerOptions {
     pub queues: BTreeSet<String>,
     /// Serve `/metrics` from the process-wide Prometheus recorder (installed on first use).
     pub metrics: bool,
+    /// Check the arguments of built-in kinds (`http`, `tcp`, `command`, `file`, `sleep`) when
+    /// they are enqueued, answering a mistake with a 422 ([`crate::kinds::check_args`]); on by
+    /// default. Turn it off when the app that nests the router has kinds of its own by those names.
+    pub check_builtin_args: bool,
+    /// Where `file` jobs may write, for that check (the working directory by default).
+    pub file_allow: crate::kinds::FileAllow,
 }
 
 impl Default for ServerOptions {
@@ -34,6 +40,8 @@ impl Default for ServerOptions {
             max_wait: Duration::from_secs(60),
             queues: BTreeSet::new(),
             metrics: true,
+            check_builtin_args: true,
+            file_allow: crate::kinds::FileAllow::default(),
         }
     }
 }

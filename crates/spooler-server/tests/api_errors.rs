@@ -776,3 +776,67 @@ async fn cross_site_changes_are_refused_and_nothing_changes() {
         .unwrap();
     assert_eq!(api.send(read).await.0, StatusCode::OK, "reads stay open");
 }
+
+/// A built-in kind's arguments are checked when it is enqueued: a mistake is a 422 naming `args`
+/// (`jobs[i].args` in a batch) and nothing is written.
+#[tokio::test]
+async fn built_in_kinds_with_wrong_arguments_are_refused_at_enqueue() {
+    let api = Api::new(ServerOptions::default()).await;
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "uri for url",
+            json!({"kind": "http", "args": {"uri": "http://127.0.0.1:9/"}}),
+            &["unknown argument \"uri\""],
+        ),
+        (
+            "no address",
+            json!({"kind": "tcp", "args": {"payload": "x"}}),
+            &["\"address\" is required"],
+        ),
+        (
+            "a path out of the working directory",
+            json!({"kind": "file", "args": {"path": "../escape.jsonl", "payload": "x"}}),
+            &["\"..\""],
+        ),
+        (
+            "an absolute path elsewhere",
+            json!({"kind": "file", "args": {"path": "/etc/spooler-owned", "payload": "x"}}),
+            &["not under an allowed directory"],
+        ),
+        (
+            "args not an object",
+            json!({"kind": "sleep", "args": [1]}),
+            &["must be an object"],
+        ),
+    ];
+    for (what, body, words) in cases {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        check(
+            what,
+            api.call(Method::POST, "/v1/jobs", Some(&bytes)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("args"),
+            words,
+        );
+    }
+    let batch = serde_json::to_vec(&json!({"jobs": [
+        {"kind": "noop"},
+        {"kind": "http", "args": {"url": "http://127.0.0.1:9/", "verb": "GET"}}
+    ]}))
+    .unwrap();
+    check(
+        "a batch",
+        api.call(Method::POST, "/v1/jobs/batch", Some(&batch)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("jobs[1].args"),
+        &["unknown argument \"verb\""],
+    );
+    assert!(api.snapshot().await.is_empty(), "nothing was enqueued");
+    let fine =
+        serde_json::to_vec(&json!({"kind": "file", "args": {"path": "out.jsonl", "payload": "x"}}))
+            .unwrap();
+    assert_eq!(
+        api.call(Method::POST, "/v1/jobs", Some(&fine)).await.0,
+        StatusCode::CREATED
+    );
+}

@@ -118,17 +118,34 @@ async fn http_jobs_honour_their_arguments() {
         "{message}"
     );
 
-    // Bad arguments fail at once, without the retries allowed, naming the argument.
-    for (args, names) in [
-        (json!({"url": 5}), "\"url\""),
-        (json!({"url": "ftp://x/y"}), "http://"),
-        (json!({"url": hooks.url("x"), "methd": "GET"}), "\"methd\""),
+    // Bad arguments: a wrong name or type is refused at enqueue (422 naming args); a bad value
+    // the enqueue check does not read fails the job at once, without the retries allowed. Both
+    // name the argument.
+    for (args, names, at_enqueue) in [
+        (json!({"url": 5}), "\"url\"", true),
+        (json!({"url": "ftp://x/y"}), "http://", false),
+        (
+            json!({"url": hooks.url("x"), "methd": "GET"}),
+            "\"methd\"",
+            true,
+        ),
         (
             json!({"url": hooks.url("x"), "timeout": "soon"}),
             "\"timeout\"",
+            false,
         ),
     ] {
         let bad = json!({"kind": "http", "max_attempts": 5, "args": args});
+        if at_enqueue {
+            let (status, body) = server.post("/v1/jobs", &bad).await;
+            assert_eq!(status, 422, "{args}: {body}");
+            assert_eq!(body["field"], "args");
+            assert!(
+                body["error"].as_str().unwrap().contains(names),
+                "{args}: {body}"
+            );
+            continue;
+        }
         let failed = run_to(&server, bad, "failed").await;
         assert_eq!(failed["attempt"], 1, "no retry: {failed}");
         let message = first_error(&failed);

@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-const ARGS: &[&str] = &["program", "args", "env", "timeout"];
+pub(crate) const ARGS: &[&str] = &["program", "args", "env", "timeout"];
+pub(crate) const REQUIRED: &[&str] = &["program"];
 /// Bytes of stdout and of stderr kept.
 const TAIL: usize = 2048;
 

@@ -2,6 +2,9 @@
 //! cancellation: tests of timeouts and shutdown).
 
 use super::Args;
+
+/// The `sleep` kind's one argument.
+pub(crate) const SLEEP_ARGS: &[&str] = &["duration"];
 use async_trait::async_trait;
 use serde_json::Value;
 use spooler::{Handler, JobContext, JobError};
@@ -25,7 +28,7 @@ pub struct SleepKind;
 #[async_trait]
 impl Handler for SleepKind {
     async fn run(&self, args: Value, ctx: JobContext) -> Result<Option<Value>, JobError> {
-        let a = Args::new("sleep", &args, &["duration"])?;
+        let a = Args::new("sleep", &args, SLEEP_ARGS)?;
         if a.get("duration").is_none() {
             return Err(JobError::fail(
                 "sleep job: argument \"duration\" is required",

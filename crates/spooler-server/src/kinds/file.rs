@@ -9,17 +9,75 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const ARGS: &[&str] = &["path", "payload"];
+pub(crate) const ARGS: &[&str] = &["path", "payload"];
+pub(crate) const REQUIRED: &[&str] = &["path"];
 
 /// Appends the `payload` argument (a string as is, other JSON as its text) or, without one, the
 /// job's whole args as JSON, as one line. A string payload holding a line break is written as a
 /// JSON string so that each job stays one line. Lines from concurrent jobs never interleave.
+/// Only paths under the allowed directories are written ([`FileKind::new`]).
 #[derive(Debug, Clone, Default)]
 pub struct FileKind {
     locks: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+    allow: FileAllow,
+}
+
+/// The directories the `file` kind may write under (the config's `[file] allow`); by default the
+/// working directory. A path with a `..` part is refused outright, so the rule is lexical and
+/// cannot be walked around.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileAllow {
+    dirs: Vec<PathBuf>,
+}
+
+impl FileAllow {
+    /// Paths under `dirs` (relative ones are taken from the working directory); none given means
+    /// the working directory.
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        Self { dirs }
+    }
+
+    /// The path to write for `path`, or why it may not be written.
+    pub fn check(&self, path: &str) -> Result<PathBuf, String> {
+        let given = Path::new(path);
+        if given
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!(
+                "\"{path}\" has a \"..\" part; give a path under an allowed directory"
+            ));
+        }
+        let cwd = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
+        let full = cwd.join(given);
+        let dirs: Vec<PathBuf> = if self.dirs.is_empty() {
+            vec![cwd.clone()]
+        } else {
+            self.dirs.iter().map(|d| cwd.join(d)).collect()
+        };
+        if dirs.iter().any(|d| full.starts_with(d) && full != *d) {
+            Ok(full)
+        } else {
+            Err(format!(
+                "\"{path}\" is not under an allowed directory ({}; set [file] allow in the config)",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    }
 }
 
 impl FileKind {
+    /// A `file` kind writing only under `allow`.
+    pub fn new(allow: FileAllow) -> Self {
+        Self {
+            locks: Arc::default(),
+            allow,
+        }
+    }
+
     fn lock_for(&self, path: &Path) -> Arc<Mutex<()>> {
         self.locks
             .lock()
@@ -34,7 +92,10 @@ impl FileKind {
 impl Handler for FileKind {
     async fn run(&self, args: Value, _ctx: JobContext) -> Result<Option<Value>, JobError> {
         let a = Args::new("file", &args, ARGS)?;
-        let path = PathBuf::from(a.required_str("path")?);
+        let path = self
+            .allow
+            .check(a.required_str("path")?)
+            .map_err(|e| JobError::fail(format!("file job: argument \"path\": {e}")))?;
         let mut line = match a.get("payload") {
             Some(Value::String(s)) if s.contains(['\n', '\r']) => {
                 Value::String(s.clone()).to_string()

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use spooler::{Handler, JobContext, JobError, format_duration};
 use std::time::Duration;
 
-const ARGS: &[&str] = &[
+pub(crate) const REQUIRED: &[&str] = &["url"];
+pub(crate) const ARGS: &[&str] = &[
     "url",
     "method",
     "headers",

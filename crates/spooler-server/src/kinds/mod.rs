@@ -13,7 +13,7 @@ mod tcp;
 
 pub use command::CommandKind;
 pub use diag::{NoopKind, SleepKind};
-pub use file::FileKind;
+pub use file::{FileAllow, FileKind};
 pub use http::HttpKind;
 pub use tcp::TcpKind;
 
@@ -26,16 +26,56 @@ use std::time::Duration;
 pub const BUILTIN_KINDS: &[&str] = &["http", "tcp", "command", "file", "noop", "sleep"];
 
 /// Every built-in kind with its handler. `allowed_commands` is the `[commands] allow` list of the
-/// config: the only programs the `command` kind may run.
-pub fn builtin(allowed_commands: Vec<String>) -> Vec<(&'static str, Arc<dyn Handler>)> {
+/// config: the only programs the `command` kind may run; `file_allow`, the `[file] allow`
+/// directories the `file` kind may write under.
+pub fn builtin(
+    allowed_commands: Vec<String>,
+    file_allow: FileAllow,
+) -> Vec<(&'static str, Arc<dyn Handler>)> {
     vec![
         ("http", Arc::new(HttpKind::new()) as Arc<dyn Handler>),
         ("tcp", Arc::new(TcpKind)),
         ("command", Arc::new(CommandKind::new(allowed_commands))),
-        ("file", Arc::new(FileKind::default())),
+        ("file", Arc::new(FileKind::new(file_allow))),
         ("noop", Arc::new(NoopKind)),
         ("sleep", Arc::new(SleepKind)),
     ]
+}
+
+/// Checks a built-in kind's arguments when it is enqueued, so a mistake (`"uri"` for `"url"`, a
+/// missing `address`, a `file` path outside `[file] allow`) is answered at once instead of failing
+/// later: the arguments are an object of known names, the required ones present as strings.
+/// Kinds that are not built in pass.
+pub fn check_args(kind: &str, args: &Value, file_allow: &FileAllow) -> Result<(), String> {
+    let (name, known, required): (&'static str, &[&str], &[&str]) = match kind {
+        "http" => ("http", http::ARGS, http::REQUIRED),
+        "tcp" => ("tcp", tcp::ARGS, tcp::REQUIRED),
+        "command" => ("command", command::ARGS, command::REQUIRED),
+        "file" => ("file", file::ARGS, file::REQUIRED),
+        "sleep" => ("sleep", diag::SLEEP_ARGS, diag::SLEEP_ARGS),
+        _ => return Ok(()),
+    };
+    let message = |e: JobError| match e {
+        JobError::Fail(m) | JobError::Retry(m) | JobError::Cancel(m) => m,
+        JobError::Snooze(_) => e.to_string(),
+    };
+    let a = Args::new(name, args, known).map_err(message)?;
+    for key in required {
+        if name == "sleep" {
+            a.duration(key, Duration::ZERO).map_err(message)?;
+            if a.get(key).is_none() {
+                return Err(format!("sleep job: argument \"{key}\" is required"));
+            }
+            continue;
+        }
+        let value = a.required_str(key).map_err(message)?;
+        if name == "file" {
+            file_allow
+                .check(value)
+                .map_err(|e| format!("file job: argument \"path\": {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a kind's arguments, failing (without retry) with messages that name the argument.

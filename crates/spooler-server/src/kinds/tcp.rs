@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-const ARGS: &[&str] = &[
+pub(crate) const REQUIRED: &[&str] = &["address"];
+pub(crate) const ARGS: &[&str] = &[
     "address",
     "payload",
     "newline",
