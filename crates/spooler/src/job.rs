@@ -79,6 +79,34 @@ impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for JobError {
     }
 }
 
+/// The application's shared values a worker hands every job ([`crate::WorkerBuilder::state`]),
+/// one per type.
+#[derive(Clone, Default)]
+pub(crate) struct AppState {
+    values: Arc<std::collections::HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+impl AppState {
+    pub(crate) fn with<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        Arc::make_mut(&mut self.values).insert(std::any::TypeId::of::<T>(), Arc::new(value));
+        self
+    }
+
+    fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.values
+            .get(&std::any::TypeId::of::<T>())
+            .and_then(|v| v.clone().downcast::<T>().ok())
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("values", &self.values.len())
+            .finish()
+    }
+}
+
 /// What a running job can see and say about its run.
 #[derive(Debug, Clone)]
 pub struct JobContext {
@@ -86,16 +114,31 @@ pub struct JobContext {
     worker_id: Arc<str>,
     cancelled: Arc<AtomicBool>,
     result: Arc<Mutex<Option<Value>>>,
+    state: AppState,
 }
 
 impl JobContext {
-    pub(crate) fn new(job: Arc<JobRow>, worker_id: Arc<str>) -> Self {
+    pub(crate) fn new(job: Arc<JobRow>, worker_id: Arc<str>, state: AppState) -> Self {
         Self {
             job,
             worker_id,
             cancelled: Arc::new(AtomicBool::new(false)),
             result: Arc::new(Mutex::new(None)),
+            state,
         }
+    }
+
+    /// The application's value of type `T` the worker was given with
+    /// [`WorkerBuilder::state`](crate::WorkerBuilder::state) (a database pool, an HTTP client):
+    /// no globals. An error naming the type when the worker has none, so `?` retries the job.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, JobError> {
+        self.state.get::<T>().ok_or_else(|| {
+            JobError::retry(format!(
+                "worker {} was given no state of type {} (WorkerBuilder::state)",
+                self.worker_id,
+                std::any::type_name::<T>()
+            ))
+        })
     }
 
     /// The job's id.

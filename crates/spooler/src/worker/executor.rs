@@ -83,7 +83,7 @@ async fn run(
     }
     let running = metrics::gauge!(crate::metrics::JOBS_RUNNING, "queue" => job.queue.clone());
     running.increment(1.0);
-    let ctx = JobContext::new(job.clone(), shared.id.clone());
+    let ctx = JobContext::new(job.clone(), shared.id.clone(), shared.state.clone());
     let started = Instant::now();
     let handler = shared.handlers.get(&job.kind).cloned();
     let blocking = handler.as_ref().is_some_and(|h| h.is_blocking());

@@ -188,6 +188,8 @@ pub(crate) struct Shared {
     pub(crate) completer: completer::CompleterHandle,
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
     pub(crate) signals: TestSignals,
+    /// The application's values every job can read ([`WorkerBuilder::state`]).
+    pub(crate) state: crate::job::AppState,
 }
 
 impl Shared {
@@ -227,6 +229,7 @@ pub struct WorkerBuilder {
     test_signals: bool,
     test_outcome_delay: Option<Duration>,
     schedules: Vec<spooler_core::ScheduleDef>,
+    state: crate::job::AppState,
 }
 
 impl WorkerBuilder {
@@ -360,6 +363,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Shares `value` with every job this worker runs, read typed with
+    /// [`JobContext::state`](crate::JobContext::state): a database pool, an HTTP client, a
+    /// config. One value per type; giving a type again replaces it.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state = self.state.with(value);
+        self
+    }
+
     /// Declares a schedule when the worker starts (as owner `app`): each tick enqueues its job
     /// once, whichever process leads maintenance. A schedule of the same name declared elsewhere
     /// is replaced by this definition.
@@ -446,6 +457,7 @@ impl WorkerBuilder {
             idle: Notify::new(),
             completer,
             signals,
+            state: self.state,
         });
         Ok(Worker {
             shared,
@@ -514,6 +526,7 @@ impl Worker {
             test_signals: false,
             test_outcome_delay: None,
             schedules: Vec::new(),
+            state: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ crate::on_every_backend!(lifecycle:
     unique_keys_deduplicate_through_the_client,
     blocking_jobs_run_on_the_blocking_pool,
     a_queue_with_its_own_retention_is_pruned_by_it,
+    jobs_read_the_applications_state,
 );
 
 #[derive(Serialize, Deserialize)]
@@ -365,4 +366,46 @@ async fn a_queue_with_its_own_retention_is_pruned_by_it(b: &Backend) {
         JobState::Available,
         "unfinished jobs stay"
     );
+}
+
+/// The application's values, given once to the worker, read typed by every job: no globals.
+struct Greeting(String);
+
+#[derive(Serialize, Deserialize)]
+struct Greet {
+    name: String,
+}
+
+impl Job for Greet {
+    const KIND: &'static str = "greet";
+
+    async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+        let greeting = ctx.state::<Greeting>()?;
+        let times = ctx.state::<u32>()?;
+        ctx.set_result(json!(format!("{}, {} (x{times})", greeting.0, self.name)));
+        // A type the worker was not given is an error naming it, which `?` turns into a retry.
+        match ctx.state::<Vec<u8>>() {
+            Err(e) => assert!(e.to_string().contains("Vec<u8>"), "{e}"),
+            Ok(_) => panic!("no such state was given"),
+        }
+        Ok(())
+    }
+}
+
+async fn jobs_read_the_applications_state(b: &Backend) {
+    let worker = Worker::builder(b.store.clone())
+        .register::<Greet>()
+        .state(Greeting("hello".into()))
+        .state(3u32)
+        .build()
+        .unwrap()
+        .start();
+    let id = b
+        .client
+        .enqueue(Greet { name: "ops".into() })
+        .await
+        .unwrap();
+    let job = wait_state(&b.client, id, JobState::Completed, Duration::from_secs(10)).await;
+    assert_eq!(job.result, Some(json!("hello, ops (x3)")));
+    worker.shutdown().await.unwrap();
 }
