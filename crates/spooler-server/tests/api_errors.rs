@@ -840,3 +840,33 @@ async fn built_in_kinds_with_wrong_arguments_are_refused_at_enqueue() {
         StatusCode::CREATED
     );
 }
+
+/// `http` and `tcp` jobs aimed at link-local or cloud metadata addresses are refused at enqueue
+/// (loopback stays open: a local sink is what they are for).
+#[tokio::test]
+async fn network_jobs_may_not_reach_metadata_addresses() {
+    let api = Api::new(ServerOptions::default()).await;
+    for body in [
+        json!({"kind": "http", "args": {"url": "http://169.254.169.254/latest/meta-data/"}}),
+        json!({"kind": "tcp", "args": {"address": "[fe80::1]:80", "payload": "x"}}),
+        json!({"kind": "tcp", "args": {"address": "[fd00:ec2::254]:80", "payload": "x"}}),
+    ] {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        check(
+            &body.to_string(),
+            api.call(Method::POST, "/v1/jobs", Some(&bytes)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("args"),
+            &["network jobs may not reach it"],
+        );
+    }
+    assert!(api.snapshot().await.is_empty());
+    let local = serde_json::to_vec(
+        &json!({"kind": "tcp", "args": {"address": "127.0.0.1:9", "payload": "x"}}),
+    )
+    .unwrap();
+    assert_eq!(
+        api.call(Method::POST, "/v1/jobs", Some(&local)).await.0,
+        StatusCode::CREATED
+    );
+}

@@ -34,6 +34,7 @@ impl HttpKind {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(Duration::from_secs(3600))
             .user_agent(concat!("spooler/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(std::sync::Arc::new(super::net::GuardedResolver))
             .build()
             .expect("building the HTTP client");
         Self { client }
@@ -114,6 +115,10 @@ impl Handler for HttpKind {
             return Err(JobError::fail(format!(
                 "http job: argument \"url\": \"{url_text}\" must be http:// or https://"
             )));
+        }
+        if let Some(host) = url.host_str() {
+            super::net::check_host(host)
+                .map_err(|e| JobError::fail(format!("http job: argument \"url\": {e}")))?;
         }
         let method_text = a.opt_str("method")?.unwrap_or("POST").to_ascii_uppercase();
         let method = reqwest::Method::from_bytes(method_text.as_bytes()).map_err(|_| {

@@ -48,19 +48,33 @@ impl Handler for TcpKind {
         let connect_timeout = a.duration("connect_timeout", Duration::from_secs(5))?;
         let write_timeout = a.duration("write_timeout", Duration::from_secs(5))?;
 
-        let mut stream =
-            match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    return Err(JobError::retry(format!("cannot connect to {address}: {e}")));
-                }
-                Err(_) => {
-                    return Err(JobError::retry(format!(
-                        "cannot connect to {address}: timed out after {} (connect_timeout)",
-                        format_duration(connect_timeout)
-                    )));
-                }
-            };
+        let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+        super::net::check_host(host)
+            .map_err(|e| JobError::fail(format!("tcp job: argument \"address\": {e}")))?;
+        let connect = async {
+            let resolved: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host(address).await?.collect();
+            let addrs = super::net::allowed(host, resolved)
+                .map_err(|e| std::io::Error::other(super::net::Refused(e)))?;
+            TcpStream::connect(&addrs[..]).await
+        };
+        let mut stream = match tokio::time::timeout(connect_timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) if e.get_ref().is_some_and(|e| e.is::<super::net::Refused>()) => {
+                return Err(JobError::fail(format!(
+                    "tcp job: argument \"address\": {e}"
+                )));
+            }
+            Ok(Err(e)) => {
+                return Err(JobError::retry(format!("cannot connect to {address}: {e}")));
+            }
+            Err(_) => {
+                return Err(JobError::retry(format!(
+                    "cannot connect to {address}: timed out after {} (connect_timeout)",
+                    format_duration(connect_timeout)
+                )));
+            }
+        };
         let write = async {
             stream.write_all(&payload).await?;
             stream.flush().await?;
