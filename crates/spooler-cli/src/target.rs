@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use spooler::{JobList, JobState, Store};
 use spooler_server::config::Config;
-use spooler_server::wire::{job_json, parse_enqueue};
+use spooler_server::wire::{job_json, parse_enqueue, schedule_json};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -330,7 +330,7 @@ impl Target {
                 .schedules()
                 .await?
                 .iter()
-                .map(spooler_server::wire::schedule_json)
+                .map(schedule_json)
                 .collect()),
         }
     }
@@ -347,16 +347,8 @@ impl Target {
                 let client = client(store);
                 match action {
                     "run" => Ok(job_json(&client.run_schedule(name).await?.job)),
-                    "pause" | "resume" => {
-                        if action == "pause" {
-                            client.pause_schedule(name).await?;
-                        } else {
-                            client.resume_schedule(name).await?;
-                        }
-                        Ok(spooler_server::wire::schedule_json(
-                            &client.schedule(name).await?,
-                        ))
-                    }
+                    "pause" => Ok(schedule_json(&client.pause_schedule(name).await?)),
+                    "resume" => Ok(schedule_json(&client.resume_schedule(name).await?)),
                     other => bail!("unknown schedule action {other}"),
                 }
             }

@@ -194,6 +194,11 @@ impl ScheduleDef {
 
     /// Checks the name, the cadence and the job template; the error names the schedule.
     pub fn validate(&self) -> Result<(), crate::StoreError> {
+        self.checked().map(|_| ())
+    }
+
+    /// [`ScheduleDef::validate`], answering the parsed cadence.
+    pub fn checked(&self) -> Result<Cadence, crate::StoreError> {
         let invalid = |field: &'static str, message: String| crate::StoreError::InvalidInput {
             field,
             message: format!("schedule \"{}\": {message}", self.name),
@@ -201,8 +206,9 @@ impl ScheduleDef {
         if self.name.trim().is_empty() || self.name.len() > 200 {
             return Err(invalid("name", "must be 1 to 200 bytes".into()));
         }
-        self.cadence().map_err(|e| invalid("cron", e))?;
-        self.job.validate()
+        let cadence = self.cadence().map_err(|e| invalid("cron", e))?;
+        self.job.validate()?;
+        Ok(cadence)
     }
 
     /// The job a tick enqueues (`tick` is its time; `None` for a run by hand): the template,

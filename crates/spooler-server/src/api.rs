@@ -426,8 +426,7 @@ async fn pause_schedule(
     State(state): State<AppState>,
     NamePath(name): NamePath,
 ) -> Result<Response, ApiError> {
-    state.inner.client.pause_schedule(&name).await?;
-    let view = state.inner.client.schedule(&name).await?;
+    let view = state.inner.client.pause_schedule(&name).await?;
     Ok(Json(crate::wire::schedule_json(&view)).into_response())
 }
 
@@ -436,8 +435,7 @@ async fn resume_schedule(
     State(state): State<AppState>,
     NamePath(name): NamePath,
 ) -> Result<Response, ApiError> {
-    state.inner.client.resume_schedule(&name).await?;
-    let view = state.inner.client.schedule(&name).await?;
+    let view = state.inner.client.resume_schedule(&name).await?;
     Ok(Json(crate::wire::schedule_json(&view)).into_response())
 }
 

@@ -66,13 +66,8 @@ impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for JobError {
         let mut message = e.to_string();
         let mut source = e.source();
         while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            // anyhow's context chain repeats nothing, but some errors print their source in
-            // their own message: say each cause once.
-            if !message.ends_with(&cause_text) {
-                message.push_str(": ");
-                message.push_str(&cause_text);
-            }
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
             source = cause.source();
         }
         JobError::Retry(message)

@@ -192,14 +192,6 @@ impl Maintenance {
         self.resign().await;
     }
 
-    /// Fires due schedules once, if this process leads; answers the jobs enqueued (tests call it).
-    pub async fn fire_schedules(&self) -> Result<usize, Error> {
-        if !self.is_leader() {
-            return Ok(0);
-        }
-        Ok(self.scheduler.pass(self.store.as_ref()).await?.fired)
-    }
-
     /// While leader, fires each schedule at its tick: it sleeps until the earliest next run (by
     /// the store's clock), at most one interval, so a new or changed schedule and a change of
     /// leader are seen within it.

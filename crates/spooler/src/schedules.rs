@@ -12,11 +12,11 @@ use spooler_core::{Inserted, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// A schedule and what its cadence says next, as the API and the CLI show it.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A schedule and what its cadence says next, as the API and the CLI show it
+/// (`spooler_server::wire::schedule_json` is its JSON).
+#[derive(Debug, Clone)]
 pub struct ScheduleView {
     /// The stored schedule.
-    #[serde(flatten)]
     pub row: ScheduleRow,
     /// The cadence in words.
     pub description: String,
@@ -24,13 +24,19 @@ pub struct ScheduleView {
     pub upcoming: Vec<DateTime<Utc>>,
 }
 
-fn cadence_of(def: &ScheduleDef) -> Result<Cadence, Error> {
-    def.cadence().map_err(|message| {
-        Error::Store(StoreError::InvalidInput {
-            field: "cron",
-            message: format!("schedule \"{}\": {message}", def.name),
-        })
-    })
+impl ScheduleView {
+    /// `row` with its cadence in words and its next three ticks after `now`.
+    pub fn new(row: ScheduleRow, now: DateTime<Utc>) -> Self {
+        let (description, upcoming) = match row.def.cadence() {
+            Ok(c) => (c.describe(), c.upcoming(now, 3)),
+            Err(e) => (e, Vec::new()),
+        };
+        Self {
+            row,
+            description,
+            upcoming,
+        }
+    }
 }
 
 impl Client {
@@ -47,8 +53,7 @@ impl Client {
         let now = self.store().clock().now();
         let mut with_next = Vec::with_capacity(schedules.len());
         for def in schedules {
-            def.validate()?;
-            let next = cadence_of(def)?.next_after(now).ok_or_else(|| {
+            let next = def.checked()?.next_after(now).ok_or_else(|| {
                 Error::Store(StoreError::InvalidInput {
                     field: "cron",
                     message: format!("schedule \"{}\": never matches again", def.name),
@@ -72,17 +77,7 @@ impl Client {
         let rows = self.store().schedule_list().await?;
         Ok(rows
             .into_iter()
-            .map(|row| {
-                let (description, upcoming) = match row.def.cadence() {
-                    Ok(c) => (c.describe(), c.upcoming(now, 3)),
-                    Err(e) => (e, Vec::new()),
-                };
-                ScheduleView {
-                    row,
-                    description,
-                    upcoming,
-                }
-            })
+            .map(|row| ScheduleView::new(row, now))
             .collect())
     }
 
@@ -119,16 +114,19 @@ impl Client {
     }
 
     /// Stops a schedule's ticks until it is resumed.
-    pub async fn pause_schedule(&self, name: &str) -> Result<ScheduleRow, Error> {
-        Ok(self.store().schedule_set_paused(name, true, None).await?)
+    pub async fn pause_schedule(&self, name: &str) -> Result<ScheduleView, Error> {
+        let row = self.store().schedule_set_paused(name, true, None).await?;
+        Ok(ScheduleView::new(row, self.store().clock().now()))
     }
 
     /// Lets a schedule tick again from its next tick after now (ticks missed while paused are
     /// not caught up).
-    pub async fn resume_schedule(&self, name: &str) -> Result<ScheduleRow, Error> {
+    pub async fn resume_schedule(&self, name: &str) -> Result<ScheduleView, Error> {
         let view = self.schedule(name).await?;
-        let next = cadence_of(&view.row.def)?.next_after(self.store().clock().now());
-        Ok(self.store().schedule_set_paused(name, false, next).await?)
+        let now = self.store().clock().now();
+        let next = view.row.def.checked()?.next_after(now);
+        let row = self.store().schedule_set_paused(name, false, next).await?;
+        Ok(ScheduleView::new(row, now))
     }
 }
 

@@ -116,10 +116,7 @@ impl Handler for HttpKind {
                 "http job: argument \"url\": \"{url_text}\" must be http:// or https://"
             )));
         }
-        if let Some(host) = url.host_str() {
-            super::net::check_host(host)
-                .map_err(|e| JobError::fail(format!("http job: argument \"url\": {e}")))?;
-        }
+        super::net::check_target("http", "url", url_text).map_err(JobError::fail)?;
         let method_text = a.opt_str("method")?.unwrap_or("POST").to_ascii_uppercase();
         let method = reqwest::Method::from_bytes(method_text.as_bytes()).map_err(|_| {
             JobError::fail(format!(

@@ -70,16 +70,7 @@ pub fn check_args(kind: &str, args: &Value, file_allow: &FileAllow) -> Result<()
             continue;
         }
         let value = a.required_str(key).map_err(message)?;
-        let host = match name {
-            "http" => reqwest::Url::parse(value)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_string)),
-            "tcp" => value.rsplit_once(':').map(|(h, _)| h.to_string()),
-            _ => None,
-        };
-        if let Some(host) = host {
-            net::check_host(&host).map_err(|e| format!("{name} job: argument \"{key}\": {e}"))?;
-        }
+        net::check_target(name, key, value)?;
         if name == "file" {
             file_allow
                 .check(value)

@@ -28,6 +28,27 @@ pub(crate) fn refused(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// The host of a `host:port` address (brackets kept for IPv6).
+pub(crate) fn host_of(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(host, _)| host)
+}
+
+/// Checks an `http` job's URL and a `tcp` job's address as written: IP literals here, names
+/// once resolved.
+pub(crate) fn check_target(kind: &str, key: &str, value: &str) -> Result<(), String> {
+    let host = match kind {
+        "http" => reqwest::Url::parse(value)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string)),
+        "tcp" => Some(host_of(value).to_string()),
+        _ => None,
+    };
+    match host {
+        Some(host) => check_host(&host).map_err(|e| format!("{kind} job: argument \"{key}\": {e}")),
+        None => Ok(()),
+    }
+}
+
 /// Checks a host as written in a URL or `host:port` (an IP literal, with or without brackets):
 /// names pass here and are checked once resolved.
 pub(crate) fn check_host(host: &str) -> Result<(), String> {

@@ -48,9 +48,8 @@ impl Handler for TcpKind {
         let connect_timeout = a.duration("connect_timeout", Duration::from_secs(5))?;
         let write_timeout = a.duration("write_timeout", Duration::from_secs(5))?;
 
-        let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
-        super::net::check_host(host)
-            .map_err(|e| JobError::fail(format!("tcp job: argument \"address\": {e}")))?;
+        super::net::check_target("tcp", "address", address).map_err(JobError::fail)?;
+        let host = super::net::host_of(address);
         let connect = async {
             let resolved: Vec<std::net::SocketAddr> =
                 tokio::net::lookup_host(address).await?.collect();

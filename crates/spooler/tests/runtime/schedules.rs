@@ -134,9 +134,9 @@ async fn a_schedule_runs_by_hand_pauses_and_resumes(b: &Backend) {
     );
     assert_eq!(after.row.last_job_id, Some(run.job.id));
 
-    let paused = b.client.pause_schedule("hourly").await.unwrap();
+    let paused = b.client.pause_schedule("hourly").await.unwrap().row;
     assert!(paused.paused);
-    let resumed = b.client.resume_schedule("hourly").await.unwrap();
+    let resumed = b.client.resume_schedule("hourly").await.unwrap().row;
     assert!(!resumed.paused);
     assert!(resumed.next_run_at > b.store.clock().now());
 
