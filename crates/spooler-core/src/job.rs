@@ -72,6 +72,9 @@ pub struct JobRow {
     pub worker_id: Option<String>,
     /// The job whose failure (or success) route enqueued this one.
     pub routed_from: Option<JobId>,
+    /// For a routed job: the job its chain began with, and the hops taken since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::route::Origin>,
     /// Set when cancellation of a running job was asked for; the worker stops it.
     pub cancel_requested: bool,
     /// The fencing token of its latest claim: every claim adds one, nothing takes one away, so a
@@ -226,6 +229,7 @@ impl NewJob {
             lease_expires_at: None,
             worker_id: None,
             routed_from: self.routed_from,
+            origin: None,
             cancel_requested: false,
             fence: 0,
         }

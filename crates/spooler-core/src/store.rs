@@ -452,6 +452,9 @@ pub struct QueueSettings {
     /// How long the queue's finished jobs are kept, where it differs from the default.
     #[serde(default)]
     pub retention: QueueRetention,
+    /// Where its jobs go when they fail or complete ([`crate::route`]).
+    #[serde(default, skip_serializing_if = "crate::route::Routes::is_empty")]
+    pub routes: crate::route::Routes,
 }
 
 /// How long a queue keeps its finished jobs, per final state; `None` takes the default the
@@ -530,6 +533,17 @@ impl Keep {
 }
 
 impl QueueSettings {
+    /// Settings of `queue` that change nothing: every field at its default.
+    pub fn new(queue: impl Into<String>) -> Self {
+        Self {
+            queue: queue.into(),
+            max_attempts: None,
+            timeout: None,
+            retention: QueueRetention::default(),
+            routes: crate::route::Routes::default(),
+        }
+    }
+
     /// What `job` gets for `max_attempts` and `timeout`: its own values win, then its queue's
     /// `settings`, then [`crate::DEFAULT_MAX_ATTEMPTS`] and no timeout. Every store inserts what
     /// this answers.

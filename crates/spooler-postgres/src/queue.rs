@@ -6,7 +6,7 @@ use crate::error::map;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use spooler_core::store::{Keep, QueueRetention, QueueSettings, QueueStore};
-use spooler_core::{JobState, QueueInfo, StoreError, StoreResult};
+use spooler_core::{JobState, QueueInfo, Routes, StoreError, StoreResult};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -34,14 +34,16 @@ pub(crate) const CONFIGURE_CLEAR_SQL: &str = "DELETE FROM {s}.queue_settings";
 
 /// Stores defaults given as arrays (after the old ones were deleted in the same transaction).
 pub(crate) const CONFIGURE_SQL: &str = "INSERT INTO {s}.queue_settings
-       (queue, max_attempts, timeout_ms, keep_completed_ms, keep_failed_ms, keep_cancelled_ms, updated_at)
-    SELECT q, m, t, kc, kf, kx, $7
-      FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
-           AS u(q, m, t, kc, kf, kx)";
+       (queue, max_attempts, timeout_ms, keep_completed_ms, keep_failed_ms, keep_cancelled_ms,
+        routes, updated_at)
+    SELECT q, m, t, kc, kf, kx, r, $7
+      FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
+                  $8::jsonb[])
+           AS u(q, m, t, kc, kf, kx, r)";
 
 /// Every queue's stored defaults.
 pub(crate) const SETTINGS_SQL: &str = "SELECT queue, max_attempts, timeout_ms,
-        keep_completed_ms, keep_failed_ms, keep_cancelled_ms
+        keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes
    FROM {s}.queue_settings ORDER BY queue";
 
 /// Rows of [`SETTINGS_SQL`] as settings.
@@ -62,6 +64,15 @@ pub(crate) fn decode_settings(
                     completed: keep(3)?,
                     failed: keep(4)?,
                     cancelled: keep(5)?,
+                },
+                routes: match row.try_get::<Option<serde_json::Value>, _>(6)? {
+                    None => Routes::default(),
+                    Some(v) => {
+                        serde_json::from_value(v).map_err(|e| sqlx::Error::ColumnDecode {
+                            index: "routes".into(),
+                            source: e.into(),
+                        })?
+                    }
                 },
             })
         })
@@ -102,6 +113,13 @@ impl QueueStore for PgStore {
             keeps(|r| r.failed),
             keeps(|r| r.cancelled),
         );
+        let routes: Vec<Option<serde_json::Value>> = settings
+            .iter()
+            .map(|s| {
+                (!s.routes.is_empty())
+                    .then(|| serde_json::to_value(&s.routes).expect("routes serialize"))
+            })
+            .collect();
         // One transaction replaces the lot, under the lock.
         let mut tx = self.inner.pool.begin().await.map_err(map)?;
         for sql in [
@@ -118,6 +136,7 @@ impl QueueStore for PgStore {
             .bind(&keep_failed)
             .bind(&keep_cancelled)
             .bind(self.inner.clock.now())
+            .bind(&routes)
             .execute(&mut *tx)
             .await
             .map_err(map)?;

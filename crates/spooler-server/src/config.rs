@@ -4,8 +4,8 @@
 //! Unknown keys are errors, and every error names the file, the line and the key:
 //! `spooler.toml, line 7, key queues.deliver.concurency: unknown field ...`.
 //!
-//! Keys that belong to features not built yet — `on_failure` / `on_success` routes and
-//! `rate_limit` — are rejected with "not supported yet" rather than silently ignored.
+//! Keys that belong to features not built yet (`rate_limit`) are rejected with "not supported
+//! yet" rather than silently ignored.
 
 use serde::Deserialize;
 use spooler::{Retention, RetryPolicy, parse_duration};
@@ -65,6 +65,8 @@ pub struct QueueConfig {
     pub timeout: Option<Duration>,
     /// How long its finished jobs are kept, per state, where it differs from `[retention]`.
     pub retention: spooler::core::QueueRetention,
+    /// Where its jobs go when they fail (`on_failure`) or complete (`on_success`).
+    pub routes: spooler::core::Routes,
 }
 
 impl Default for QueueConfig {
@@ -75,6 +77,7 @@ impl Default for QueueConfig {
             backoff: None,
             timeout: None,
             retention: Default::default(),
+            routes: Default::default(),
         }
     }
 }
@@ -158,9 +161,19 @@ struct RawQueue {
     backoff: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     retention: Option<RawRetention>,
-    on_failure: Option<Spanned<toml::Value>>,
-    on_success: Option<Spanned<toml::Value>>,
+    on_failure: Option<Spanned<RawRoute>>,
+    on_success: Option<Spanned<RawRoute>>,
     rate_limit: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    queue: Spanned<String>,
+    kind: Option<Spanned<String>>,
+    args: Option<Spanned<toml::Value>>,
+    delay: Option<Spanned<String>>,
+    max_hops: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,24 +251,17 @@ impl Config {
                 .map(Some)
                 .map_err(|e| src.invalid(s.span(), k, format!("{e} (or \"forever\")"))),
         };
+        let mut route_spans: BTreeMap<(String, &str), Range<usize>> = BTreeMap::new();
         for (name, q) in raw.queues {
             let span = q.span();
             let q = q.into_inner();
             let key = |k: &str| format!("queues.{name}.{k}");
-            for (k, v) in [
-                ("on_failure", &q.on_failure),
-                ("on_success", &q.on_success),
-                ("rate_limit", &q.rate_limit),
-            ] {
-                if let Some(v) = v {
-                    return Err(src.invalid(
-                        v.span(),
-                        &key(k),
-                        format!(
-                            "not supported yet: {k} is not implemented in this version (remove it)"
-                        ),
-                    ));
-                }
+            if let Some(v) = &q.rate_limit {
+                return Err(src.invalid(
+                    v.span(),
+                    &key("rate_limit"),
+                    "not supported yet: rate_limit is not implemented in this version (remove it)",
+                ));
             }
             if name.trim().is_empty() {
                 return Err(src.invalid(span, "queues", "a queue name must not be empty"));
@@ -293,7 +299,43 @@ impl Config {
                     cancelled: own(r.cancelled, "cancelled")?,
                 };
             }
+            for (k, raw, slot) in [
+                ("on_failure", q.on_failure, &mut queue.routes.on_failure),
+                ("on_success", q.on_success, &mut queue.routes.on_success),
+            ] {
+                if let Some(raw) = raw {
+                    route_spans.insert((name.clone(), k), raw.span());
+                    *slot = Some(route(&src, &key(k), raw.into_inner())?);
+                }
+            }
             config.queues.insert(name, queue);
+        }
+        if let Some(cycle) = spooler::core::route::undelayed_cycle(&config.queue_settings()) {
+            let (first, second) = (&cycle[0], &cycle[1]);
+            let q = &config.queues[first];
+            let k = if q
+                .routes
+                .on_failure
+                .as_ref()
+                .is_some_and(|r| &r.queue == second)
+            {
+                "on_failure"
+            } else {
+                "on_success"
+            };
+            let span = route_spans
+                .get(&(first.clone(), k))
+                .cloned()
+                .unwrap_or(0..0);
+            return Err(src.invalid(
+                span,
+                &format!("queues.{first}.{k}"),
+                format!(
+                    "routes form a cycle without a delay: {}; give one of them a delay \
+                     (e.g. delay = \"20s\")",
+                    cycle.join(" → ")
+                ),
+            ));
         }
         let defaults = Retention::default();
         config.retention = Retention {
@@ -346,6 +388,7 @@ impl Config {
                 max_attempts: q.max_attempts,
                 timeout: q.timeout,
                 retention: q.retention,
+                routes: q.routes.clone(),
             })
             .collect()
     }
@@ -409,6 +452,44 @@ fn schedule(
         job,
         catch_up,
     })
+}
+
+/// One `on_failure` / `on_success` table, at `key`.
+fn route(src: &Source<'_>, key: &str, raw: RawRoute) -> Result<spooler::core::Route, ConfigError> {
+    let sub = |k: &str| format!("{key}.{k}");
+    let queue = raw.queue.get_ref().clone();
+    if let Err(message) = crate::wire::validate_name(&queue) {
+        return Err(src.invalid(raw.queue.span(), &sub("queue"), message));
+    }
+    let mut route = spooler::core::Route::to(queue);
+    if let Some(kind) = raw.kind {
+        if let Err(message) = crate::wire::validate_name(kind.get_ref()) {
+            return Err(src.invalid(kind.span(), &sub("kind"), message));
+        }
+        route.kind = Some(kind.into_inner());
+    }
+    if let Some(args) = raw.args {
+        let span = args.span();
+        match serde_json::to_value(args.into_inner()) {
+            Ok(serde_json::Value::Object(map)) => route.args = Some(map),
+            Ok(other) => {
+                return Err(src.invalid(
+                    span,
+                    &sub("args"),
+                    format!(
+                        "must be a table of arguments, not {}",
+                        crate::wire::type_name(&other)
+                    ),
+                ));
+            }
+            Err(e) => return Err(src.invalid(span, &sub("args"), e.to_string())),
+        }
+    }
+    route.delay = duration(src, raw.delay, &sub("delay"))?;
+    if let Some(n) = positive(src, raw.max_hops, &sub("max_hops"), 1_000)? {
+        route.max_hops = n as u32;
+    }
+    Ok(route)
 }
 
 /// Levels a `log_level` directive may end in.
@@ -538,7 +619,11 @@ impl Source<'_> {
             })
             .flatten()
             .filter(|k| !k.is_empty());
-        let leaf = named.or(on_line);
+        // A field of an inline table (`on_failure = { dealy = … }`) is named under its key.
+        let leaf = match (named, on_line) {
+            (Some(n), Some(l)) if l != n && line_text.contains('{') => Some(format!("{l}.{n}")),
+            (n, l) => n.or(l),
+        };
         let line_start = self.text[..span.start.min(self.text.len())]
             .rfind('\n')
             .map_or(0, |i| i + 1);
@@ -679,9 +764,88 @@ failed = "7d"
 
     #[test]
     fn later_features_are_refused_not_ignored() {
-        let (line, key, message) = err("[queues.a]\non_failure = { queue = \"b\" }\n");
-        assert_eq!((line, key.as_str()), (2, "queues.a.on_failure"));
+        let (line, key, message) = err("[queues.a]\nrate_limit = \"10/s\"\n");
+        assert_eq!((line, key.as_str()), (2, "queues.a.rate_limit"));
         assert!(message.contains("not supported yet"));
+    }
+
+    #[test]
+    fn the_documented_failover_chain_parses_and_its_targets_are_worked() {
+        let c = Config::parse(
+            r#"
+[queues.deliver]
+max_attempts = 2
+backoff = "1s"
+on_failure = { queue = "deliver-b", args = { address = "127.0.0.1:10002" } }
+
+[queues.deliver-b]
+on_failure = { queue = "spill", kind = "file", args = { path = "spill.jsonl" }, max_hops = 3 }
+
+[queues.spill]
+on_success = { queue = "deliver", delay = "20s" }
+"#,
+            "spooler.toml",
+        )
+        .unwrap();
+        let first = c.queues["deliver"].routes.on_failure.clone().unwrap();
+        assert_eq!(first.queue, "deliver-b");
+        assert_eq!(first.kind, None);
+        assert_eq!(
+            first.args.unwrap()["address"],
+            serde_json::json!("127.0.0.1:10002")
+        );
+        assert_eq!(first.max_hops, spooler::core::route::DEFAULT_MAX_HOPS);
+        let spill = c.queues["deliver-b"].routes.on_failure.clone().unwrap();
+        assert_eq!((spill.kind.as_deref(), spill.max_hops), (Some("file"), 3));
+        let back = c.queues["spill"].routes.on_success.clone().unwrap();
+        assert_eq!(back.delay, Some(Duration::from_secs(20)));
+        let settings = c.queue_settings();
+        assert_eq!(settings.len(), 3);
+        let only_routes = Config::parse(
+            "[queues.a]\non_failure = { queue = \"dead\" }\n",
+            "spooler.toml",
+        )
+        .unwrap();
+        let worked: Vec<String> = crate::run::worker_queues(&only_routes, &Default::default())
+            .into_iter()
+            .map(|q| q.0)
+            .collect();
+        assert!(worked.contains(&"dead".to_string()), "{worked:?}");
+    }
+
+    #[test]
+    fn a_cycle_without_a_delay_is_refused_naming_the_queues() {
+        let (line, key, message) = err("[queues.a]\non_failure = { queue = \"b\" }\n\
+             [queues.b]\non_success = { queue = \"a\" }\n");
+        assert_eq!((line, key.as_str()), (2, "queues.a.on_failure"));
+        assert!(message.contains("a → b → a"), "{message}");
+        assert!(message.contains("delay"), "{message}");
+        let (_, key, message) = err("[queues.self]\non_failure = { queue = \"self\" }\n");
+        assert_eq!(key, "queues.self.on_failure");
+        assert!(message.contains("self → self"), "{message}");
+        // A delay anywhere on the cycle breaks it.
+        Config::parse(
+            "[queues.a]\non_failure = { queue = \"b\" }\n\
+             [queues.b]\non_failure = { queue = \"a\", delay = \"5s\" }\n",
+            "spooler.toml",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_route_mistake_names_line_and_key() {
+        let (line, key, _) = err("[queues.a]\non_failure = { queue = \"b\", dealy = \"1s\" }\n");
+        assert_eq!((line, key.as_str()), (2, "queues.a.on_failure.dealy"));
+        let (_, key, _) = err("[queues.a]\non_failure = { queue = \"b c\" }\n");
+        assert_eq!(key, "queues.a.on_failure.queue");
+        let (_, key, _) = err("[queues.a]\non_failure = { queue = \"b\", delay = \"soon\" }\n");
+        assert_eq!(key, "queues.a.on_failure.delay");
+        let (_, key, _) = err("[queues.a]\non_failure = { queue = \"b\", args = 3 }\n");
+        assert_eq!(key, "queues.a.on_failure.args");
+        let (_, key, _) = err("[queues.a]\non_success = { queue = \"b\", max_hops = 0 }\n");
+        assert_eq!(key, "queues.a.on_success.max_hops");
+        let (_, key, message) = err("[queues.a]\non_success = { kind = \"x\" }\n");
+        assert_eq!(key, "queues.a.on_success.queue", "{message}");
     }
 
     #[test]

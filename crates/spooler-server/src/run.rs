@@ -24,8 +24,8 @@ pub struct WorkerOverrides {
 }
 
 /// The queues a worker works, with their concurrency: the `--queue` overrides if any; else the
-/// config's queues, every queue a schedule enqueues into, and `default` (each with 10 unless
-/// configured), where jobs sent without a queue go.
+/// config's queues, every queue a route or a schedule leads to, and `default` (each with 10
+/// unless configured), where jobs sent without a queue go.
 pub fn worker_queues(config: &Config, overrides: &WorkerOverrides) -> Vec<(String, u32)> {
     if !overrides.queues.is_empty() {
         return overrides.queues.clone();
@@ -35,7 +35,17 @@ pub fn worker_queues(config: &Config, overrides: &WorkerOverrides) -> Vec<(Strin
         .iter()
         .map(|(name, q)| (name.clone(), q.concurrency))
         .collect();
-    let led_to = config.schedules.iter().map(|s| s.job.queue.clone());
+    let routed_to = config.queues.values().flat_map(|q| {
+        [&q.routes.on_failure, &q.routes.on_success]
+            .into_iter()
+            .flatten()
+            .map(|r| r.queue.clone())
+    });
+    let led_to = config
+        .schedules
+        .iter()
+        .map(|s| s.job.queue.clone())
+        .chain(routed_to);
     for name in std::iter::once(spooler::core::DEFAULT_QUEUE.to_string()).chain(led_to) {
         if !queues.iter().any(|(q, _)| *q == name) {
             queues.push((name, DEFAULT_CONCURRENCY));

@@ -29,6 +29,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "queue_retention",
         include_str!("../migrations/0007_queue_retention.sql"),
     ),
+    (8, "routes", include_str!("../migrations/0008_routes.sql")),
 ];
 
 /// Applies every migration not yet recorded. Runs inside an open write transaction.

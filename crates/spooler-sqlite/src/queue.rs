@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rusqlite::params;
 use spooler_core::store::prelude::*;
 use spooler_core::store::{Keep, QueueInfo, QueueRetention, QueueSettings, StateCounts};
-use spooler_core::{JobState, StoreError, StoreResult};
+use spooler_core::{JobState, Routes, StoreError, StoreResult};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -99,8 +99,8 @@ impl QueueStore for SqliteStore {
                     .execute([])?;
                 let mut insert = ctx.conn.prepare_cached(
                     "INSERT INTO spooler_queue_settings (queue, max_attempts, timeout_ms, \
-                       keep_completed_ms, keep_failed_ms, keep_cancelled_ms, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                       keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for s in &settings {
                     let timeout_ms = s.timeout.map(spooler_core::job::timeout_ms);
@@ -112,6 +112,7 @@ impl QueueStore for SqliteStore {
                         r.completed.map(Keep::to_ms),
                         r.failed.map(Keep::to_ms),
                         r.cancelled.map(Keep::to_ms),
+                        routes_json(&s.routes),
                         micros(ctx.now)
                     ])?;
                 }
@@ -129,7 +130,7 @@ impl QueueStore for SqliteStore {
                 Ok(conn
                     .prepare_cached(
                         "SELECT queue, max_attempts, timeout_ms, keep_completed_ms, keep_failed_ms, \
-                         keep_cancelled_ms FROM spooler_queue_settings ORDER BY queue",
+                         keep_cancelled_ms, routes FROM spooler_queue_settings ORDER BY queue",
                     )?
                     .query_map([], settings_row)?
                     .collect::<rusqlite::Result<_>>()?)
@@ -170,7 +171,18 @@ fn settings_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueSettings> {
             failed: keep(4)?,
             cancelled: keep(5)?,
         },
+        routes: match r.get::<_, Option<String>>(6)? {
+            None => Routes::default(),
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, e.into())
+            })?,
+        },
     })
+}
+
+/// A queue's routes as stored: JSON, or NULL for none.
+fn routes_json(routes: &Routes) -> Option<String> {
+    (!routes.is_empty()).then(|| serde_json::to_string(routes).expect("routes serialize"))
 }
 
 fn entry(queues: &mut BTreeMap<String, QueueInfo>, name: String) -> &mut QueueInfo {

@@ -161,12 +161,14 @@ pub async fn insert_takes_the_queues_stored_defaults(h: Harness) {
         max_attempts: Some(3),
         timeout: Some(Duration::from_millis(2500)),
         retention: Default::default(),
+        routes: Default::default(),
     };
     let only_attempts = QueueSettings {
         queue: "slow".into(),
         max_attempts: Some(7),
         timeout: None,
         retention: Default::default(),
+        routes: Default::default(),
     };
     store
         .queue_configure(&[mail.clone(), only_attempts.clone()])

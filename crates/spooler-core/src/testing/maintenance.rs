@@ -129,12 +129,14 @@ pub async fn queue_retention_round_trips_with_the_queue_settings(h: Harness) {
                 failed: Some(Keep::Forever),
                 cancelled: None,
             },
+            routes: Default::default(),
         },
         QueueSettings {
             queue: "plain".into(),
             max_attempts: Some(3),
             timeout: None,
             retention: QueueRetention::default(),
+            routes: Default::default(),
         },
     ];
     h.store().queue_configure(&settings).await.unwrap();

@@ -13,6 +13,7 @@ mod manual;
 mod operations;
 mod read;
 mod rescue;
+mod routes;
 mod schedules;
 
 pub use claim::*;
@@ -24,6 +25,7 @@ pub use manual::*;
 pub use operations::*;
 pub use read::*;
 pub use rescue::*;
+pub use routes::*;
 pub use schedules::*;
 
 /// Each area file's source, so the suite can check that its list names every case it defines.
@@ -37,6 +39,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("operations", include_str!("operations.rs")),
     ("read", include_str!("read.rs")),
     ("rescue", include_str!("rescue.rs")),
+    ("routes", include_str!("routes.rs")),
     ("schedules", include_str!("schedules.rs")),
 ];
 
@@ -151,6 +154,7 @@ macro_rules! conformance_suite {
         $crate::__conformance_operations!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_read!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_rescue!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_routes!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_schedules!(conformance_suite!(@cases $make, $cond));
 
         #[test]
@@ -165,6 +169,7 @@ macro_rules! conformance_suite {
                 $crate::__conformance_operations!(conformance_suite!(@names)),
                 $crate::__conformance_read!(conformance_suite!(@names)),
                 $crate::__conformance_rescue!(conformance_suite!(@names)),
+                $crate::__conformance_routes!(conformance_suite!(@names)),
                 $crate::__conformance_schedules!(conformance_suite!(@names)),
             ]);
         }

@@ -4,6 +4,8 @@
 use super::{Writes, Written, available_queues, notify_fragment};
 use crate::Inner;
 use crate::error::{again_if_moved, map};
+use spooler_core::route::any_on_success;
+use spooler_core::store::QueueSettingsMap;
 use spooler_core::{Facts, JobFinish, JobState, LeaseRef, StoreResult, decide};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -21,7 +23,8 @@ pub(super) async fn finish_many(inner: &Inner, finishes: &[JobFinish]) -> StoreR
         .zip(&sent)
         .filter_map(|(f, &sent)| sent.then_some(f))
         .collect();
-    let written = again_if_moved(|| finish_tx(inner, &todo))
+    let settings = super::insert::queue_settings(inner).await?;
+    let written = again_if_moved(|| finish_tx(inner, &settings, &todo))
         .await
         .map_err(map)?;
     let accepted: HashSet<LeaseRef> = written.iter().map(|w| w.0).collect();
@@ -70,9 +73,14 @@ pub(crate) const FACTS_SQL: &str =
        FOR UPDATE OF j";
 
 /// Decides and writes `finishes`. Outcomes that need only the lease (completions above all)
-/// are written by one statement; when any needs the job's facts, they are read under a row
-/// lock and written in the same transaction, so a cancel asked meanwhile is seen.
-async fn finish_tx(inner: &Inner, finishes: &[&JobFinish]) -> Result<Vec<Written>, sqlx::Error> {
+/// are written by one statement, unless a queue routes completed jobs; when any needs the job's
+/// facts, they are read under a row lock and written in the same transaction, so a cancel asked
+/// meanwhile is seen. Routes are followed in the transaction that writes the final states.
+async fn finish_tx(
+    inner: &Inner,
+    settings: &QueueSettingsMap,
+    finishes: &[&JobFinish],
+) -> Result<Vec<Written>, sqlx::Error> {
     let now = inner.clock.now();
     let reading: Vec<LeaseRef> = finishes
         .iter()
@@ -84,7 +92,14 @@ async fn finish_tx(inner: &Inner, finishes: &[&JobFinish]) -> Result<Vec<Written
         for f in finishes {
             writes.push(f.lease, decide(&f.outcome, &Facts::default(), now));
         }
-        return write(inner, &mut *inner.pool.acquire().await?, &writes).await;
+        if !any_on_success(settings) {
+            return write(inner, &mut *inner.pool.acquire().await?, &writes).await;
+        }
+        let mut tx = inner.pool.begin().await?;
+        let written = write(inner, &mut tx, &writes).await?;
+        super::route::follow(inner, &mut tx, settings, &written, now).await?;
+        tx.commit().await?;
+        return Ok(written);
     }
     let mut tx = inner.pool.begin().await?;
     let rows = sqlx::query(&inner.sql.facts)
@@ -113,6 +128,7 @@ async fn finish_tx(inner: &Inner, finishes: &[&JobFinish]) -> Result<Vec<Written
         writes.push(f.lease, decide(&f.outcome, &facts, now));
     }
     let written = write(inner, &mut tx, &writes).await?;
+    super::route::follow(inner, &mut tx, settings, &written, now).await?;
     tx.commit().await?;
     Ok(written)
 }

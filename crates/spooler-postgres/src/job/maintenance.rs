@@ -24,7 +24,8 @@ pub(super) async fn rescue(inner: &Inner, rescue: &JobRescue) -> StoreResult<Res
     if rescue.limit == 0 {
         return Ok(report);
     }
-    let written = again_if_moved(|| rescue_tx(inner, rescue))
+    let settings = super::insert::queue_settings(inner).await?;
+    let written = again_if_moved(|| rescue_tx(inner, &settings, rescue))
         .await
         .map_err(map)?;
     for (lease, _, state) in &written {
@@ -36,7 +37,11 @@ pub(super) async fn rescue(inner: &Inner, rescue: &JobRescue) -> StoreResult<Res
 }
 
 /// Locks lapsed leases, decides each rescue and writes them in one transaction.
-async fn rescue_tx(inner: &Inner, rescue: &JobRescue) -> Result<Vec<Written>, sqlx::Error> {
+async fn rescue_tx(
+    inner: &Inner,
+    settings: &spooler_core::store::QueueSettingsMap,
+    rescue: &JobRescue,
+) -> Result<Vec<Written>, sqlx::Error> {
     let now = inner.clock.now();
     let mut tx = inner.pool.begin().await?;
     let rows = sqlx::query(&inner.sql.lapsed)
@@ -56,6 +61,7 @@ async fn rescue_tx(inner: &Inner, rescue: &JobRescue) -> Result<Vec<Written>, sq
         writes.push(lease, rescue.decide(&queue, &kind, &facts, now));
     }
     let written = write(inner, &mut tx, &writes).await?;
+    super::route::follow(inner, &mut tx, settings, &written, now).await?;
     tx.commit().await?;
     Ok(written)
 }

@@ -9,6 +9,7 @@ pub(crate) mod insert;
 pub(crate) mod maintenance;
 pub(crate) mod manual;
 pub(crate) mod read;
+pub(crate) mod route;
 
 use crate::PgStore;
 use crate::error::map;
@@ -72,7 +73,7 @@ macro_rules! job_cols {
     () => {
         "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, \
          started_at, finished_at, timeout_ms, unique_key, tags, errors, result, lease_expires_at, \
-         worker_id, routed_from, cancel_requested, fence"
+         worker_id, routed_from, cancel_requested, fence, origin"
     };
 }
 
@@ -81,7 +82,7 @@ macro_rules! j_cols {
     () => {
         "j.id, j.queue, j.kind, j.args, j.state, j.priority, j.attempt, j.max_attempts, j.run_at, \
          j.created_at, j.started_at, j.finished_at, j.timeout_ms, j.unique_key, j.tags, j.errors, \
-         j.result, j.lease_expires_at, j.worker_id, j.routed_from, j.cancel_requested, j.fence"
+         j.result, j.lease_expires_at, j.worker_id, j.routed_from, j.cancel_requested, j.fence, j.origin"
     };
 }
 
@@ -141,6 +142,12 @@ pub(crate) fn decode(row: &PgRow) -> StoreResult<JobRow> {
         lease_expires_at: row.try_get("lease_expires_at").map_err(get_err)?,
         worker_id: row.try_get("worker_id").map_err(get_err)?,
         routed_from: row.try_get("routed_from").map_err(get_err)?,
+        origin: row
+            .try_get::<Option<Value>, _>("origin")
+            .map_err(get_err)?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| bad(format!("origin: {e}")))?,
         cancel_requested: row.try_get("cancel_requested").map_err(get_err)?,
         fence: row.try_get("fence").map_err(get_err)?,
     })

@@ -16,6 +16,10 @@ pub(crate) const REQUIRED: &[&str] = &["path"];
 /// job's whole args as JSON, as one line. A string payload holding a line break is written as a
 /// JSON string so that each job stays one line. Lines from concurrent jobs never interleave.
 /// Only paths under the allowed directories are written ([`FileKind::new`]).
+///
+/// A `file` job reached by a route (the spill at the end of a chain) writes instead the message it
+/// carries, [`spill_line`]: what `spooler replay` needs to send it back to the start of its chain.
+/// Its args hold the original's beside the route's `path`, so only `path` is read.
 #[derive(Debug, Clone, Default)]
 pub struct FileKind {
     locks: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
@@ -88,21 +92,39 @@ impl FileKind {
     }
 }
 
+/// The line a routed `file` job writes: `{"kind", "queue", "args", "routed_from", "job"}`, the
+/// kind, queue and args of the job its chain began with; `None` for a job enqueued directly.
+pub fn spill_line(job: &spooler::core::JobRow) -> Option<Value> {
+    let origin = job.origin.as_ref()?;
+    Some(json!({
+        "kind": origin.kind,
+        "queue": origin.queue,
+        "args": origin.args,
+        "routed_from": job.routed_from,
+        "job": job.id,
+    }))
+}
+
 #[async_trait]
 impl Handler for FileKind {
-    async fn run(&self, args: Value, _ctx: JobContext) -> Result<Option<Value>, JobError> {
-        let a = Args::new("file", &args, ARGS)?;
+    async fn run(&self, args: Value, ctx: JobContext) -> Result<Option<Value>, JobError> {
+        let spill = spill_line(ctx.job());
+        let a = match spill {
+            Some(_) => Args::among("file", &args)?,
+            None => Args::new("file", &args, ARGS)?,
+        };
         let path = self
             .allow
             .check(a.required_str("path")?)
             .map_err(|e| JobError::fail(format!("file job: argument \"path\": {e}")))?;
-        let mut line = match a.get("payload") {
-            Some(Value::String(s)) if s.contains(['\n', '\r']) => {
+        let mut line = match (spill, a.get("payload")) {
+            (Some(spill), _) => spill.to_string(),
+            (None, Some(Value::String(s))) if s.contains(['\n', '\r']) => {
                 Value::String(s.clone()).to_string()
             }
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => args.to_string(),
+            (None, Some(Value::String(s))) => s.clone(),
+            (None, Some(other)) => other.to_string(),
+            (None, None) => args.to_string(),
         };
         line.push('\n');
         let lock = self.lock_for(&path);

@@ -109,6 +109,18 @@ impl<'a> Args<'a> {
         Ok(Self { kind, map })
     }
 
+    /// Like [`Args::new`], but any other argument is let through (a routed job carries the
+    /// original's beside its own).
+    pub(crate) fn among(kind: &'static str, args: &'a Value) -> Result<Self, JobError> {
+        let map = args.as_object().ok_or_else(|| {
+            JobError::fail(format!(
+                "{kind} job: args must be an object, not {}",
+                crate::wire::type_name(args)
+            ))
+        })?;
+        Ok(Self { kind, map })
+    }
+
     pub(crate) fn wrong(&self, key: &str, expected: &str) -> JobError {
         let got = self.map.get(key).map_or("nothing", crate::wire::type_name);
         JobError::fail(format!(

@@ -1,6 +1,8 @@
 //! Finishing attempts: completions many per statement, every other outcome decided by `decide` on facts read under the fence; the transition write the rescuer shares.
 
 use super::*;
+use spooler_core::store::QueueSettingsMap;
+use std::sync::Arc;
 
 /// One finish, the completion's result serialized on the caller's thread.
 enum Finish {
@@ -9,7 +11,11 @@ enum Finish {
     Other(Outcome),
 }
 
-pub(crate) async fn finish_many(db: &Db, finishes: &[JobFinish]) -> StoreResult<Vec<bool>> {
+pub(crate) async fn finish_many(
+    db: &Db,
+    settings: Arc<QueueSettingsMap>,
+    finishes: &[JobFinish],
+) -> StoreResult<Vec<bool>> {
     if finishes.is_empty() {
         return Ok(Vec::new());
     }
@@ -35,12 +41,19 @@ pub(crate) async fn finish_many(db: &Db, finishes: &[JobFinish]) -> StoreResult<
         };
         work.push((f.lease.id, f.lease.fence, finish));
     }
-    db.write(move |ctx| finish_tx(ctx, work)).await
+    db.write(move |ctx| finish_tx(ctx, &settings, work)).await
 }
 
-fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<bool>, OpError> {
+fn finish_tx(
+    ctx: &mut Ctx<'_>,
+    settings: &QueueSettingsMap,
+    work: Vec<(JobId, i32, Finish)>,
+) -> Result<Vec<bool>, OpError> {
     let mut acks = vec![false; work.len()];
-    let work = complete_many(ctx.conn, micros(ctx.now), work, &mut acks)?;
+    let (work, completed) = complete_many(ctx.conn, micros(ctx.now), work, &mut acks)?;
+    for (id, queue) in completed {
+        route::follow(ctx, settings, id, &queue, JobState::Completed)?;
+    }
     for (i, id, fence, finish) in work {
         let lease = LeaseRef { id, fence };
         acks[i] = match finish {
@@ -50,7 +63,7 @@ fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<b
                     &Facts::default(),
                     ctx.now,
                 );
-                write_transition(ctx, lease, &t, result)?
+                write_transition(ctx, settings, lease, &t, result)?
             }
             Finish::Other(outcome) => {
                 let facts = if outcome.reads_facts() {
@@ -62,7 +75,7 @@ fn finish_tx(ctx: &mut Ctx<'_>, work: Vec<(JobId, i32, Finish)>) -> Result<Vec<b
                     Facts::default()
                 };
                 let t = decide(&outcome, &facts, ctx.now);
-                write_transition(ctx, lease, &t, None)?
+                write_transition(ctx, settings, lease, &t, None)?
             }
         };
     }
@@ -89,17 +102,15 @@ fn facts(conn: &Connection, lease: LeaseRef) -> Result<Option<Facts>, OpError> {
 
 /// Writes a decided transition on the job `lease` holds, clearing the lease; `result` is the
 /// completion's result as JSON text. True if the fence held. Wakes the queue of a job made
-/// available.
+/// available, and follows the route `settings` give a job made final.
 pub(super) fn write_transition(
     ctx: &mut Ctx<'_>,
+    settings: &QueueSettingsMap,
     lease: LeaseRef,
     t: &Transition,
     result: Option<String>,
 ) -> Result<bool, OpError> {
-    let error = t.error.as_ref().map(|e| {
-        serde_json::json!({"attempt": e.attempt, "at": json_time(e.at), "message": e.message})
-            .to_string()
-    });
+    let error = t.error.as_ref().map(route::error_json);
     let queue: Option<String> = ctx
         .conn
         .prepare_cached(&format!(
@@ -129,6 +140,7 @@ pub(super) fn write_transition(
             if t.state == JobState::Available {
                 ctx.wake(&queue);
             }
+            route::follow(ctx, settings, lease.id, &queue, t.state)?;
             Ok(true)
         }
         None => Ok(false),
@@ -137,14 +149,14 @@ pub(super) fn write_transition(
 
 /// Completions, the bulk of all finishes, in one statement: one execution opens the table's and
 /// indexes' cursors once for the lot. Sets their acks; returns the other finishes (with their
-/// position) to be run one by one.
+/// position) to be run one by one, and the jobs it completed with their queues.
 #[allow(clippy::type_complexity)]
 fn complete_many(
     conn: &Connection,
     now: i64,
     work: Vec<(JobId, i32, Finish)>,
     acks: &mut [bool],
-) -> Result<Vec<(usize, JobId, i32, Finish)>, OpError> {
+) -> Result<(Vec<(usize, JobId, i32, Finish)>, Vec<(JobId, String)>), OpError> {
     let completions = work
         .iter()
         .filter(|w| matches!(w.2, Finish::Completed(_)))
@@ -183,23 +195,24 @@ fn complete_many(
             other => rest.push((i, id, fence, other)),
         }
     }
+    let mut done: Vec<(JobId, String)> = Vec::new();
     if !listed.is_empty() {
         list.push(']');
-        let mut done: Vec<JobId> = conn
+        done = conn
             .prepare_cached(&format!(
                 "UPDATE spooler_jobs SET state = 'completed', finished_at = ?1, \
                  result = f.value ->> 2, {CLEAR_LEASE} \
                  FROM json_each(?2) AS f \
                  WHERE spooler_jobs.id = f.value ->> 0 AND spooler_jobs.fence = f.value ->> 1 \
                  AND spooler_jobs.state = 'running' \
-                 RETURNING spooler_jobs.id"
+                 RETURNING spooler_jobs.id, spooler_jobs.queue"
             ))?
-            .query_map(params![now, list], |r| r.get(0))?
+            .query_map(params![now, list], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         done.sort_unstable();
         for (id, i) in listed {
-            acks[i] = done.binary_search(&id).is_ok();
+            acks[i] = done.binary_search_by_key(&id, |d| d.0).is_ok();
         }
     }
-    Ok(rest)
+    Ok((rest, done))
 }

@@ -3,7 +3,11 @@
 use super::finish::write_transition;
 use super::*;
 
-pub(crate) async fn rescue(db: &Db, rescue: &JobRescue) -> StoreResult<RescueReport> {
+pub(crate) async fn rescue(
+    db: &Db,
+    settings: std::sync::Arc<spooler_core::store::QueueSettingsMap>,
+    rescue: &JobRescue,
+) -> StoreResult<RescueReport> {
     let limit = i64::from(rescue.limit);
     if limit == 0 {
         return Ok(RescueReport::default());
@@ -34,7 +38,7 @@ pub(crate) async fn rescue(db: &Db, rescue: &JobRescue) -> StoreResult<RescueRep
         let mut report = RescueReport::default();
         for (lease, facts, queue, kind) in lapsed {
             let t = rescue.decide(&queue, &kind, &facts, ctx.now);
-            if write_transition(ctx, lease, &t, None)? {
+            if write_transition(ctx, &settings, lease, &t, None)? {
                 report.record(lease.id, t.state);
             }
         }

@@ -26,11 +26,12 @@ pub(crate) mod insert;
 mod maintenance;
 mod manual;
 mod read;
+mod route;
 
 /// The columns of a job, in the order [`RawJob::from_row`] reads them.
 pub(crate) const COLUMNS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
      run_at, created_at, started_at, finished_at, timeout_ms, unique_key, tags, errors, result, \
-     lease_expires_at, worker_id, routed_from, cancel_requested, fence";
+     lease_expires_at, worker_id, routed_from, cancel_requested, fence, origin";
 
 /// Clears a running job's lease in an `UPDATE … SET`.
 const CLEAR_LEASE: &str = "worker_id = NULL, lease_expires_at = NULL";
@@ -89,6 +90,7 @@ pub(crate) struct RawJob {
     routed_from: Option<i64>,
     cancel_requested: bool,
     fence: i32,
+    origin: Option<String>,
 }
 
 impl RawJob {
@@ -117,6 +119,7 @@ impl RawJob {
             routed_from: r.get(19)?,
             cancel_requested: r.get(20)?,
             fence: r.get(21)?,
+            origin: r.get(22)?,
         })
     }
 
@@ -171,6 +174,11 @@ impl RawJob {
             lease_expires_at: time(self.lease_expires_at)?,
             worker_id: self.worker_id,
             routed_from: self.routed_from,
+            origin: self
+                .origin
+                .map(|o| serde_json::from_str(&o))
+                .transpose()
+                .map_err(|e| bad("origin", e))?,
             cancel_requested: self.cancel_requested,
             fence: self.fence,
         })
@@ -216,11 +224,16 @@ impl JobStore for SqliteStore {
     }
 
     async fn job_finish_many(&self, finishes: &[JobFinish]) -> StoreResult<Vec<bool>> {
-        finish::finish_many(&self.db, finishes).await
+        if finishes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let settings = self.insert_settings().await?;
+        finish::finish_many(&self.db, settings, finishes).await
     }
 
     async fn job_rescue(&self, rescue: &JobRescue) -> StoreResult<RescueReport> {
-        maintenance::rescue(&self.db, rescue).await
+        let settings = self.insert_settings().await?;
+        maintenance::rescue(&self.db, settings, rescue).await
     }
 
     async fn job_promote(&self, limit: u32) -> StoreResult<u64> {

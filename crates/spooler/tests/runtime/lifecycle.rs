@@ -297,13 +297,11 @@ async fn a_queue_with_its_own_retention_is_pruned_by_it(b: &Backend) {
     use spooler::core::{Keep, QueueRetention, QueueSettings};
     b.store
         .queue_configure(&[QueueSettings {
-            queue: "short".into(),
-            max_attempts: None,
-            timeout: None,
             retention: QueueRetention {
                 completed: Some(Keep::For(Duration::from_secs(1))),
                 ..Default::default()
             },
+            ..QueueSettings::new("short")
         }])
         .await
         .unwrap();

@@ -1,0 +1,7 @@
+-- spooler schema, version 8: routes. A queue's `on_failure` and `on_success` routes are stored
+-- with its other defaults (JSON, as `spooler_core::Routes` serializes), so every process that
+-- finishes a job routes it alike; a routed job carries the job its chain began with and the hops
+-- taken since (`origin`, JSON as `spooler_core::Origin`), which a spill writes and `max_hops` bounds.
+
+ALTER TABLE {schema}.queue_settings ADD COLUMN routes jsonb;
+ALTER TABLE {schema}.jobs ADD COLUMN origin jsonb;
