@@ -6,6 +6,7 @@ mod check;
 mod logging;
 mod manage;
 mod ops;
+mod replay;
 mod schedules;
 mod serve;
 mod target;
@@ -51,6 +52,8 @@ enum Command {
     Resume(manage::QueueArgs),
     /// List schedules, or run, pause or resume one (`spooler schedules run NAME`).
     Schedules(schedules::SchedulesArgs),
+    /// Enqueue the messages a `file` spill wrote, each once however often the file is replayed.
+    Replay(replay::ReplayArgs),
     /// Delete finished jobs past their retention.
     Prune(ops::PruneArgs),
     /// Health probe: exit 0 healthy, 1 warning, 2 unhealthy.
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             Command::Pause(a) => manage::pause(a, true).await,
             Command::Resume(a) => manage::pause(a, false).await,
             Command::Schedules(a) => schedules::schedules(a).await,
+            Command::Replay(a) => replay::replay(a).await,
             Command::Prune(a) => ops::prune(a).await,
             Command::Check(a) => Ok(check::run(a).await),
             Command::Bench(a) => bench::run(a).await.map(|()| 0),

@@ -319,6 +319,27 @@ impl Target {
         }
     }
 
+    /// Replays spill lines numbered from `first_line` (`POST /v1/replay`); answers its report.
+    pub async fn replay(
+        &self,
+        lines: &[String],
+        first_line: usize,
+        queue: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        match self {
+            Self::Server(remote) => {
+                let body = json!({ "lines": lines, "first_line": first_line, "queue": queue });
+                remote.call(Method::POST, "/v1/replay", Some(&body)).await
+            }
+            Self::Store { store, .. } => {
+                Ok(
+                    spooler_server::replay::replay_lines(&client(store), lines, first_line, queue)
+                        .await?,
+                )
+            }
+        }
+    }
+
     /// Every schedule, as `GET /v1/schedules` shows them.
     pub async fn schedules(&self) -> anyhow::Result<Vec<Value>> {
         match self {

@@ -416,6 +416,29 @@ pub trait JobAdminStore: Send + Sync {
 
     /// How many jobs match `filter` now (a dry run of an operation).
     async fn job_count(&self, filter: &JobFilter) -> StoreResult<i64>;
+
+    /// Enqueues each message whose `key` was never replayed into this store, recording the key
+    /// in the same transaction, so a spill replayed twice enqueues every message once. Answers,
+    /// aligned with `replays`, the job each key enqueued (now or by an earlier replay).
+    async fn job_replay(&self, replays: &[Replay]) -> StoreResult<Vec<Replayed>>;
+}
+
+/// A message to enqueue once however often it is replayed (a line of a `file` spill).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// Names the message for good: `spill:JOB` for the spill line written by job `JOB`.
+    pub key: String,
+    /// The job to enqueue.
+    pub job: NewJob,
+}
+
+/// What replaying one message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// The job the key enqueued; `None` when an earlier replay's job was since deleted.
+    pub id: Option<JobId>,
+    /// True if enqueued by this call; false if the key was replayed before.
+    pub enqueued: bool,
 }
 
 /// Queues: their counts, and pausing claims from them.

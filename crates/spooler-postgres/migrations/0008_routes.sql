@@ -5,3 +5,10 @@
 
 ALTER TABLE {schema}.queue_settings ADD COLUMN routes jsonb;
 ALTER TABLE {schema}.jobs ADD COLUMN origin jsonb;
+
+-- The messages replayed from a spill, by key, with the job each enqueued: a key is replayed once.
+CREATE TABLE {schema}.replays (
+    key         text        PRIMARY KEY,
+    job_id      int8,
+    replayed_at timestamptz NOT NULL
+);

@@ -53,6 +53,11 @@ fn v1_routes() -> Routes {
             post(resume_schedule),
         ),
         (Method::GET, "/v1/workers", get(list_workers)),
+        (
+            Method::POST,
+            "/v1/replay",
+            post(crate::replay::replay_request),
+        ),
     ]
 }
 

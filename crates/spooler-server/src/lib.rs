@@ -43,6 +43,7 @@ pub mod kinds;
 mod metrics;
 mod openapi;
 pub mod reload;
+pub mod replay;
 pub mod run;
 mod state;
 pub mod wire;

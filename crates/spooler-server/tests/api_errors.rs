@@ -870,3 +870,51 @@ async fn network_jobs_may_not_reach_metadata_addresses() {
         StatusCode::CREATED
     );
 }
+
+/// `POST /v1/replay`: a body it cannot read is a 4xx naming the field and enqueues nothing; a
+/// malformed line is reported by its number while the good lines are enqueued, each once.
+#[tokio::test]
+async fn replay_mistakes_name_their_field_and_bad_lines_are_reported_by_number() {
+    let api = Api::new(ServerOptions::default()).await;
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    for (body, status, field) in [
+        (&br#"{"line": []}"#[..], unprocessable, "line"),
+        (br#"{}"#, unprocessable, "lines"),
+        (br#"{"lines": "x"}"#, unprocessable, "lines"),
+        (br#"{"lines": [1]}"#, unprocessable, "lines[0]"),
+        (br#"{"lines": [], "queue": "a b"}"#, unprocessable, "queue"),
+        (
+            br#"{"lines": [], "first_line": 0}"#,
+            unprocessable,
+            "first_line",
+        ),
+    ] {
+        let got = api.call(Method::POST, "/v1/replay", Some(body)).await;
+        check(
+            &String::from_utf8_lossy(body),
+            got,
+            status,
+            Some(field),
+            &[field],
+        );
+    }
+    assert!(api.snapshot().await.is_empty(), "nothing enqueued");
+    let good = r#"{"kind":"noop","queue":"q","args":{"n":1},"routed_from":1,"job":2}"#;
+    let body = json!({"lines": [good, "{oops", "", good], "first_line": 10}).to_string();
+    let (status, report) = api
+        .call(Method::POST, "/v1/replay", Some(body.as_bytes()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (
+            &report["enqueued"],
+            &report["skipped"],
+            &report["malformed"]
+        ),
+        (&json!(1), &json!(1), &json!(1)),
+        "{report}"
+    );
+    assert_eq!(report["lines"][1]["line"], 11, "{report}");
+    assert_eq!(report["lines"][1]["outcome"], "malformed", "{report}");
+    assert_eq!(api.snapshot().await.len(), 1);
+}

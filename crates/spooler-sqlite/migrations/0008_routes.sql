@@ -5,3 +5,10 @@
 
 ALTER TABLE spooler_queue_settings ADD COLUMN routes TEXT;
 ALTER TABLE spooler_jobs ADD COLUMN origin TEXT;
+
+-- The messages replayed from a spill, by key, with the job each enqueued: a key is replayed once.
+CREATE TABLE spooler_replays (
+    key         TEXT    PRIMARY KEY,
+    job_id      INTEGER,
+    replayed_at INTEGER NOT NULL
+);

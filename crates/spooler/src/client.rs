@@ -98,6 +98,27 @@ impl Client {
         Ok(inserted)
     }
 
+    /// Enqueues each message whose key was never replayed into this store (see
+    /// [`JobAdminStore::job_replay`](spooler_core::store::JobAdminStore::job_replay)): a spill
+    /// replayed twice enqueues every message once.
+    pub async fn replay(
+        &self,
+        replays: &[spooler_core::store::Replay],
+    ) -> Result<Vec<spooler_core::store::Replayed>, Error> {
+        let replayed = self.store.job_replay(replays).await?;
+        for (r, done) in replays.iter().zip(&replayed) {
+            if done.enqueued {
+                metrics::counter!(
+                    crate::metrics::JOBS_ENQUEUED,
+                    "queue" => r.job.queue.clone(),
+                    "kind" => r.job.kind.clone()
+                )
+                .increment(1);
+            }
+        }
+        Ok(replayed)
+    }
+
     /// The job as stored now; `JobNotFound` if there is none.
     pub async fn status(&self, id: JobId) -> Result<JobRow, Error> {
         self.store

@@ -11,6 +11,7 @@ mod server_api;
 mod server_bulk;
 mod server_check;
 mod server_cli;
+mod server_failover;
 mod server_hardening;
 mod server_jobs;
 mod server_kinds;

@@ -1,5 +1,6 @@
 //! Conformance: Routes: a final state enqueues the routed job in the same transaction, from a
-//! handler's outcome or a rescue, carrying its chain's origin, and stops after `max_hops`.
+//! handler's outcome or a rescue, carrying its chain's origin, and stops after `max_hops`; a
+//! spilled message replayed is enqueued once per key.
 
 #![allow(missing_docs)]
 
@@ -236,10 +237,75 @@ pub async fn a_message_stops_after_max_hops_failed_with_the_reason(h: Harness) {
     }
 }
 
+pub async fn a_replayed_message_is_enqueued_once_however_often_it_is_replayed(h: Harness) {
+    let message = |key: &str, n: i64| Replay {
+        key: key.into(),
+        job: NewJob::new("tcp", json!({"n": n})).queue("deliver"),
+    };
+    let first = h
+        .store()
+        .job_replay(&[
+            message("spill:1", 1),
+            message("spill:2", 2),
+            message("spill:1", 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|r| r.enqueued).collect::<Vec<_>>(),
+        vec![true, true, false],
+        "a key repeated in one call is enqueued once"
+    );
+    assert!(first[0].id.is_some() && first[1].id.is_some());
+    assert_ne!(first[0].id, first[1].id);
+    assert_eq!(
+        first[2].id, first[0].id,
+        "the repeat answers the job it got"
+    );
+    let jobs = in_queue(&h, "deliver").await;
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0].args, json!({"n": 1}));
+    // Finished (or even deleted) since: a second replay still enqueues nothing.
+    let c = claim_from(&h, "deliver", "tcp").await;
+    assert!(finish(&h, &c, completed()).await);
+    h.store().job_delete(c.id).await.unwrap();
+    let again = h
+        .store()
+        .job_replay(&[
+            message("spill:1", 1),
+            message("spill:2", 2),
+            message("spill:3", 3),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|r| r.enqueued).collect::<Vec<_>>(),
+        vec![false, false, true]
+    );
+    assert_eq!(again[1].id, first[1].id);
+    assert_eq!(
+        in_queue(&h, "deliver").await.len(),
+        2,
+        "one new job, one deleted"
+    );
+    // A message a store refuses fails the call and records nothing.
+    let bad = Replay {
+        key: "spill:4".into(),
+        job: NewJob::new("", json!({})),
+    };
+    assert!(h.store().job_replay(&[bad]).await.is_err());
+    let retried = h
+        .store()
+        .job_replay(&[message("spill:4", 4)])
+        .await
+        .unwrap();
+    assert!(retried[0].enqueued, "a refused message's key is not spent");
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_routes {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "routes"; routes_are_stored_with_the_queue_settings, a_failed_job_is_routed_with_the_routes_args_merged_over_its_own, completions_follow_on_success_and_cancels_follow_nothing, attempts_exhausted_at_rescue_follow_on_failure, a_delayed_route_schedules_the_routed_job, a_message_stops_after_max_hops_failed_with_the_reason);
+        $crate::$m!($($a)*; "routes"; routes_are_stored_with_the_queue_settings, a_failed_job_is_routed_with_the_routes_args_merged_over_its_own, completions_follow_on_success_and_cancels_follow_nothing, attempts_exhausted_at_rescue_follow_on_failure, a_delayed_route_schedules_the_routed_job, a_message_stops_after_max_hops_failed_with_the_reason, a_replayed_message_is_enqueued_once_however_often_it_is_replayed);
     };
 }

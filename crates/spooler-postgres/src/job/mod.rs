@@ -9,6 +9,7 @@ pub(crate) mod insert;
 pub(crate) mod maintenance;
 pub(crate) mod manual;
 pub(crate) mod read;
+pub(crate) mod replay;
 pub(crate) mod route;
 
 use crate::PgStore;
@@ -186,6 +187,13 @@ impl JobStore for PgStore {
 
 #[async_trait]
 impl JobAdminStore for PgStore {
+    async fn job_replay(
+        &self,
+        replays: &[spooler_core::store::Replay],
+    ) -> StoreResult<Vec<spooler_core::store::Replayed>> {
+        replay::replay(&self.inner, replays).await
+    }
+
     async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow> {
         manual::cancel(&self.inner, id).await
     }

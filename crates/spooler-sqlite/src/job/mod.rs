@@ -26,6 +26,7 @@ pub(crate) mod insert;
 mod maintenance;
 mod manual;
 mod read;
+mod replay;
 mod route;
 
 /// The columns of a job, in the order [`RawJob::from_row`] reads them.
@@ -247,6 +248,14 @@ impl JobStore for SqliteStore {
 
 #[async_trait]
 impl JobAdminStore for SqliteStore {
+    async fn job_replay(
+        &self,
+        replays: &[spooler_core::store::Replay],
+    ) -> StoreResult<Vec<spooler_core::store::Replayed>> {
+        let settings = self.insert_settings().await?;
+        replay::replay(&self.db, &settings, replays).await
+    }
+
     async fn job_cancel(&self, id: JobId) -> StoreResult<JobRow> {
         manual::cancel(&self.db, id).await
     }
