@@ -321,3 +321,93 @@ async fn postgres_failover_chain_delivers_each_message_once_and_replays_the_spil
     failover_chain(Some(schema.url())).await;
     schema.drop_schema().await;
 }
+
+/// The routed job, as the store holds it, without what differs between two runs.
+fn routed_shape(job: &spooler::JobRow) -> Value {
+    json!({
+        "queue": job.queue,
+        "kind": job.kind,
+        "args": job.args,
+        "state": job.state.as_str(),
+        "origin": job.origin.as_ref().map(|o| json!({
+            "kind": o.kind, "queue": o.queue, "args": o.args, "hops": o.hops
+        })),
+    })
+}
+
+/// Routes live in the store: a worker process started without any config file routes a job it
+/// finishes exactly as `spooler serve`, whose config declared the route, routes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_a_config_file_routes_as_the_server_does() {
+    let refused = crate::server_support::closed_port();
+    let config = "[queues.deliver]\nmax_attempts = 1\n\
+         on_failure = { queue = \"dead\", args = { note = \"parked\" }, delay = \"1h\" }\n"
+        .to_string();
+    let mut server = Server::start_with(ServeOptions {
+        config: Some(config.clone()),
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    let message = |payload: &str| {
+        json!({
+            "kind": "tcp",
+            "queue": "deliver",
+            "args": {"address": format!("127.0.0.1:{refused}"), "payload": payload},
+        })
+    };
+    let store = server.store().await;
+    let client = spooler::Client::new(store.clone());
+    let routed_from = |id: i64| {
+        let client = client.clone();
+        async move {
+            let (jobs, _) = client
+                .list(&spooler::JobList {
+                    queue: Some("dead".into()),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            jobs.into_iter().find(|j| j.routed_from == Some(id))
+        }
+    };
+    // A worker process with no config file finishes the first job.
+    let by_worker = server.enqueue(&message("one")).await["id"]
+        .as_i64()
+        .unwrap();
+    let mut worker = crate::processes::WorkerProcess::start(
+        &server.store_url,
+        server.dir.path(),
+        "worker",
+        &["--queue", "deliver=2", "--poll", "100ms"],
+    );
+    let from_worker = wait_for("the worker's failure routed", WAIT, || {
+        routed_from(by_worker)
+    })
+    .await;
+    worker.terminate(Duration::from_secs(30));
+    // The server, with the config, finishes the second.
+    server.terminate(Duration::from_secs(30)).await;
+    let mut with_worker = Server::start_with(ServeOptions {
+        store: Some(server.store_url.clone()),
+        config: Some(config),
+        ..Default::default()
+    })
+    .await;
+    let by_server = with_worker.enqueue(&message("one")).await["id"]
+        .as_i64()
+        .unwrap();
+    let from_server = wait_for("the server's failure routed", WAIT, || {
+        routed_from(by_server)
+    })
+    .await;
+    assert_eq!(routed_shape(&from_worker), routed_shape(&from_server));
+    assert_eq!(
+        from_worker.state,
+        spooler::JobState::Scheduled,
+        "the route's delay"
+    );
+    assert_eq!(from_worker.args["note"], "parked");
+    with_worker.terminate(Duration::from_secs(30)).await;
+}
