@@ -26,6 +26,9 @@ pub enum Workload {
     Latency,
     /// A fixed offered rate for a duration, default worker settings: completed/s and latency.
     Steady,
+    /// N messages along a failover chain whose every destination refuses (three queues routing
+    /// their failures on), into a `file` spill: messages spilled per second.
+    Spill,
 }
 
 /// Arguments of `spooler bench`.
@@ -73,6 +76,10 @@ pub struct BenchArgs {
     /// One JSON object per line per workload instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Give the drained queue an `on_failure` route (which no job follows): what a configured
+    /// route costs a drain.
+    #[arg(long)]
+    pub routes: bool,
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -128,6 +135,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Workload::Drain => drain(&args, &fresh).await,
             Workload::Latency => latency(&args, &fresh).await,
             Workload::Steady => steady(&args, &fresh).await,
+            Workload::Spill => spill(&args, &fresh).await,
         };
         fresh.remove().await;
         for row in result? {
@@ -448,6 +456,20 @@ async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>>
     let bar = progress(n, "queue");
     insert_batches(&client, n, &bar).await?;
     bar.finish_and_clear();
+    if args.routes {
+        let mut route = spooler::core::Route::to("bench_dead");
+        route.kind = Some("bench_never".into());
+        fresh
+            .store
+            .queue_configure(&[spooler::core::QueueSettings {
+                routes: spooler::core::Routes {
+                    on_failure: Some(route),
+                    on_success: None,
+                },
+                ..spooler::core::QueueSettings::new(spooler::core::DEFAULT_QUEUE)
+            }])
+            .await?;
+    }
     let noop = Noop::new(n, None);
     let worker = Worker::builder(fresh.store.clone())
         .handler(KIND, noop.clone())
@@ -488,15 +510,117 @@ async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>>
             n + args.history
         );
     }
-    let mode = if args.history > 0 {
-        "no-op, with history"
-    } else {
-        "no-op"
+    let mode = match (args.history > 0, args.routes) {
+        (true, true) => "no-op, with history, routes configured",
+        (true, false) => "no-op, with history",
+        (false, true) => "no-op, routes configured",
+        (false, false) => "no-op",
     };
     let mut out = row(args, fresh, "drain", mode, n, took);
     out.history = (args.history > 0).then_some(args.history);
     handle.shutdown().await?;
     Ok(vec![out])
+}
+
+/// A destination that always refuses: the job fails at once, and its queue's route moves it on.
+struct Refuse;
+
+#[async_trait]
+impl Handler for Refuse {
+    async fn run(&self, _args: Value, _ctx: JobContext) -> Result<Option<Value>, JobError> {
+        Err(JobError::fail("refused"))
+    }
+}
+
+async fn spill(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>> {
+    let n = args.jobs;
+    let dir = std::env::temp_dir().join(format!(
+        "spooler-bench-spill-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("spill.jsonl");
+    let hops = ["bench_a", "bench_b", "bench_c"];
+    let mut settings = Vec::new();
+    for (i, queue) in hops.iter().enumerate() {
+        let route = match hops.get(i + 1) {
+            Some(next) => spooler::core::Route::to(*next),
+            None => {
+                let mut r = spooler::core::Route::to("bench_spill");
+                r.kind = Some("file".into());
+                r.args = serde_json::json!({ "path": path.display().to_string() })
+                    .as_object()
+                    .cloned();
+                r
+            }
+        };
+        settings.push(spooler::core::QueueSettings {
+            max_attempts: Some(1),
+            routes: spooler::core::Routes {
+                on_failure: Some(route),
+                on_success: None,
+            },
+            ..spooler::core::QueueSettings::new(*queue)
+        });
+    }
+    fresh.store.queue_configure(&settings).await?;
+    let client = Client::new(fresh.store.clone());
+    let bar = progress(n, "queue");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let jobs = chunk
+            .iter()
+            .map(|&i| {
+                NewJob::new("bench_refused", serde_json::json!({ "payload": i })).queue(hops[0])
+            })
+            .collect();
+        client.enqueue_many(jobs).await?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let file = spooler_server::kinds::FileKind::new(spooler_server::kinds::FileAllow::new(vec![
+        dir.clone(),
+    ]));
+    let mut builder = Worker::builder(fresh.store.clone())
+        .handler("bench_refused", Arc::new(Refuse))
+        .handler("file", Arc::new(file))
+        .queue("bench_spill", args.concurrency);
+    for queue in hops {
+        builder = builder.queue(queue, args.concurrency);
+    }
+    let started = Instant::now();
+    let handle = builder.build()?.start();
+    let bar = progress(n, "spill");
+    loop {
+        let spilled = fresh
+            .store
+            .queue_list()
+            .await?
+            .iter()
+            .find(|q| q.name == "bench_spill")
+            .map_or(0, |q| q.counts.completed);
+        bar.set_position(spilled as u64);
+        if spilled as usize >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    bar.finish_and_clear();
+    handle.shutdown().await?;
+    let lines = std::fs::read_to_string(&path)?.lines().count();
+    let _ = std::fs::remove_dir_all(&dir);
+    if lines != n {
+        bail!("spill: {lines} lines in the file, expected {n}");
+    }
+    Ok(vec![row(
+        args,
+        fresh,
+        "spill",
+        "3 refusing hops → file",
+        n,
+        took,
+    )])
 }
 
 async fn latency(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>> {

@@ -1,4 +1,4 @@
-//! `SIGHUP` against a real `spooler serve`: a changed schedule and changed queue defaults apply
+//! `SIGHUP` against a real `spooler serve`: a changed schedule, route and queue defaults apply
 //! without a restart, running jobs go on, and a broken config is logged with file, line and key
 //! while the old one stays.
 
@@ -78,6 +78,7 @@ job = { kind = "noop" }
     let second = r#"
 [queues.default]
 max_attempts = 2
+on_failure = { queue = "parked", delay = "1h" }
 
 [[schedules]]
 name = "new"
@@ -107,6 +108,22 @@ job = { kind = "noop", args = { v = 2 } }
         queued["max_attempts"], 2,
         "the queue's new default applies at once"
     );
+    // The new route applies at once: a job that fails now is routed.
+    let refused = crate::server_support::closed_port();
+    let failing = server
+        .enqueue(&json!({
+            "kind": "tcp",
+            "max_attempts": 1,
+            "args": {"address": format!("127.0.0.1:{refused}"), "payload": "x"},
+        }))
+        .await;
+    let routed = wait_for("the failure routed", Duration::from_secs(10), || async {
+        let (_, body) = server.get("/v1/jobs?queue=parked").await;
+        body["jobs"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(routed["routed_from"], failing["id"], "{routed}");
+    assert_eq!(routed["state"], "scheduled", "the route's delay: {routed}");
 
     // A broken config: logged with file, line and key; the old one keeps working.
     std::fs::write(
