@@ -465,6 +465,7 @@ async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>>
                 routes: spooler::core::Routes {
                     on_failure: Some(route),
                     on_success: None,
+                    ..Default::default()
                 },
                 ..spooler::core::QueueSettings::new(spooler::core::DEFAULT_QUEUE)
             }])
@@ -560,6 +561,7 @@ async fn spill(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>>
             routes: spooler::core::Routes {
                 on_failure: Some(route),
                 on_success: None,
+                ..Default::default()
             },
             ..spooler::core::QueueSettings::new(*queue)
         });

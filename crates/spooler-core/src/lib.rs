@@ -28,7 +28,7 @@ pub use error::StoreError;
 pub use job::{AttemptError, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobId, JobRow, NewJob};
 pub use operation::{BulkAction, JobFilter, MAX_CHUNK, Operation, OperationNew, OperationState};
 pub use retry::{RetryPolicies, RetryPolicy};
-pub use route::{Origin, Route, Routes};
+pub use route::{KindRoutes, Origin, Route, Routes};
 pub use schedule::{Cadence, CatchUp, ScheduleDeclare, ScheduleDef, ScheduleFire, ScheduleRow};
 pub use state::JobState;
 pub use store::*;

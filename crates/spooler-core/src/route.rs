@@ -59,7 +59,8 @@ impl Route {
     }
 }
 
-/// A queue's routes, by the final state that follows them.
+/// A queue's routes, by the final state that follows them; a kind's own routes in `kinds` are
+/// followed instead of the queue's for jobs of that kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Routes {
     /// Followed when a job becomes `failed`.
@@ -68,21 +69,68 @@ pub struct Routes {
     /// Followed when a job becomes `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_success: Option<Route>,
+    /// Routes of jobs of one kind in this queue, by kind: where one is set for a final state it
+    /// is followed instead of the queue's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kinds: BTreeMap<String, KindRoutes>,
+}
+
+/// The routes of one kind's jobs in a queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindRoutes {
+    /// Followed when a job of the kind becomes `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<Route>,
+    /// Followed when a job of the kind becomes `completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<Route>,
+}
+
+fn by_state<'a>(
+    on_failure: &'a Option<Route>,
+    on_success: &'a Option<Route>,
+    state: JobState,
+) -> Option<&'a Route> {
+    match state {
+        JobState::Failed => on_failure.as_ref(),
+        JobState::Completed => on_success.as_ref(),
+        _ => None,
+    }
 }
 
 impl Routes {
     /// True when no route is set.
     pub fn is_empty(&self) -> bool {
-        self.on_failure.is_none() && self.on_success.is_none()
+        self.on_failure.is_none() && self.on_success.is_none() && self.kinds.is_empty()
     }
 
-    /// The route a job that became `state` follows.
-    pub fn after(&self, state: JobState) -> Option<&Route> {
-        match state {
-            JobState::Failed => self.on_failure.as_ref(),
-            JobState::Completed => self.on_success.as_ref(),
-            _ => None,
-        }
+    /// The route a job of `kind` that became `state` follows: its kind's, else the queue's.
+    pub fn after(&self, state: JobState, kind: &str) -> Option<&Route> {
+        self.kinds
+            .get(kind)
+            .and_then(|k| by_state(&k.on_failure, &k.on_success, state))
+            .or_else(|| by_state(&self.on_failure, &self.on_success, state))
+    }
+
+    /// Whether some job that became `state` may follow a route (before its kind is known).
+    pub fn may_route(&self, state: JobState) -> bool {
+        by_state(&self.on_failure, &self.on_success, state).is_some()
+            || self
+                .kinds
+                .values()
+                .any(|k| by_state(&k.on_failure, &k.on_success, state).is_some())
+    }
+
+    /// Every route, the queue's and its kinds'.
+    pub fn all(&self) -> impl Iterator<Item = &Route> {
+        [&self.on_failure, &self.on_success]
+            .into_iter()
+            .chain(
+                self.kinds
+                    .values()
+                    .flat_map(|k| [&k.on_failure, &k.on_success]),
+            )
+            .flatten()
     }
 }
 
@@ -161,19 +209,32 @@ impl Route {
     }
 }
 
-/// The route a job of `queue` that became `state` follows, from the queues' `settings`.
+/// The route a job of `kind` in `queue` that became `state` follows, from the queues' `settings`.
 pub fn route_for<'a>(
     settings: &'a crate::store::QueueSettingsMap,
     queue: &str,
+    kind: &str,
     state: JobState,
 ) -> Option<&'a Route> {
-    settings.get(queue).and_then(|s| s.routes.after(state))
+    settings
+        .get(queue)
+        .and_then(|s| s.routes.after(state, kind))
 }
 
-/// True when some queue routes its completed jobs: finishing a completion must then read the
-/// job and may insert, so it needs a transaction.
+/// Whether a job of `queue` that became `state` may follow a route, whatever its kind: whether
+/// a store must read it to find out.
+pub fn may_route(settings: &crate::store::QueueSettingsMap, queue: &str, state: JobState) -> bool {
+    settings
+        .get(queue)
+        .is_some_and(|s| s.routes.may_route(state))
+}
+
+/// True when some queue routes completed jobs: finishing a completion must then read the job
+/// and may insert, so it needs a transaction.
 pub fn any_on_success(settings: &crate::store::QueueSettingsMap) -> bool {
-    settings.values().any(|s| s.routes.on_success.is_some())
+    settings
+        .values()
+        .any(|s| s.routes.may_route(JobState::Completed))
 }
 
 /// A cycle of routes none of which has a delay, as the queues along it (the first repeated at
@@ -182,10 +243,7 @@ pub fn any_on_success(settings: &crate::store::QueueSettingsMap) -> bool {
 pub fn undelayed_cycle(settings: &[QueueSettings]) -> Option<Vec<String>> {
     let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for s in settings {
-        for route in [&s.routes.on_failure, &s.routes.on_success]
-            .into_iter()
-            .flatten()
-        {
+        for route in s.routes.all() {
             if route.delay.is_none_or(|d| d.is_zero()) {
                 edges
                     .entry(s.queue.as_str())
@@ -330,9 +388,50 @@ mod tests {
             routes: Routes {
                 on_failure: failure,
                 on_success: success,
+                ..Default::default()
             },
             ..QueueSettings::new(name)
         }
+    }
+
+    #[test]
+    fn a_kinds_route_is_followed_instead_of_the_queues() {
+        let mut routes = Routes {
+            on_failure: Some(Route::to("dead")),
+            ..Default::default()
+        };
+        routes.kinds.insert(
+            "mail".into(),
+            KindRoutes {
+                on_failure: Some(Route::to("mail-dead")),
+                on_success: Some(Route::to("sent")),
+            },
+        );
+        let to = |state, kind| routes.after(state, kind).map(|r| r.queue.as_str());
+        assert_eq!(to(JobState::Failed, "mail"), Some("mail-dead"));
+        assert_eq!(to(JobState::Failed, "other"), Some("dead"));
+        assert_eq!(to(JobState::Completed, "mail"), Some("sent"));
+        assert_eq!(to(JobState::Completed, "other"), None);
+        assert_eq!(to(JobState::Cancelled, "mail"), None);
+        assert!(routes.may_route(JobState::Completed));
+        assert!(!routes.may_route(JobState::Cancelled));
+        let mut kinds_only = Routes::default();
+        kinds_only.kinds.insert(
+            "mail".into(),
+            KindRoutes {
+                on_failure: None,
+                on_success: Some(Route::to("mail")),
+            },
+        );
+        let settings = [QueueSettings {
+            routes: kinds_only,
+            ..QueueSettings::new("mail")
+        }];
+        assert_eq!(
+            undelayed_cycle(&settings),
+            Some(vec!["mail".into(), "mail".into()]),
+            "a kind's routes count for cycles"
+        );
     }
 
     #[test]

@@ -164,6 +164,15 @@ struct RawQueue {
     on_failure: Option<Spanned<RawRoute>>,
     on_success: Option<Spanned<RawRoute>>,
     rate_limit: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    kinds: BTreeMap<String, Spanned<RawKindRoutes>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKindRoutes {
+    on_failure: Option<Spanned<RawRoute>>,
+    on_success: Option<Spanned<RawRoute>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,7 +260,7 @@ impl Config {
                 .map(Some)
                 .map_err(|e| src.invalid(s.span(), k, format!("{e} (or \"forever\")"))),
         };
-        let mut route_spans: BTreeMap<(String, &str), Range<usize>> = BTreeMap::new();
+        let mut route_spans: BTreeMap<(String, String), Range<usize>> = BTreeMap::new();
         for (name, q) in raw.queues {
             let span = q.span();
             let q = q.into_inner();
@@ -304,27 +313,52 @@ impl Config {
                 ("on_success", q.on_success, &mut queue.routes.on_success),
             ] {
                 if let Some(raw) = raw {
-                    route_spans.insert((name.clone(), k), raw.span());
+                    route_spans.insert((name.clone(), k.to_string()), raw.span());
                     *slot = Some(route(&src, &key(k), raw.into_inner())?);
                 }
+            }
+            for (kind, table) in q.kinds {
+                let span = table.span();
+                if let Err(message) = crate::wire::validate_name(&kind) {
+                    return Err(src.invalid(span, &key(&format!("kinds.{kind}")), message));
+                }
+                let table = table.into_inner();
+                let mut routes = spooler::core::KindRoutes::default();
+                for (k, raw, slot) in [
+                    ("on_failure", table.on_failure, &mut routes.on_failure),
+                    ("on_success", table.on_success, &mut routes.on_success),
+                ] {
+                    if let Some(raw) = raw {
+                        let k = format!("kinds.{kind}.{k}");
+                        route_spans.insert((name.clone(), k.clone()), raw.span());
+                        *slot = Some(route(&src, &key(&k), raw.into_inner())?);
+                    }
+                }
+                queue.routes.kinds.insert(kind, routes);
             }
             config.queues.insert(name, queue);
         }
         if let Some(cycle) = spooler::core::route::undelayed_cycle(&config.queue_settings()) {
             let (first, second) = (&cycle[0], &cycle[1]);
-            let q = &config.queues[first];
-            let k = if q
-                .routes
-                .on_failure
-                .as_ref()
-                .is_some_and(|r| &r.queue == second)
-            {
-                "on_failure"
-            } else {
-                "on_success"
-            };
+            let r = &config.queues[first].routes;
+            let mut candidates = vec![
+                ("on_failure".to_string(), &r.on_failure),
+                ("on_success".to_string(), &r.on_success),
+            ];
+            for (kind, k) in &r.kinds {
+                candidates.push((format!("kinds.{kind}.on_failure"), &k.on_failure));
+                candidates.push((format!("kinds.{kind}.on_success"), &k.on_success));
+            }
+            let k = candidates
+                .into_iter()
+                .find(|(_, route)| {
+                    route
+                        .as_ref()
+                        .is_some_and(|r| &r.queue == second && r.delay.is_none())
+                })
+                .map_or_else(|| "on_failure".to_string(), |(k, _)| k);
             let span = route_spans
-                .get(&(first.clone(), k))
+                .get(&(first.clone(), k.clone()))
                 .cloned()
                 .unwrap_or(0..0);
             return Err(src.invalid(
@@ -830,6 +864,46 @@ on_success = { queue = "deliver", delay = "20s" }
             "spooler.toml",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_kind_in_a_queue_may_have_routes_of_its_own() {
+        let c = Config::parse(
+            "[queues.out]\non_failure = { queue = \"dead\" }\n\
+             [queues.out.kinds.mail]\non_failure = { queue = \"mail-dead\" }\n\
+             on_success = { queue = \"sent\", kind = \"audit\" }\n",
+            "spooler.toml",
+        )
+        .unwrap();
+        let routes = &c.queues["out"].routes;
+        assert_eq!(
+            routes
+                .after(spooler::JobState::Failed, "mail")
+                .map(|r| r.queue.as_str()),
+            Some("mail-dead")
+        );
+        assert_eq!(
+            routes
+                .after(spooler::JobState::Failed, "sms")
+                .map(|r| r.queue.as_str()),
+            Some("dead")
+        );
+        let worked: Vec<String> = crate::run::worker_queues(&c, &Default::default())
+            .into_iter()
+            .map(|q| q.0)
+            .collect();
+        for q in ["out", "dead", "mail-dead", "sent"] {
+            assert!(worked.contains(&q.to_string()), "{q}: {worked:?}");
+        }
+        let (line, key, message) =
+            err("[queues.out]\n[queues.out.kinds.mail]\non_success = { queue = \"out\" }\n");
+        assert_eq!(
+            (line, key.as_str()),
+            (3, "queues.out.kinds.mail.on_success")
+        );
+        assert!(message.contains("out → out"), "{message}");
+        let (_, key, _) = err("[queues.out.kinds.mail]\non_falure = { queue = \"x\" }\n");
+        assert_eq!(key, "queues.out.kinds.mail.on_falure");
     }
 
     #[test]

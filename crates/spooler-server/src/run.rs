@@ -35,12 +35,10 @@ pub fn worker_queues(config: &Config, overrides: &WorkerOverrides) -> Vec<(Strin
         .iter()
         .map(|(name, q)| (name.clone(), q.concurrency))
         .collect();
-    let routed_to = config.queues.values().flat_map(|q| {
-        [&q.routes.on_failure, &q.routes.on_success]
-            .into_iter()
-            .flatten()
-            .map(|r| r.queue.clone())
-    });
+    let routed_to = config
+        .queues
+        .values()
+        .flat_map(|q| q.routes.all().map(|r| r.queue.clone()));
     let led_to = config
         .schedules
         .iter()

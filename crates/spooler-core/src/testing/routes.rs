@@ -32,6 +32,7 @@ fn on_failure(route: Route) -> Routes {
     Routes {
         on_failure: Some(route),
         on_success: None,
+        ..Default::default()
     }
 }
 
@@ -39,6 +40,7 @@ fn on_success(route: Route) -> Routes {
     Routes {
         on_failure: None,
         on_success: Some(route),
+        ..Default::default()
     }
 }
 
@@ -78,6 +80,7 @@ pub async fn routes_are_stored_with_the_queue_settings(h: Harness) {
     let routes = Routes {
         on_failure: Some(route),
         on_success: Some(Route::to("done")),
+        ..Default::default()
     };
     configure(&h, &[("deliver", routes.clone())]).await;
     let stored = h.store().queue_settings().await.unwrap();
@@ -171,6 +174,54 @@ pub async fn completions_follow_on_success_and_cancels_follow_nothing(h: Harness
     assert!(finish(&h, &one, completed()).await);
     assert!(!finish(&h, &one, completed()).await);
     assert_eq!(in_queue(&h, "after").await.len(), 3);
+}
+
+pub async fn a_kinds_own_route_is_followed_instead_of_the_queues(h: Harness) {
+    let mut routes = on_failure(Route::to("dead"));
+    routes.kinds.insert(
+        "mail".into(),
+        crate::route::KindRoutes {
+            on_failure: Some(Route::to("mail-dead")),
+            on_success: Some(Route::to("sent")),
+        },
+    );
+    configure(&h, &[("default", routes)]).await;
+    let mail = insert(&h, job("mail")).await;
+    let other = insert(&h, job("k")).await;
+    let c = claim(&h, &["default"], &["mail", "k"], 2).await;
+    for c in &c {
+        assert!(finish(&h, c, failed("no")).await);
+    }
+    assert_eq!(
+        in_queue(&h, "mail-dead").await[0].routed_from,
+        Some(mail.id)
+    );
+    assert_eq!(in_queue(&h, "dead").await[0].routed_from, Some(other.id));
+    assert_eq!(in_queue(&h, "mail-dead").await.len(), 1);
+    assert_eq!(in_queue(&h, "dead").await.len(), 1);
+    // Completions: only the kind with an on_success route is routed (both in one call).
+    let mail = insert(&h, job("mail")).await;
+    insert(&h, job("k")).await;
+    let c = claim(&h, &["default"], &["mail", "k"], 2).await;
+    let acks = h
+        .store()
+        .job_finish_many(&[
+            JobFinish {
+                lease: c[0].lease(),
+                outcome: completed(),
+            },
+            JobFinish {
+                lease: c[1].lease(),
+                outcome: completed(),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(acks, vec![true, true]);
+    let sent = in_queue(&h, "sent").await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].routed_from, Some(mail.id));
+    assert_eq!(sent[0].kind, "mail");
 }
 
 pub async fn attempts_exhausted_at_rescue_follow_on_failure(h: Harness) {
@@ -306,6 +357,6 @@ pub async fn a_replayed_message_is_enqueued_once_however_often_it_is_replayed(h:
 #[macro_export]
 macro_rules! __conformance_routes {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "routes"; routes_are_stored_with_the_queue_settings, a_failed_job_is_routed_with_the_routes_args_merged_over_its_own, completions_follow_on_success_and_cancels_follow_nothing, attempts_exhausted_at_rescue_follow_on_failure, a_delayed_route_schedules_the_routed_job, a_message_stops_after_max_hops_failed_with_the_reason, a_replayed_message_is_enqueued_once_however_often_it_is_replayed);
+        $crate::$m!($($a)*; "routes"; routes_are_stored_with_the_queue_settings, a_failed_job_is_routed_with_the_routes_args_merged_over_its_own, completions_follow_on_success_and_cancels_follow_nothing, a_kinds_own_route_is_followed_instead_of_the_queues, attempts_exhausted_at_rescue_follow_on_failure, a_delayed_route_schedules_the_routed_job, a_message_stops_after_max_hops_failed_with_the_reason, a_replayed_message_is_enqueued_once_however_often_it_is_replayed);
     };
 }

@@ -6,7 +6,7 @@ use super::{Written, decode, job_cols, notify_fragment};
 use crate::Inner;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use spooler_core::route::{Next, route_for};
+use spooler_core::route::{Next, may_route, route_for};
 use spooler_core::store::{QueueSettings, QueueSettingsMap};
 use spooler_core::{AttemptError, JobId, NewJob};
 use sqlx::PgConnection;
@@ -53,7 +53,7 @@ pub(super) async fn follow(
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<JobId> = written
         .iter()
-        .filter(|(_, queue, state)| route_for(settings, queue, *state).is_some())
+        .filter(|(_, queue, state)| may_route(settings, queue, *state))
         .map(|(lease, _, _)| lease.id)
         .collect();
     if ids.is_empty() {
@@ -67,7 +67,7 @@ pub(super) async fn follow(
     let mut stops: Vec<(JobId, Value)> = Vec::new();
     for row in &rows {
         let job = decode(row).map_err(|e| sqlx::Error::Decode(e.into()))?;
-        let Some(route) = route_for(settings, &job.queue, job.state) else {
+        let Some(route) = route_for(settings, &job.queue, &job.kind, job.state) else {
             continue;
         };
         let stop = |error: AttemptError| (job.id, serde_json::to_value(error).expect("error"));

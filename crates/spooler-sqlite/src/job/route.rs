@@ -2,7 +2,7 @@
 //! given its origin) or, past `max_hops`, the reason is appended to the original's errors.
 
 use super::*;
-use spooler_core::route::{Next, route_for};
+use spooler_core::route::{Next, may_route, route_for};
 use spooler_core::store::QueueSettingsMap;
 
 /// Follows the route, if any, that the queues' `settings` give a job of `queue` that just became
@@ -14,13 +14,16 @@ pub(super) fn follow(
     queue: &str,
     state: JobState,
 ) -> Result<(), OpError> {
-    let Some(route) = route_for(settings, queue, state) else {
+    if !may_route(settings, queue, state) {
         return Ok(());
-    };
+    }
     let Some(raw) = select_one(ctx.conn, id)? else {
         return Ok(());
     };
     let job = raw.decode()?;
+    let Some(route) = route_for(settings, queue, &job.kind, state) else {
+        return Ok(());
+    };
     let error = match route.follow(&job, ctx.now) {
         Next::Enqueue { job: next, origin } => {
             match insert::prepare(std::slice::from_ref(&next), settings) {
