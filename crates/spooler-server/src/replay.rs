@@ -137,7 +137,7 @@ pub(crate) async fn replay_request(
         .with("limit", limit.into()));
     }
     let queue = match obj.get("queue") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::String(q)) => {
             crate::wire::validate_name(q)
                 .map_err(|e| ApiError::invalid("queue", format!("queue {e}")))?;
@@ -154,12 +154,19 @@ pub(crate) async fn replay_request(
         }
     };
     let first_line = match obj.get("first_line") {
-        None | Some(Value::Null) => 1,
+        None => 1,
+        // 3.0 is the integer 3, as everywhere in the API (JSON Schema counts both as integers).
         Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=u32::MAX as u64).contains(n))
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (1.0..=u32::MAX as f64).contains(f))
             .ok_or_else(|| {
-                ApiError::invalid("first_line", "first_line must be a positive integer")
+                ApiError::invalid(
+                    "first_line",
+                    format!(
+                        "first_line must be an integer from 1 to {}, not {v}",
+                        u32::MAX
+                    ),
+                )
             })? as usize,
     };
     let report = replay_lines(&state.inner.client, &lines, first_line, queue).await?;

@@ -43,6 +43,10 @@ pub struct JobWire<'a> {
     pub unique_key: Option<&'a str>,
     /// The job whose route enqueued this one.
     pub routed_from: Option<i64>,
+    /// For a routed job: the job its chain began with (`kind`, `queue`, `args`) and the `hops`
+    /// taken since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'a spooler::core::Origin>,
     /// Labels.
     pub tags: &'a [String],
     /// Per-attempt timeout, e.g. `"30s"`.
@@ -78,6 +82,7 @@ impl<'a> JobWire<'a> {
             result: job.result.as_ref(),
             unique_key: job.unique_key.as_deref(),
             routed_from: job.routed_from,
+            origin: job.origin.as_ref(),
             tags: &job.tags,
             timeout: job.timeout.map(format_duration),
             worker_id: job.worker_id.as_deref(),

@@ -900,7 +900,8 @@ async fn replay_mistakes_name_their_field_and_bad_lines_are_reported_by_number()
     }
     assert!(api.snapshot().await.is_empty(), "nothing enqueued");
     let good = r#"{"kind":"noop","queue":"q","args":{"n":1},"routed_from":1,"job":2}"#;
-    let body = json!({"lines": [good, "{oops", "", good], "first_line": 10}).to_string();
+    // 10.0 is the integer 10, as JSON Schema counts it.
+    let body = json!({"lines": [good, "{oops", "", good], "first_line": 10.0}).to_string();
     let (status, report) = api
         .call(Method::POST, "/v1/replay", Some(body.as_bytes()))
         .await;

@@ -124,6 +124,8 @@ job = { kind = "noop", args = { v = 2 } }
     .await;
     assert_eq!(routed["routed_from"], failing["id"], "{routed}");
     assert_eq!(routed["state"], "scheduled", "the route's delay: {routed}");
+    assert_eq!(routed["origin"]["hops"], 1, "{routed}");
+    assert_eq!(routed["origin"]["queue"], "default", "{routed}");
 
     // A broken config: logged with file, line and key; the old one keeps working.
     std::fs::write(
