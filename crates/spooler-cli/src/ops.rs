@@ -276,6 +276,7 @@ pub fn print_job(job: &Value, json: bool) {
         "result",
         "unique_key",
         "routed_from",
+        "origin",
     ];
     for key in fields {
         let value = &job[key];

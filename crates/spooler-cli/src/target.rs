@@ -328,7 +328,10 @@ impl Target {
     ) -> anyhow::Result<Value> {
         match self {
             Self::Server(remote) => {
-                let body = json!({ "lines": lines, "first_line": first_line, "queue": queue });
+                let mut body = json!({ "lines": lines, "first_line": first_line });
+                if let Some(queue) = queue {
+                    body["queue"] = json!(queue);
+                }
                 remote.call(Method::POST, "/v1/replay", Some(&body)).await
             }
             Self::Store { store, .. } => {

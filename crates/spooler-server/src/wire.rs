@@ -44,8 +44,7 @@ pub struct JobWire<'a> {
     /// The job whose route enqueued this one.
     pub routed_from: Option<i64>,
     /// For a routed job: the job its chain began with (`kind`, `queue`, `args`) and the `hops`
-    /// taken since.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// taken since; null otherwise.
     pub origin: Option<&'a spooler::core::Origin>,
     /// Labels.
     pub tags: &'a [String],
