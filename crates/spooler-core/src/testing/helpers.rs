@@ -84,6 +84,18 @@ pub(super) async fn finish(h: &Harness, job: &JobRow, outcome: Outcome) -> bool 
     acks[0]
 }
 
+/// Finishes the claimed `jobs` in one call (the stores' bulk path), each with its outcome.
+pub(super) async fn finish_together(h: &Harness, jobs: &[(&JobRow, Outcome)]) -> Vec<bool> {
+    let finishes: Vec<JobFinish> = jobs
+        .iter()
+        .map(|(job, outcome)| JobFinish {
+            lease: job.lease(),
+            outcome: outcome.clone(),
+        })
+        .collect();
+    h.store().job_finish_many(&finishes).await.expect("finish")
+}
+
 /// Retry policies under which every retry is due at once.
 pub(super) fn no_backoff() -> Arc<RetryPolicies> {
     Arc::new(RetryPolicies {

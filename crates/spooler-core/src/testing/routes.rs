@@ -142,26 +142,14 @@ pub async fn completions_follow_on_success_and_cancels_follow_nothing(h: Harness
     }
     let c = claim(&h, &["default"], &["k"], 3).await;
     // Two completions in one call (the stores' bulk path) and a cancel.
-    let acks = h
-        .store()
-        .job_finish_many(&[
-            JobFinish {
-                lease: c[0].lease(),
-                outcome: completed(),
-            },
-            JobFinish {
-                lease: c[1].lease(),
-                outcome: completed(),
-            },
-            JobFinish {
-                lease: c[2].lease(),
-                outcome: Outcome::Cancelled {
-                    reason: "asked".into(),
-                },
-            },
-        ])
-        .await
-        .unwrap();
+    let cancel = Outcome::Cancelled {
+        reason: "asked".into(),
+    };
+    let acks = finish_together(
+        &h,
+        &[(&c[0], completed()), (&c[1], completed()), (&c[2], cancel)],
+    )
+    .await;
     assert_eq!(acks, vec![true, true, true]);
     let routed = in_queue(&h, "after").await;
     let mut from: Vec<_> = routed.iter().map(|r| r.routed_from).collect();
@@ -203,20 +191,7 @@ pub async fn a_kinds_own_route_is_followed_instead_of_the_queues(h: Harness) {
     let mail = insert(&h, job("mail")).await;
     insert(&h, job("k")).await;
     let c = claim(&h, &["default"], &["mail", "k"], 2).await;
-    let acks = h
-        .store()
-        .job_finish_many(&[
-            JobFinish {
-                lease: c[0].lease(),
-                outcome: completed(),
-            },
-            JobFinish {
-                lease: c[1].lease(),
-                outcome: completed(),
-            },
-        ])
-        .await
-        .unwrap();
+    let acks = finish_together(&h, &[(&c[0], completed()), (&c[1], completed())]).await;
     assert_eq!(acks, vec![true, true]);
     let sent = in_queue(&h, "sent").await;
     assert_eq!(sent.len(), 1);
