@@ -1,4 +1,4 @@
-//! Replaying a `file` spill: each line the spill wrote (`{"kind", "queue", "args",
+//! The `file` spill's line ([`spill_line`]) and its replay: each line the spill wrote (`{"kind", "queue", "args",
 //! "routed_from", "job"}`) is enqueued at the start of its chain once, keyed by the job that
 //! wrote it, however often the file is replayed. `POST /v1/replay` and `spooler replay --store`
 //! both go through [`replay_lines`].
@@ -7,6 +7,20 @@ use serde_json::{Value, json};
 use spooler::Client;
 use spooler::core::NewJob;
 use spooler::core::store::Replay;
+
+/// The line a routed `file` job writes: `{"kind", "queue", "args", "routed_from", "job"}`, the
+/// kind, queue and args of the job its chain began with; `None` for a job enqueued directly.
+/// [`parse_spill_line`] reads it back.
+pub fn spill_line(job: &spooler::core::JobRow) -> Option<Value> {
+    let origin = job.origin.as_ref()?;
+    Some(json!({
+        "kind": origin.kind,
+        "queue": origin.queue,
+        "args": origin.args,
+        "routed_from": job.routed_from,
+        "job": job.id,
+    }))
+}
 
 /// A spill line read back: the key it is replayed under and the job it enqueues.
 pub fn parse_spill_line(text: &str, queue: Option<&str>) -> Result<Replay, String> {
@@ -176,6 +190,29 @@ pub(crate) async fn replay_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_spill_writes_reads_back() {
+        let mut job = NewJob::new("file", json!({"path": "spill.jsonl", "address": "b:2"}))
+            .queue("spill")
+            .into_row(9, chrono::Utc::now());
+        assert_eq!(spill_line(&job), None, "a file job enqueued directly");
+        job.routed_from = Some(4);
+        job.origin = Some(spooler::core::Origin {
+            kind: "tcp".into(),
+            queue: "deliver".into(),
+            args: json!({"address": "a:1"}),
+            hops: 3,
+        });
+        let line = spill_line(&job).unwrap().to_string();
+        let r = parse_spill_line(&line, None).unwrap();
+        assert_eq!(r.key, "spill:9");
+        assert_eq!(
+            (r.job.kind.as_str(), r.job.queue.as_str()),
+            ("tcp", "deliver")
+        );
+        assert_eq!(r.job.args, json!({"address": "a:1"}));
+    }
 
     #[test]
     fn a_spill_line_reads_back_as_its_chains_first_job() {

@@ -18,7 +18,7 @@ pub(crate) const REQUIRED: &[&str] = &["path"];
 /// Only paths under the allowed directories are written ([`FileKind::new`]).
 ///
 /// A `file` job reached by a route (the spill at the end of a chain) writes instead the message it
-/// carries, [`spill_line`]: what `spooler replay` needs to send it back to the start of its chain.
+/// carries, [`crate::replay::spill_line`]: what `spooler replay` needs to send it back to the start of its chain.
 /// Its args hold the original's beside the route's `path`, so only `path` is read.
 #[derive(Debug, Clone, Default)]
 pub struct FileKind {
@@ -92,23 +92,10 @@ impl FileKind {
     }
 }
 
-/// The line a routed `file` job writes: `{"kind", "queue", "args", "routed_from", "job"}`, the
-/// kind, queue and args of the job its chain began with; `None` for a job enqueued directly.
-pub fn spill_line(job: &spooler::core::JobRow) -> Option<Value> {
-    let origin = job.origin.as_ref()?;
-    Some(json!({
-        "kind": origin.kind,
-        "queue": origin.queue,
-        "args": origin.args,
-        "routed_from": job.routed_from,
-        "job": job.id,
-    }))
-}
-
 #[async_trait]
 impl Handler for FileKind {
     async fn run(&self, args: Value, ctx: JobContext) -> Result<Option<Value>, JobError> {
-        let spill = spill_line(ctx.job());
+        let spill = crate::replay::spill_line(ctx.job());
         let a = match spill {
             Some(_) => Args::among("file", &args)?,
             None => Args::new("file", &args, ARGS)?,

@@ -51,8 +51,10 @@ fn finish_tx(
 ) -> Result<Vec<bool>, OpError> {
     let mut acks = vec![false; work.len()];
     let (work, completed) = complete_many(ctx.conn, micros(ctx.now), work, &mut acks)?;
-    for (id, queue) in completed {
-        route::follow(ctx, settings, id, &queue, JobState::Completed)?;
+    if spooler_core::route::any_on_success(settings) {
+        for (id, queue) in completed {
+            route::follow(ctx, settings, id, &queue, JobState::Completed)?;
+        }
     }
     for (i, id, fence, finish) in work {
         let lease = LeaseRef { id, fence };
