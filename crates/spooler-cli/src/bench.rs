@@ -377,7 +377,8 @@ async fn fill_history(store: &Arc<dyn Store>, n: usize) -> anyhow::Result<()> {
                 worker_id: "bench-history".into(),
                 lease: Duration::from_secs(600),
             })
-            .await?;
+            .await?
+            .jobs;
         let finishes: Vec<JobFinish> = claimed
             .iter()
             .map(|j| JobFinish {

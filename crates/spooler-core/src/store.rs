@@ -66,6 +66,16 @@ pub struct JobClaim {
     pub lease: Duration,
 }
 
+/// What a claim took.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// The jobs, now `running`, in claim order.
+    pub jobs: Vec<JobRow>,
+    /// Set when a queue's rate limit or global concurrency held the claim below its `limit`
+    /// while jobs may still wait: how long until a claim may take more.
+    pub held_back: Option<Duration>,
+}
+
 /// Extend the leases of running jobs held by one worker.
 #[derive(Debug, Clone)]
 pub struct LeaseExtend {
@@ -366,8 +376,12 @@ pub trait JobStore: Send + Sync {
     }
 
     /// Claims up to `limit` available jobs: each becomes `running` with `attempt + 1`,
-    /// `started_at = now`, a lease until `now + lease`, and `worker_id`.
-    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>>;
+    /// `started_at = now`, a lease until `now + lease`, and `worker_id`. From a queue with
+    /// limits ([`QueueSettings::limits`]) it takes no more than [`QueueLimits::admit`] allows,
+    /// across every process sharing the store, and says when it was held back.
+    ///
+    /// [`QueueLimits::admit`]: crate::limit::QueueLimits::admit
+    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Claimed>;
 
     /// Extends leases still held; reports, per lease asked and in the order asked, whether it is
     /// held and whether cancellation was requested. Leases not held are left alone.
@@ -478,6 +492,9 @@ pub struct QueueSettings {
     /// Where its jobs go when they fail or complete ([`crate::route`]).
     #[serde(default, skip_serializing_if = "crate::route::Routes::is_empty")]
     pub routes: crate::route::Routes,
+    /// Its rate limit and global concurrency ([`crate::limit`]), applied where jobs are claimed.
+    #[serde(default, skip_serializing_if = "crate::limit::QueueLimits::is_none")]
+    pub limits: crate::limit::QueueLimits,
 }
 
 /// How long a queue keeps its finished jobs, per final state; `None` takes the default the
@@ -564,6 +581,7 @@ impl QueueSettings {
             timeout: None,
             retention: QueueRetention::default(),
             routes: crate::route::Routes::default(),
+            limits: crate::limit::QueueLimits::default(),
         }
     }
 

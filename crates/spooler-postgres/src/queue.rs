@@ -6,7 +6,7 @@ use crate::error::map;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use spooler_core::store::{Keep, QueueRetention, QueueSettings, QueueStore};
-use spooler_core::{JobState, QueueInfo, Routes, StoreError, StoreResult};
+use spooler_core::{JobState, QueueInfo, QueueLimits, Routes, StoreError, StoreResult};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -35,16 +35,32 @@ pub(crate) const CONFIGURE_CLEAR_SQL: &str = "DELETE FROM {s}.queue_settings";
 /// Stores defaults given as arrays (after the old ones were deleted in the same transaction).
 pub(crate) const CONFIGURE_SQL: &str = "INSERT INTO {s}.queue_settings
        (queue, max_attempts, timeout_ms, keep_completed_ms, keep_failed_ms, keep_cancelled_ms,
-        routes, updated_at)
-    SELECT q, m, t, kc, kf, kx, r, $7
+        routes, limits, updated_at)
+    SELECT q, m, t, kc, kf, kx, r, l, $7
       FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
-                  $8::jsonb[])
-           AS u(q, m, t, kc, kf, kx, r)";
+                  $8::jsonb[], $9::jsonb[])
+           AS u(q, m, t, kc, kf, kx, r, l)";
 
 /// Every queue's stored defaults.
 pub(crate) const SETTINGS_SQL: &str = "SELECT queue, max_attempts, timeout_ms,
-        keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes
+        keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes, limits
    FROM {s}.queue_settings ORDER BY queue";
+
+/// Column `i` (named `name`) of `row` decoded from JSON; `None` for NULL.
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &sqlx::postgres::PgRow,
+    i: usize,
+    name: &str,
+) -> Result<Option<T>, sqlx::Error> {
+    row.try_get::<Option<serde_json::Value>, _>(i)?
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| sqlx::Error::ColumnDecode {
+                index: name.into(),
+                source: e.into(),
+            })
+        })
+        .transpose()
+}
 
 /// Rows of [`SETTINGS_SQL`] as settings.
 pub(crate) fn decode_settings(
@@ -65,15 +81,8 @@ pub(crate) fn decode_settings(
                     failed: keep(4)?,
                     cancelled: keep(5)?,
                 },
-                routes: match row.try_get::<Option<serde_json::Value>, _>(6)? {
-                    None => Routes::default(),
-                    Some(v) => {
-                        serde_json::from_value(v).map_err(|e| sqlx::Error::ColumnDecode {
-                            index: "routes".into(),
-                            source: e.into(),
-                        })?
-                    }
-                },
+                routes: json_column::<Routes>(row, 6, "routes")?.unwrap_or_default(),
+                limits: json_column::<QueueLimits>(row, 7, "limits")?.unwrap_or_default(),
             })
         })
         .collect()
@@ -120,6 +129,13 @@ impl QueueStore for PgStore {
                     .then(|| serde_json::to_value(&s.routes).expect("routes serialize"))
             })
             .collect();
+        let limits: Vec<Option<serde_json::Value>> = settings
+            .iter()
+            .map(|s| {
+                (!s.limits.is_none())
+                    .then(|| serde_json::to_value(s.limits).expect("limits serialize"))
+            })
+            .collect();
         // One transaction replaces the lot, under the lock.
         let mut tx = self.inner.pool.begin().await.map_err(map)?;
         for sql in [
@@ -137,6 +153,7 @@ impl QueueStore for PgStore {
             .bind(&keep_cancelled)
             .bind(self.inner.clock.now())
             .bind(&routes)
+            .bind(&limits)
             .execute(&mut *tx)
             .await
             .map_err(map)?;

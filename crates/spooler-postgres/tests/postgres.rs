@@ -141,6 +141,7 @@ mod transactional {
                 .job_claim(&claim("default", "k", 10, "w"))
                 .await
                 .unwrap()
+                .jobs
                 .is_empty()
         );
         drop_schema(&store).await;
@@ -167,7 +168,11 @@ mod transactional {
             wakeup_for(&mut rx, "txq", Duration::from_secs(5)).await,
             "wake-up at commit"
         );
-        let got = other.job_claim(&claim("txq", "k", 10, "w")).await.unwrap();
+        let got = other
+            .job_claim(&claim("txq", "k", 10, "w"))
+            .await
+            .unwrap()
+            .jobs;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].id, ins[0].job.id);
         drop_schema(&store).await;
@@ -415,7 +420,8 @@ mod wakeups {
             let got = worker
                 .job_claim(&claim("live", "k", 100, "w"))
                 .await
-                .unwrap();
+                .unwrap()
+                .jobs;
             if got.is_empty() {
                 break;
             }
@@ -648,7 +654,8 @@ mod claims {
                         let got = store
                             .job_claim(&claim("default", "k", 25, &worker))
                             .await
-                            .unwrap();
+                            .unwrap()
+                            .jobs;
                         if got.is_empty() {
                             return mine;
                         }
@@ -748,7 +755,8 @@ mod claims {
         let got = store
             .job_claim(&claim("default", "k", 100, "w"))
             .await
-            .unwrap();
+            .unwrap()
+            .jobs;
         assert_eq!(got.len(), 100);
         drop_schema(&store).await;
     }
@@ -820,7 +828,8 @@ mod plans {
             let jobs = store
                 .job_claim(&claim("default", "k", 10, "w"))
                 .await
-                .unwrap();
+                .unwrap()
+                .jobs;
             assert_eq!(jobs.len(), 1);
             let finishes: Vec<JobFinish> = jobs
                 .iter()
@@ -933,7 +942,8 @@ mod history {
         let got = store
             .job_claim(&claim("default", "k", 3, "w"))
             .await
-            .unwrap();
+            .unwrap()
+            .jobs;
         let outcomes = [
             Outcome::Completed {
                 result: Some(json!({"ok": true})),
@@ -986,7 +996,8 @@ mod history {
         let again = store
             .job_claim(&claim("default", "k", 10, "w"))
             .await
-            .unwrap();
+            .unwrap()
+            .jobs;
         let again: HashSet<i64> = again.iter().map(|j| j.id).collect();
         assert!(again.contains(&got[1].id), "the retried job is claimable");
 
@@ -1100,7 +1111,8 @@ mod history {
                     let got = store
                         .job_claim(&claim("default", "k", 10, &format!("w{t}")))
                         .await
-                        .expect("a claim never fails because a row moved");
+                        .expect("a claim never fails because a row moved")
+                        .jobs;
                     if got.is_empty() {
                         return done;
                     }

@@ -4,8 +4,8 @@
 //! Unknown keys are errors, and every error names the file, the line and the key:
 //! `spooler.toml, line 7, key queues.deliver.concurency: unknown field ...`.
 //!
-//! Keys that belong to features not built yet (`rate_limit`) are rejected with "not supported
-//! yet" rather than silently ignored.
+//! Keys that belong to features not built yet (`unique`) are rejected with "not supported yet"
+//! rather than silently ignored.
 
 use serde::Deserialize;
 use spooler::{Retention, RetryPolicy, parse_duration};
@@ -67,6 +67,8 @@ pub struct QueueConfig {
     pub retention: spooler::core::QueueRetention,
     /// Where its jobs go when they fail (`on_failure`) or complete (`on_success`).
     pub routes: spooler::core::Routes,
+    /// Its `rate_limit` and `global_concurrency`, across every process sharing the store.
+    pub limits: spooler::core::QueueLimits,
 }
 
 impl Default for QueueConfig {
@@ -78,6 +80,7 @@ impl Default for QueueConfig {
             timeout: None,
             retention: Default::default(),
             routes: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -163,7 +166,9 @@ struct RawQueue {
     retention: Option<RawRetention>,
     on_failure: Option<Spanned<RawRoute>>,
     on_success: Option<Spanned<RawRoute>>,
-    rate_limit: Option<Spanned<toml::Value>>,
+    rate_limit: Option<Spanned<String>>,
+    global_concurrency: Option<Spanned<i64>>,
+    unique: Option<Spanned<toml::Value>>,
     #[serde(default)]
     kinds: BTreeMap<String, Spanned<RawKindRoutes>>,
 }
@@ -265,11 +270,12 @@ impl Config {
             let span = q.span();
             let q = q.into_inner();
             let key = |k: &str| format!("queues.{name}.{k}");
-            if let Some(v) = &q.rate_limit {
+            if let Some(v) = &q.unique {
                 return Err(src.invalid(
                     v.span(),
-                    &key("rate_limit"),
-                    "not supported yet: rate_limit is not implemented in this version (remove it)",
+                    &key("unique"),
+                    "not supported yet: unique by kind and args is not implemented in this version \
+                     (remove it, or give jobs a unique_key)",
                 ));
             }
             if name.trim().is_empty() {
@@ -295,6 +301,19 @@ impl Config {
                 });
             }
             queue.timeout = duration(&src, q.timeout, &key("timeout"))?;
+            if let Some(r) = q.rate_limit {
+                queue.limits.rate = Some(
+                    spooler::core::RateLimit::parse(r.get_ref())
+                        .map_err(|e| src.invalid(r.span(), &key("rate_limit"), e))?,
+                );
+            }
+            queue.limits.concurrency = positive(
+                &src,
+                q.global_concurrency,
+                &key("global_concurrency"),
+                1_000_000,
+            )?
+            .map(|n| n as u32);
             if let Some(r) = q.retention {
                 // Only what the table names: the rest takes [retention].
                 let own = |v: Option<Spanned<String>>, state: &str| {
@@ -423,6 +442,7 @@ impl Config {
                 timeout: q.timeout,
                 retention: q.retention,
                 routes: q.routes.clone(),
+                limits: q.limits,
             })
             .collect()
     }
@@ -797,9 +817,31 @@ failed = "7d"
     }
 
     #[test]
+    fn rate_limits_and_global_concurrency_are_read_and_checked() {
+        let c = Config::parse(
+            "[queues.mail]\nrate_limit = \"100/s\"\nglobal_concurrency = 5\n[queues.b]\nrate_limit = \"500/h\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mail = c
+            .queue_settings()
+            .into_iter()
+            .find(|s| s.queue == "mail")
+            .unwrap();
+        assert_eq!(mail.limits.rate.unwrap().to_string(), "100/s");
+        assert_eq!(mail.limits.concurrency, Some(5));
+        assert_eq!(c.queues["b"].limits.rate.unwrap().count, 500);
+        let (line, key, message) = err("[queues.a]\n\nrate_limit = \"fast\"\n");
+        assert_eq!((line, key.as_str()), (3, "queues.a.rate_limit"));
+        assert!(message.contains("100/s"), "{message}");
+        let (line, key, _) = err("[queues.a]\nglobal_concurrency = 0\n");
+        assert_eq!((line, key.as_str()), (2, "queues.a.global_concurrency"));
+    }
+
+    #[test]
     fn later_features_are_refused_not_ignored() {
-        let (line, key, message) = err("[queues.a]\nrate_limit = \"10/s\"\n");
-        assert_eq!((line, key.as_str()), (2, "queues.a.rate_limit"));
+        let (line, key, message) = err("[queues.a]\nunique = { by = [\"kind\"] }\n");
+        assert_eq!((line, key.as_str()), (2, "queues.a.unique"));
         assert!(message.contains("not supported yet"));
     }
 

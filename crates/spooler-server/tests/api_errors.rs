@@ -120,6 +120,7 @@ async fn every_bad_request_is_a_4xx_naming_its_field_and_changes_nothing() {
         })
         .await
         .unwrap()
+        .jobs
         .remove(0);
     let before = api.snapshot().await;
     let id = job.id;

@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0007_queue_retention.sql"),
     ),
     (8, "routes", include_str!("../migrations/0008_routes.sql")),
+    (9, "limits", include_str!("../migrations/0009_limits.sql")),
 ];
 
 /// Applies every migration not yet recorded. Runs inside an open write transaction.

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rusqlite::params;
 use spooler_core::store::prelude::*;
 use spooler_core::store::{Keep, QueueInfo, QueueRetention, QueueSettings, StateCounts};
-use spooler_core::{JobState, Routes, StoreError, StoreResult};
+use spooler_core::{JobState, QueueLimits, Routes, StoreError, StoreResult};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -99,8 +99,8 @@ impl QueueStore for SqliteStore {
                     .execute([])?;
                 let mut insert = ctx.conn.prepare_cached(
                     "INSERT INTO spooler_queue_settings (queue, max_attempts, timeout_ms, \
-                       keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                       keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes, limits, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 for s in &settings {
                     let timeout_ms = s.timeout.map(spooler_core::job::timeout_ms);
@@ -113,6 +113,7 @@ impl QueueStore for SqliteStore {
                         r.failed.map(Keep::to_ms),
                         r.cancelled.map(Keep::to_ms),
                         routes_json(&s.routes),
+                        limits_json(&s.limits),
                         micros(ctx.now)
                     ])?;
                 }
@@ -130,7 +131,7 @@ impl QueueStore for SqliteStore {
                 Ok(conn
                     .prepare_cached(
                         "SELECT queue, max_attempts, timeout_ms, keep_completed_ms, keep_failed_ms, \
-                         keep_cancelled_ms, routes FROM spooler_queue_settings ORDER BY queue",
+                         keep_cancelled_ms, routes, limits FROM spooler_queue_settings ORDER BY queue",
                     )?
                     .query_map([], settings_row)?
                     .collect::<rusqlite::Result<_>>()?)
@@ -171,18 +172,33 @@ fn settings_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueSettings> {
             failed: keep(4)?,
             cancelled: keep(5)?,
         },
-        routes: match r.get::<_, Option<String>>(6)? {
-            None => Routes::default(),
-            Some(text) => serde_json::from_str(&text).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, e.into())
-            })?,
-        },
+        routes: json_column(r, 6)?.unwrap_or_default(),
+        limits: json_column(r, 7)?.unwrap_or_default(),
     })
+}
+
+/// Column `i` of `r` decoded from JSON; `None` for NULL.
+fn json_column<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<Option<T>> {
+    r.get::<_, Option<String>>(i)?
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+            })
+        })
+        .transpose()
 }
 
 /// A queue's routes as stored: JSON, or NULL for none.
 fn routes_json(routes: &Routes) -> Option<String> {
     (!routes.is_empty()).then(|| serde_json::to_string(routes).expect("routes serialize"))
+}
+
+/// A queue's limits as stored: JSON, or NULL for none.
+fn limits_json(limits: &QueueLimits) -> Option<String> {
+    (!limits.is_none()).then(|| serde_json::to_string(limits).expect("limits serialize"))
 }
 
 fn entry(queues: &mut BTreeMap<String, QueueInfo>, name: String) -> &mut QueueInfo {

@@ -149,7 +149,8 @@ mod shared_file {
                         let got = store
                             .job_claim(&claim(&format!("h{h}w{w}"), 25))
                             .await
-                            .unwrap();
+                            .unwrap()
+                            .jobs;
                         if got.is_empty() {
                             return mine;
                         }

@@ -33,7 +33,8 @@ async fn make_failed(store: &Arc<dyn Store>, queue: &str, n: usize) {
                 lease: Duration::from_secs(600),
             })
             .await
-            .expect("claim");
+            .expect("claim")
+            .jobs;
         assert_eq!(claimed.len(), take);
         let finishes: Vec<JobFinish> = claimed
             .iter()

@@ -89,7 +89,8 @@ pub async fn concurrent_claims_never_share_a_job(h: Harness) {
                         lease: LEASE,
                     })
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .jobs;
                 if got.is_empty() {
                     return mine;
                 }

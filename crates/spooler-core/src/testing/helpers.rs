@@ -19,6 +19,11 @@ pub(super) async fn insert(h: &Harness, new: NewJob) -> JobRow {
 }
 
 pub(super) async fn claim(h: &Harness, queues: &[&str], kinds: &[&str], limit: u32) -> Vec<JobRow> {
+    claimed(h, queues, kinds, limit).await.jobs
+}
+
+/// A claim, with whether the queues' limits held it back.
+pub(super) async fn claimed(h: &Harness, queues: &[&str], kinds: &[&str], limit: u32) -> Claimed {
     h.store()
         .job_claim(&JobClaim {
             queues: queues.iter().map(|q| q.to_string()).collect(),

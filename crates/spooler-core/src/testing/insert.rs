@@ -162,6 +162,7 @@ pub async fn insert_takes_the_queues_stored_defaults(h: Harness) {
         timeout: Some(Duration::from_millis(2500)),
         retention: Default::default(),
         routes: Default::default(),
+        limits: Default::default(),
     };
     let only_attempts = QueueSettings {
         queue: "slow".into(),
@@ -169,6 +170,7 @@ pub async fn insert_takes_the_queues_stored_defaults(h: Harness) {
         timeout: None,
         retention: Default::default(),
         routes: Default::default(),
+        limits: Default::default(),
     };
     store
         .queue_configure(&[mail.clone(), only_attempts.clone()])

@@ -130,6 +130,7 @@ pub async fn queue_retention_round_trips_with_the_queue_settings(h: Harness) {
                 cancelled: None,
             },
             routes: Default::default(),
+            limits: Default::default(),
         },
         QueueSettings {
             queue: "plain".into(),
@@ -137,6 +138,7 @@ pub async fn queue_retention_round_trips_with_the_queue_settings(h: Harness) {
             timeout: None,
             retention: QueueRetention::default(),
             routes: Default::default(),
+            limits: Default::default(),
         },
     ];
     h.store().queue_configure(&settings).await.unwrap();

@@ -8,6 +8,7 @@ mod coordination;
 mod finish;
 mod helpers;
 mod insert;
+mod limits;
 mod maintenance;
 mod manual;
 mod operations;
@@ -20,6 +21,7 @@ pub use claim::*;
 pub use coordination::*;
 pub use finish::*;
 pub use insert::*;
+pub use limits::*;
 pub use maintenance::*;
 pub use manual::*;
 pub use operations::*;
@@ -34,6 +36,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("coordination", include_str!("coordination.rs")),
     ("finish", include_str!("finish.rs")),
     ("insert", include_str!("insert.rs")),
+    ("limits", include_str!("limits.rs")),
     ("maintenance", include_str!("maintenance.rs")),
     ("manual", include_str!("manual.rs")),
     ("operations", include_str!("operations.rs")),
@@ -149,6 +152,7 @@ macro_rules! conformance_suite {
         $crate::__conformance_coordination!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_finish!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_insert!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_limits!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_maintenance!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_manual!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_operations!(conformance_suite!(@cases $make, $cond));
@@ -164,6 +168,7 @@ macro_rules! conformance_suite {
                 $crate::__conformance_coordination!(conformance_suite!(@names)),
                 $crate::__conformance_finish!(conformance_suite!(@names)),
                 $crate::__conformance_insert!(conformance_suite!(@names)),
+                $crate::__conformance_limits!(conformance_suite!(@names)),
                 $crate::__conformance_maintenance!(conformance_suite!(@names)),
                 $crate::__conformance_manual!(conformance_suite!(@names)),
                 $crate::__conformance_operations!(conformance_suite!(@names)),

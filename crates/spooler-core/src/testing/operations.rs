@@ -29,7 +29,8 @@ async fn failed(h: &Harness, new: NewJob) -> JobRow {
             lease: Duration::from_secs(30),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(claimed.len(), 1);
     assert_eq!(
         claimed[0].id, job.id,
@@ -156,7 +157,8 @@ pub async fn operation_skips_jobs_its_action_does_not_apply_to(h: Harness) {
             lease: Duration::from_secs(30),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(claimed[0].id, running.id);
     let waiting = insert(&h, NewJob::new("k", json!({})).queue("q")).await;
     let all_q = JobFilter {

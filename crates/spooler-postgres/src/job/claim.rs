@@ -6,7 +6,9 @@ use crate::error::{again_if_moved, map};
 use crate::{Inner, PgStore};
 use chrono::{DateTime, Utc};
 use spooler_core::clock::add;
-use spooler_core::{JobClaim, JobRow, LeaseExtend, LeaseRef, LeaseStatus, StoreError, StoreResult};
+use spooler_core::{
+    Claimed, JobClaim, JobRow, LeaseExtend, LeaseRef, LeaseStatus, StoreError, StoreResult,
+};
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 use std::collections::{HashMap, HashSet};
@@ -55,14 +57,24 @@ fn claim_query<'q>(
     claim: &'q JobClaim,
     now: DateTime<Utc>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let queues = distinct(&claim.queues);
+    claim_query_of(sql, claim, distinct(&claim.queues), claim.limit, now)
+}
+
+/// `sql` with `queues`, `limit` and the rest of `claim` bound.
+fn claim_query_of<'q>(
+    sql: &'q str,
+    claim: &'q JobClaim,
+    queues: Vec<&'q str>,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let query = match queues.as_slice() {
         [one] => sqlx::query(sql).bind(*one),
         _ => sqlx::query(sql).bind(queues),
     };
     query
         .bind(&claim.kinds)
-        .bind(i64::from(claim.limit))
+        .bind(i64::from(limit))
         .bind(now)
         .bind(add(now, claim.lease))
         .bind(&claim.worker_id)
@@ -78,24 +90,57 @@ fn distinct(queues: &[String]) -> Vec<&str> {
         .collect()
 }
 
-pub(super) async fn claim(inner: &Inner, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
+pub(super) async fn claim(inner: &Inner, claim: &JobClaim) -> StoreResult<Claimed> {
     if claim.limit == 0 || claim.queues.is_empty() || claim.kinds.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Claimed::default());
     }
+    let settings = super::insert::queue_settings(inner).await?;
+    let queues: Vec<String> = distinct(&claim.queues)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let (plain, limited) = spooler_core::limit::split_by_limits(&queues, &settings);
+    let mut jobs = if plain.is_empty() {
+        Vec::new()
+    } else {
+        claim_plain(inner, claim, &plain, claim.limit).await?
+    };
+    let mut held_back = None;
+    for (queue, limits) in limited {
+        let left = claim.limit.saturating_sub(jobs.len() as u32);
+        if left == 0 {
+            break;
+        }
+        let (claimed, held) =
+            super::limit::claim_limited(inner, claim, &queue, limits, left).await?;
+        jobs.extend(claimed);
+        held_back = spooler_core::limit::sooner(held_back, held);
+    }
+    jobs.sort_by(JobRow::claim_order);
+    Ok(Claimed { jobs, held_back })
+}
+
+/// Claims up to `limit` jobs from `queues` (none limited) in one statement: the function
+/// `claim_one` for one queue.
+async fn claim_plain(
+    inner: &Inner,
+    claim: &JobClaim,
+    queues: &[String],
+    limit: u32,
+) -> StoreResult<Vec<JobRow>> {
     let now = inner.clock.now();
     let rows = again_if_moved(|| {
-        let sql = if one_queue(claim) {
+        let sql = if queues.len() == 1 {
             &inner.sql.claim_one
         } else {
             &inner.sql.claim
         };
-        claim_query(sql, claim, now).fetch_all(&inner.pool)
+        let queues = queues.iter().map(String::as_str).collect();
+        claim_query_of(sql, claim, queues, limit, now).fetch_all(&inner.pool)
     })
     .await
     .map_err(map)?;
-    let mut jobs: Vec<JobRow> = rows.iter().map(decode).collect::<StoreResult<_>>()?;
-    jobs.sort_by(JobRow::claim_order);
-    Ok(jobs)
+    rows.iter().map(decode).collect()
 }
 
 /// Whether `claim` names one queue (and so runs the function `claim_one`).

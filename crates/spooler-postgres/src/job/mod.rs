@@ -6,6 +6,7 @@
 pub(crate) mod claim;
 pub(crate) mod finish;
 pub(crate) mod insert;
+pub(crate) mod limit;
 pub(crate) mod maintenance;
 pub(crate) mod manual;
 pub(crate) mod read;
@@ -19,9 +20,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use spooler_core::store::{JobAdminStore, JobStore};
 use spooler_core::{
-    AttemptError, Inserted, JobClaim, JobFilter, JobFinish, JobId, JobList, JobPrune, JobRescue,
-    JobRow, JobState, LeaseExtend, LeaseRef, LeaseStatus, NewJob, RescueReport, StoreError,
-    StoreResult, Transition,
+    AttemptError, Claimed, Inserted, JobClaim, JobFilter, JobFinish, JobId, JobList, JobPrune,
+    JobRescue, JobRow, JobState, LeaseExtend, LeaseRef, LeaseStatus, NewJob, RescueReport,
+    StoreError, StoreResult, Transition,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -160,7 +161,7 @@ impl JobStore for PgStore {
         insert::insert_many(&self.inner, jobs).await
     }
 
-    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
+    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Claimed> {
         claim::claim(&self.inner, claim).await
     }
 

@@ -1,6 +1,7 @@
 //! Claiming jobs (the claim statement read from the partial claim index) and extending leases.
 
 use super::*;
+use spooler_core::QueueLimits;
 
 /// The claim statement for `queues` queues and `kinds` kinds. Parameters: ?1 now, ?2 lease end,
 /// ?3 worker id, ?4 limit, then the kinds, then the queues. Each queue is read from the partial
@@ -38,34 +39,48 @@ pub(crate) fn claim_sql(queues: usize, kinds: usize) -> String {
     )
 }
 
-pub(crate) async fn claim(db: &Db, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
+pub(crate) async fn claim(
+    db: &Db,
+    claim: &JobClaim,
+    settings: &QueueSettingsMap,
+) -> StoreResult<Claimed> {
     if claim.limit == 0 || claim.queues.is_empty() || claim.kinds.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Claimed::default());
     }
     let mut queues = claim.queues.clone();
     queues.sort();
     queues.dedup();
+    let (plain, limited) = spooler_core::limit::split_by_limits(&queues, settings);
     let mut kinds = claim.kinds.clone();
     kinds.sort();
     kinds.dedup();
     let worker_id = claim.worker_id.clone();
     let (limit, lease) = (claim.limit, claim.lease);
-    let raws = db
-        .write(move |ctx| claim_tx(ctx, queues, &kinds, &worker_id, limit, lease))
+    let (raws, held_back) = db
+        .write(move |ctx| claim_tx(ctx, plain, limited, &kinds, &worker_id, limit, lease))
         .await?;
     let mut jobs = decode_all(raws)?;
     jobs.sort_by(JobRow::claim_order);
-    Ok(jobs)
+    Ok(Claimed { jobs, held_back })
+}
+
+/// What one claim statement binds besides its queues.
+pub(super) struct ClaimArgs<'a> {
+    pub(super) kinds: &'a [String],
+    pub(super) worker_id: &'a str,
+    pub(super) now_us: i64,
+    pub(super) until_us: i64,
 }
 
 fn claim_tx(
     ctx: &mut Ctx<'_>,
-    mut queues: Vec<String>,
+    mut plain: Vec<String>,
+    mut limited: Vec<(String, QueueLimits)>,
     kinds: &[String],
     worker_id: &str,
     limit: u32,
     lease: Duration,
-) -> Result<Vec<RawJob>, OpError> {
+) -> Result<(Vec<RawJob>, Option<Duration>), OpError> {
     let conn = ctx.conn;
     {
         let mut paused = conn.prepare_cached("SELECT name FROM spooler_queues WHERE paused = 1")?;
@@ -73,22 +88,55 @@ fn claim_tx(
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         if !paused.is_empty() {
-            queues.retain(|q| !paused.contains(q));
+            plain.retain(|q| !paused.contains(q));
+            limited.retain(|(q, _)| !paused.contains(q));
         }
     }
-    if queues.is_empty() {
-        return Ok(Vec::new());
+    let args = ClaimArgs {
+        kinds,
+        worker_id,
+        now_us: micros(ctx.now),
+        until_us: micros(add(ctx.now, lease)),
+    };
+    let mut rows = if plain.is_empty() {
+        Vec::new()
+    } else {
+        claim_rows(conn, &plain, &args, limit)?
+    };
+    let mut held_back = None;
+    for (queue, limits) in &limited {
+        let left = limit.saturating_sub(rows.len() as u32);
+        if left == 0 {
+            break;
+        }
+        let (claimed, held) =
+            super::limit::claim_limited(conn, ctx.now, queue, *limits, &args, left)?;
+        rows.extend(claimed);
+        held_back = spooler_core::limit::sooner(held_back, held);
     }
-    let now_us = micros(ctx.now);
-    let until_us = micros(add(ctx.now, lease));
+    Ok((rows, held_back))
+}
+
+/// Claims up to `limit` jobs from `queues` (none paused) in one statement.
+pub(super) fn claim_rows(
+    conn: &rusqlite::Connection,
+    queues: &[String],
+    args: &ClaimArgs<'_>,
+    limit: u32,
+) -> Result<Vec<RawJob>, OpError> {
     let limit = i64::from(limit);
-    let mut args: Vec<&dyn ToSql> = Vec::with_capacity(4 + kinds.len() + queues.len());
-    args.extend([&now_us as &dyn ToSql, &until_us, &worker_id, &limit]);
-    args.extend(kinds.iter().map(|k| k as &dyn ToSql));
-    args.extend(queues.iter().map(|q| q as &dyn ToSql));
-    let mut stmt = conn.prepare_cached(&claim_sql(queues.len(), kinds.len()))?;
+    let mut bound: Vec<&dyn ToSql> = Vec::with_capacity(4 + args.kinds.len() + queues.len());
+    bound.extend([
+        &args.now_us as &dyn ToSql,
+        &args.until_us,
+        &args.worker_id,
+        &limit,
+    ]);
+    bound.extend(args.kinds.iter().map(|k| k as &dyn ToSql));
+    bound.extend(queues.iter().map(|q| q as &dyn ToSql));
+    let mut stmt = conn.prepare_cached(&claim_sql(queues.len(), args.kinds.len()))?;
     let rows = stmt
-        .query_map(&args[..], RawJob::from_row)?
+        .query_map(&bound[..], RawJob::from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use spooler_core::clock::add;
 use spooler_core::store::prelude::*;
 use spooler_core::store::{
-    Inserted, JobClaim, JobFinish, JobList, JobPrune, JobRescue, LeaseExtend, LeaseRef,
-    LeaseStatus, Outcome, RescueReport,
+    Claimed, Inserted, JobClaim, JobFinish, JobList, JobPrune, JobRescue, LeaseExtend, LeaseRef,
+    LeaseStatus, Outcome, QueueSettingsMap, RescueReport,
 };
 use spooler_core::{
     AttemptError, Facts, JobId, JobRow, JobState, NewJob, StoreError, StoreResult, Transition,
@@ -23,6 +23,7 @@ use std::time::Duration;
 mod claim;
 mod finish;
 pub(crate) mod insert;
+mod limit;
 mod maintenance;
 mod manual;
 mod read;
@@ -216,8 +217,9 @@ impl JobStore for SqliteStore {
         insert::insert_many(&self.db, jobs, &settings).await
     }
 
-    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Vec<JobRow>> {
-        claim::claim(&self.db, claim).await
+    async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Claimed> {
+        let settings = self.insert_settings().await?;
+        claim::claim(&self.db, claim, &settings).await
     }
 
     async fn job_lease_extend(&self, extend: &LeaseExtend) -> StoreResult<Vec<LeaseStatus>> {

@@ -79,6 +79,8 @@ pub(crate) struct ClaimPlanner {
     claimed_at: Option<Instant>,
     /// Jobs claimed beyond the free slots.
     prefetch: u32,
+    /// Until when the queue's limits hold claims back, as the last claim said.
+    held_until: Option<Instant>,
 }
 
 impl ClaimPlanner {
@@ -98,6 +100,7 @@ impl ClaimPlanner {
             asked: 0,
             claimed_at: None,
             prefetch: 0,
+            held_until: None,
         }
     }
 
@@ -146,7 +149,8 @@ impl ClaimPlanner {
         } else {
             self.backlog && self.in_flight < self.most_in_flight
         };
-        if !(self.work_waiting && send && want > 0 && (free > 0 || self.prefetch > 0)) {
+        let held = self.held_until.is_some();
+        if held || !(self.work_waiting && send && want > 0 && (free > 0 || self.prefetch > 0)) {
             return None;
         }
         self.asked += want;
@@ -158,12 +162,22 @@ impl ClaimPlanner {
     }
 
     /// `ask` brought `got` jobs back at `now`. A full claim means a backlog; a short one means the
-    /// queue is empty, unless a wake-up came since it was sent.
-    pub(crate) fn claim_returned(&mut self, ask: Ask, got: u32, now: Instant) {
+    /// queue is empty, unless a wake-up came since it was sent, or the queue's limits held it back
+    /// (`held_back`): then no claim goes until that wait is over, and one goes then.
+    pub(crate) fn claim_returned(
+        &mut self,
+        ask: Ask,
+        got: u32,
+        held_back: Option<Duration>,
+        now: Instant,
+    ) {
         self.settle(ask);
         self.failures = 0;
         self.backlog = got == ask.limit;
-        self.work_waiting = self.backlog || ask.woken_at != self.woken;
+        self.work_waiting = self.backlog || ask.woken_at != self.woken || held_back.is_some();
+        if let Some(wait) = held_back {
+            self.held_until = Some(now + wait);
+        }
         if got > 0 {
             self.claimed_at = Some(now);
         }
@@ -197,6 +211,9 @@ impl ClaimPlanner {
     /// The timer of [`ClaimPlanner::wake_at`] fired at `now`: when the poll is due, it counts as
     /// a wake-up and the next poll is one interval on.
     pub(crate) fn timer_fired(&mut self, now: Instant) {
+        if self.held_until.is_some_and(|until| now >= until) {
+            self.held_until = None;
+        }
         if now >= self.next_poll {
             self.woken();
             self.next_poll = now + self.poll;
@@ -204,12 +221,13 @@ impl ClaimPlanner {
     }
 
     /// When to look again without any event: the next poll, or sooner when the oldest buffered
-    /// job (claimed at `oldest_buffered`) turns stale.
+    /// job (claimed at `oldest_buffered`) turns stale or the queue's limits let claims go again.
     pub(crate) fn wake_at(&self, oldest_buffered: Option<Instant>) -> Instant {
-        match oldest_buffered {
+        let at = match oldest_buffered {
             None => self.next_poll,
             Some(at) => (at + self.stale_after).min(self.next_poll),
-        }
+        };
+        self.held_until.map_or(at, |until| until.min(at))
     }
 
     /// When the queue is polled next.
@@ -254,7 +272,7 @@ mod tests {
         let mut p = ClaimPlanner::new(settings, t0);
         let ask = p.next_claim(settings.concurrency, 0).expect("first claim");
         assert_eq!(ask.limit, settings.concurrency);
-        p.claim_returned(ask, ask.limit, t0 + MS);
+        p.claim_returned(ask, ask.limit, None, t0 + MS);
         p
     }
 
@@ -271,7 +289,7 @@ mod tests {
         // No backlog is known yet: one claim at a time.
         assert_eq!(p.next_claim(10, 0), None);
         // An empty claim does not count as a quick start either.
-        p.claim_returned(ask, 0, t0 + MS);
+        p.claim_returned(ask, 0, None, t0 + MS);
         p.woken();
         p.buffer_empty(t0 + 2 * MS, 10);
         assert_eq!(p.prefetch(), 0);
@@ -305,7 +323,7 @@ mod tests {
         // A short claim: nothing is waiting, no growth.
         let ask = p.next_claim(10, 0).unwrap();
         assert_eq!(ask.limit, 30);
-        p.claim_returned(ask, 5, t0 + 3 * MS);
+        p.claim_returned(ask, 5, None, t0 + 3 * MS);
         p.buffer_empty(t0 + 4 * MS, 10);
         assert_eq!(p.prefetch(), 20);
     }
@@ -393,7 +411,7 @@ mod tests {
         );
         assert_eq!(p.claims_under_way(), 3);
         for a in asks {
-            p.claim_returned(a, a.limit, t0 + 3 * MS);
+            p.claim_returned(a, a.limit, None, t0 + 3 * MS);
         }
         // 25 held (below half the prefetch): the claims stop at 10 + 60 − 25 = 45 asked.
         let asks: Vec<_> = std::iter::from_fn(|| p.next_claim(10, 25)).collect();
@@ -404,7 +422,7 @@ mod tests {
         // With everything asked for, no slot or buffered job changes that while they are out.
         assert_eq!(p.next_claim(10, 25), None);
         for a in &asks {
-            p.claim_returned(*a, a.limit, t0 + 4 * MS);
+            p.claim_returned(*a, a.limit, None, t0 + 4 * MS);
         }
         // Held at least half the prefetch: no claim, whatever is free.
         assert_eq!(p.next_claim(10, 30), None);
@@ -429,7 +447,7 @@ mod tests {
                 assert!(asks.len() <= 3, "{} claims under way", asks.len());
                 assert!(asks.iter().all(|a| a.limit <= 20));
                 for a in asks {
-                    p.claim_returned(a, a.limit, t0 + 2 * MS);
+                    p.claim_returned(a, a.limit, None, t0 + 2 * MS);
                 }
             }
         }
@@ -441,7 +459,7 @@ mod tests {
         let ask = p.next_claim(10, 0).unwrap();
         // Short: the backlog is over (a wake-up keeps work waiting).
         p.woken();
-        p.claim_returned(ask, 3, t0 + 3 * MS);
+        p.claim_returned(ask, 3, None, t0 + 3 * MS);
         let first = p.next_claim(10, 0).unwrap();
         assert_eq!(first.limit, 20);
         assert_eq!(p.next_claim(10, 0), None);
@@ -452,7 +470,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = ClaimPlanner::new(settings(), t0);
         let ask = p.next_claim(10, 0).unwrap();
-        p.claim_returned(ask, 3, t0 + MS);
+        p.claim_returned(ask, 3, None, t0 + MS);
         // Empty: free slots do not matter and do not even wake the producer.
         assert_eq!(p.next_claim(10, 0), None);
         assert!(!p.wants_free_slots(0));
@@ -461,21 +479,21 @@ mod tests {
         // A wake-up before the claim was sent proves nothing about what it found...
         p.woken();
         let ask = p.next_claim(10, 0).unwrap();
-        p.claim_returned(ask, 3, t0 + 2 * MS);
+        p.claim_returned(ask, 3, None, t0 + 2 * MS);
         assert_eq!(p.next_claim(10, 0), None);
 
         // ...one while it was under way may have inserted after it looked: claim again.
         p.woken();
         let ask = p.next_claim(10, 0).unwrap();
         p.woken();
-        p.claim_returned(ask, 3, t0 + 3 * MS);
+        p.claim_returned(ask, 3, None, t0 + 3 * MS);
         let ask = p
             .next_claim(10, 0)
             .expect("woken while the claim was under way");
         assert_eq!(ask.limit, 10);
 
         // A full claim means more may wait.
-        p.claim_returned(ask, 10, t0 + 4 * MS);
+        p.claim_returned(ask, 10, None, t0 + 4 * MS);
         assert!(p.next_claim(10, 0).is_some());
     }
 
@@ -484,7 +502,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = ClaimPlanner::new(settings(), t0);
         let ask = p.next_claim(10, 0).unwrap();
-        p.claim_returned(ask, 0, t0 + MS);
+        p.claim_returned(ask, 0, None, t0 + MS);
         assert_eq!(p.next_poll(), t0 + MS + Duration::from_secs(1));
         // A stale-buffer timer that fires before the poll is due wakes nothing.
         p.timer_fired(t0 + Duration::from_millis(500));
@@ -520,7 +538,7 @@ mod tests {
             }
             // A claim that works resets the count.
             let ask = p.next_claim(10, 0).unwrap();
-            p.claim_returned(ask, 0, now);
+            p.claim_returned(ask, 0, None, now);
             p.woken();
             let ask = p.next_claim(10, 0).unwrap();
             assert_eq!(
@@ -540,5 +558,28 @@ mod tests {
             backoffs(Duration::from_secs(10)),
             vec![200, 400, 800, 1600, 3200, 6400, 6400, 6400, 200]
         );
+    }
+
+    #[test]
+    fn a_claim_held_back_by_limits_waits_out_the_hold_then_claims_again() {
+        let t0 = Instant::now();
+        let mut p = ClaimPlanner::new(settings(), t0);
+        let ask = p.next_claim(10, 0).unwrap();
+        // The queue's rate admitted 2 of the 10 and lets more go in 100 ms.
+        p.claim_returned(ask, 2, Some(100 * MS), t0 + MS);
+        assert_eq!(p.wake_at(None), t0 + 101 * MS);
+        // Neither free slots nor wake-ups send a claim during the hold.
+        p.woken();
+        assert_eq!(p.next_claim(8, 0), None);
+        p.timer_fired(t0 + 100 * MS);
+        assert_eq!(p.next_claim(8, 0), None);
+        // Once it is over, a claim goes though nothing woke the queue.
+        p.timer_fired(t0 + 101 * MS);
+        let ask = p.next_claim(8, 0).expect("a claim after the hold");
+        assert_eq!(ask.limit, 8);
+        // A claim that was not held back (the queue ran dry) waits for the next wake-up.
+        p.claim_returned(ask, 1, None, t0 + 102 * MS);
+        assert_eq!(p.next_claim(7, 0), None);
+        assert_eq!(p.wake_at(None), t0 + 102 * MS + Duration::from_secs(1));
     }
 }

@@ -12,7 +12,7 @@ use super::planner::{Ask, Buffered, ClaimPlanner, PlannerSettings};
 use super::{QueueSlots, Shared, executor};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use spooler_core::{JobClaim, JobFinish, JobRow, Outcome, StoreResult};
+use spooler_core::{Claimed, JobClaim, JobFinish, JobRow, Outcome, StoreResult};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -22,10 +22,10 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 /// A claim under way: what the planner asked for, and its result.
-type ClaimUnderWay = Pin<Box<dyn Future<Output = (Ask, Instant, StoreResult<Vec<JobRow>>)> + Send>>;
+type ClaimUnderWay = Pin<Box<dyn Future<Output = (Ask, Instant, StoreResult<Claimed>)> + Send>>;
 
 /// A claimed job waiting for a slot.
-struct Claimed {
+struct Waiting {
     /// When its claim returned.
     at: Instant,
     /// Until when its lease is surely held: the claim's send time plus the lease.
@@ -68,7 +68,7 @@ async fn run(shared: Arc<Shared>, slots: Arc<QueueSlots>, mut stop: watch::Recei
         Instant::now(),
     );
     // Claimed jobs not started yet, oldest first.
-    let mut buffer: VecDeque<Claimed> = VecDeque::new();
+    let mut buffer: VecDeque<Waiting> = VecDeque::new();
     let mut claims: FuturesUnordered<ClaimUnderWay> = FuturesUnordered::new();
     loop {
         if *stop.borrow() {
@@ -76,8 +76,8 @@ async fn run(shared: Arc<Shared>, slots: Arc<QueueSlots>, mut stop: watch::Recei
             // took is handed back with the buffer.
             release(&shared, buffer.drain(..).map(|c| c.job));
             while let Some((_, _, result)) = claims.next().await {
-                if let Ok(jobs) = result {
-                    release(&shared, jobs.into_iter());
+                if let Ok(claimed) = result {
+                    release(&shared, claimed.jobs.into_iter());
                 }
             }
             return;
@@ -133,14 +133,14 @@ async fn run(shared: Arc<Shared>, slots: Arc<QueueSlots>, mut stop: watch::Recei
             Some((ask, sent, result)) = claims.next(), if !claims.is_empty() => {
                 let now = Instant::now();
                 match result {
-                    Ok(jobs) => {
-                        planner.claim_returned(ask, jobs.len() as u32, now);
+                    Ok(Claimed { jobs, held_back }) => {
+                        planner.claim_returned(ask, jobs.len() as u32, held_back, now);
                         if !jobs.is_empty() {
                             metrics::counter!(crate::metrics::JOBS_CLAIMED, "queue" => slots.name.clone())
                                 .increment(jobs.len() as u64);
                         }
                         let held_until = sent + shared.settings.lease;
-                        buffer.extend(jobs.into_iter().map(|job| Claimed { at: now, held_until, job }));
+                        buffer.extend(jobs.into_iter().map(|job| Waiting { at: now, held_until, job }));
                         signals.claimed.notify();
                     }
                     Err(e) => {
@@ -174,7 +174,7 @@ async fn run(shared: Arc<Shared>, slots: Arc<QueueSlots>, mut stop: watch::Recei
 }
 
 /// Starts buffered jobs while the queue has free slots.
-fn start_buffered(shared: &Arc<Shared>, slots: &Arc<QueueSlots>, buffer: &mut VecDeque<Claimed>) {
+fn start_buffered(shared: &Arc<Shared>, slots: &Arc<QueueSlots>, buffer: &mut VecDeque<Waiting>) {
     while !buffer.is_empty() && slots.running.load(Ordering::Acquire) < slots.concurrency {
         let Some(claimed) = buffer.pop_front() else {
             break;
