@@ -1,0 +1,159 @@
+//! Rate limits and global concurrency through four real `spooler serve` processes sharing one
+//! store (SQLite, and Postgres when `SPOOLER_TEST_POSTGRES` is set): a queue limited to 20/s runs
+//! 100 ± 10 jobs in 5 s, and a queue with `global_concurrency = 3` never has more than 3 running,
+//! sampled every 10 ms, however many slots the processes have.
+
+use crate::server_support::{ServeOptions, Server, wait_for};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+use spooler::{Client, JobList, JobRow, JobState, NewJob};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+[queues.paced]
+rate_limit = "20/s"
+concurrency = 10
+
+[queues.capped]
+global_concurrency = 3
+concurrency = 5
+"#;
+
+/// Every job of `queue` in `state`.
+async fn jobs(client: &Client, queue: &str, state: Option<JobState>) -> Vec<JobRow> {
+    let mut all = Vec::new();
+    let mut before_id = None;
+    loop {
+        let (page, next) = client
+            .list(&JobList {
+                queue: Some(queue.into()),
+                state,
+                limit: 1000,
+                before_id,
+                ..Default::default()
+            })
+            .await
+            .expect("list jobs");
+        all.extend(page);
+        match next {
+            Some(id) => before_id = Some(id),
+            None => return all,
+        }
+    }
+}
+
+async fn limits_hold_across_four_servers(store_url: String) {
+    let options = ServeOptions {
+        store: Some(store_url),
+        config: Some(CONFIG.into()),
+        ..Default::default()
+    };
+    let first = Server::start_with(options.clone()).await;
+    let client = Client::new(first.store().await);
+    // Queued before most workers start, so every process finds a backlog waiting.
+    let paced: Vec<NewJob> = (0..300)
+        .map(|i| NewJob::new("noop", json!({ "i": i })).queue("paced"))
+        .collect();
+    let capped: Vec<NewJob> = (0..60)
+        .map(|_| NewJob::new("sleep", json!({ "duration": "100ms" })).queue("capped"))
+        .collect();
+    client.enqueue_many(paced).await.expect("enqueue paced");
+    client.enqueue_many(capped).await.expect("enqueue capped");
+    let mut servers = vec![first];
+    for _ in 0..3 {
+        servers.push(Server::start_with(options.clone()).await);
+    }
+
+    // The running count of `capped`, sampled every 10 ms until all its jobs are done.
+    let sampler = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            let mut samples = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+                let queues = client.queues().await.expect("queue counts");
+                let Some(q) = queues.iter().find(|q| q.name == "capped") else {
+                    continue;
+                };
+                most = most.max(q.counts.running);
+                samples += 1;
+                if q.counts.completed == 60 {
+                    return (most, samples);
+                }
+            }
+        })
+    };
+    let (most, samples) = tokio::time::timeout(Duration::from_secs(120), sampler)
+        .await
+        .expect("the capped queue's 60 jobs finish within 2 minutes")
+        .unwrap();
+    assert!(
+        most <= 3,
+        "global_concurrency = 3, yet {most} ran at once ({samples} samples)"
+    );
+    assert_eq!(
+        most, 3,
+        "four processes with five slots each fill the three allowed ({samples} samples)"
+    );
+
+    // The rate: jobs started in the first 5 s after the first start.
+    let started = |jobs: &[JobRow]| -> Vec<DateTime<Utc>> {
+        let mut at: Vec<_> = jobs.iter().filter_map(|j| j.started_at).collect();
+        at.sort();
+        at
+    };
+    let begun = wait_for(
+        "the paced queue to start",
+        Duration::from_secs(60),
+        || async {
+            started(&jobs(&client, "paced", Some(JobState::Completed)).await)
+                .first()
+                .copied()
+        },
+    )
+    .await;
+    let window_end = begun + TimeDelta::seconds(5);
+    wait_for(
+        "a paced job to start after the 5 s window",
+        Duration::from_secs(60),
+        || async {
+            let done = jobs(&client, "paced", Some(JobState::Completed)).await;
+            started(&done)
+                .iter()
+                .any(|at| *at >= window_end)
+                .then_some(())
+        },
+    )
+    .await;
+    let all = jobs(&client, "paced", None).await;
+    let in_window = started(&all)
+        .iter()
+        .filter(|at| **at >= begun && **at < window_end)
+        .count();
+    assert!(
+        (90..=110).contains(&in_window),
+        "20/s across four processes: {in_window} jobs started in 5 s, expected 100 ± 10"
+    );
+    eprintln!("{in_window} paced jobs started in 5 s; at most {most} capped jobs ran at once");
+    for mut s in servers {
+        s.terminate(Duration::from_secs(30)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rate_limit_and_global_concurrency_hold_across_four_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    limits_hold_across_four_servers(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rate_limit_and_global_concurrency_hold_across_four_servers() {
+    let Some(schema) = crate::postgres_processes::Schema::new() else {
+        return;
+    };
+    limits_hold_across_four_servers(schema.url()).await;
+    schema.drop_schema().await;
+}
