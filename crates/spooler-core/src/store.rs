@@ -618,7 +618,7 @@ pub type QueueSettingsMap = std::collections::HashMap<String, QueueSettings>;
 
 impl QueueSettingsCache {
     /// How long a read stays good.
-    pub const MAX_AGE: Duration = Duration::from_secs(2);
+    pub const MAX_AGE: Duration = Duration::from_secs(1);
 
     /// The settings read less than [`Self::MAX_AGE`] ago, if any.
     pub fn fresh(&self) -> Option<Arc<QueueSettingsMap>> {

@@ -1,6 +1,6 @@
-//! `SIGHUP` against a real `spooler serve`: a changed schedule, route and queue defaults apply
-//! without a restart, running jobs go on, and a broken config is logged with file, line and key
-//! while the old one stays.
+//! `SIGHUP` against a real `spooler serve`: a changed schedule, route, rate limit and queue
+//! defaults apply without a restart, running jobs go on, and a broken config is logged with file,
+//! line and key while the old one stays.
 
 use crate::server_support::{ServeOptions, Server, wait_for};
 use serde_json::{Value, json};
@@ -47,6 +47,8 @@ async fn jobs_of(server: &Server, kind_tag: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_schedules_and_queue_defaults_and_keeps_the_old_config_when_broken() {
     let first = r#"
+[queues.slow]
+
 [[schedules]]
 name = "old"
 cron = "@every 1s"
@@ -79,6 +81,9 @@ job = { kind = "noop" }
 [queues.default]
 max_attempts = 2
 on_failure = { queue = "parked", delay = "1h" }
+
+[queues.slow]
+rate_limit = "2/h"
 
 [[schedules]]
 name = "new"
@@ -127,6 +132,21 @@ job = { kind = "noop", args = { v = 2 } }
     assert_eq!(routed["origin"]["hops"], 1, "{routed}");
     assert_eq!(routed["origin"]["queue"], "default", "{routed}");
 
+    // The new rate limit applies at once: of three jobs, one starts; the next may in 30 minutes.
+    let slow: Vec<i64> = {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let job = server
+                .enqueue(&json!({"kind": "noop", "queue": "slow"}))
+                .await;
+            ids.push(job["id"].as_i64().unwrap());
+        }
+        ids
+    };
+    server
+        .wait_state(slow[0], "completed", Duration::from_secs(10))
+        .await;
+
     // A broken config: logged with file, line and key; the old one keeps working.
     std::fs::write(
         server.path("spooler.toml"),
@@ -149,6 +169,10 @@ job = { kind = "noop", args = { v = 2 } }
     .await;
     let (_, schedules) = server.get("/v1/schedules").await;
     assert_eq!(schedules["schedules"].as_array().unwrap().len(), 1);
+    // Ticks later, the rate-limited queue still holds its other two jobs.
+    for id in &slow[1..] {
+        assert_eq!(server.job(*id).await["state"], "available", "job {id}");
+    }
     // The old schedule enqueued nothing after the reload but the tick in flight.
     let old_now = jobs_of(&server, "schedule:old").await.len();
     assert!(old_now <= old_count + 1, "old: {old_count} then {old_now}");
