@@ -80,6 +80,14 @@ pub struct BenchArgs {
     /// route costs a drain.
     #[arg(long)]
     pub routes: bool,
+    /// Give the drained queue this rate limit (e.g. "1000000/s", high enough never to hold a
+    /// claim back): what the limited claim path costs a drain.
+    #[arg(long, value_parser = parse_rate_arg)]
+    pub rate_limit: Option<spooler::core::RateLimit>,
+}
+
+fn parse_rate_arg(s: &str) -> Result<spooler::core::RateLimit, String> {
+    spooler::core::RateLimit::parse(s)
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -90,7 +98,7 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Serialize)]
 struct Row {
     workload: &'static str,
-    mode: &'static str,
+    mode: std::borrow::Cow<'static, str>,
     backend: String,
     jobs: usize,
     concurrency: u32,
@@ -315,13 +323,13 @@ fn row(
     args: &BenchArgs,
     fresh: &FreshStore,
     workload: &'static str,
-    mode: &'static str,
+    mode: impl Into<std::borrow::Cow<'static, str>>,
     jobs: usize,
     took: Duration,
 ) -> Row {
     Row {
         workload,
-        mode,
+        mode: mode.into(),
         backend: fresh.backend.clone(),
         jobs,
         concurrency: args.concurrency,
@@ -457,20 +465,15 @@ async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>>
     let bar = progress(n, "queue");
     insert_batches(&client, n, &bar).await?;
     bar.finish_and_clear();
-    if args.routes {
-        let mut route = spooler::core::Route::to("bench_dead");
-        route.kind = Some("bench_never".into());
-        fresh
-            .store
-            .queue_configure(&[spooler::core::QueueSettings {
-                routes: spooler::core::Routes {
-                    on_failure: Some(route),
-                    on_success: None,
-                    ..Default::default()
-                },
-                ..spooler::core::QueueSettings::new(spooler::core::DEFAULT_QUEUE)
-            }])
-            .await?;
+    if args.routes || args.rate_limit.is_some() {
+        let mut settings = spooler::core::QueueSettings::new(spooler::core::DEFAULT_QUEUE);
+        if args.routes {
+            let mut route = spooler::core::Route::to("bench_dead");
+            route.kind = Some("bench_never".into());
+            settings.routes.on_failure = Some(route);
+        }
+        settings.limits.rate = args.rate_limit;
+        fresh.store.queue_configure(&[settings]).await?;
     }
     let noop = Noop::new(n, None);
     let worker = Worker::builder(fresh.store.clone())
@@ -512,12 +515,16 @@ async fn drain(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>>
             n + args.history
         );
     }
-    let mode = match (args.history > 0, args.routes) {
-        (true, true) => "no-op, with history, routes configured",
-        (true, false) => "no-op, with history",
-        (false, true) => "no-op, routes configured",
-        (false, false) => "no-op",
-    };
+    let mut mode = "no-op".to_string();
+    if args.history > 0 {
+        mode.push_str(", with history");
+    }
+    if args.routes {
+        mode.push_str(", routes configured");
+    }
+    if let Some(rate) = args.rate_limit {
+        mode.push_str(&format!(", rate limit {rate}"));
+    }
     let mut out = row(args, fresh, "drain", mode, n, took);
     out.history = (args.history > 0).then_some(args.history);
     handle.shutdown().await?;
