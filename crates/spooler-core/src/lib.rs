@@ -22,6 +22,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transition;
+pub mod unique;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{format_duration, parse_duration};
@@ -35,6 +36,7 @@ pub use schedule::{Cadence, CatchUp, ScheduleDeclare, ScheduleDef, ScheduleFire,
 pub use state::JobState;
 pub use store::*;
 pub use transition::{Facts, Transition, decide};
+pub use unique::{UniqueBy, UniquePeriod};
 
 /// Re-exported so that backends and users agree on one version.
 pub use chrono;

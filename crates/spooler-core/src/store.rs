@@ -495,6 +495,10 @@ pub struct QueueSettings {
     /// Its rate limit and global concurrency ([`crate::limit`]), applied where jobs are claimed.
     #[serde(default, skip_serializing_if = "crate::limit::QueueLimits::is_none")]
     pub limits: crate::limit::QueueLimits,
+    /// Jobs enqueued into it within a period of one like them are answered with that one
+    /// ([`crate::unique`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<crate::unique::UniquePeriod>,
 }
 
 /// How long a queue keeps its finished jobs, per final state; `None` takes the default the
@@ -582,6 +586,7 @@ impl QueueSettings {
             retention: QueueRetention::default(),
             routes: crate::route::Routes::default(),
             limits: crate::limit::QueueLimits::default(),
+            unique: None,
         }
     }
 

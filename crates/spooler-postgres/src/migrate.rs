@@ -44,7 +44,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0007_queue_retention.sql"),
     ),
     (8, "routes", include_str!("../migrations/0008_routes.sql")),
-    (9, "limits", include_str!("../migrations/0009_limits.sql")),
+    (
+        9,
+        "queue_control",
+        include_str!("../migrations/0009_queue_control.sql"),
+    ),
 ];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].

@@ -35,15 +35,16 @@ pub(crate) const CONFIGURE_CLEAR_SQL: &str = "DELETE FROM {s}.queue_settings";
 /// Stores defaults given as arrays (after the old ones were deleted in the same transaction).
 pub(crate) const CONFIGURE_SQL: &str = "INSERT INTO {s}.queue_settings
        (queue, max_attempts, timeout_ms, keep_completed_ms, keep_failed_ms, keep_cancelled_ms,
-        routes, limits, updated_at)
-    SELECT q, m, t, kc, kf, kx, r, l, $7
+        routes, limits, unique_period, updated_at)
+    SELECT q, m, t, kc, kf, kx, r, l, up, $7
       FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
-                  $8::jsonb[], $9::jsonb[])
-           AS u(q, m, t, kc, kf, kx, r, l)";
+                  $8::jsonb[], $9::jsonb[], $10::jsonb[])
+           AS u(q, m, t, kc, kf, kx, r, l, up)";
 
 /// Every queue's stored defaults.
 pub(crate) const SETTINGS_SQL: &str = "SELECT queue, max_attempts, timeout_ms,
-        keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes, limits
+        keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes, limits,
+        unique_period
    FROM {s}.queue_settings ORDER BY queue";
 
 /// Column `i` (named `name`) of `row` decoded from JSON; `None` for NULL.
@@ -83,6 +84,7 @@ pub(crate) fn decode_settings(
                 },
                 routes: json_column::<Routes>(row, 6, "routes")?.unwrap_or_default(),
                 limits: json_column::<QueueLimits>(row, 7, "limits")?.unwrap_or_default(),
+                unique: json_column(row, 8, "unique_period")?,
             })
         })
         .collect()
@@ -136,6 +138,13 @@ impl QueueStore for PgStore {
                     .then(|| serde_json::to_value(s.limits).expect("limits serialize"))
             })
             .collect();
+        let unique: Vec<Option<serde_json::Value>> = settings
+            .iter()
+            .map(|s| {
+                s.unique
+                    .map(|u| serde_json::to_value(u).expect("unique serializes"))
+            })
+            .collect();
         // One transaction replaces the lot, under the lock.
         let mut tx = self.inner.pool.begin().await.map_err(map)?;
         for sql in [
@@ -154,6 +163,7 @@ impl QueueStore for PgStore {
             .bind(self.inner.clock.now())
             .bind(&routes)
             .bind(&limits)
+            .bind(&unique)
             .execute(&mut *tx)
             .await
             .map_err(map)?;

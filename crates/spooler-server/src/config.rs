@@ -3,9 +3,6 @@
 //!
 //! Unknown keys are errors, and every error names the file, the line and the key:
 //! `spooler.toml, line 7, key queues.deliver.concurency: unknown field ...`.
-//!
-//! Keys that belong to features not built yet (`unique`) are rejected with "not supported yet"
-//! rather than silently ignored.
 
 use serde::Deserialize;
 use spooler::{Retention, RetryPolicy, parse_duration};
@@ -69,6 +66,9 @@ pub struct QueueConfig {
     pub routes: spooler::core::Routes,
     /// Its `rate_limit` and `global_concurrency`, across every process sharing the store.
     pub limits: spooler::core::QueueLimits,
+    /// `unique = { by = [...], period = "1h" }`: jobs like one enqueued within the period are
+    /// answered with it.
+    pub unique: Option<spooler::core::UniquePeriod>,
 }
 
 impl Default for QueueConfig {
@@ -81,6 +81,7 @@ impl Default for QueueConfig {
             retention: Default::default(),
             routes: Default::default(),
             limits: Default::default(),
+            unique: None,
         }
     }
 }
@@ -168,7 +169,7 @@ struct RawQueue {
     on_success: Option<Spanned<RawRoute>>,
     rate_limit: Option<Spanned<String>>,
     global_concurrency: Option<Spanned<i64>>,
-    unique: Option<Spanned<toml::Value>>,
+    unique: Option<Spanned<RawUnique>>,
     #[serde(default)]
     kinds: BTreeMap<String, Spanned<RawKindRoutes>>,
 }
@@ -178,6 +179,13 @@ struct RawQueue {
 struct RawKindRoutes {
     on_failure: Option<Spanned<RawRoute>>,
     on_success: Option<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnique {
+    by: Spanned<Vec<String>>,
+    period: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,14 +278,6 @@ impl Config {
             let span = q.span();
             let q = q.into_inner();
             let key = |k: &str| format!("queues.{name}.{k}");
-            if let Some(v) = &q.unique {
-                return Err(src.invalid(
-                    v.span(),
-                    &key("unique"),
-                    "not supported yet: unique by kind and args is not implemented in this version \
-                     (remove it, or give jobs a unique_key)",
-                ));
-            }
             if name.trim().is_empty() {
                 return Err(src.invalid(span, "queues", "a queue name must not be empty"));
             }
@@ -306,6 +306,21 @@ impl Config {
                     spooler::core::RateLimit::parse(r.get_ref())
                         .map_err(|e| src.invalid(r.span(), &key("rate_limit"), e))?,
                 );
+            }
+            if let Some(u) = q.unique {
+                let u = u.into_inner();
+                let by = spooler::core::UniqueBy::parse(u.by.get_ref())
+                    .map_err(|e| src.invalid(u.by.span(), &key("unique.by"), e))?;
+                let period = parse_duration(u.period.get_ref())
+                    .map_err(|e| src.invalid(u.period.span(), &key("unique.period"), e))?;
+                if period.is_zero() {
+                    return Err(src.invalid(
+                        u.period.span(),
+                        &key("unique.period"),
+                        "must be longer than zero",
+                    ));
+                }
+                queue.unique = Some(spooler::core::UniquePeriod { by, period });
             }
             queue.limits.concurrency = positive(
                 &src,
@@ -443,6 +458,7 @@ impl Config {
                 retention: q.retention,
                 routes: q.routes.clone(),
                 limits: q.limits,
+                unique: q.unique,
             })
             .collect()
     }
@@ -839,10 +855,24 @@ failed = "7d"
     }
 
     #[test]
-    fn later_features_are_refused_not_ignored() {
-        let (line, key, message) = err("[queues.a]\nunique = { by = [\"kind\"] }\n");
-        assert_eq!((line, key.as_str()), (2, "queues.a.unique"));
-        assert!(message.contains("not supported yet"));
+    fn unique_within_a_period_is_read_and_checked() {
+        let c = Config::parse(
+            "[queues.mail]\nunique = { by = [\"kind\", \"args\"], period = \"1h\" }\n",
+            "t.toml",
+        )
+        .unwrap();
+        let u = c.queues["mail"].unique.unwrap();
+        assert_eq!(u.period, Duration::from_secs(3600));
+        assert!(u.by.kind && u.by.args && !u.by.queue);
+        let (line, key, message) =
+            err("[queues.a]\n\nunique = { by = [\"kind\", \"tags\"], period = \"1h\" }\n");
+        assert_eq!((line, key.as_str()), (3, "queues.a.unique.by"));
+        assert!(message.contains("tags"), "{message}");
+        let (_, key, _) = err("[queues.a]\nunique = { by = [\"kind\"], period = \"soon\" }\n");
+        assert_eq!(key, "queues.a.unique.period");
+        let (_, key, _) =
+            err("[queues.a]\nunique = { by = [\"kind\"], period = \"1h\", scope = 1 }\n");
+        assert_eq!(key, "queues.a.unique.scope");
     }
 
     #[test]

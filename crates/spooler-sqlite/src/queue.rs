@@ -99,8 +99,8 @@ impl QueueStore for SqliteStore {
                     .execute([])?;
                 let mut insert = ctx.conn.prepare_cached(
                     "INSERT INTO spooler_queue_settings (queue, max_attempts, timeout_ms, \
-                       keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes, limits, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                       keep_completed_ms, keep_failed_ms, keep_cancelled_ms, routes, limits, unique_period, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
                 for s in &settings {
                     let timeout_ms = s.timeout.map(spooler_core::job::timeout_ms);
@@ -114,6 +114,8 @@ impl QueueStore for SqliteStore {
                         r.cancelled.map(Keep::to_ms),
                         routes_json(&s.routes),
                         limits_json(&s.limits),
+                        s.unique
+                            .map(|u| serde_json::to_string(&u).expect("unique serializes")),
                         micros(ctx.now)
                     ])?;
                 }
@@ -131,7 +133,7 @@ impl QueueStore for SqliteStore {
                 Ok(conn
                     .prepare_cached(
                         "SELECT queue, max_attempts, timeout_ms, keep_completed_ms, keep_failed_ms, \
-                         keep_cancelled_ms, routes, limits FROM spooler_queue_settings ORDER BY queue",
+                         keep_cancelled_ms, routes, limits, unique_period FROM spooler_queue_settings ORDER BY queue",
                     )?
                     .query_map([], settings_row)?
                     .collect::<rusqlite::Result<_>>()?)
@@ -174,6 +176,7 @@ fn settings_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueSettings> {
         },
         routes: json_column(r, 6)?.unwrap_or_default(),
         limits: json_column(r, 7)?.unwrap_or_default(),
+        unique: json_column(r, 8)?,
     })
 }
 

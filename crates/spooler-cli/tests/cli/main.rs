@@ -15,7 +15,7 @@ mod server_failover;
 mod server_hardening;
 mod server_jobs;
 mod server_kinds;
-mod server_limits;
+mod server_queue_control;
 mod server_reload;
 mod server_schedules;
 mod server_shutdown;

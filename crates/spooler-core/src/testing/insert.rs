@@ -163,6 +163,7 @@ pub async fn insert_takes_the_queues_stored_defaults(h: Harness) {
         retention: Default::default(),
         routes: Default::default(),
         limits: Default::default(),
+        unique: None,
     };
     let only_attempts = QueueSettings {
         queue: "slow".into(),
@@ -171,6 +172,7 @@ pub async fn insert_takes_the_queues_stored_defaults(h: Harness) {
         retention: Default::default(),
         routes: Default::default(),
         limits: Default::default(),
+        unique: None,
     };
     store
         .queue_configure(&[mail.clone(), only_attempts.clone()])

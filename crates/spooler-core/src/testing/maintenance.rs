@@ -131,6 +131,7 @@ pub async fn queue_retention_round_trips_with_the_queue_settings(h: Harness) {
             },
             routes: Default::default(),
             limits: Default::default(),
+            unique: None,
         },
         QueueSettings {
             queue: "plain".into(),
@@ -139,6 +140,7 @@ pub async fn queue_retention_round_trips_with_the_queue_settings(h: Harness) {
             retention: QueueRetention::default(),
             routes: Default::default(),
             limits: Default::default(),
+            unique: None,
         },
     ];
     h.store().queue_configure(&settings).await.unwrap();

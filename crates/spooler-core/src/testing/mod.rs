@@ -16,6 +16,7 @@ mod read;
 mod rescue;
 mod routes;
 mod schedules;
+mod unique;
 
 pub use claim::*;
 pub use coordination::*;
@@ -29,6 +30,7 @@ pub use read::*;
 pub use rescue::*;
 pub use routes::*;
 pub use schedules::*;
+pub use unique::*;
 
 /// Each area file's source, so the suite can check that its list names every case it defines.
 const SOURCES: &[(&str, &str)] = &[
@@ -44,6 +46,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("rescue", include_str!("rescue.rs")),
     ("routes", include_str!("routes.rs")),
     ("schedules", include_str!("schedules.rs")),
+    ("unique", include_str!("unique.rs")),
 ];
 
 /// Panics unless every area's list (`(area, names)`) names exactly the cases its file defines
@@ -160,6 +163,7 @@ macro_rules! conformance_suite {
         $crate::__conformance_rescue!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_routes!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_schedules!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_unique!(conformance_suite!(@cases $make, $cond));
 
         #[test]
         fn conformance_lists_name_every_case() {
@@ -176,6 +180,7 @@ macro_rules! conformance_suite {
                 $crate::__conformance_rescue!(conformance_suite!(@names)),
                 $crate::__conformance_routes!(conformance_suite!(@names)),
                 $crate::__conformance_schedules!(conformance_suite!(@names)),
+                $crate::__conformance_unique!(conformance_suite!(@names)),
             ]);
         }
     };

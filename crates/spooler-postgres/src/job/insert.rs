@@ -10,7 +10,7 @@ use serde_json::Value;
 use spooler_core::store::{QueueSettings, QueueSettingsMap};
 use spooler_core::{Inserted, JobRow, JobState, NewJob, StoreError, StoreResult};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The `unnest` insert, its result ending with `$returned`. `max_attempts` and `timeout_ms` come
@@ -102,7 +102,18 @@ pub(super) async fn insert_many(inner: &Inner, jobs: &[NewJob]) -> StoreResult<V
     }
     let settings = queue_settings(inner).await?;
     let mut conn = inner.pool.acquire().await.map_err(map)?;
-    let (out, woken) = insert_on(inner, &mut conn, jobs, &settings, false).await?;
+    let (out, woken) = if jobs
+        .iter()
+        .any(|j| spooler_core::unique::period_key(settings.get(&j.queue), j).is_some())
+    {
+        // The period keys are taken in the transaction that inserts their jobs.
+        let mut tx = conn.begin().await.map_err(map)?;
+        let done = insert_on(inner, &mut tx, jobs, &settings, false).await?;
+        tx.commit().await.map_err(map)?;
+        done
+    } else {
+        insert_on(inner, &mut conn, jobs, &settings, false).await?
+    };
     drop(conn);
     inner.notifier.send(woken.iter().cloned());
     inner.wake_local(woken);
@@ -126,12 +137,33 @@ impl PgStore {
     }
 }
 
+/// Inserts `jobs` on `conn` (inside a transaction when a job's queue makes jobs unique within a
+/// period); returns what was inserted (aligned with `jobs`) and the queues that gained available
+/// jobs. A job whose period key is held resolves to the job holding it ([`super::unique`]); the
+/// rest as [`insert_plain`] says.
+pub(crate) async fn insert_on(
+    inner: &Inner,
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+    settings: &QueueSettingsMap,
+    notify: bool,
+) -> StoreResult<(Vec<Inserted>, BTreeSet<String>)> {
+    let keys: Vec<_> = jobs
+        .iter()
+        .map(|j| spooler_core::unique::period_key(settings.get(&j.queue), j))
+        .collect();
+    if keys.iter().all(Option::is_none) {
+        return insert_plain(inner, conn, jobs, settings, notify).await;
+    }
+    super::unique::insert_with_periods(inner, conn, jobs, keys, settings, notify).await
+}
+
 /// Inserts `jobs` on `conn` in one statement; returns what was inserted (aligned with `jobs`) and
 /// the queues that gained available jobs. Duplicates of a `unique_key` resolve to the unfinished
 /// job holding it, or within the batch to the first job carrying it. With `notify` the statement
 /// sends the wake-ups itself, delivered when the transaction commits; without, the caller sends
 /// them once it has committed.
-pub(crate) async fn insert_on(
+pub(crate) async fn insert_plain(
     inner: &Inner,
     conn: &mut PgConnection,
     jobs: &[NewJob],

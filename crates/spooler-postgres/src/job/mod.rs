@@ -12,6 +12,7 @@ pub(crate) mod manual;
 pub(crate) mod read;
 pub(crate) mod replay;
 pub(crate) mod route;
+pub(crate) mod unique;
 
 use crate::PgStore;
 use crate::error::map;

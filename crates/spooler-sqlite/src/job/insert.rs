@@ -1,13 +1,25 @@
 //! Inserting jobs: validated and serialized on the caller's thread, written in multi-row statements, unique keys deduplicated.
 
 use super::*;
+use spooler_core::UniquePeriod;
 use spooler_core::store::{QueueSettings, QueueSettingsMap};
+
+/// Takes a period key in the ledger (`?1`, at `?2`, held until `?3`) unless it is held: claimed
+/// before, its period not over and its job still there. Spill replays' keys (no expiry) are never
+/// taken again.
+const PERIOD_CLAIM_SQL: &str = "INSERT INTO spooler_replays (key, replayed_at, expires_at) \
+     VALUES (?1, ?2, ?3) ON CONFLICT (key) DO UPDATE \
+     SET replayed_at = excluded.replayed_at, expires_at = excluded.expires_at, job_id = NULL \
+     WHERE spooler_replays.expires_at IS NOT NULL AND (spooler_replays.expires_at <= ?2 \
+        OR NOT EXISTS (SELECT 1 FROM spooler_jobs j WHERE j.id = spooler_replays.job_id))";
 
 /// A job ready to insert: validated, its JSON serialized on the caller's thread.
 pub(crate) struct Prepared {
     job: NewJob,
     args: String,
     tags: String,
+    /// The key the job is held by in the ledger when its queue makes jobs unique in a period.
+    period: Option<(String, UniquePeriod)>,
 }
 
 /// What inserting one job did, before decoding.
@@ -67,6 +79,7 @@ pub(crate) fn prepare(jobs: &[NewJob], settings: &QueueSettingsMap) -> StoreResu
             } else {
                 serde_json::to_string(&job.tags).map_err(|e| invalid("tags", e))?
             },
+            period: spooler_core::unique::period_key(settings.get(&job.queue), job),
             job: {
                 let mut job = job.clone();
                 QueueSettings::fill(settings.get(&job.queue), &mut job);
@@ -177,6 +190,33 @@ pub(crate) fn insert_tx(
             }
             pending.push(row);
             flush(conn, &mut pending, &mut out, now, now_us)?;
+        } else if let Some((key, period)) = &row.p.period {
+            flush(conn, &mut pending, &mut out, now, now_us)?;
+            let taken = conn.prepare_cached(PERIOD_CLAIM_SQL)?.execute(params![
+                key,
+                now_us,
+                micros(period.until(now))
+            ])?;
+            if taken == 0 {
+                let holder = conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM spooler_jobs \
+                         WHERE id = (SELECT job_id FROM spooler_replays WHERE key = ?1)"
+                    ))?
+                    .query_row([key], RawJob::from_row)
+                    .optional()?
+                    .ok_or_else(|| StoreError::Database {
+                        message: format!("unique key {key} is held but its job is gone"),
+                    })?;
+                out.push(Insert::Duplicate(holder));
+                continue;
+            }
+            let key = key.clone();
+            pending.push(row);
+            flush(conn, &mut pending, &mut out, now, now_us)?;
+            let id = out.last().map(Insert::id);
+            conn.prepare_cached("UPDATE spooler_replays SET job_id = ?2 WHERE key = ?1")?
+                .execute(params![key, id])?;
         } else {
             pending.push(row);
         }

@@ -1,7 +1,9 @@
-//! Rate limits and global concurrency through four real `spooler serve` processes sharing one
-//! store (SQLite, and Postgres when `SPOOLER_TEST_POSTGRES` is set): a queue limited to 20/s runs
+//! Queue control through real `spooler serve` processes sharing one store (SQLite, and Postgres
+//! when `SPOOLER_TEST_POSTGRES` is set): with four processes, a queue limited to 20/s runs
 //! 100 ± 10 jobs in 5 s, and a queue with `global_concurrency = 3` never has more than 3 running,
-//! sampled every 10 ms, however many slots the processes have.
+//! sampled every 10 ms, however many slots the processes have; with two, fifty concurrent
+//! `POST /v1/jobs` of one job to a queue unique by kind and args make one job, and one of one
+//! `unique_key`.
 
 use crate::server_support::{ServeOptions, Server, wait_for};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -155,5 +157,80 @@ async fn postgres_rate_limit_and_global_concurrency_hold_across_four_servers() {
         return;
     };
     limits_hold_across_four_servers(schema.url()).await;
+    schema.drop_schema().await;
+}
+
+async fn fifty_concurrent_posts_make_one_job(store_url: String) {
+    let options = ServeOptions {
+        store: Some(store_url),
+        config: Some(
+            "[queues.mail]\nunique = { by = [\"kind\", \"args\"], period = \"1h\" }\n".into(),
+        ),
+        no_worker: true,
+        ..Default::default()
+    };
+    let servers = [
+        Server::start_with(options.clone()).await,
+        Server::start_with(options).await,
+    ];
+    for (what, body) in [
+        (
+            "kind and args",
+            json!({"kind": "noop", "queue": "mail", "args": {"to": "a@example.com"}}),
+        ),
+        (
+            "unique_key",
+            json!({"kind": "noop", "args": {"n": 1}, "unique_key": "one"}),
+        ),
+    ] {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut posts = Vec::new();
+        for i in 0..50 {
+            let (http, body) = (http.clone(), body.clone());
+            let url = format!("{}/v1/jobs", servers[i % 2].url);
+            posts.push(tokio::spawn(async move {
+                let answer = http.post(url).json(&body).send().await.expect("POST");
+                let status = answer.status();
+                (
+                    status,
+                    answer.json::<serde_json::Value>().await.expect("JSON"),
+                )
+            }));
+        }
+        let mut answers = Vec::new();
+        for post in posts {
+            answers.push(post.await.unwrap());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut created = 0;
+        for (status, job) in &answers {
+            match status.as_u16() {
+                201 => created += 1,
+                200 => assert_eq!(job["duplicate"], true, "{job}"),
+                other => panic!("{what}: {other} {job}"),
+            }
+            ids.insert(job["id"].as_i64().unwrap());
+        }
+        assert_eq!(ids.len(), 1, "{what}: one job for fifty posts: {ids:?}");
+        assert_eq!(created, 1, "{what}: one 201, the rest 200 with that job");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_fifty_concurrent_posts_of_one_unique_job_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    fifty_concurrent_posts_make_one_job(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fifty_concurrent_posts_of_one_unique_job_make_one() {
+    let Some(schema) = crate::postgres_processes::Schema::new() else {
+        return;
+    };
+    fifty_concurrent_posts_make_one_job(schema.url()).await;
     schema.drop_schema().await;
 }
