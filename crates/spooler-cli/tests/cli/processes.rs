@@ -82,7 +82,9 @@ impl WorkerProcess {
     ) -> Self {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
+        // In its directory, as a server is: relative paths (a file job's) land there.
         let child = cmd
+            .current_dir(dir)
             .args(["worker", "--store", store, "--log-format", "json"])
             .args(extra)
             .stdout(Stdio::null())

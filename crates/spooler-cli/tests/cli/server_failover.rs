@@ -1,8 +1,8 @@
 //! The failover chain of `examples/failover.toml` through a real `spooler serve` and three real
 //! TCP listeners: every message reaches the first destination that is up, or the file spill when
-//! none is, also with the server SIGKILLed mid-chain; `spooler replay` sends each spilled message
-//! back to the start of its chain once, however often the file is replayed. SQLite, and Postgres
-//! when `SPOOLER_TEST_POSTGRES` is set.
+//! none is, also with the server, or a separate `spooler worker` doing the work, SIGKILLed
+//! mid-chain; `spooler replay` sends each spilled message back to the start of its chain once,
+//! however often the file is replayed. SQLite, and Postgres when `SPOOLER_TEST_POSTGRES` is set.
 
 use crate::server_support::{ServeOptions, Server, cli, wait_for};
 use serde_json::{Value, json};
@@ -128,7 +128,16 @@ async fn arrived(
     .await;
 }
 
-async fn failover_chain(store: Option<String>) {
+/// Which process does the work, and is SIGKILLed mid-chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Killed {
+    /// `spooler serve` with its built-in worker.
+    Server,
+    /// A `spooler worker` with the same config, beside a `spooler serve --no-worker`.
+    Worker,
+}
+
+async fn failover_chain(store: Option<String>, killed: Killed) {
     let mut d = [Destination::new(), Destination::new(), Destination::new()];
     let config = EXAMPLE
         .replace("10001", &d[0].port.to_string())
@@ -138,9 +147,20 @@ async fn failover_chain(store: Option<String>) {
     let mut server = Server::start_with(ServeOptions {
         store,
         config: Some(config),
+        no_worker: killed == Killed::Worker,
         ..Default::default()
     })
     .await;
+    let config_path = server.path("spooler.toml");
+    let start_worker = |name: &str| {
+        crate::processes::WorkerProcess::start(
+            &server.store_url,
+            server.dir.path(),
+            name,
+            &["--config", config_path.to_str().unwrap(), "--poll", "100ms"],
+        )
+    };
+    let mut worker = (killed == Killed::Worker).then(|| start_worker("worker-1"));
     // The example's generator sends "hello" every second; the test sends its own messages.
     let (status, _) = server
         .post("/v1/schedules/generator/pause", &json!({}))
@@ -203,8 +223,16 @@ async fn failover_chain(store: Option<String>) {
     })
     .await;
     drop(store);
-    server.kill().await;
-    server.restart().await;
+    match killed {
+        Killed::Server => {
+            server.kill().await;
+            server.restart().await;
+        }
+        Killed::Worker => {
+            worker.as_mut().expect("a worker").kill9();
+            worker = Some(start_worker("worker-2"));
+        }
+    }
     arrived(&d, &server, &all_down, 3, "messages spilled into the file").await;
 
     // Across the run every message went to exactly one place.
@@ -302,6 +330,9 @@ async fn failover_chain(store: Option<String>) {
         || async { d[0].received().iter().any(|l| l == "hello").then_some(()) },
     )
     .await;
+    if let Some(mut worker) = worker {
+        worker.terminate(Duration::from_secs(30));
+    }
     server.terminate(Duration::from_secs(30)).await;
     for x in d.iter_mut() {
         x.down().await;
@@ -310,7 +341,7 @@ async fn failover_chain(store: Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_failover_chain_delivers_each_message_once_and_replays_the_spill_once() {
-    failover_chain(None).await;
+    failover_chain(None, Killed::Server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +349,21 @@ async fn postgres_failover_chain_delivers_each_message_once_and_replays_the_spil
     let Some(schema) = crate::postgres_processes::Schema::new() else {
         return;
     };
-    failover_chain(Some(schema.url())).await;
+    failover_chain(Some(schema.url()), Killed::Server).await;
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_failover_chain_with_its_worker_killed_delivers_each_message_once() {
+    failover_chain(None, Killed::Worker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failover_chain_with_its_worker_killed_delivers_each_message_once() {
+    let Some(schema) = crate::postgres_processes::Schema::new() else {
+        return;
+    };
+    failover_chain(Some(schema.url()), Killed::Worker).await;
     schema.drop_schema().await;
 }
 

@@ -29,6 +29,7 @@ mod manual;
 mod read;
 mod replay;
 mod route;
+mod unique;
 
 /// The columns of a job, in the order [`RawJob::from_row`] reads them.
 pub(crate) const COLUMNS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
