@@ -5,7 +5,7 @@
 //! `POST /v1/jobs` of one job to a queue unique by kind and args make one job, and one of one
 //! `unique_key`.
 
-use crate::server_support::{ServeOptions, Server, wait_for};
+use crate::server_support::{ServeOptions, Server, list_all, wait_for};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 use spooler::{Client, JobList, JobRow, JobState, NewJob};
@@ -23,25 +23,16 @@ concurrency = 5
 
 /// Every job of `queue` in `state`.
 async fn jobs(client: &Client, queue: &str, state: Option<JobState>) -> Vec<JobRow> {
-    let mut all = Vec::new();
-    let mut before_id = None;
-    loop {
-        let (page, next) = client
-            .list(&JobList {
-                queue: Some(queue.into()),
-                state,
-                limit: 1000,
-                before_id,
-                ..Default::default()
-            })
-            .await
-            .expect("list jobs");
-        all.extend(page);
-        match next {
-            Some(id) => before_id = Some(id),
-            None => return all,
-        }
-    }
+    list_all(
+        client,
+        JobList {
+            queue: Some(queue.into()),
+            state,
+            limit: 1000,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn limits_hold_across_four_servers(store_url: String) {

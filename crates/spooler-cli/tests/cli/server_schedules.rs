@@ -3,7 +3,7 @@
 //! one job per tick, also after the leader is killed (SIGKILL) in the middle; and the schedule
 //! endpoints and `spooler schedules` against a server.
 
-use crate::server_support::{ServeOptions, Server, cli, wait_for};
+use crate::server_support::{ServeOptions, Server, cli, list_all, wait_for};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use spooler::{Client, JobList, JobRow};
@@ -20,31 +20,25 @@ job = { kind = "noop", queue = "beats", args = { from = "schedule" } }
 /// Every job the schedule enqueued, by its tick (parsed from its `unique_key`).
 async fn beats(client: &Client) -> BTreeMap<DateTime<Utc>, Vec<JobRow>> {
     let mut by_tick: BTreeMap<DateTime<Utc>, Vec<JobRow>> = BTreeMap::new();
-    let mut before_id = None;
-    loop {
-        let (page, next) = client
-            .list(&JobList {
-                queue: Some("beats".into()),
-                limit: 1000,
-                before_id,
-                ..Default::default()
-            })
-            .await
-            .expect("list jobs");
-        for job in page {
-            let key = job.unique_key.clone().expect("a tick's job names its tick");
-            let tick = key
-                .strip_prefix("schedule:beat@")
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .unwrap_or_else(|| panic!("unique_key {key} names the schedule and the tick"))
-                .with_timezone(&Utc);
-            by_tick.entry(tick).or_default().push(job);
-        }
-        match next {
-            Some(id) => before_id = Some(id),
-            None => return by_tick,
-        }
+    let all = list_all(
+        client,
+        JobList {
+            queue: Some("beats".into()),
+            limit: 1000,
+            ..Default::default()
+        },
+    )
+    .await;
+    for job in all {
+        let key = job.unique_key.clone().expect("a tick's job names its tick");
+        let tick = key
+            .strip_prefix("schedule:beat@")
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .unwrap_or_else(|| panic!("unique_key {key} names the schedule and the tick"))
+            .with_timezone(&Utc);
+        by_tick.entry(tick).or_default().push(job);
     }
+    by_tick
 }
 
 /// The server whose log last says it became the maintenance leader.

@@ -18,6 +18,14 @@ pub(super) async fn insert(h: &Harness, new: NewJob) -> JobRow {
     h.store().job_insert(&new).await.expect("insert").job
 }
 
+/// Stores `settings` as the queues' settings (the store forgets every other queue's).
+pub(super) async fn configure_queues(h: &Harness, settings: &[QueueSettings]) {
+    h.store()
+        .queue_configure(settings)
+        .await
+        .expect("configure");
+}
+
 pub(super) async fn claim(h: &Harness, queues: &[&str], kinds: &[&str], limit: u32) -> Vec<JobRow> {
     claimed(h, queues, kinds, limit).await.jobs
 }

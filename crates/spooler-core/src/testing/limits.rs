@@ -22,10 +22,7 @@ async fn configure(h: &Harness, limits: &[(&str, QueueLimits)]) {
             ..QueueSettings::new(*queue)
         })
         .collect();
-    h.store()
-        .queue_configure(&settings)
-        .await
-        .expect("configure");
+    configure_queues(h, &settings).await;
 }
 
 fn rate(text: &str) -> QueueLimits {

@@ -22,10 +22,7 @@ async fn configure(h: &Harness, routes: &[(&str, Routes)]) {
             ..QueueSettings::new(*queue)
         })
         .collect();
-    h.store()
-        .queue_configure(&settings)
-        .await
-        .expect("configure");
+    configure_queues(h, &settings).await;
 }
 
 fn on_failure(route: Route) -> Routes {

@@ -18,20 +18,18 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 /// Makes `queue` unique by kind and args for an hour.
 async fn unique_queue(h: &Harness, queue: &str) {
-    h.store()
-        .queue_configure(&[QueueSettings {
-            unique: Some(UniquePeriod {
-                by: UniqueBy {
-                    kind: true,
-                    args: true,
-                    queue: false,
-                },
-                period: HOUR,
-            }),
-            ..QueueSettings::new(queue)
-        }])
-        .await
-        .expect("configure");
+    let settings = QueueSettings {
+        unique: Some(UniquePeriod {
+            by: UniqueBy {
+                kind: true,
+                args: true,
+                queue: false,
+            },
+            period: HOUR,
+        }),
+        ..QueueSettings::new(queue)
+    };
+    configure_queues(h, &[settings]).await;
 }
 
 fn mail(to: &str) -> NewJob {

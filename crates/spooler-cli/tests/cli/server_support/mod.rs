@@ -453,6 +453,22 @@ async fn read_json(response: reqwest::Response, what: &str) -> (StatusCode, Valu
     (status, value)
 }
 
+/// Every job `list` matches, page after page (its `before_id` is where to start; `None`: newest).
+pub async fn list_all(
+    client: &spooler::Client,
+    mut list: spooler::JobList,
+) -> Vec<spooler::JobRow> {
+    let mut all = Vec::new();
+    loop {
+        let (page, next) = client.list(&list).await.expect("list jobs");
+        all.extend(page);
+        match next {
+            Some(id) => list.before_id = Some(id),
+            None => return all,
+        }
+    }
+}
+
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
