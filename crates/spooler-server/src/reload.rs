@@ -1,8 +1,9 @@
 //! `SIGHUP`: read the config file again and apply it while jobs keep running.
 //!
-//! What lives in the store applies at once to every process sharing it: each queue's defaults
-//! (`max_attempts`, `timeout`, its own `retention`) and the `[[schedules]]` (a changed cadence
-//! ticks anew, a removed schedule stops). A config that fails to load is logged with its file,
+//! What lives in the store applies at once to every process sharing it (the others read it
+//! within a second): each queue's defaults (`max_attempts`, `timeout`, its own `retention`), its
+//! routes, `rate_limit`, `global_concurrency` and `unique`, and the `[[schedules]]` (a changed
+//! cadence ticks anew, a removed schedule stops). A config that fails to load is logged with its file,
 //! line and key, and the old one stays. What shapes this process itself (the listener, the token,
 //! the worker's queues and concurrency, retry policies, timings, `[retention]`, allowed commands)
 //! is named in a warning: it takes effect when the process restarts.
@@ -107,7 +108,7 @@ async fn reload(store: &Arc<dyn Store>, current: &Config) -> Option<Config> {
         config = %path.display(),
         schedules = new.schedules.len(),
         queues = new.queues.len(),
-        "SIGHUP: config reloaded; queue defaults, queue retention and schedules apply now"
+        "SIGHUP: config reloaded; queue defaults, routes, limits, retention and schedules apply now"
     );
     if !later.is_empty() {
         tracing::warn!(
