@@ -193,6 +193,9 @@ pub(crate) struct Inner {
     local_workers: notify::LocalWorkers,
     /// The queues' stored defaults, read at most every couple of seconds by inserts.
     settings: spooler_core::store::QueueSettingsCache,
+    /// Taken by this process's claims from limited queues, one at a time: they would only race
+    /// each other for the queue's limit state (see `job::limit`), costing a read each time.
+    limited_claims: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -369,6 +372,7 @@ impl PgStore {
                 last_housekeep: std::sync::Mutex::new(None),
                 local_workers,
                 settings: Default::default(),
+                limited_claims: tokio::sync::Mutex::new(()),
             }),
         })
     }
