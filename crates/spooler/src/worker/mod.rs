@@ -546,6 +546,15 @@ impl Worker {
     /// grace period to finish; the rest are released so another worker takes them at once;
     /// buffered outcomes are written before this returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        self.run(async move {
+            shutdown.await;
+            Stop::Graceful
+        })
+        .await
+    }
+
+    /// Runs until `stop` says how to stop.
+    async fn run(self, stop: impl Future<Output = Stop>) -> Result<(), Error> {
         let shared = self.shared;
         if !self.schedules.is_empty() {
             crate::Client::new(shared.store.clone())
@@ -585,13 +594,28 @@ impl Worker {
             "worker started"
         );
 
-        shutdown.await;
+        let how = stop.await;
         tracing::info!(worker = %shared.id, running = shared.running_count(), "worker stopping");
         let _ = stop_tx.send(true);
-        let deadline = tokio::time::Instant::now() + shared.settings.grace;
+        let mut deadline = tokio::time::Instant::now() + shared.settings.grace;
         // Producers stop first (a claim in flight is released, not started), so that the set of
         // running jobs is final before the grace period starts.
         while producers.join_next().await.is_some() {}
+        if let Stop::Retire(mut hurry) = how {
+            // Replaced by another worker: running jobs run to their end, however long, unless the
+            // process is told to stop; then they get the grace period.
+            loop {
+                let idle = shared.idle.notified();
+                if shared.running_count() == 0 || *hurry.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    _ = idle => {}
+                    changed = hurry.changed() => if changed.is_err() { break },
+                }
+            }
+            deadline = tokio::time::Instant::now() + shared.settings.grace;
+        }
         // Running jobs get the rest of the grace period.
         loop {
             let idle = shared.idle.notified();
@@ -643,12 +667,10 @@ impl Worker {
 
     /// Starts the worker on the runtime and returns a handle that stops it.
     pub fn start(self) -> WorkerHandle {
-        let (tx, rx) = oneshot::channel::<()>();
+        let (tx, rx) = oneshot::channel::<Stop>();
         let id = self.shared.id.to_string();
         let signals = self.shared.signals.clone();
-        let task = tokio::spawn(self.run_until(async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(self.run(async move { rx.await.unwrap_or(Stop::Graceful) }));
         WorkerHandle {
             id,
             stop: Some(tx),
@@ -658,10 +680,18 @@ impl Worker {
     }
 }
 
+/// How a worker stops.
+enum Stop {
+    /// Running jobs get the grace period.
+    Graceful,
+    /// Running jobs run to their end, until the receiver turns true; then the grace period.
+    Retire(watch::Receiver<bool>),
+}
+
 /// A started worker; [`WorkerHandle::shutdown`] stops it gracefully.
 pub struct WorkerHandle {
     id: String,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<oneshot::Sender<Stop>>,
     task: tokio::task::JoinHandle<Result<(), Error>>,
     signals: TestSignals,
 }
@@ -680,9 +710,21 @@ impl WorkerHandle {
     }
 
     /// Stops the worker gracefully and waits until it has.
-    pub async fn shutdown(mut self) -> Result<(), Error> {
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.stop_as(Stop::Graceful).await
+    }
+
+    /// Stops the worker for another that replaces it (a reloaded config): it claims nothing more,
+    /// its running jobs run to their end however long they take, and then it stops. Once `hurry`
+    /// turns true (the process is shutting down) the rest get the grace period, as in
+    /// [`WorkerHandle::shutdown`].
+    pub async fn retire(self, hurry: watch::Receiver<bool>) -> Result<(), Error> {
+        self.stop_as(Stop::Retire(hurry)).await
+    }
+
+    async fn stop_as(mut self, how: Stop) -> Result<(), Error> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(how);
         }
         match (&mut self.task).await {
             Ok(result) => result,

@@ -21,6 +21,7 @@ crate::on_every_backend!(shutdown:
     running_jobs_finish_within_the_grace_period,
     jobs_past_the_grace_period_are_released_to_another_worker,
     every_job_that_returned_before_the_stop_returned_is_recorded,
+    a_retired_worker_claims_nothing_and_lets_its_jobs_run_past_the_grace_period,
 );
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +129,90 @@ async fn jobs_past_the_grace_period_are_released_to_another_worker(b: &Backend) 
     let job = wait_state(&b.client, id, JobState::Completed, Duration::from_secs(5)).await;
     assert_eq!(job.attempt, 2);
     second.shutdown().await.unwrap();
+}
+
+/// A worker replaced by another (a reloaded config) stops claiming at once, and its running job
+/// runs to its end although that is far past the grace period; told to hurry, it gives the rest
+/// the grace period and releases them.
+async fn a_retired_worker_claims_nothing_and_lets_its_jobs_run_past_the_grace_period(b: &Backend) {
+    let old = Worker::builder(b.store.clone())
+        .register::<Nap>()
+        .grace_period(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .start();
+    let tag = rand::random::<u64>() | 1;
+    let nap = |millis| Nap {
+        millis,
+        only_first_attempt: true,
+        tag,
+    };
+    let long = b.client.enqueue(nap(1_500)).await.unwrap();
+    eventually(
+        "the long job's handler to start",
+        Duration::from_secs(10),
+        || async { (started(tag) == 1).then_some(()) },
+    )
+    .await;
+    let (hurry_tx, hurry) = tokio::sync::watch::channel(false);
+    let retiring = tokio::spawn(old.retire(hurry.clone()));
+    let new = Worker::builder(b.store.clone())
+        .register::<Nap>()
+        .build()
+        .unwrap();
+    let new_id = new.id().to_string();
+    let new = new.start();
+    // The job enqueued now is the new worker's: the old one claims nothing more.
+    let next = b.client.enqueue(nap(2_000)).await.unwrap();
+    let running = wait_state(&b.client, next, JobState::Running, Duration::from_secs(10)).await;
+    assert_eq!(running.worker_id.as_deref(), Some(new_id.as_str()));
+    tokio::time::timeout(Duration::from_secs(30), retiring)
+        .await
+        .expect("the retired worker stops once its job ends")
+        .unwrap()
+        .unwrap();
+    let done = b.client.status(long).await.unwrap();
+    assert_eq!(
+        (done.state, done.attempt),
+        (JobState::Completed, 1),
+        "the long job ran to its end, 1.5 s past a 50 ms grace period"
+    );
+    drop(hurry_tx);
+
+    new.shutdown().await.unwrap();
+    assert_eq!(
+        b.client.status(next).await.unwrap().state,
+        JobState::Completed
+    );
+
+    // Told to hurry, a retiring worker gives its jobs the grace period, then releases them.
+    let stuck = b.client.enqueue(nap(3_600_000)).await.unwrap();
+    let other = Worker::builder(b.store.clone())
+        .register::<Nap>()
+        .grace_period(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .start();
+    eventually(
+        "the hour-long job's handler to start",
+        Duration::from_secs(10),
+        || async { (started(tag) >= 3).then_some(()) },
+    )
+    .await;
+    let (hurry_tx, hurry) = tokio::sync::watch::channel(false);
+    let retiring = tokio::spawn(other.retire(hurry));
+    hurry_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), retiring)
+        .await
+        .expect("a hurried retirement ends after the grace period")
+        .unwrap()
+        .unwrap();
+    let job = b.client.status(stuck).await.unwrap();
+    assert_eq!(
+        job.state,
+        JobState::Available,
+        "released for another worker"
+    );
 }
 
 /// Which `Quick` runs returned, per test's tag, by job id.
