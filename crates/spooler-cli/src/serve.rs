@@ -5,9 +5,9 @@ use crate::logging::{self, LogFormat};
 use anyhow::{Context, anyhow};
 use clap::Args;
 use spooler_server::config::Config;
+use spooler_server::reload::ReloadingWorker;
 use spooler_server::run::{
     ListenOptions, WorkerOverrides, configure_store, serve_with, server_options, shutdown_signal,
-    worker_builder,
 };
 use spooler_server::{AppState, router};
 use std::path::PathBuf;
@@ -166,7 +166,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     let token = args.token.clone().or_else(|| config.token.clone());
     let store = spooler::connect(&store_url).await?;
     store_config(store.clone(), &config).await?;
-    let reload = spooler_server::reload::spawn_reload(store.clone(), config.clone());
+    let mut reloads = spooler_server::reload::spawn_reload(store.clone(), config.clone());
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         anyhow!("cannot listen on {listen}: {e} (is another server there? choose an address with --listen or SPOOLER_LISTEN)")
     })?;
@@ -187,14 +187,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         let runner = spooler::OperationRunner::new(store.clone());
         tokio::spawn(async move { runner.run(runner_rx).await })
     });
-    let worker = if args.no_worker {
+    let mut worker = if args.no_worker {
         None
     } else {
-        Some(
-            worker_builder(store.clone(), &config, &args.worker.overrides())
-                .build()?
-                .start(),
-        )
+        Some(ReloadingWorker::start(
+            store.clone(),
+            &config,
+            &args.worker.overrides(),
+        )?)
     };
     tracing::info!(
         listen = %local,
@@ -219,10 +219,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         })
         .await
     });
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        result = &mut server => {
-            result.context("server task")?.with_context(|| format!("serving on {local}"))?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            result = &mut server => {
+                result.context("server task")?.with_context(|| format!("serving on {local}"))?;
+                break;
+            }
+            Ok(()) = reloads.applied.changed() => {
+                let new = reloads.applied.borrow_and_update().clone();
+                if let Some(worker) = worker.as_mut() {
+                    worker.reloaded(&new);
+                }
+            }
         }
     }
     // Stop accepting connections and answer open long polls now; then let the worker finish.
@@ -243,7 +254,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         tracing::warn!("open requests did not finish within 5s; closing them");
         server.abort();
     }
-    reload.abort();
+    reloads.task.abort();
     tracing::info!("server stopped");
     Ok(0)
 }
@@ -266,7 +277,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let (config, store_url) = args.common.setup()?;
     let store = spooler::connect(&store_url).await?;
     store_config(store.clone(), &config).await?;
-    let reload = spooler_server::reload::spawn_reload(store.clone(), config.clone());
+    let mut reloads = spooler_server::reload::spawn_reload(store.clone(), config.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let probes = match &args.listen {
         Some(listen) => {
@@ -290,9 +301,20 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         }
         None => None,
     };
-    let worker = worker_builder(store, &config, &args.worker.overrides()).build()?;
-    worker.run_until(shutdown_signal()).await?;
-    reload.abort();
+    let mut worker = ReloadingWorker::start(store, &config, &args.worker.overrides())?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Ok(()) = reloads.applied.changed() => {
+                let new = reloads.applied.borrow_and_update().clone();
+                worker.reloaded(&new);
+            }
+        }
+    }
+    worker.shutdown().await?;
+    reloads.task.abort();
     let _ = stop_tx.send(true);
     if let Some(probes) = probes {
         let _ = tokio::time::timeout(Duration::from_secs(5), probes).await;

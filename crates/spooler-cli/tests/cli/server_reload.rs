@@ -1,14 +1,19 @@
-//! `SIGHUP` against a real `spooler serve`: a changed schedule, route, rate limit and queue
-//! defaults apply without a restart, running jobs go on, and a broken config is logged with file,
-//! line and key while the old one stays.
+//! `SIGHUP` against a real `spooler serve` and `spooler worker`: a changed schedule, route, rate
+//! limit and queue defaults apply without a restart, a new queue is worked (a new worker takes
+//! over while the old one's running jobs go on past its grace period), and a broken config is
+//! logged with file, line and key while the old one stays.
 
 use crate::server_support::{ServeOptions, Server, wait_for};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 fn hangup(server: &Server) {
+    hangup_pid(server.pid());
+}
+
+fn hangup_pid(pid: u32) {
     let sent = std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
+        .args(["-HUP", &pid.to_string()])
         .status()
         .expect("run kill -HUP");
     assert!(sent.success());
@@ -49,6 +54,9 @@ async fn sighup_applies_schedules_and_queue_defaults_and_keeps_the_old_config_wh
     let first = r#"
 [queues.slow]
 
+[worker]
+grace = "1s"
+
 [[schedules]]
 name = "old"
 cron = "@every 1s"
@@ -85,6 +93,12 @@ on_failure = { queue = "parked", delay = "1h" }
 [queues.slow]
 rate_limit = "2/h"
 
+[queues.fresh]
+concurrency = 2
+
+[worker]
+grace = "1s"
+
 [[schedules]]
 name = "new"
 cron = "@every 1s"
@@ -93,6 +107,23 @@ job = { kind = "noop", args = { v = 2 } }
     std::fs::write(server.path("spooler.toml"), second).unwrap();
     hangup(&server);
     logged(&server, "SIGHUP: config reloaded", 1).await;
+    let took_over = logged(&server, "SIGHUP: a new worker took over", 1).await;
+    assert!(
+        took_over[0]["keys"].as_str().unwrap().contains("queues"),
+        "{}",
+        took_over[0]
+    );
+    // The queue the new config adds is worked without a restart.
+    let fresh = server
+        .enqueue(&json!({"kind": "noop", "queue": "fresh"}))
+        .await;
+    server
+        .wait_state(
+            fresh["id"].as_i64().unwrap(),
+            "completed",
+            Duration::from_secs(10),
+        )
+        .await;
     let old_count = jobs_of(&server, "schedule:old").await.len();
     wait_for(
         "the new schedule's first job",
@@ -184,5 +215,55 @@ job = { kind = "noop", args = { v = 2 } }
             Duration::from_secs(30),
         )
         .await;
-    assert_eq!(done["attempt"], 1, "never interrupted");
+    assert_eq!(
+        done["attempt"], 1,
+        "never interrupted, though it ran 5 s past its worker's 1 s grace period"
+    );
+}
+
+/// `spooler worker` takes on a reloaded config too: a queue the new file adds is worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_makes_a_spooler_worker_work_the_queues_its_new_config_names() {
+    let server = Server::start_with(ServeOptions {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    let config = server.path("worker.toml");
+    std::fs::write(&config, "[queues.a]\n").unwrap();
+    let mut worker = crate::processes::WorkerProcess::start(
+        &server.store_url,
+        server.dir.path(),
+        "worker",
+        &["--config", config.to_str().unwrap(), "--poll", "100ms"],
+    );
+    let b = server.enqueue(&json!({"kind": "noop", "queue": "b"})).await;
+    let a = server.enqueue(&json!({"kind": "noop", "queue": "a"})).await;
+    server
+        .wait_state(
+            a["id"].as_i64().unwrap(),
+            "completed",
+            Duration::from_secs(30),
+        )
+        .await;
+    let b_id = b["id"].as_i64().unwrap();
+    assert_eq!(
+        server.job(b_id).await["state"],
+        "available",
+        "queue b is not the worker's yet"
+    );
+    std::fs::write(&config, "[queues.a]\n[queues.b]\n").unwrap();
+    hangup_pid(worker.pid());
+    server
+        .wait_state(b_id, "completed", Duration::from_secs(30))
+        .await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}: {}", worker.log_text());
+    assert!(
+        worker
+            .log_text()
+            .contains("SIGHUP: a new worker took over with these settings"),
+        "{}",
+        worker.log_text()
+    );
 }
