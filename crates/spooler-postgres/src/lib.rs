@@ -34,7 +34,7 @@ mod worker;
 pub use migrate::MIGRATIONS;
 
 use async_trait::async_trait;
-use connect::{connect_message, take_schema_param, validate_schema};
+use connect::{connect_message, take_params, validate_schema};
 use spooler_core::error::redact_url;
 use spooler_core::{Capabilities, Clock, Store, StoreError, StoreResult, Wakeup};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -232,11 +232,24 @@ impl PgStore {
     /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB[?schema=NAME]`), failing within
     /// `connect_timeout` with an error naming host and port. Does not migrate: call
     /// [`Store::migrate`].
-    pub async fn connect_with(url: &str, options: PgOptions) -> StoreResult<PgStore> {
+    ///
+    /// TLS takes libpq's parameters: `sslmode` (`disable`, `prefer` — the default: TLS when the
+    /// server offers it —, `require`, `verify-ca`, `verify-full`), `sslrootcert` (the CA to trust;
+    /// without it the public CAs of the Mozilla list), `sslcert` and `sslkey` (a client
+    /// certificate). `connect_timeout` (seconds, as libpq reads it, or a duration such as
+    /// `500ms`) and `statement_timeout` (milliseconds, as PostgreSQL reads it, or a duration) in
+    /// the URL override [`PgOptions`].
+    pub async fn connect_with(url: &str, mut options: PgOptions) -> StoreResult<PgStore> {
         let redacted = redact_url(url);
-        let (sqlx_url, url_schema) = take_schema_param(url);
-        let schema = url_schema.unwrap_or(options.schema);
+        let (sqlx_url, params) = take_params(url)?;
+        let schema = params.schema.unwrap_or(options.schema);
         validate_schema(&schema)?;
+        if let Some(timeout) = params.connect_timeout {
+            options.connect_timeout = timeout;
+        }
+        if let Some(timeout) = params.statement_timeout {
+            options.statement_timeout = timeout;
+        }
         let open_err = |message: String| StoreError::Open {
             url: redacted.clone(),
             message,
@@ -311,7 +324,15 @@ impl PgStore {
         .await
         {
             Ok(Ok(pool)) => pool,
-            Ok(Err(e)) => return Err(open_err(connect_message(&e, &endpoint, &user, &database))),
+            Ok(Err(e)) => {
+                return Err(open_err(connect_message(
+                    &e,
+                    &endpoint,
+                    &user,
+                    &database,
+                    connect.get_ssl_mode(),
+                )));
+            }
             Err(_) => {
                 return Err(open_err(format!(
                     "cannot reach PostgreSQL at {endpoint}: no answer within {:?} (is the host reachable and the port open?)",

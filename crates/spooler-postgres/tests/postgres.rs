@@ -104,6 +104,148 @@ mod connecting {
         drop_schema(&store).await;
     }
 
+    /// `url` with `params` added to its query.
+    fn with_params(url: &str, params: &str) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}{params}")
+    }
+
+    /// Whether this store's connections are encrypted, as the server sees its own session.
+    async fn over_tls(store: &PgStore) -> bool {
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// The server's certificate file, when the server has TLS on and the file is readable here
+    /// (the test server runs on this machine); `None`, after saying so, otherwise.
+    async fn server_certificate(url: &str) -> Option<String> {
+        let plain = PgStore::connect(&with_params(url, "sslmode=disable"))
+            .await
+            .unwrap();
+        let ssl: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(plain.pool())
+            .await
+            .unwrap();
+        let file: String = sqlx::query_scalar("SHOW ssl_cert_file")
+            .fetch_one(plain.pool())
+            .await
+            .unwrap();
+        if ssl != "on" || std::fs::metadata(&file).is_err() {
+            eprintln!(
+                "skipped: the test server has no TLS (ssl = {ssl}) or {file} is not readable"
+            );
+            return None;
+        }
+        Some(file)
+    }
+
+    #[tokio::test]
+    async fn postgres_sslmode_require_encrypts_and_disable_does_not() {
+        let Some(url) = url() else { return };
+        if server_certificate(&url).await.is_none() {
+            return;
+        }
+        let tls = PgStore::connect(&with_params(&url, "sslmode=require")).await;
+        assert!(over_tls(&tls.unwrap()).await, "sslmode=require");
+        // The default is libpq's, prefer: TLS when the server offers it.
+        assert!(
+            over_tls(&PgStore::connect(&url).await.unwrap()).await,
+            "prefer"
+        );
+        let plain = PgStore::connect(&with_params(&url, "sslmode=disable")).await;
+        assert!(!over_tls(&plain.unwrap()).await, "sslmode=disable");
+    }
+
+    #[tokio::test]
+    async fn postgres_verify_full_checks_the_certificate_against_the_host_named() {
+        let Some(url) = url() else { return };
+        let Some(cert) = server_certificate(&url).await else {
+            return;
+        };
+        // The certificate names `localhost`, a self-signed one: trusted as the root given.
+        if !url.contains("@127.0.0.1:") {
+            eprintln!(
+                "skipped: {url} does not name 127.0.0.1, which the test reaches as localhost"
+            );
+            return;
+        }
+        let named = url.replacen("@127.0.0.1:", "@localhost:", 1);
+        let verified = PgStore::connect(&with_params(
+            &named,
+            &format!("sslmode=verify-full&sslrootcert={cert}"),
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("verify-full to localhost: {e}"));
+        assert!(over_tls(&verified).await);
+        // The same certificate does not name 127.0.0.1: refused, saying where and why.
+        let err = PgStore::connect(&with_params(
+            &url,
+            &format!("sslmode=verify-full&sslrootcert={cert}"),
+        ))
+        .await
+        .expect_err("the certificate does not name 127.0.0.1");
+        let text = err.to_string();
+        assert!(text.contains("TLS to PostgreSQL at 127.0.0.1:"), "{text}");
+        assert!(text.contains("verify-full"), "{text}");
+        // Without the root, the self-signed certificate chains to no public CA.
+        let err = PgStore::connect(&with_params(&named, "sslmode=verify-ca"))
+            .await
+            .expect_err("a self-signed certificate is not publicly trusted");
+        assert!(err.to_string().contains("verify-ca"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn postgres_timeouts_in_the_url_are_applied() {
+        let Some(url) = url() else { return };
+        let store = PgStore::connect(&with_params(&url, "statement_timeout=250"))
+            .await
+            .unwrap();
+        let set: String = sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(set, "250ms");
+        let slow = sqlx::query("SELECT pg_sleep(2)")
+            .execute(store.pool())
+            .await
+            .expect_err("the statement outlives its timeout");
+        assert!(slow.to_string().contains("statement timeout"), "{slow}");
+        // A server that accepts the connection and never answers: the URL's connect_timeout holds.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let started = std::time::Instant::now();
+        let err = PgStore::connect(&format!(
+            "postgres://me@127.0.0.1:{port}/db?connect_timeout=1&sslmode=disable"
+        ))
+        .await
+        .expect_err("nobody answers");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+        drop(silent);
+        let bad = PgStore::connect("postgres://me@127.0.0.1:1/db?connect_timeout=soon")
+            .await
+            .expect_err("not a timeout");
+        assert!(
+            matches!(
+                bad,
+                StoreError::InvalidInput {
+                    field: "connect_timeout",
+                    ..
+                }
+            ),
+            "{bad:?}"
+        );
+    }
+
     #[tokio::test]
     async fn postgres_unknown_database_names_the_fix() {
         let Some(url) = url() else { return };
