@@ -1,5 +1,5 @@
-//! The library's error type: a store fault, bad job arguments, a bad worker configuration, or a
-//! worker task that ended abnormally.
+//! The library's error type: a store fault, bad job arguments, a bad worker configuration, a wait
+//! that timed out, or a worker task that ended abnormally.
 
 use spooler_core::StoreError;
 
@@ -25,6 +25,14 @@ pub enum Error {
         key: String,
         /// What is wrong and the fix.
         message: String,
+    },
+    /// Something awaited did not happen in time (the test kit's [`drain`](crate::testing::drain)).
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited, and what stood in the way.
+        what: String,
+        /// How long it waited.
+        after: std::time::Duration,
     },
     /// The worker's task ended abnormally (it panicked or was aborted) instead of stopping.
     #[error("worker {worker} stopped abnormally: {message}")]

@@ -27,6 +27,9 @@
 //! |------------|---------|--------------|
 //! | `sqlite`   | yes     | the embedded SQLite store, `sqlite://path` and `sqlite::memory:` URLs |
 //! | `postgres` | no      | the PostgreSQL store, `postgres://` URLs |
+//!
+//! [`testing`] is a kit for an application's own tests: run a job inline, drain a worker, assert a
+//! job was enqueued.
 
 mod client;
 mod connect;
@@ -37,6 +40,7 @@ pub mod maintenance;
 pub mod metrics;
 mod operations;
 mod schedules;
+pub mod testing;
 mod worker;
 
 pub use client::{Client, Enqueue};

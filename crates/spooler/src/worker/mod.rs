@@ -8,7 +8,7 @@
 //! writes what it is sent until its handle is flushed and dropped, after everything else stopped.
 
 mod completer;
-mod executor;
+pub(crate) mod executor;
 mod heartbeat;
 mod planner;
 mod producer;
@@ -533,6 +533,21 @@ impl Worker {
     /// This worker's id, as recorded on the jobs it runs.
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// The store it works.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.shared.store.clone()
+    }
+
+    /// The queues it works.
+    pub fn queues(&self) -> Vec<String> {
+        self.shared.queues.keys().cloned().collect()
+    }
+
+    /// The kinds it has handlers for.
+    pub fn kinds(&self) -> &[String] {
+        &self.shared.kinds
     }
 
     /// The events this worker reports to tests (no-ops unless built with
