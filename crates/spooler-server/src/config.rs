@@ -47,6 +47,9 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The `[[schedules]]`, in file order.
     pub schedules: Vec<spooler::ScheduleDef>,
+    /// The key `http` deliveries are signed with (`[http] signing_secret = "whsec_…"`), as the
+    /// Standard Webhooks headers say; unsigned without one.
+    pub http_signing: Option<crate::kinds::SigningSecret>,
 }
 
 /// One `[queues.NAME]` table.
@@ -140,6 +143,8 @@ struct RawConfig {
     #[serde(default)]
     file: RawCommands,
     #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
     worker: RawWorker,
@@ -200,6 +205,12 @@ struct RawRoute {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawHttp {
+    signing_secret: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawCommands {
     #[serde(default)]
     allow: Vec<String>,
@@ -249,6 +260,12 @@ impl Config {
             file_allow: raw.file.allow.into_iter().map(PathBuf::from).collect(),
             ..Config::default()
         };
+        if let Some(secret) = raw.http.signing_secret {
+            config.http_signing = Some(
+                crate::kinds::SigningSecret::parse(secret.get_ref())
+                    .map_err(|e| src.invalid(secret.span(), "http.signing_secret", e))?,
+            );
+        }
         if let Some(f) = raw.log_format {
             if !matches!(f.get_ref().as_str(), "pretty" | "json" | "auto") {
                 return Err(src.invalid(
@@ -852,6 +869,23 @@ failed = "7d"
         assert!(message.contains("100/s"), "{message}");
         let (line, key, _) = err("[queues.a]\nglobal_concurrency = 0\n");
         assert_eq!((line, key.as_str()), (2, "queues.a.global_concurrency"));
+    }
+
+    #[test]
+    fn an_http_signing_secret_is_read_and_checked() {
+        let c = Config::parse(
+            "[http]\nsigning_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.http_signing.is_some());
+        assert!(
+            !format!("{c:?}").contains("MfKQ9r8"),
+            "the key stays out of Debug"
+        );
+        let (line, key, message) = err("[http]\n\nsigning_secret = \"hunter2\"\n");
+        assert_eq!((line, key.as_str()), (3, "http.signing_secret"));
+        assert!(message.contains("whsec_"), "{message}");
     }
 
     #[test]

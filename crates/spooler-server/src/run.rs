@@ -61,7 +61,11 @@ pub fn worker_builder(
 ) -> WorkerBuilder {
     let mut builder = Worker::builder(store).retention(config.retention.clone());
     let file_allow = crate::kinds::FileAllow::new(config.file_allow.clone());
-    for (kind, handler) in crate::kinds::builtin(config.commands_allow.clone(), file_allow) {
+    for (kind, handler) in crate::kinds::builtin(
+        config.commands_allow.clone(),
+        file_allow,
+        config.http_signing.clone(),
+    ) {
         builder = builder.handler(kind, handler);
     }
     for (name, concurrency) in worker_queues(config, overrides) {

@@ -21,6 +21,43 @@ fn first_error(job: &Value) -> String {
         .to_string()
 }
 
+/// With `[http] signing_secret`, a delivery carries the Standard Webhooks headers: the job's id as
+/// the message id, the time sent, and an HMAC-SHA256 of both and the exact body sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_deliveries_are_signed_with_the_standard_webhooks_headers() {
+    use base64::Engine;
+    use hmac::Mac;
+    const KEY: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let hooks = HookServer::start().await;
+    let server = Server::start_with(ServeOptions {
+        config: Some(format!("[http]\nsigning_secret = \"whsec_{KEY}\"\n")),
+        ..Default::default()
+    })
+    .await;
+    let job = json!({"kind": "http", "args": {"url": hooks.url("signed"), "body": {"n": [1, 2]}}});
+    let done = run_to(&server, job, "completed").await;
+    let got = hooks
+        .received()
+        .into_iter()
+        .find(|r| r.id == "signed")
+        .expect("delivered");
+    let header = |name: &str| got.headers.get(name).cloned().unwrap_or_default();
+    assert_eq!(header("webhook-id"), format!("job_{}", done["id"]));
+    let sent: i64 = header("webhook-timestamp").parse().expect("a Unix time");
+    assert!(
+        (chrono::Utc::now().timestamp() - sent).abs() < 120,
+        "{sent}"
+    );
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(KEY)
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{sent}.{}", header("webhook-id"), got.body).as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(header("webhook-signature"), format!("v1,{expected}"));
+    assert_eq!(got.body, r#"{"n":[1,2]}"#);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_jobs_honour_their_arguments() {
     let hooks = HookServer::start().await;

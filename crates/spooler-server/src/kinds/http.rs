@@ -21,10 +21,62 @@ const EXCERPT: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends `method url` with `headers` and `body`; a status outside `expect_status` (any 2xx by
-/// default) is a retryable failure naming the URL and status.
+/// default) is a retryable failure naming the URL and status. With a signing secret, each
+/// delivery carries the Standard Webhooks headers.
 #[derive(Debug, Clone)]
 pub struct HttpKind {
     client: reqwest::Client,
+    signing: Option<SigningSecret>,
+}
+
+/// The key of `[http] signing_secret`: `whsec_` and the base64 of the key, as Standard Webhooks
+/// write it. Its `Debug` shows nothing of the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret(Vec<u8>);
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(***)")
+    }
+}
+
+impl SigningSecret {
+    /// Reads `whsec_BASE64` (at least 24 bytes of key, as the specification asks).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let encoded = text.strip_prefix("whsec_").ok_or(
+            "must be \"whsec_\" followed by the base64 of the key (e.g. whsec_ and 32 random bytes in base64)",
+        )?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("the part after \"whsec_\" is not base64: {e}"))?;
+        if key.len() < 24 {
+            return Err(format!(
+                "the key is {} bytes; use at least 24 (32 random bytes is usual)",
+                key.len()
+            ));
+        }
+        Ok(Self(key))
+    }
+
+    /// The Standard Webhooks headers of the message `id` sent at `timestamp` (Unix seconds) with
+    /// `body`: `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` and the base64 of
+    /// HMAC-SHA256 over `id.timestamp.body`).
+    pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 3] {
+        use base64::Engine;
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
+            .expect("HMAC takes a key of any length");
+        mac.update(format!("{id}.{timestamp}.").as_bytes());
+        mac.update(body);
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        [
+            ("webhook-id", id.to_string()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", format!("v1,{signature}")),
+        ]
+    }
 }
 
 impl HttpKind {
@@ -37,7 +89,16 @@ impl HttpKind {
             .dns_resolver(std::sync::Arc::new(super::net::GuardedResolver))
             .build()
             .expect("building the HTTP client");
-        Self { client }
+        Self {
+            client,
+            signing: None,
+        }
+    }
+
+    /// Signs every delivery with `secret` (none: unsigned).
+    pub fn signing(mut self, secret: Option<SigningSecret>) -> Self {
+        self.signing = secret;
+        self
     }
 }
 
@@ -105,7 +166,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 #[async_trait]
 impl Handler for HttpKind {
-    async fn run(&self, args: Value, _ctx: JobContext) -> Result<Option<Value>, JobError> {
+    async fn run(&self, args: Value, ctx: JobContext) -> Result<Option<Value>, JobError> {
         let a = Args::new("http", &args, ARGS)?;
         let url_text = a.required_str("url")?;
         let url = reqwest::Url::parse(url_text).map_err(|e| {
@@ -147,11 +208,31 @@ impl Handler for HttpKind {
         for (name, value) in a.string_map("headers")? {
             request = request.header(name, value);
         }
-        request = match a.get("body") {
-            None => request,
-            Some(Value::String(s)) => request.body(s.clone()),
-            Some(json) => request.json(json),
+        // The body as the bytes sent, so a signature covers exactly them.
+        let body: Vec<u8> = match a.get("body") {
+            None => Vec::new(),
+            Some(Value::String(s)) => s.clone().into_bytes(),
+            Some(json) => {
+                if !a
+                    .string_map("headers")?
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                {
+                    request = request.header("content-type", "application/json");
+                }
+                serde_json::to_vec(json).expect("a JSON value serializes")
+            }
         };
+        if let Some(secret) = &self.signing {
+            // One id per job, the same on every attempt: a receiver deduplicates by it.
+            let id = format!("job_{}", ctx.id());
+            for (name, value) in secret.headers(&id, chrono::Utc::now().timestamp(), &body) {
+                request = request.header(name, value);
+            }
+        }
+        if a.get("body").is_some() {
+            request = request.body(body);
+        }
         let target = format!("{method} {}", redacted(&url));
         let failed = |e: reqwest::Error| {
             if e.is_timeout() {
@@ -195,5 +276,50 @@ impl Handler for HttpKind {
             "status": status.as_u16(),
             "body_excerpt": excerpt,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_the_standard_webhooks_example() {
+        // The example of the Standard Webhooks specification.
+        let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let [id, timestamp, signature] = secret.headers(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(id, ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek".into()));
+        assert_eq!(timestamp, ("webhook-timestamp", "1614265330".into()));
+        assert_eq!(
+            signature,
+            (
+                "webhook-signature",
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".into()
+            )
+        );
+        assert_eq!(format!("{secret:?}"), "SigningSecret(***)");
+    }
+
+    #[test]
+    fn a_secret_must_be_whsec_and_base64_of_enough_bytes() {
+        assert!(
+            SigningSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                .unwrap_err()
+                .contains("whsec_")
+        );
+        assert!(
+            SigningSecret::parse("whsec_!!!")
+                .unwrap_err()
+                .contains("base64")
+        );
+        assert!(
+            SigningSecret::parse("whsec_c2hvcnQ=")
+                .unwrap_err()
+                .contains("at least 24")
+        );
     }
 }

@@ -15,7 +15,7 @@ mod tcp;
 pub use command::CommandKind;
 pub use diag::{NoopKind, SleepKind};
 pub use file::{FileAllow, FileKind};
-pub use http::HttpKind;
+pub use http::{HttpKind, SigningSecret};
 pub use tcp::TcpKind;
 
 use serde_json::{Map, Value};
@@ -28,13 +28,18 @@ pub const BUILTIN_KINDS: &[&str] = &["http", "tcp", "command", "file", "noop", "
 
 /// Every built-in kind with its handler. `allowed_commands` is the `[commands] allow` list of the
 /// config: the only programs the `command` kind may run; `file_allow`, the `[file] allow`
-/// directories the `file` kind may write under.
+/// directories the `file` kind may write under; `http_signing`, the key `http` deliveries are
+/// signed with.
 pub fn builtin(
     allowed_commands: Vec<String>,
     file_allow: FileAllow,
+    http_signing: Option<SigningSecret>,
 ) -> Vec<(&'static str, Arc<dyn Handler>)> {
     vec![
-        ("http", Arc::new(HttpKind::new()) as Arc<dyn Handler>),
+        (
+            "http",
+            Arc::new(HttpKind::new().signing(http_signing)) as Arc<dyn Handler>,
+        ),
         ("tcp", Arc::new(TcpKind)),
         ("command", Arc::new(CommandKind::new(allowed_commands))),
         ("file", Arc::new(FileKind::new(file_allow))),
