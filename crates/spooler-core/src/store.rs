@@ -766,6 +766,12 @@ pub trait Store:
 
     /// The store's clock.
     fn clock(&self) -> &dyn crate::Clock;
+
+    /// The store as its concrete type, for what only one backend offers (a Postgres store
+    /// inserts inside the caller's transaction): `store.as_any()?.downcast_ref::<PgStore>()`.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// The `Store` trait and its parts, for `use spooler_core::store::prelude::*`.

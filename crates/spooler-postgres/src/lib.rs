@@ -32,6 +32,9 @@ mod vacuum;
 mod worker;
 
 pub use migrate::MIGRATIONS;
+/// Re-exported so that the caller's transactions and this store use one sqlx:
+/// `spooler::sqlx::Transaction<'_, spooler::sqlx::Postgres>`.
+pub use sqlx;
 
 use async_trait::async_trait;
 use connect::{connect_message, take_params, validate_schema};
@@ -429,6 +432,10 @@ impl PgStore {
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -344,6 +344,46 @@ impl Enqueue<'_> {
     pub async fn inserted(self) -> Result<Inserted, Error> {
         self.client.enqueue_new(self.new?).await
     }
+
+    /// Inserts it inside the caller's own Postgres transaction (`&mut *tx` of a
+    /// [`sqlx::Transaction`](crate::sqlx::Transaction)): the job exists only if that transaction
+    /// commits, and workers are woken when it does. The client's store must be a Postgres one.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: spooler::Client, pool: spooler::sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct SendEmail { to: String }
+    /// # impl spooler::Job for SendEmail { const KIND: &'static str = "send_email";
+    /// #     async fn run(self, _: spooler::JobContext) -> Result<(), spooler::JobError> { Ok(()) } }
+    /// let mut tx = pool.begin().await?;
+    /// spooler::sqlx::query("INSERT INTO users (email) VALUES ($1)")
+    ///     .bind("a@example.com")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// client.enqueue(SendEmail { to: "a@example.com".into() }).tx(&mut tx).await?;
+    /// tx.commit().await?; // the user and the job, or neither
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub async fn tx(self, tx: &mut crate::sqlx::PgConnection) -> Result<Inserted, Error> {
+        let new = self.new?;
+        let store = self.client.store.clone();
+        let pg = store
+            .as_any()
+            .and_then(|s| s.downcast_ref::<crate::postgres::PgStore>())
+            .ok_or_else(|| Error::Config {
+                key: "store".into(),
+                message: format!(
+                    "enqueueing inside a Postgres transaction needs a Postgres store; this client's is {}",
+                    store.describe()
+                ),
+            })?;
+        let mut inserted = pg.job_insert_tx(tx, std::slice::from_ref(&new)).await?;
+        inserted.pop().ok_or_else(|| {
+            Error::Store(spooler_core::StoreError::Database {
+                message: "insert returned no row".into(),
+            })
+        })
+    }
 }
 
 impl<'a> IntoFuture for Enqueue<'a> {

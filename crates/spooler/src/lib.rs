@@ -63,5 +63,9 @@ pub use worker::{Retention, Worker, WorkerBuilder, WorkerHandle};
 
 #[cfg(feature = "postgres")]
 pub use spooler_postgres as postgres;
+/// The sqlx the Postgres store uses, for the transactions jobs are enqueued in
+/// ([`Enqueue::tx`]): one version, so the two cannot drift apart.
+#[cfg(feature = "postgres")]
+pub use spooler_postgres::sqlx;
 #[cfg(feature = "sqlite")]
 pub use spooler_sqlite as sqlite;

@@ -10,6 +10,8 @@ mod lifecycle;
 mod schedules;
 mod shutdown;
 mod spans;
+#[cfg(feature = "postgres")]
+mod transactional;
 
 /// Generates one test per backend for each named case: `sqlite::case` and `postgres::case`.
 macro_rules! on_every_backend {
