@@ -196,12 +196,19 @@ pub(crate) struct Inner {
     local_workers: notify::LocalWorkers,
     /// The queues' stored defaults, read at most every couple of seconds by inserts.
     settings: spooler_core::store::QueueSettingsCache,
-    /// Taken by this process's claims from limited queues, one at a time: they would only race
-    /// each other for the queue's limit state (see `job::limit`), costing a read each time.
-    limited_claims: tokio::sync::Mutex<()>,
+    /// Taken by this process's claims from a limited queue, one at a time per queue: they would
+    /// only race each other for the queue's limit state (see `job::limit`), costing a read each.
+    limited_claims:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Inner {
+    /// The lock this process's claims from the limited `queue` take turns on.
+    pub(crate) fn limited_claim_turn(&self, queue: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.limited_claims.lock().expect("limited claims lock");
+        turns.entry(queue.to_string()).or_default().clone()
+    }
+
     /// Wakes this process's subscribers for `queues` (after a commit that made jobs available).
     pub(crate) fn wake_local(&self, queues: impl IntoIterator<Item = String>) {
         for queue in queues {
@@ -396,7 +403,7 @@ impl PgStore {
                 last_housekeep: std::sync::Mutex::new(None),
                 local_workers,
                 settings: Default::default(),
-                limited_claims: tokio::sync::Mutex::new(()),
+                limited_claims: Default::default(),
             }),
         })
     }

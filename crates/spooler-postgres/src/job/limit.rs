@@ -70,7 +70,8 @@ pub(super) async fn claim_limited(
 ) -> StoreResult<(Vec<JobRow>, Option<Duration>)> {
     let cap = i64::from(limits.concurrency.unwrap_or(0));
     // Other processes may still come between a read and its claim; this one's claims take turns.
-    let _turn = inner.limited_claims.lock().await;
+    let turn = inner.limited_claim_turn(queue);
+    let _turn = turn.lock().await;
     for _ in 0..ATTEMPTS {
         let state = again_if_moved(|| {
             sqlx::query(&inner.sql.limit_state)
