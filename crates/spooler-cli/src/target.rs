@@ -147,7 +147,7 @@ impl Target {
                 let job = parse_enqueue(body, "", store.clock().now())
                     .map_err(|e| anyhow!("invalid job: {}", e.message()))?;
                 let file_allow = spooler_server::kinds::FileAllow::new(config.file_allow.clone());
-                spooler_server::kinds::check_args(&job.kind, &job.args, &file_allow)
+                spooler_server::kinds::check_args(&job.kind, &job.args, &file_allow, &config.net)
                     .map_err(|e| anyhow!("invalid job: args: {e}"))?;
                 let inserted = store.job_insert(&job).await?;
                 let mut value = job_json(&inserted.job);

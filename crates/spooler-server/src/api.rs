@@ -227,7 +227,7 @@ fn check_builtin(state: &AppState, job: &spooler::NewJob, prefix: &str) -> Resul
     if !options.check_builtin_args {
         return Ok(());
     }
-    crate::kinds::check_args(&job.kind, &job.args, &options.file_allow)
+    crate::kinds::check_args(&job.kind, &job.args, &options.file_allow, &options.net)
         .map_err(|message| ApiError::invalid(format!("{prefix}args"), message))
 }
 

@@ -50,6 +50,8 @@ pub struct Config {
     /// The key `http` deliveries are signed with (`[http] signing_secret = "whsec_…"`), as the
     /// Standard Webhooks headers say; unsigned without one.
     pub http_signing: Option<crate::kinds::SigningSecret>,
+    /// Where `http` and `tcp` jobs may go (`[net] allow`, `[net] deny`).
+    pub net: crate::kinds::NetPolicy,
 }
 
 /// One `[queues.NAME]` table.
@@ -145,6 +147,8 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     #[serde(default)]
+    net: RawNet,
+    #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
     worker: RawWorker,
@@ -205,6 +209,13 @@ struct RawRoute {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawNet {
+    allow: Option<Spanned<Vec<String>>>,
+    deny: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawHttp {
     signing_secret: Option<Spanned<String>>,
 }
@@ -260,6 +271,28 @@ impl Config {
             file_allow: raw.file.allow.into_iter().map(PathBuf::from).collect(),
             ..Config::default()
         };
+        {
+            let list = |v: &Option<Spanned<Vec<String>>>| {
+                v.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default()
+            };
+            let (allow, deny) = (list(&raw.net.allow), list(&raw.net.deny));
+            // Each list is checked alone first, so the error names the list at fault.
+            for (key, v, of) in [
+                ("net.allow", &raw.net.allow, &allow),
+                ("net.deny", &raw.net.deny, &deny),
+            ] {
+                if let Some(v) = v {
+                    let checked = if key == "net.allow" {
+                        crate::kinds::NetPolicy::parse(of, &[])
+                    } else {
+                        crate::kinds::NetPolicy::parse(&[], of)
+                    };
+                    checked.map_err(|e| src.invalid(v.span(), key, e))?;
+                }
+            }
+            config.net = crate::kinds::NetPolicy::parse(&allow, &deny)
+                .map_err(|e| src.invalid(0..0, "net", e))?;
+        }
         if let Some(secret) = raw.http.signing_secret {
             config.http_signing = Some(
                 crate::kinds::SigningSecret::parse(secret.get_ref())
@@ -869,6 +902,21 @@ failed = "7d"
         assert!(message.contains("100/s"), "{message}");
         let (line, key, _) = err("[queues.a]\nglobal_concurrency = 0\n");
         assert_eq!((line, key.as_str()), (2, "queues.a.global_concurrency"));
+    }
+
+    #[test]
+    fn net_rules_are_read_and_a_bad_entry_names_its_list() {
+        let c = Config::parse(
+            "[net]\nallow = [\"10.0.0.0/8\", \".example.com\"]\ndeny = [\"10.9.0.0/16\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_ne!(c.net, crate::kinds::NetPolicy::default());
+        let (line, key, message) = err("[net]\n\ndeny = [\"10.0.0.0/33\"]\n");
+        assert_eq!((line, key.as_str()), (3, "net.deny"));
+        assert!(message.contains("10.0.0.0/33"), "{message}");
+        let (_, key, _) = err("[net]\nallow = [\"a b\"]\n");
+        assert_eq!(key, "net.allow");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn worker_changes(old: &Config, new: &Config, overrides: &WorkerOverrides) -
     differs("commands.allow", old.commands_allow != new.commands_allow);
     differs("file.allow", old.file_allow != new.file_allow);
     differs("http.signing_secret", old.http_signing != new.http_signing);
+    differs("net", old.net != new.net);
     differs("retention", old.retention != new.retention);
     differs("worker", old.worker != new.worker);
     differs(

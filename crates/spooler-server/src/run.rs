@@ -65,6 +65,7 @@ pub fn worker_builder(
         config.commands_allow.clone(),
         file_allow,
         config.http_signing.clone(),
+        config.net.clone(),
     ) {
         builder = builder.handler(kind, handler);
     }
@@ -119,6 +120,7 @@ pub fn server_options(config: &Config, token: Option<String>) -> ServerOptions {
         batch_limit: config.batch_limit.unwrap_or(defaults.batch_limit),
         queues: config.queues.keys().cloned().collect(),
         file_allow: crate::kinds::FileAllow::new(config.file_allow.clone()),
+        net: config.net.clone(),
         ..defaults
     }
 }

@@ -29,6 +29,8 @@ pub struct ServerOptions {
     pub check_builtin_args: bool,
     /// Where `file` jobs may write, for that check (the working directory by default).
     pub file_allow: crate::kinds::FileAllow,
+    /// Where `http` and `tcp` jobs may go, for that check (`[net]`).
+    pub net: crate::kinds::NetPolicy,
 }
 
 impl Default for ServerOptions {
@@ -42,6 +44,7 @@ impl Default for ServerOptions {
             metrics: true,
             check_builtin_args: true,
             file_allow: crate::kinds::FileAllow::default(),
+            net: crate::kinds::NetPolicy::default(),
         }
     }
 }

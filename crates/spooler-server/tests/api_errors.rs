@@ -872,6 +872,51 @@ async fn network_jobs_may_not_reach_metadata_addresses() {
     );
 }
 
+/// `[net] deny` refuses what it names and `[net] allow` may lift the metadata rule, at enqueue.
+#[tokio::test]
+async fn network_jobs_go_where_the_net_rules_say() {
+    let net = spooler_server::kinds::NetPolicy::parse(
+        &["169.254.169.254".into(), "127.0.0.0/8".into()],
+        &["127.0.0.2".into()],
+    )
+    .unwrap();
+    let api = Api::new(ServerOptions {
+        net,
+        ..ServerOptions::default()
+    })
+    .await;
+    for (body, status, needle) in [
+        (
+            json!({"kind": "tcp", "args": {"address": "169.254.169.254:80", "payload": "x"}}),
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            json!({"kind": "tcp", "args": {"address": "127.0.0.2:80", "payload": "x"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "denied by [net] deny",
+        ),
+        (
+            json!({"kind": "http", "args": {"url": "http://10.1.1.1/hook"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not in [net] allow",
+        ),
+        (
+            json!({"kind": "tcp", "args": {"address": "169.254.1.1:80", "payload": "x"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "169.254.1.1 is not in [net] allow",
+        ),
+    ] {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let got = api.call(Method::POST, "/v1/jobs", Some(&bytes)).await;
+        if status == StatusCode::CREATED {
+            assert_eq!(got.0, status, "{body}: {:?}", got.1);
+        } else {
+            check(&body.to_string(), got, status, Some("args"), &[needle]);
+        }
+    }
+}
+
 /// `POST /v1/replay`: a body it cannot read is a 4xx naming the field and enqueues nothing; a
 /// malformed line is reported by its number while the good lines are enqueued, each once.
 #[tokio::test]

@@ -58,6 +58,36 @@ async fn http_deliveries_are_signed_with_the_standard_webhooks_headers() {
     assert_eq!(got.body, r#"{"n":[1,2]}"#);
 }
 
+/// `[net] deny` holds where the job runs too: a host name is checked on the addresses it resolves
+/// to, so `localhost` cannot reach a denied 127.0.0.1 by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_network_is_refused_on_the_resolved_address() {
+    let sink = crate::server_support::TcpSink::start().await;
+    let server = Server::start_with(ServeOptions {
+        config: Some("[net]\ndeny = [\"127.0.0.0/8\", \"::1\"]\n".into()),
+        ..Default::default()
+    })
+    .await;
+    let by_name = json!({"kind": "tcp", "max_attempts": 1, "args": {
+        "address": format!("localhost:{}", sink.addr.port()), "payload": "x",
+    }});
+    let failed = run_to(&server, by_name, "failed").await;
+    let message = first_error(&failed);
+    assert!(
+        message.contains("localhost resolves to") && message.contains("denied by [net] deny"),
+        "{message}"
+    );
+    assert!(sink.received().is_empty(), "nothing reached the sink");
+    let (status, body) = server
+        .post(
+            "/v1/jobs",
+            &json!({"kind": "http", "args": {"url": format!("http://127.0.0.1:{}/", sink.addr.port())}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "args");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_jobs_honour_their_arguments() {
     let hooks = HookServer::start().await;

@@ -27,6 +27,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct HttpKind {
     client: reqwest::Client,
     signing: Option<SigningSecret>,
+    net: super::NetPolicy,
 }
 
 /// The key of `[http] signing_secret`: `whsec_` and the base64 of the key, as Standard Webhooks
@@ -80,18 +81,26 @@ impl SigningSecret {
 }
 
 impl HttpKind {
-    /// A kind with its own connection pool.
+    /// A kind with its own connection pool, going where the default `[net]` rules let it.
     pub fn new() -> Self {
+        Self::with_net(super::NetPolicy::default())
+    }
+
+    /// A kind going only where `net` lets it (checked on each resolved address).
+    pub fn with_net(net: super::NetPolicy) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(Duration::from_secs(3600))
             .user_agent(concat!("spooler/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(std::sync::Arc::new(super::net::GuardedResolver))
+            .dns_resolver(std::sync::Arc::new(super::net::GuardedResolver(
+                net.clone(),
+            )))
             .build()
             .expect("building the HTTP client");
         Self {
             client,
             signing: None,
+            net,
         }
     }
 
@@ -177,7 +186,7 @@ impl Handler for HttpKind {
                 "http job: argument \"url\": \"{url_text}\" must be http:// or https://"
             )));
         }
-        super::net::check_target("http", "url", url_text).map_err(JobError::fail)?;
+        super::net::check_target(&self.net, "http", "url", url_text).map_err(JobError::fail)?;
         let method_text = a.opt_str("method")?.unwrap_or("POST").to_ascii_uppercase();
         let method = reqwest::Method::from_bytes(method_text.as_bytes()).map_err(|_| {
             JobError::fail(format!(

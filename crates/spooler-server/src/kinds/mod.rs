@@ -16,6 +16,7 @@ pub use command::CommandKind;
 pub use diag::{NoopKind, SleepKind};
 pub use file::{FileAllow, FileKind};
 pub use http::{HttpKind, SigningSecret};
+pub use net::NetPolicy;
 pub use tcp::TcpKind;
 
 use serde_json::{Map, Value};
@@ -29,18 +30,19 @@ pub const BUILTIN_KINDS: &[&str] = &["http", "tcp", "command", "file", "noop", "
 /// Every built-in kind with its handler. `allowed_commands` is the `[commands] allow` list of the
 /// config: the only programs the `command` kind may run; `file_allow`, the `[file] allow`
 /// directories the `file` kind may write under; `http_signing`, the key `http` deliveries are
-/// signed with.
+/// signed with; `net`, where `http` and `tcp` jobs may go.
 pub fn builtin(
     allowed_commands: Vec<String>,
     file_allow: FileAllow,
     http_signing: Option<SigningSecret>,
+    net: NetPolicy,
 ) -> Vec<(&'static str, Arc<dyn Handler>)> {
     vec![
         (
             "http",
-            Arc::new(HttpKind::new().signing(http_signing)) as Arc<dyn Handler>,
+            Arc::new(HttpKind::with_net(net.clone()).signing(http_signing)) as Arc<dyn Handler>,
         ),
-        ("tcp", Arc::new(TcpKind)),
+        ("tcp", Arc::new(TcpKind::new(net))),
         ("command", Arc::new(CommandKind::new(allowed_commands))),
         ("file", Arc::new(FileKind::new(file_allow))),
         ("noop", Arc::new(NoopKind)),
@@ -52,7 +54,12 @@ pub fn builtin(
 /// missing `address`, a `file` path outside `[file] allow`) is answered at once instead of failing
 /// later: the arguments are an object of known names, the required ones present as strings.
 /// Kinds that are not built in pass.
-pub fn check_args(kind: &str, args: &Value, file_allow: &FileAllow) -> Result<(), String> {
+pub fn check_args(
+    kind: &str,
+    args: &Value,
+    file_allow: &FileAllow,
+    net: &NetPolicy,
+) -> Result<(), String> {
     let (name, known, required): (&'static str, &[&str], &[&str]) = match kind {
         "http" => ("http", http::ARGS, http::REQUIRED),
         "tcp" => ("tcp", tcp::ARGS, tcp::REQUIRED),
@@ -75,7 +82,7 @@ pub fn check_args(kind: &str, args: &Value, file_allow: &FileAllow) -> Result<()
             continue;
         }
         let value = a.required_str(key).map_err(message)?;
-        net::check_target(name, key, value)?;
+        net::check_target(net, name, key, value)?;
         if name == "file" {
             file_allow
                 .check(value)

@@ -18,8 +18,17 @@ pub(crate) const ARGS: &[&str] = &[
 ];
 
 /// Delivers a payload over TCP. Errors name host:port and, for timeouts, which one.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TcpKind;
+#[derive(Debug, Clone, Default)]
+pub struct TcpKind {
+    net: super::NetPolicy,
+}
+
+impl TcpKind {
+    /// A kind going only where `net` lets it (checked on each resolved address).
+    pub fn new(net: super::NetPolicy) -> Self {
+        Self { net }
+    }
+}
 
 #[async_trait]
 impl Handler for TcpKind {
@@ -48,12 +57,12 @@ impl Handler for TcpKind {
         let connect_timeout = a.duration("connect_timeout", Duration::from_secs(5))?;
         let write_timeout = a.duration("write_timeout", Duration::from_secs(5))?;
 
-        super::net::check_target("tcp", "address", address).map_err(JobError::fail)?;
+        super::net::check_target(&self.net, "tcp", "address", address).map_err(JobError::fail)?;
         let host = super::net::host_of(address);
         let connect = async {
             let resolved: Vec<std::net::SocketAddr> =
                 tokio::net::lookup_host(address).await?.collect();
-            let addrs = super::net::allowed(host, resolved)
+            let addrs = super::net::allowed(&self.net, host, resolved)
                 .map_err(|e| std::io::Error::other(super::net::Refused(e)))?;
             TcpStream::connect(&addrs[..]).await
         };
