@@ -23,7 +23,10 @@ impl PgStore {
             .await
             .map_err(fail)?;
         let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema());
-        sqlx::query(&sql).execute(&mut conn).await.map_err(fail)?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .map_err(fail)?;
         let _ = conn.close().await;
         Ok(())
     }

@@ -87,6 +87,30 @@ impl Default for PgOptions {
     }
 }
 
+/// One statement with the schema filled in, shared without copying: sqlx takes it as SQL that was
+/// audited (its text is this crate's own `const`s; only the validated, quoted schema is put in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stmt(Arc<str>);
+
+impl sqlx::SqlSafeStr for &Stmt {
+    fn into_sql_str(self) -> sqlx::SqlStr {
+        sqlx::AssertSqlSafe(self.0.clone()).into_sql_str()
+    }
+}
+
+impl std::ops::Deref for Stmt {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Stmt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Declares [`Sql`], one field per statement (`name => template`, a `const` with `{s}` for the
 /// schema, documented where it is defined), and `Sql::new`, which fills in the quoted schema.
 macro_rules! statements {
@@ -94,14 +118,14 @@ macro_rules! statements {
         /// Every statement, with the schema filled in once at connect.
         #[derive(Debug)]
         pub(crate) struct Sql {
-            $($name: String,)*
+            $($name: Stmt,)*
         }
 
         impl Sql {
             fn new(schema: &str) -> Self {
                 let quoted = format!("\"{schema}\"");
                 Self {
-                    $($name: $template.replace("{s}", &quoted),)*
+                    $($name: Stmt(Arc::from($template.replace("{s}", &quoted))),)*
                 }
             }
         }

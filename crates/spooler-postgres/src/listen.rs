@@ -58,7 +58,7 @@ pub(crate) struct Config {
     pub(crate) connect: PgConnectOptions,
     pub(crate) channel: String,
     /// [`AVAILABLE_QUEUES_SQL`] for this store's schema.
-    pub(crate) queues_sql: String,
+    pub(crate) queues_sql: crate::Stmt,
     pub(crate) wake: broadcast::Sender<Wakeup>,
     pub(crate) ping_every: Duration,
     pub(crate) ping_timeout: Duration,

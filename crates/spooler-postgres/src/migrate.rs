@@ -89,10 +89,10 @@ pub(crate) async fn run(pool: &PgPool, schema: &str, now: DateTime<Utc>) -> Stor
         .execute(&mut *tx)
         .await
         .map_err(|e| fail(schema, 0, e))?;
-    tx.execute(bootstrap.as_str())
+    tx.execute(sqlx::AssertSqlSafe(bootstrap))
         .await
         .map_err(|e| fail(schema, 0, e))?;
-    let applied: Vec<i64> = sqlx::query_scalar(&applied_sql)
+    let applied: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(applied_sql))
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| fail(schema, 0, e))?;
@@ -102,10 +102,10 @@ pub(crate) async fn run(pool: &PgPool, schema: &str, now: DateTime<Utc>) -> Stor
         }
         tracing::info!(schema, version, name, "applying migration");
         let sql = sql.replace("{schema}", &quoted);
-        tx.execute(sql.as_str())
+        tx.execute(sqlx::AssertSqlSafe(sql))
             .await
             .map_err(|e| fail(schema, version, e))?;
-        sqlx::query(&record_sql)
+        sqlx::query(sqlx::AssertSqlSafe(record_sql.as_str()))
             .bind(version)
             .bind(name)
             .bind(now)

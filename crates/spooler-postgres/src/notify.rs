@@ -82,7 +82,7 @@ pub(crate) struct Config {
     /// `host:port` for log messages.
     pub(crate) endpoint: String,
     /// [`OTHER_WORKERS_SQL`] for this store's schema.
-    pub(crate) others_sql: String,
+    pub(crate) others_sql: crate::Stmt,
     pub(crate) local_workers: LocalWorkers,
     pub(crate) clock: Arc<dyn Clock>,
 }

@@ -70,7 +70,7 @@ impl PgStore {
                 .await
                 .map_err(db("vacuuming"))?;
         }
-        let result = sqlx::query(&format!("{command} {table}"))
+        let result = sqlx::query(sqlx::AssertSqlSafe(format!("{command} {table}")))
             .persistent(false)
             .execute(&mut *conn)
             .await;

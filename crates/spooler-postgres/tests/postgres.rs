@@ -747,9 +747,9 @@ mod migrations {
         for t in tasks {
             t.await.unwrap().expect("every concurrent migrate succeeds");
         }
-        let versions: Vec<i64> = sqlx::query_scalar(&format!(
+        let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT version FROM \"{schema}\".spooler_migrations ORDER BY version"
-        ))
+        )))
         .fetch_all(stores[0].pool())
         .await
         .unwrap();
@@ -825,10 +825,10 @@ mod claims {
             }
         }
         assert_eq!(seen.len(), JOBS);
-        let counts: Vec<(String, i64)> = sqlx::query_as(&format!(
+        let counts: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT state, count(*) FROM \"{}\".jobs GROUP BY state",
             first.schema()
-        ))
+        )))
         .fetch_all(first.pool())
         .await
         .unwrap();
@@ -842,18 +842,18 @@ mod claims {
         let store = fresh_store(&url, Arc::new(ManualClock::new())).await;
         let schema = store.schema().to_string();
         // 20,000 available jobs in the claimed queue, as many in another, and finished history.
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO \"{schema}\".jobs (queue, kind, args, state, max_attempts, run_at, created_at, finished_at)
              SELECT CASE WHEN g % 3 = 0 THEN 'other' ELSE 'default' END, 'k', '{{}}',
                     CASE WHEN g % 3 = 2 THEN 'completed' ELSE 'available' END, 25,
                     now() - (g || ' ms')::interval, now(),
                     CASE WHEN g % 3 = 2 THEN now() END
                FROM generate_series(1, 60000) g"
-        ))
+        )))
         .execute(store.pool())
         .await
         .unwrap();
-        sqlx::query(&format!("ANALYZE \"{schema}\".jobs"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE \"{schema}\".jobs")))
             .execute(store.pool())
             .await
             .unwrap();
@@ -925,7 +925,7 @@ async fn cached_finish_plan(conn: &mut sqlx::PgConnection) -> String {
         "EXPLAIN (COSTS OFF) EXECUTE {finish}('{{1}}', '{{1}}', '{{completed}}', '{{NULL}}',
                                                ARRAY[now()], '{{NULL}}', '{{NULL}}', '{{NULL}}', 'c', '{{NULL}}')"
     );
-    let lines: Vec<String> = sqlx::query_scalar(&sql)
+    let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
         .fetch_all(&mut *conn)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -952,8 +952,8 @@ mod plans {
         )
         .await;
         store.migrate().await.unwrap();
-        let sql = |s: &str| s.replace("{s}", &format!("\"{schema}\""));
-        sqlx::query(&sql("VACUUM ANALYZE {s}.jobs_active"))
+        let sql = |s: &str| sqlx::AssertSqlSafe(s.replace("{s}", &format!("\"{schema}\"")));
+        sqlx::query(sql("VACUUM ANALYZE {s}.jobs_active"))
             .execute(store.pool())
             .await
             .unwrap();
@@ -983,7 +983,7 @@ mod plans {
             assert_eq!(store.job_finish_many(&finishes).await.unwrap(), vec![true]);
         }
         // The burst, without a fresh ANALYZE (autovacuum may be off or behind).
-        sqlx::query(&sql(
+        sqlx::query(sql(
             "INSERT INTO {s}.jobs (queue, kind, args, state, max_attempts, run_at, created_at)
              SELECT 'default', 'k', '{}', 'available', 25, now(), now()
                FROM generate_series(1, 20000)",
@@ -1055,10 +1055,10 @@ mod history {
     /// How many jobs of `schema` each partition holds.
     async fn partition_counts(store: &PgStore) -> (i64, i64) {
         let schema = store.schema();
-        sqlx::query_as(&format!(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT (SELECT count(*) FROM \"{schema}\".jobs_active),
                     (SELECT count(*) FROM \"{schema}\".jobs_done)"
-        ))
+        )))
         .fetch_one(store.pool())
         .await
         .unwrap()
@@ -1198,9 +1198,12 @@ mod history {
                FROM generate_series(1, 400) g;",
             v1 = v1.replace("{schema}", &quoted)
         );
-        sqlx::raw_sql(&setup).execute(store.pool()).await.unwrap();
-        let before: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(&format!(
-            "SELECT id, state, args FROM {quoted}.jobs ORDER BY id"
+        sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let before: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT id, state, args FROM {quoted}.jobs ORDER BY id"),
         ))
         .fetch_all(store.pool())
         .await
@@ -1211,8 +1214,8 @@ mod history {
             .await
             .expect("version 2 applies over version 1");
 
-        let after: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(&format!(
-            "SELECT id, state, args FROM {quoted}.jobs ORDER BY id"
+        let after: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT id, state, args FROM {quoted}.jobs ORDER BY id"),
         ))
         .fetch_all(store.pool())
         .await

@@ -635,10 +635,12 @@ async fn postgres_a_retry_whose_unique_key_is_taken_is_a_409() {
     let pool = sqlx::PgPool::connect(&base)
         .await
         .expect("connect to drop the schema");
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .expect("drop schema");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .expect("drop schema");
 }
 
 /// A number no other test run picks: the time and the process id.

@@ -48,10 +48,13 @@ impl Schema {
 
     pub(crate) async fn drop_schema(&self) {
         let pool = self.pool().await;
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
-            .execute(&pool)
-            .await
-            .expect("drop schema");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.name
+        )))
+        .execute(&pool)
+        .await
+        .expect("drop schema");
     }
 }
 
@@ -101,10 +104,10 @@ async fn postgres_four_worker_processes_drain_200000_jobs_exactly_once() {
         );
     }
     let pool = schema.pool().await;
-    let (total, not_once, not_completed): (i64, i64, i64) = sqlx::query_as(&format!(
+    let (total, not_once, not_completed): (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT count(*), count(*) FILTER (WHERE attempt <> 1), count(*) FILTER (WHERE state::text <> 'completed') FROM \"{}\".jobs",
         schema.name
-    ))
+    )))
     .fetch_one(&pool)
     .await
     .expect("count jobs");
@@ -270,7 +273,10 @@ async fn postgres_a_workers_connections_killed_mid_drain_lose_no_job() {
             || async { (completed().await? > before + 200).then_some(()) },
         )
         .await;
-        let killed: i64 = sqlx::query_scalar(&kill).fetch_one(&pool).await.unwrap();
+        let killed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(kill.as_str()))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         assert!(
             killed >= 2,
             "round {round}: the pool and the listener were killed ({killed})"
@@ -293,10 +299,10 @@ async fn postgres_a_workers_connections_killed_mid_drain_lose_no_job() {
         "worker exited with {status}:\n{}",
         worker.log_text()
     );
-    let (total, unfinished): (i64, i64) = sqlx::query_as(&format!(
+    let (total, unfinished): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT count(*), count(*) FILTER (WHERE state <> 'completed') FROM \"{}\".jobs",
         schema.name
-    ))
+    )))
     .fetch_one(&pool)
     .await
     .unwrap();

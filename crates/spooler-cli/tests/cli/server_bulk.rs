@@ -188,10 +188,12 @@ async fn postgres_a_bulk_retry_of_100000_jobs_survives_a_killed_server() {
     let pool = sqlx::PgPool::connect(&base)
         .await
         .expect("connect to drop the schema");
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .expect("drop schema");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .expect("drop schema");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,7 +53,7 @@ pub(crate) const CLAIM_ONE_FN: &str =
 
 /// `sql` with the parameters of `claim` bound; `$1` is its one queue, or the array of all of them.
 fn claim_query<'q>(
-    sql: &'q str,
+    sql: impl sqlx::SqlSafeStr,
     claim: &'q JobClaim,
     now: DateTime<Utc>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -62,15 +62,16 @@ fn claim_query<'q>(
 
 /// `sql` with `queues`, `limit` and the rest of `claim` bound.
 fn claim_query_of<'q>(
-    sql: &'q str,
+    sql: impl sqlx::SqlSafeStr,
     claim: &'q JobClaim,
     queues: Vec<&'q str>,
     limit: u32,
     now: DateTime<Utc>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let query = sqlx::query(sql);
     let query = match queues.as_slice() {
-        [one] => sqlx::query(sql).bind(*one),
-        _ => sqlx::query(sql).bind(queues),
+        [one] => query.bind(*one),
+        _ => query.bind(queues),
     };
     query
         .bind(&claim.kinds)
@@ -167,10 +168,14 @@ impl PgStore {
             }
             explained?
         } else {
-            claim_query(&format!("EXPLAIN {}", self.inner.sql.claim), claim, now)
-                .fetch_all(&self.inner.pool)
-                .await
-                .map_err(map)?
+            claim_query(
+                sqlx::AssertSqlSafe(format!("EXPLAIN {}", self.inner.sql.claim)),
+                claim,
+                now,
+            )
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map)?
         };
         let lines = rows
             .iter()
@@ -192,7 +197,7 @@ async fn explain_claim_one(
     let function = &inner.sql.claim_one_fn;
     let source: String =
         sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE oid = $1::regprocedure")
-            .bind(function)
+            .bind(&**function)
             .fetch_one(&mut *conn)
             .await
             .map_err(map)?;
@@ -204,12 +209,12 @@ async fn explain_claim_one(
             message: format!("{function} has no claim:begin/claim:end markers"),
         })?;
     let mut tx = conn.begin().await.map_err(map)?;
-    sqlx::raw_sql(&format!(
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "SET LOCAL plan_cache_mode = force_generic_plan;
          SET LOCAL enable_seqscan = off;
          SET LOCAL enable_bitmapscan = off;
          PREPARE spooler_claim_one(text, text[], bigint, timestamptz, timestamptz, text) AS {statement}"
-    ))
+    )))
     .execute(&mut *tx)
     .await
     .map_err(map)?;
@@ -225,7 +230,7 @@ async fn explain_claim_one(
     .map_err(map)?
     .try_get(0)
     .map_err(map)?;
-    let rows = sqlx::raw_sql(&explain)
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(explain))
         .fetch_all(&mut *tx)
         .await
         .map_err(map)?;

@@ -73,7 +73,7 @@ pub async fn fresh_store(url: &str, clock: Arc<dyn Clock>) -> PgStore {
 /// Drops `schema` and everything in it.
 pub async fn drop_schema(store: &PgStore) {
     let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", store.schema());
-    sqlx::query(&sql)
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .execute(store.pool())
         .await
         .unwrap_or_else(|e| panic!("dropping schema {}: {e}", store.schema()));
