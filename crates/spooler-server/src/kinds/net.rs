@@ -90,7 +90,7 @@ impl NetPolicy {
         if let Ok(ip) = literal.parse::<IpAddr>() {
             return self.refuse_ip(None, ip);
         }
-        let name = literal.trim_end_matches('.').to_ascii_lowercase();
+        let name = normal_host(literal);
         if self.deny.iter().any(|r| r.matches_host(&name)) {
             return Some("denied by [net] deny".into());
         }
@@ -106,20 +106,12 @@ impl NetPolicy {
 
     /// Why `ip` (the address of `host`, when it was resolved from a name) may not be dialled.
     fn refuse_ip(&self, host: Option<&str>, ip: IpAddr) -> Option<String> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
+        let ip = unmapped(ip);
         if self.deny.iter().any(|r| r.matches_ip(ip)) {
             return Some("denied by [net] deny".into());
         }
-        let named = host.is_some_and(|h| {
-            let h = h.trim_end_matches('.').to_ascii_lowercase();
-            self.allow.iter().any(|r| r.matches_host(&h))
-        });
+        let named =
+            host.is_some_and(|h| self.allow.iter().any(|r| r.matches_host(&normal_host(h))));
         let allowed = named || self.allow.iter().any(|r| r.matches_ip(ip));
         if allowed {
             return None;
@@ -131,15 +123,25 @@ impl NetPolicy {
     }
 }
 
-/// Why `ip` may not be dialled, if it may not.
-pub(crate) fn refused(ip: IpAddr) -> Option<&'static str> {
-    let ip = match ip {
+/// `ip`, an IPv4 address written as IPv6 (`::ffff:a.b.c.d`) taken as the IPv4 one it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
             .map(IpAddr::V4)
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
-    };
+    }
+}
+
+/// A host name as rules compare it: lower case, without a trailing dot.
+fn normal_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Why `ip` may not be dialled, if it may not.
+pub(crate) fn refused(ip: IpAddr) -> Option<&'static str> {
+    let ip = unmapped(ip);
     match ip {
         IpAddr::V4(v4) if v4.is_link_local() => {
             Some("a link-local address (cloud metadata services answer there)")
