@@ -1,6 +1,6 @@
 //! `spooler check`: a health probe for schedulers (Nomad, Consul, Kubernetes). One line out; exit
-//! 0 healthy, 1 warning (a threshold crossed), 2 unhealthy (unreachable, timed out, store error),
-//! always within `--timeout` plus a small margin.
+//! 0 healthy, 1 warning (a threshold crossed, or jobs waiting in a queue no live worker works), 2
+//! unhealthy (unreachable, timed out, store error), always within `--timeout` plus a small margin.
 
 use crate::target::{Endpoint, Remote, Target, endpoint};
 use clap::Args;
@@ -73,6 +73,8 @@ struct Found {
     backlog: u64,
     running: u64,
     oldest_age_s: f64,
+    /// Queues whose jobs wait with no live worker working them.
+    unworked: Vec<String>,
 }
 
 async fn probe(args: &CheckArgs, endpoint: &Endpoint) -> anyhow::Result<Found> {
@@ -88,19 +90,28 @@ async fn probe(args: &CheckArgs, endpoint: &Endpoint) -> anyhow::Result<Found> {
                 },
             )
             .await?;
-            Target::Store {
+            let window = chrono::TimeDelta::from_std(spooler::core::store::LIVE_WORKER_WITHIN)?;
+            let live = store.worker_list(store.clock().now() - window).await?;
+            let queues = Target::Store {
                 store,
                 config: Default::default(),
             }
             .queues()
-            .await?
+            .await?;
+            (queues, live)
         }
         Endpoint::Server(base) => {
             let remote = Remote::new(base, args.token.clone(), args.timeout)?;
             let body = remote.call(Method::GET, "/v1/queues", None).await?;
-            body["queues"].as_array().cloned().unwrap_or_default()
+            let queues = body["queues"].as_array().cloned().unwrap_or_default();
+            // The server lists the workers it saw within the live window.
+            let body = remote.call(Method::GET, "/v1/workers", None).await?;
+            let live = serde_json::from_value(body["workers"].clone())
+                .map_err(|e| anyhow::anyhow!("GET /v1/workers: unexpected answer: {e}"))?;
+            (queues, live)
         }
     };
+    let (queues, live): (Vec<Value>, Vec<spooler::WorkerInfo>) = queues;
     let mut found = Found {
         queues: queues.len(),
         ..Found::default()
@@ -115,6 +126,19 @@ async fn probe(args: &CheckArgs, endpoint: &Endpoint) -> anyhow::Result<Found> {
         }
         found.running += count("running");
     }
+    let infos: Vec<spooler::QueueInfo> = queues
+        .iter()
+        .map(|q| spooler::QueueInfo {
+            name: q["name"].as_str().unwrap_or_default().to_string(),
+            paused: q["paused"] == Value::Bool(true),
+            counts: spooler::StateCounts {
+                available: q["counts"]["available"].as_i64().unwrap_or(0),
+                ..Default::default()
+            },
+            oldest_available_at: None,
+        })
+        .collect();
+    found.unworked = spooler::core::store::queues_without_workers(&infos, &live);
     Ok(found)
 }
 
@@ -134,6 +158,13 @@ fn judge(args: &CheckArgs, found: &Found) -> (Health, String) {
             "oldest waiting job is {:.0}s old, over --max-age {}",
             found.oldest_age_s,
             spooler::format_duration(max)
+        ));
+    }
+    if !found.unworked.is_empty() {
+        problems.push(format!(
+            "jobs wait in {} with no live worker working {} (start a worker with --queue NAME, or name the queue in its config)",
+            found.unworked.join(", "),
+            if found.unworked.len() == 1 { "it" } else { "them" }
         ));
     }
     let summary = format!(

@@ -352,6 +352,21 @@ pub struct WorkerInfo {
     pub last_seen_at: DateTime<Utc>,
 }
 
+/// How recent a worker's heartbeat must be for it to count as live.
+pub const LIVE_WORKER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The queues whose jobs wait with no live worker to take them: jobs are `available`, the queue
+/// is not paused, and none of `live` (the workers seen within [`LIVE_WORKER_WITHIN`], as
+/// `worker_list` answers them) works it. Names in queue order.
+pub fn queues_without_workers(queues: &[QueueInfo], live: &[WorkerInfo]) -> Vec<String> {
+    queues
+        .iter()
+        .filter(|q| q.counts.available > 0 && !q.paused)
+        .filter(|q| !live.iter().any(|w| w.queues.contains_key(&q.name)))
+        .map(|q| q.name.clone())
+        .collect()
+}
+
 /// A wake-up: jobs became available in `queue`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wakeup {
@@ -780,4 +795,46 @@ pub mod prelude {
         JobAdminStore, JobStore, LeaderStore, OperationStore, QueueStore, ScheduleStore, Store,
         WorkerStore,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_unpaused_queue_no_live_worker_works_is_named() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let queue = |name: &str, available: i64, paused: bool| QueueInfo {
+            name: name.into(),
+            paused,
+            counts: StateCounts {
+                available,
+                ..Default::default()
+            },
+            oldest_available_at: None,
+        };
+        let worker = |queue: &str| WorkerInfo {
+            id: format!("w-{queue}"),
+            host: "h".into(),
+            pid: 1,
+            queues: BTreeMap::from([(queue.to_string(), 10)]),
+            kinds: vec![],
+            running: 0,
+            started_at: now,
+            last_seen_at: now,
+        };
+        let queues = [
+            queue("default", 5, false),
+            queue("mail-out", 3, false),
+            queue("held", 4, true),
+            queue("idle", 0, false),
+            queue("stale", 2, false),
+        ];
+        // `stale`'s worker stopped heartbeating: it is not among the live ones.
+        let live = [worker("default")];
+        assert_eq!(
+            queues_without_workers(&queues, &live),
+            ["mail-out", "stale"]
+        );
+    }
 }

@@ -444,9 +444,11 @@ async fn resume_schedule(
     Ok(Json(crate::wire::schedule_json(&view)).into_response())
 }
 
-/// `GET /v1/workers`: workers that sent a heartbeat in the last minute.
+/// `GET /v1/workers`: workers that sent a heartbeat in the last minute (the live ones).
 async fn list_workers(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let since = state.inner.store.clock().now() - chrono::TimeDelta::seconds(60);
+    let window = chrono::TimeDelta::from_std(spooler::core::store::LIVE_WORKER_WITHIN)
+        .unwrap_or(chrono::TimeDelta::MAX);
+    let since = state.inner.store.clock().now() - window;
     let workers = state.inner.store.worker_list(since).await?;
     Ok(Json(json!({ "workers": workers })).into_response())
 }

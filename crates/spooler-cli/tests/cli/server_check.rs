@@ -1,5 +1,5 @@
 //! `spooler check` against real servers and stores: exit 0 healthy, 1 when `--max-backlog` or
-//! `--max-age` is crossed, 2 (within `--timeout` plus a second) when the server is silent, stopped
+//! `--max-age` is crossed or jobs wait in a queue no live worker works, 2 (within `--timeout` plus a second) when the server is silent, stopped
 //! or refuses the token, or the store cannot be read.
 
 use crate::server_support::{
@@ -16,6 +16,33 @@ fn assert_exit(run: &CliRun, code: i32, label: &str) {
         run.describe()
     );
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.describe());
+}
+
+/// `spooler serve` without a config works `default` only: jobs sent to `mail-out` would wait for
+/// ever, and the check says so, naming the queue, over HTTP and on the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_waiting_in_a_queue_no_live_worker_works_warn_naming_it() {
+    let server = Server::start().await;
+    server
+        .enqueue(&json!({"kind": "noop", "queue": "mail-out"}))
+        .await;
+    for target in [
+        ["--url", server.url.as_str()],
+        ["--store", &server.store_url],
+    ] {
+        let run = cli(&["check", target[0], target[1]]).await;
+        assert_exit(&run, 1, "WARNING");
+        assert!(
+            run.stdout
+                .contains("jobs wait in mail-out with no live worker"),
+            "{}",
+            run.describe()
+        );
+    }
+    // Paused, the queue is waiting on purpose: no warning.
+    let (status, _) = server.post("/v1/queues/mail-out/pause", &json!({})).await;
+    assert_eq!(status, 200);
+    assert_exit(&cli(&["check", "--url", &server.url]).await, 0, "OK");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
