@@ -388,11 +388,15 @@ impl Target {
             }
             Self::Store { store, .. } => {
                 let now = store.clock().now();
+                let settings = store.queue_settings().await?;
                 Ok(client(store)
                     .queues()
                     .await?
                     .iter()
-                    .map(|q| spooler_server::wire::queue_json(q, now, None))
+                    .map(|q| {
+                        let own = settings.iter().find(|s| s.queue == q.name);
+                        spooler_server::wire::queue_json(q, own, now, None)
+                    })
                     .collect())
             }
         }

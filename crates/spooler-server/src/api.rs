@@ -359,12 +359,14 @@ async fn queues_with_configured(state: &AppState) -> Result<Vec<QueueInfo>, ApiE
 /// `GET /v1/queues`.
 async fn list_queues(State(state): State<AppState>) -> Result<Response, ApiError> {
     let queues = queues_with_configured(&state).await?;
+    let settings = state.inner.store.queue_settings().await?;
     let now = state.inner.store.clock().now();
     let list: Vec<Value> = queues
         .iter()
         .map(|q| {
             let configured = state.inner.options.queues.contains(&q.name);
-            crate::wire::queue_json(q, now, Some(configured))
+            let own = settings.iter().find(|s| s.queue == q.name);
+            crate::wire::queue_json(q, own, now, Some(configured))
         })
         .collect();
     Ok(Json(json!({ "queues": list })).into_response())

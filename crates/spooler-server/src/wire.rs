@@ -383,19 +383,24 @@ pub fn type_name(v: &Value) -> &'static str {
 }
 
 /// One queue as the API (`GET /v1/queues`) and the CLI show it: name, paused, counts per state,
-/// when the oldest available job became runnable and how long ago, in seconds; with
-/// `configured`, whether the server's config names the queue.
+/// when the oldest available job became runnable and how long ago, in seconds, its stored
+/// `rate_limit` and `global_concurrency` (null when none); with `configured`, whether the
+/// server's config names the queue.
 pub fn queue_json(
     q: &spooler::QueueInfo,
+    settings: Option<&spooler::core::QueueSettings>,
     now: chrono::DateTime<chrono::Utc>,
     configured: Option<bool>,
 ) -> serde_json::Value {
+    let limits = settings.map(|s| s.limits).unwrap_or_default();
     let mut v = serde_json::json!({
         "name": q.name,
         "paused": q.paused,
         "counts": q.counts,
         "oldest_available_at": q.oldest_available_at,
         "oldest_available_age_s": crate::metrics::oldest_age_seconds(q, now),
+        "rate_limit": limits.rate.map(|r| r.to_string()),
+        "global_concurrency": limits.concurrency,
     });
     if let Some(configured) = configured {
         v["configured"] = serde_json::Value::Bool(configured);

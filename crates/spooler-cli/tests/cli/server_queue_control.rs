@@ -52,6 +52,21 @@ async fn limits_hold_across_four_servers(store_url: String) {
         .collect();
     client.enqueue_many(paced).await.expect("enqueue paced");
     client.enqueue_many(capped).await.expect("enqueue capped");
+    // The API shows each queue's limits.
+    let (status, listed) = first.get("/v1/queues").await;
+    assert_eq!(status, 200, "{listed}");
+    let queue = |name: &str| {
+        listed["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} listed: {listed}"))
+    };
+    assert_eq!(queue("paced")["rate_limit"], "20/s");
+    assert_eq!(queue("capped")["global_concurrency"], 3);
+    assert_eq!(queue("capped")["rate_limit"], serde_json::Value::Null);
     let mut servers = vec![first];
     for _ in 0..3 {
         servers.push(Server::start_with(options.clone()).await);
