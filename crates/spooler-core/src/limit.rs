@@ -77,6 +77,13 @@ impl RateLimit {
         (self.per / self.count).max(Duration::from_micros(1))
     }
 
+    /// The interval and the burst tolerance (how far ahead of now the arrival time may run), in
+    /// microseconds: the two numbers the GCRA works with.
+    fn steps(&self) -> (i64, i64) {
+        let interval = micros(self.interval());
+        (interval, interval * i64::from(self.burst() - 1))
+    }
+
     /// The most jobs admitted at once after an idle spell: a tenth of the count, at least one, so
     /// a claim takes several jobs without letting a window hold much more than the count.
     pub fn burst(&self) -> u32 {
@@ -131,8 +138,7 @@ impl QueueLimits {
     pub fn admit(&self, state: LimitState, now: DateTime<Utc>, want: u32) -> Admission {
         let base = state.tat.map_or(now, |tat| tat.max(now));
         let rate_allows = self.rate.map(|rate| {
-            let interval = micros(rate.interval());
-            let tolerance = interval * i64::from(rate.burst() - 1);
+            let (interval, tolerance) = rate.steps();
             let ahead = (base - now).num_microseconds().unwrap_or(i64::MAX);
             if ahead > tolerance {
                 0
@@ -183,8 +189,7 @@ impl Admission {
         {
             // Wait until a claim may take as many as this one wanted, up to a burst: claims stay
             // batched instead of taking one job per interval.
-            let interval = micros(rate.interval());
-            let tolerance = interval * i64::from(rate.burst() - 1);
+            let (interval, tolerance) = rate.steps();
             let batch = i64::from(self.wanted.min(rate.burst()));
             let tat = self.base + TimeDelta::microseconds(interval * i64::from(claimed));
             let at = tat + TimeDelta::microseconds(interval * (batch - 1) - tolerance);

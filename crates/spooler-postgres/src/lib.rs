@@ -218,7 +218,8 @@ pub(crate) struct Inner {
     last_housekeep: std::sync::Mutex<Option<std::time::Instant>>,
     /// Workers that heartbeat through this store: the notifier need not wake them.
     local_workers: notify::LocalWorkers,
-    /// The queues' stored defaults, read at most every couple of seconds by inserts.
+    /// The queues' stored defaults, read at most once a `QueueSettingsCache::MAX_AGE` by inserts
+    /// and claims.
     settings: spooler_core::store::QueueSettingsCache,
     /// Taken by this process's claims from a limited queue, one at a time per queue: they would
     /// only race each other for the queue's limit state (see `job::limit`), costing a read each.

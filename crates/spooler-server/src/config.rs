@@ -271,27 +271,15 @@ impl Config {
             file_allow: raw.file.allow.into_iter().map(PathBuf::from).collect(),
             ..Config::default()
         };
-        {
-            let list = |v: &Option<Spanned<Vec<String>>>| {
-                v.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default()
-            };
-            let (allow, deny) = (list(&raw.net.allow), list(&raw.net.deny));
-            // Each list is checked alone first, so the error names the list at fault.
-            for (key, v, of) in [
-                ("net.allow", &raw.net.allow, &allow),
-                ("net.deny", &raw.net.deny, &deny),
-            ] {
-                if let Some(v) = v {
-                    let checked = if key == "net.allow" {
-                        crate::kinds::NetPolicy::parse(of, &[])
-                    } else {
-                        crate::kinds::NetPolicy::parse(&[], of)
-                    };
-                    checked.map_err(|e| src.invalid(v.span(), key, e))?;
-                }
-            }
-            config.net = crate::kinds::NetPolicy::parse(&allow, &deny)
-                .map_err(|e| src.invalid(0..0, "net", e))?;
+        if let Some(v) = raw.net.allow {
+            config.net = std::mem::take(&mut config.net)
+                .allow(v.get_ref())
+                .map_err(|e| src.invalid(v.span(), "net.allow", e))?;
+        }
+        if let Some(v) = raw.net.deny {
+            config.net = std::mem::take(&mut config.net)
+                .deny(v.get_ref())
+                .map_err(|e| src.invalid(v.span(), "net.deny", e))?;
         }
         if let Some(secret) = raw.http.signing_secret {
             config.http_signing = Some(

@@ -86,7 +86,8 @@ pub(crate) struct Db {
     wakeups: broadcast::Sender<Wakeup>,
     clock: Arc<dyn Clock>,
     url: String,
-    /// The queues' stored defaults, read at most every couple of seconds by inserts.
+    /// The queues' stored defaults, read at most once a `QueueSettingsCache::MAX_AGE` by inserts
+    /// and claims.
     pub(crate) settings: spooler_core::store::QueueSettingsCache,
 }
 

@@ -80,7 +80,8 @@ pub(crate) const LATEST_BY_KEY_SQL: &str = concat!(
     " FROM {s}.jobs WHERE unique_key = $1 ORDER BY id DESC LIMIT 1"
 );
 
-/// The queues' stored defaults, read again when the last read is a couple of seconds old.
+/// The queues' stored defaults, read again when the last read is older than
+/// [`QueueSettingsCache::MAX_AGE`](spooler_core::store::QueueSettingsCache::MAX_AGE).
 pub(crate) async fn queue_settings(inner: &Inner) -> StoreResult<std::sync::Arc<QueueSettingsMap>> {
     if let Some(settings) = inner.settings.fresh() {
         return Ok(settings);

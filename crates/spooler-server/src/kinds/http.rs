@@ -214,7 +214,11 @@ impl Handler for HttpKind {
             .client
             .request(method.clone(), url.clone())
             .timeout(timeout);
-        for (name, value) in a.string_map("headers")? {
+        let headers = a.string_map("headers")?;
+        let has_content_type = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        for (name, value) in headers {
             request = request.header(name, value);
         }
         // The body as the bytes sent, so a signature covers exactly them.
@@ -222,11 +226,7 @@ impl Handler for HttpKind {
             None => Vec::new(),
             Some(Value::String(s)) => s.clone().into_bytes(),
             Some(json) => {
-                if !a
-                    .string_map("headers")?
-                    .iter()
-                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-                {
+                if !has_content_type {
                     request = request.header("content-type", "application/json");
                 }
                 serde_json::to_vec(json).expect("a JSON value serializes")

@@ -68,19 +68,27 @@ impl Rule {
     }
 }
 
+fn rules(entries: &[String]) -> Result<Vec<Rule>, String> {
+    entries.iter().map(|e| Rule::parse(e)).collect()
+}
+
 impl NetPolicy {
     /// From the `allow` and `deny` lists; an entry that is neither a network nor a host name is
     /// named in the error.
     pub fn parse(allow: &[String], deny: &[String]) -> Result<Self, String> {
-        let rules = |list: &[String]| {
-            list.iter()
-                .map(|e| Rule::parse(e))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        Ok(Self {
-            allow: rules(allow)?,
-            deny: rules(deny)?,
-        })
+        Self::default().allow(allow)?.deny(deny)
+    }
+
+    /// With `entries` added to the allow list (`[net] allow`).
+    pub fn allow(mut self, entries: &[String]) -> Result<Self, String> {
+        self.allow.extend(rules(entries)?);
+        Ok(self)
+    }
+
+    /// With `entries` added to the deny list (`[net] deny`).
+    pub fn deny(mut self, entries: &[String]) -> Result<Self, String> {
+        self.deny.extend(rules(entries)?);
+        Ok(self)
     }
 
     /// Why the host as written (a name, or an IP literal with or without brackets) may not be
