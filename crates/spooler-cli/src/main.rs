@@ -9,6 +9,7 @@ mod ops;
 mod replay;
 mod schedules;
 mod serve;
+mod systemd;
 mod target;
 
 use clap::{Parser, Subcommand};

@@ -219,6 +219,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         })
         .await
     });
+    // The listener is bound and listening: connections are accepted from here on.
+    crate::systemd::ready(&format!("serving on http://{local}"));
+    let watchdog = crate::systemd::spawn_watchdog();
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -233,9 +236,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
                 if let Some(worker) = worker.as_mut() {
                     worker.reloaded(&new);
                 }
+                crate::systemd::status(&format!("serving on http://{local}; config reloaded"));
             }
         }
     }
+    crate::systemd::stopping();
     // Stop accepting connections and answer open long polls now; then let the worker finish.
     let _ = stop_tx.send(true);
     state.begin_shutdown();
@@ -255,6 +260,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         server.abort();
     }
     reloads.task.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     tracing::info!("server stopped");
     Ok(0)
 }
@@ -279,6 +287,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     store_config(store.clone(), &config).await?;
     let mut reloads = spooler_server::reload::spawn_reload(store.clone(), config.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut probe_addr = None;
     let probes = match &args.listen {
         Some(listen) => {
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
@@ -290,6 +299,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
             let state = AppState::new(store.clone(), server_options(&config, None));
             let app = spooler_server::worker_router(state);
             tracing::info!(listen = %local, "worker serving /healthz and /metrics on http://{local}");
+            probe_addr = Some(local);
             let options = ListenOptions::default();
             Some(tokio::spawn(async move {
                 let mut rx = stop_rx;
@@ -302,6 +312,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let mut worker = ReloadingWorker::start(store, &config, &args.worker.overrides())?;
+    let status = match probe_addr {
+        Some(local) => format!("working; /healthz and /metrics on http://{local}"),
+        None => "working".to_string(),
+    };
+    crate::systemd::ready(&status);
+    let watchdog = crate::systemd::spawn_watchdog();
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -310,10 +326,15 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
             Ok(()) = reloads.applied.changed() => {
                 let new = reloads.applied.borrow_and_update().clone();
                 worker.reloaded(&new);
+                crate::systemd::status(&format!("{status}; config reloaded"));
             }
         }
     }
+    crate::systemd::stopping();
     worker.shutdown().await?;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     reloads.task.abort();
     let _ = stop_tx.send(true);
     if let Some(probes) = probes {
@@ -327,6 +348,14 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
 pub struct MigrateArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Print the SQL instead of applying it (connects to nothing), for running migrations with
+    /// your own tool; it records each version as `spooler migrate` would.
+    #[arg(long)]
+    pub print: bool,
+    /// With --print: only the migrations after this version (what `spooler_migrations` already
+    /// holds).
+    #[arg(long, requires = "print", default_value_t = 0)]
+    pub after: i64,
 }
 
 /// Writes the config's queue defaults and schedules into the store (see
@@ -344,6 +373,10 @@ pub async fn store_config(store: Arc<dyn spooler::Store>, config: &Config) -> an
 /// Creates or upgrades the store's schema.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<i32> {
     let (_, store_url) = args.common.setup()?;
+    if args.print {
+        print!("{}", spooler::migration_script(&store_url, args.after)?);
+        return Ok(0);
+    }
     let store = spooler::connect_with(
         &store_url,
         spooler::ConnectOptions {

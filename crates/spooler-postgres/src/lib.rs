@@ -264,6 +264,16 @@ impl PgStore {
         Self::connect_with(url, PgOptions::default()).await
     }
 
+    /// The SQL that applies the migrations after version `after` (0: all) to the schema `url`
+    /// names (`?schema=`, default [`DEFAULT_SCHEMA`]) and records them as `spooler migrate` does,
+    /// for users who run migrations with their own tool. Connects to nothing.
+    pub fn migration_script(url: &str, after: i64) -> StoreResult<String> {
+        let (_, params) = take_params(url)?;
+        let schema = params.schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_string());
+        validate_schema(&schema)?;
+        Ok(migrate::script(&schema, after))
+    }
+
     /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB[?schema=NAME]`), failing within
     /// `connect_timeout` with an error naming host and port. Does not migrate: call
     /// [`Store::migrate`].

@@ -62,21 +62,89 @@ fn fail(schema: &str, version: i64, e: sqlx::Error) -> StoreError {
     }
 }
 
-/// Applies pending migrations to `schema` (a validated identifier).
-pub(crate) async fn run(pool: &PgPool, schema: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    let quoted = format!("\"{schema}\"");
-    let bootstrap = format!(
-        "CREATE SCHEMA IF NOT EXISTS {quoted};
+/// The statements around the migrations of `schema` (a validated identifier), shared by
+/// [`run`] and [`script`].
+struct Bookkeeping {
+    quoted: String,
+}
+
+impl Bookkeeping {
+    fn new(schema: &str) -> Self {
+        Self {
+            quoted: format!("\"{schema}\""),
+        }
+    }
+
+    /// Serialises migrators of one schema until the transaction ends.
+    const LOCK: &'static str =
+        "SELECT pg_advisory_xact_lock(hashtextextended('spooler.migrate.' || $1, 0))";
+
+    /// The schema and the table that records the applied versions.
+    fn bootstrap(&self) -> String {
+        let quoted = &self.quoted;
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS {quoted};
          CREATE TABLE IF NOT EXISTS {quoted}.spooler_migrations (
              version    bigint PRIMARY KEY,
              name       text NOT NULL,
              applied_at timestamptz NOT NULL
          );"
+        )
+    }
+
+    /// One migration's SQL for this schema.
+    fn migration(&self, sql: &str) -> String {
+        sql.replace("{schema}", &self.quoted)
+    }
+
+    /// Records a version as applied: `$1` version, `$2` name, `$3` time.
+    fn record(&self) -> String {
+        format!(
+            "INSERT INTO {}.spooler_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            self.quoted
+        )
+    }
+}
+
+/// The migrations after version `after` (0 for all) of `schema`, as one SQL script that applies
+/// them in a transaction and records each in `spooler_migrations`, as `spooler migrate` would: for
+/// users who run migrations with their own tool. `schema` must be a validated identifier.
+pub fn script(schema: &str, after: i64) -> String {
+    let book = Bookkeeping::new(schema);
+    let mut out = format!(
+        "-- spooler's PostgreSQL schema {quoted}: migrations after version {after}, applied in one transaction.\n\
+         BEGIN;\n\
+         SET LOCAL statement_timeout = 0;\n\
+         {lock};\n\
+         {bootstrap}\n",
+        quoted = book.quoted,
+        lock = Bookkeeping::LOCK.replace("$1", &format!("'{schema}'")),
+        bootstrap = book.bootstrap(),
     );
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > after) {
+        out.push_str(&format!("\n-- migration {version}: {name}\n"));
+        out.push_str(book.migration(sql).trim_end());
+        out.push('\n');
+        out.push_str(
+            &book
+                .record()
+                .replace("$1", &version.to_string())
+                .replace("$2", &format!("'{name}'"))
+                .replace("$3", "now()"),
+        );
+        out.push_str(";\n");
+    }
+    out.push_str("\nCOMMIT;\n");
+    out
+}
+
+/// Applies pending migrations to `schema` (a validated identifier).
+pub(crate) async fn run(pool: &PgPool, schema: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    let book = Bookkeeping::new(schema);
+    let quoted = &book.quoted;
+    let bootstrap = book.bootstrap();
     let applied_sql = format!("SELECT version FROM {quoted}.spooler_migrations ORDER BY version");
-    let record_sql = format!(
-        "INSERT INTO {quoted}.spooler_migrations (version, name, applied_at) VALUES ($1, $2, $3)"
-    );
+    let record_sql = book.record();
     let mut conn = pool.acquire().await.map_err(map)?;
     let mut tx = conn.begin().await.map_err(map)?;
     // Migrating a large table may take longer than the statement timeout used for queue work.
@@ -84,7 +152,7 @@ pub(crate) async fn run(pool: &PgPool, schema: &str, now: DateTime<Utc>) -> Stor
         .execute(&mut *tx)
         .await
         .map_err(|e| fail(schema, 0, e))?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('spooler.migrate.' || $1, 0))")
+    sqlx::query(Bookkeeping::LOCK)
         .bind(schema)
         .execute(&mut *tx)
         .await
@@ -101,7 +169,7 @@ pub(crate) async fn run(pool: &PgPool, schema: &str, now: DateTime<Utc>) -> Stor
             continue;
         }
         tracing::info!(schema, version, name, "applying migration");
-        let sql = sql.replace("{schema}", &quoted);
+        let sql = book.migration(sql);
         tx.execute(sqlx::AssertSqlSafe(sql))
             .await
             .map_err(|e| fail(schema, version, e))?;

@@ -115,6 +115,12 @@ impl Db {
 }
 
 impl SqliteStore {
+    /// The SQL that applies the migrations after version `after` (0: all) and records them as
+    /// opening the store does, for users who run migrations with their own tool. Opens nothing.
+    pub fn migration_script(after: i64) -> String {
+        migrate::script(after)
+    }
+
     /// Opens the store at `url` with default options. Does not migrate: call [`Store::migrate`].
     ///
     /// Accepts `sqlite://PATH` (`sqlite:///abs/path.db` for an absolute path), `sqlite:PATH`,

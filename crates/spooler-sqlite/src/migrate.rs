@@ -37,15 +37,47 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// Applies every migration not yet recorded. Runs inside an open write transaction.
-pub(crate) fn migrate(conn: &Connection, now_us: i64) -> Result<(), OpError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS spooler_migrations (
+/// The table that records the applied versions.
+const BOOTSTRAP: &str = "CREATE TABLE IF NOT EXISTS spooler_migrations (
             version    INTEGER PRIMARY KEY,
             name       TEXT    NOT NULL,
             applied_at INTEGER NOT NULL
-        )",
-    )?;
+        )";
+
+/// Records a version as applied: `?1` version, `?2` name, `?3` time in microseconds.
+const RECORD: &str =
+    "INSERT INTO spooler_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)";
+
+/// The migrations after version `after` (0 for all), as one SQL script that applies them in a
+/// transaction and records each in `spooler_migrations`, as opening the store would: for users
+/// who run migrations with their own tool.
+pub fn script(after: i64) -> String {
+    let mut out = format!(
+        "-- spooler's SQLite schema: migrations after version {after}, applied in one transaction.\n\
+         BEGIN IMMEDIATE;\n{BOOTSTRAP};\n"
+    );
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > after) {
+        out.push_str(&format!("\n-- migration {version}: {name}\n"));
+        out.push_str(sql.trim_end());
+        out.push('\n');
+        out.push_str(
+            &RECORD
+                .replace("?1", &version.to_string())
+                .replace("?2", &format!("'{name}'"))
+                .replace(
+                    "?3",
+                    "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)",
+                ),
+        );
+        out.push_str(";\n");
+    }
+    out.push_str("\nCOMMIT;\n");
+    out
+}
+
+/// Applies every migration not yet recorded. Runs inside an open write transaction.
+pub(crate) fn migrate(conn: &Connection, now_us: i64) -> Result<(), OpError> {
+    conn.execute_batch(BOOTSTRAP)?;
     let applied: Vec<i64> = conn
         .prepare("SELECT version FROM spooler_migrations ORDER BY version")?
         .query_map([], |r| r.get(0))?
@@ -65,12 +97,7 @@ pub(crate) fn migrate(conn: &Connection, now_us: i64) -> Result<(), OpError> {
             continue;
         }
         conn.execute_batch(sql)
-            .and_then(|_| {
-                conn.execute(
-                    "INSERT INTO spooler_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                    params![version, name, now_us],
-                )
-            })
+            .and_then(|_| conn.execute(RECORD, params![version, name, now_us]))
             .map_err(|e| StoreError::Migration {
                 version,
                 message: e.to_string(),

@@ -44,7 +44,7 @@ pub mod testing;
 mod worker;
 
 pub use client::{Client, Enqueue};
-pub use connect::{ConnectOptions, connect, connect_with};
+pub use connect::{ConnectOptions, connect, connect_with, migration_script};
 pub use error::Error;
 pub use job::{BlockingJob, Handler, Job, JobContext, JobError};
 pub use operations::OperationRunner;

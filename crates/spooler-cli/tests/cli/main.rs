@@ -5,6 +5,7 @@
 mod server_support;
 
 mod chaos;
+mod deploy;
 mod postgres_processes;
 mod processes;
 mod server_api;

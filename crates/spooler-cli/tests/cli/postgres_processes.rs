@@ -32,12 +32,16 @@ impl Schema {
         })
     }
 
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn url(&self) -> String {
         let sep = if self.server.contains('?') { '&' } else { '?' };
         format!("{}{sep}schema={}", self.server, self.name)
     }
 
-    async fn pool(&self) -> sqlx::PgPool {
+    pub(crate) async fn pool(&self) -> sqlx::PgPool {
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(5))
