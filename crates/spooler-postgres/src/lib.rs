@@ -138,6 +138,9 @@ statements! {
     insert_one => job::insert::INSERT_ONE_SQL,
     existing_unique => job::insert::EXISTING_UNIQUE_SQL,
     latest_by_key => job::insert::LATEST_BY_KEY_SQL,
+    request_take => job::request::TAKE_SQL,
+    request_done => job::request::DONE_SQL,
+    request_refuse => job::request::REFUSE_SQL,
     claim => job::claim::CLAIM_SQL,
     claim_one => job::claim::CLAIM_ONE_SQL,
     claim_one_fn => job::claim::CLAIM_ONE_FN,
@@ -225,6 +228,17 @@ pub(crate) struct Inner {
     /// only race each other for the queue's limit state (see `job::limit`), costing a read each.
     limited_claims:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The task turning `enqueue()` requests into jobs (`job::request`); stopped on drop.
+    requests: std::sync::OnceLock<AbortOnDrop>,
+}
+
+/// A task aborted when its owner is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Inner {
@@ -414,9 +428,12 @@ impl PgStore {
             pid: own_notifier.clone(),
             endpoint: endpoint.clone(),
         });
+        let requests_wake = Arc::new(tokio::sync::Notify::new());
         let listener = listen::spawn(listen::Config {
             connect,
             channel: channel.clone(),
+            requests_channel: format!("{schema}_requests"),
+            requests_wake: requests_wake.clone(),
             queues_sql: sql.available_queues.clone(),
             wake: wake.clone(),
             ping_every: options.listener_ping_interval,
@@ -424,23 +441,25 @@ impl PgStore {
             endpoint,
             own_notifier,
         });
-        Ok(PgStore {
-            inner: Arc::new(Inner {
-                pool,
-                sql,
-                schema,
-                channel,
-                url: redacted,
-                clock,
-                wake,
-                listener,
-                notifier,
-                last_housekeep: std::sync::Mutex::new(None),
-                local_workers,
-                settings: Default::default(),
-                limited_claims: Default::default(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            pool,
+            sql,
+            schema,
+            channel,
+            url: redacted,
+            clock,
+            wake,
+            listener,
+            notifier,
+            last_housekeep: std::sync::Mutex::new(None),
+            local_workers,
+            settings: Default::default(),
+            limited_claims: Default::default(),
+            requests: std::sync::OnceLock::new(),
+        });
+        let mover = job::request::spawn(Arc::downgrade(&inner), requests_wake);
+        let _ = inner.requests.set(AbortOnDrop(mover));
+        Ok(PgStore { inner })
     }
 
     /// The connection pool (for the caller's own transactions, e.g. with [`PgStore::job_insert_tx`]).

@@ -57,6 +57,9 @@ pub(crate) const AVAILABLE_QUEUES_SQL: &str = "WITH RECURSIVE q AS (
 pub(crate) struct Config {
     pub(crate) connect: PgConnectOptions,
     pub(crate) channel: String,
+    /// The channel of `enqueue()` requests (`job::request`), and whom to tell.
+    pub(crate) requests_channel: String,
+    pub(crate) requests_wake: Arc<tokio::sync::Notify>,
     /// [`AVAILABLE_QUEUES_SQL`] for this store's schema.
     pub(crate) queues_sql: crate::Stmt,
     pub(crate) wake: broadcast::Sender<Wakeup>,
@@ -97,6 +100,7 @@ async fn run(config: Config, pid: Arc<AtomicI32>, reconnects: Arc<AtomicI32>) {
                     reconnects.fetch_add(1, Ordering::SeqCst);
                     tracing::info!(endpoint = %config.endpoint, pid = backend_pid, "listener reconnected");
                     wake_every_queue(&config, &mut listener).await;
+                    config.requests_wake.notify_one();
                 }
                 connected_before = true;
                 let why = serve(&config, &mut listener).await;
@@ -126,7 +130,9 @@ async fn connect(config: &Config) -> Result<(PgListener, i32), sqlx::Error> {
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.eager_reconnect(false);
     let listen = async {
-        listener.listen(&config.channel).await?;
+        listener
+            .listen_all([config.channel.as_str(), config.requests_channel.as_str()])
+            .await?;
         sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
             .fetch_one(&mut listener)
             .await
@@ -165,8 +171,13 @@ async fn serve(config: &Config, listener: &mut PgListener) -> String {
     }
 }
 
-/// Wakes the producers of the notification's queue, unless this store's notifier sent it.
+/// Wakes the producers of the notification's queue, unless this store's notifier sent it; or the
+/// task that takes `enqueue()` requests.
 fn forward(config: &Config, notification: &PgNotification) {
+    if notification.channel() == config.requests_channel {
+        config.requests_wake.notify_one();
+        return;
+    }
     let own = config.own_notifier.load(Ordering::SeqCst);
     if own != 0 && notification.process_id() as i32 == own {
         return;

@@ -10,7 +10,7 @@ use sqlx::{Acquire, Executor, PgPool};
 /// Every migration: version, name and SQL with a `{schema}` placeholder. Version 1 is the SQLite
 /// store's version 1; versions 2 (finished jobs in their own partition) and 3 (the claim from one
 /// queue as a function with a kept plan) are this store's own; versions 4 (operations by filter) and 5
-/// (queue defaults) are both stores'.
+/// (queue defaults) are both stores'; version 10 (enqueue from SQL) is this store's own.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (
@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "queue_control",
         include_str!("../migrations/0009_queue_control.sql"),
     ),
+    (
+        10,
+        "sql_enqueue",
+        include_str!("../migrations/0010_sql_enqueue.sql"),
+    ),
 ];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].
@@ -65,12 +70,14 @@ fn fail(schema: &str, version: i64, e: sqlx::Error) -> StoreError {
 /// The statements around the migrations of `schema` (a validated identifier), shared by
 /// [`run`] and [`script`].
 struct Bookkeeping {
+    name: String,
     quoted: String,
 }
 
 impl Bookkeeping {
     fn new(schema: &str) -> Self {
         Self {
+            name: schema.to_string(),
             quoted: format!("\"{schema}\""),
         }
     }
@@ -92,9 +99,11 @@ impl Bookkeeping {
         )
     }
 
-    /// One migration's SQL for this schema.
+    /// One migration's SQL for this schema: `{schema}` is the quoted identifier, `{name}` the bare
+    /// name (in channel names).
     fn migration(&self, sql: &str) -> String {
         sql.replace("{schema}", &self.quoted)
+            .replace("{name}", &self.name)
     }
 
     /// Records a version as applied: `$1` version, `$2` name, `$3` time.

@@ -11,6 +11,7 @@ pub(crate) mod maintenance;
 pub(crate) mod manual;
 pub(crate) mod read;
 pub(crate) mod replay;
+pub(crate) mod request;
 pub(crate) mod route;
 pub(crate) mod unique;
 
