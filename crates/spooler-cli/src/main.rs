@@ -110,5 +110,6 @@ fn main() -> ExitCode {
     });
     // Do not wait for stray blocking tasks (a DNS lookup, a store thread): the answer is given.
     runtime.shutdown_timeout(Duration::from_millis(200));
+    logging::shutdown();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

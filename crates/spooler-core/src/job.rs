@@ -75,6 +75,10 @@ pub struct JobRow {
     /// For a routed job: the job its chain began with, and the hops taken since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<crate::route::Origin>,
+    /// What travels with the job besides its args: `traceparent` (W3C trace context) of the span
+    /// that enqueued it, which the run's span continues ([`Meta`]).
+    #[serde(default, skip_serializing_if = "Meta::is_empty")]
+    pub meta: Meta,
     /// Set when cancellation of a running job was asked for; the worker stops it.
     pub cancel_requested: bool,
     /// The fencing token of its latest claim: every claim adds one, nothing takes one away, so a
@@ -109,6 +113,32 @@ pub fn timeout_ms(timeout: Duration) -> i64 {
         .max(1)
 }
 
+/// A job's metadata: a JSON object that travels with it (copied to the jobs its routes make),
+/// apart from the args its handler reads. `traceparent` holds the W3C trace context of the span
+/// that enqueued it.
+pub type Meta = serde_json::Map<String, Value>;
+
+/// The W3C `traceparent` in a job's [`Meta`].
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Whether `text` has the shape of a W3C `traceparent` (version 00: `00-` 32 hex digits of trace
+/// id, `-` 16 of parent span id, `-` 2 of flags; ids not all zero).
+pub fn is_traceparent(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1].bytes().any(|b| b != b'0')
+        && parts[2].bytes().any(|b| b != b'0')
+}
+
 /// A job to insert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {
@@ -135,6 +165,9 @@ pub struct NewJob {
     pub tags: Vec<String>,
     /// The job that routed to this one.
     pub routed_from: Option<JobId>,
+    /// What travels with the job besides its args ([`Meta`]); empty by default.
+    #[serde(default, skip_serializing_if = "Meta::is_empty")]
+    pub meta: Meta,
 }
 
 impl NewJob {
@@ -151,6 +184,7 @@ impl NewJob {
             unique_key: None,
             tags: Vec::new(),
             routed_from: None,
+            meta: Meta::default(),
         }
     }
 
@@ -230,6 +264,7 @@ impl NewJob {
             worker_id: None,
             routed_from: self.routed_from,
             origin: None,
+            meta: self.meta,
             cancel_requested: false,
             fence: 0,
         }
@@ -262,6 +297,14 @@ impl NewJob {
             && t.is_zero()
         {
             return invalid("timeout", "must be greater than zero");
+        }
+        if let Some(tp) = self.meta.get(TRACEPARENT)
+            && !tp.as_str().is_some_and(is_traceparent)
+        {
+            return invalid(
+                "meta.traceparent",
+                "must be a W3C traceparent: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>",
+            );
         }
         Ok(())
     }

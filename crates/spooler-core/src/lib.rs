@@ -27,7 +27,10 @@ pub mod unique;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{format_duration, parse_duration};
 pub use error::StoreError;
-pub use job::{AttemptError, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobId, JobRow, NewJob};
+pub use job::{
+    AttemptError, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobId, JobRow, Meta, NewJob, TRACEPARENT,
+    is_traceparent,
+};
 pub use limit::{Admission, LimitState, QueueLimits, RateLimit};
 pub use operation::{BulkAction, JobFilter, MAX_CHUNK, Operation, OperationNew, OperationState};
 pub use retry::{RetryPolicies, RetryPolicy};

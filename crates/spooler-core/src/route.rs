@@ -201,6 +201,7 @@ impl Route {
             next = next.run_at(at);
         }
         next.tags = job.tags.clone();
+        next.meta = job.meta.clone();
         next.routed_from = Some(job.id);
         Next::Enqueue {
             job: Box::new(next),

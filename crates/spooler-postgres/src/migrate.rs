@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sql_enqueue",
         include_str!("../migrations/0010_sql_enqueue.sql"),
     ),
+    (
+        11,
+        "job_meta",
+        include_str!("../migrations/0011_job_meta.sql"),
+    ),
 ];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].

@@ -141,14 +141,32 @@ fn job_response(status: StatusCode, wire: JobWire<'_>) -> Response {
     (status, Json(wire)).into_response()
 }
 
+/// A well-formed W3C `traceparent` header becomes the job's `meta.traceparent` unless the body
+/// gave one, so the run continues the caller's trace (a malformed one is ignored, as W3C asks).
+fn carry_traceparent(headers: &axum::http::HeaderMap, job: &mut spooler::NewJob) {
+    use spooler::core::{TRACEPARENT, is_traceparent};
+    if job.meta.contains_key(TRACEPARENT) {
+        return;
+    }
+    if let Some(tp) = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| is_traceparent(t))
+    {
+        job.meta.insert(TRACEPARENT.into(), tp.into());
+    }
+}
+
 /// `POST /v1/jobs`: 201 with the new job; 200 with the existing one (and `"duplicate": true`)
 /// when `unique_key` matched an unfinished job.
 async fn enqueue(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let now = state.inner.store.clock().now();
-    let job = parse_enqueue(&body, "", now)?;
+    let mut job = parse_enqueue(&body, "", now)?;
+    carry_traceparent(&headers, &mut job);
     check_builtin(&state, &job, "")?;
     let inserted = state.inner.client.enqueue_new(job).await?;
     let status = if inserted.duplicate {
@@ -165,6 +183,7 @@ async fn enqueue(
 /// `POST /v1/jobs/batch` with `{"jobs": [...]}`: all inserted in one transaction, or none.
 async fn enqueue_batch(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let limit = state.inner.options.batch_limit;
@@ -207,7 +226,8 @@ async fn enqueue_batch(
         .enumerate()
         .map(|(i, item)| {
             let prefix = format!("jobs[{i}].");
-            let job = parse_enqueue(item, &prefix, now)?;
+            let mut job = parse_enqueue(item, &prefix, now)?;
+            carry_traceparent(&headers, &mut job);
             check_builtin(&state, &job, &prefix)?;
             Ok(job)
         })

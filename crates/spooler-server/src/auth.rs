@@ -114,6 +114,14 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
     let started = Instant::now();
     let span = tracing::info_span!("request", %method, %path);
+    // A caller's W3C trace context makes the request part of its trace (with the `otel` feature).
+    spooler::trace::continue_trace(
+        &span,
+        request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
     let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -46,6 +46,9 @@ pub struct JobWire<'a> {
     /// For a routed job: the job its chain began with (`kind`, `queue`, `args`) and the `hops`
     /// taken since; null otherwise.
     pub origin: Option<&'a spooler::core::Origin>,
+    /// What travels with the job besides its args: `traceparent`, the W3C trace context its run
+    /// continues; `{}` when none.
+    pub meta: &'a spooler::core::Meta,
     /// Labels.
     pub tags: &'a [String],
     /// Per-attempt timeout, e.g. `"30s"`.
@@ -82,6 +85,7 @@ impl<'a> JobWire<'a> {
             unique_key: job.unique_key.as_deref(),
             routed_from: job.routed_from,
             origin: job.origin.as_ref(),
+            meta: &job.meta,
             tags: &job.tags,
             timeout: job.timeout.map(format_duration),
             worker_id: job.worker_id.as_deref(),
@@ -117,7 +121,11 @@ pub const ENQUEUE_FIELDS: &[&str] = &[
     "timeout",
     "unique_key",
     "tags",
+    "meta",
 ];
+
+/// The most keys a job's `meta` may hold.
+pub const META_MAX_KEYS: usize = 32;
 
 /// Parses one enqueue request. `prefix` is prepended to field names in errors (`"jobs[3]."` in a
 /// batch); `now` is the store's clock, for `delay`. What the body leaves out of `max_attempts` and
@@ -243,6 +251,26 @@ pub fn parse_enqueue(body: &Value, prefix: &str, now: DateTime<Utc>) -> Result<N
             .iter()
             .map(|t| t.as_str().map(str::to_string).ok_or_else(wrong))
             .collect::<Result<_, _>>()?;
+    }
+    match obj.get("meta").filter(|v| !v.is_null()) {
+        None => {}
+        Some(Value::Object(meta)) if meta.len() <= META_MAX_KEYS => job.meta = meta.clone(),
+        Some(Value::Object(_)) => {
+            return Err(ApiError::invalid(
+                name("meta"),
+                format!("{} holds at most {META_MAX_KEYS} keys", name("meta")),
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                name("meta"),
+                format!(
+                    "{} must be an object like {{\"traceparent\": \"00-…-…-01\"}}, not {}",
+                    name("meta"),
+                    type_name(other)
+                ),
+            ));
+        }
     }
     job.validate().map_err(|e| match e {
         spooler::StoreError::InvalidInput { field, message } => {

@@ -35,6 +35,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "queue_control",
         include_str!("../migrations/0009_queue_control.sql"),
     ),
+    (
+        11,
+        "job_meta",
+        include_str!("../migrations/0011_job_meta.sql"),
+    ),
 ];
 
 /// The table that records the applied versions.

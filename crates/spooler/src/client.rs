@@ -85,7 +85,10 @@ impl Client {
     }
 
     /// Inserts many jobs in one transaction.
-    pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>, Error> {
+    pub async fn enqueue_many(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Inserted>, Error> {
+        for job in &mut jobs {
+            crate::trace::stamp(&mut job.meta);
+        }
         let inserted = self.store.job_insert_many(&jobs).await?;
         for i in inserted.iter().filter(|i| !i.duplicate) {
             metrics::counter!(
@@ -365,7 +368,8 @@ impl Enqueue<'_> {
     /// ```
     #[cfg(feature = "postgres")]
     pub async fn tx(self, tx: &mut crate::sqlx::PgConnection) -> Result<Inserted, Error> {
-        let new = self.new?;
+        let mut new = self.new?;
+        crate::trace::stamp(&mut new.meta);
         let store = self.client.store.clone();
         let pg = store
             .as_any()

@@ -41,6 +41,7 @@ pub mod metrics;
 mod operations;
 mod schedules;
 pub mod testing;
+pub mod trace;
 mod worker;
 
 pub use client::{Client, Enqueue};

@@ -20,4 +20,5 @@ mod server_queue_control;
 mod server_reload;
 mod server_schedules;
 mod server_shutdown;
+mod tracing_otlp;
 mod worker_processes;

@@ -226,11 +226,48 @@ pub async fn insert_takes_the_queues_stored_defaults(h: Harness) {
     assert_eq!(get(&h, plain.id).await, plain);
 }
 
+/// A job's meta travels with it: stored by a single and a batched insert, read back, claimed with
+/// the job; an empty meta stays empty; a malformed traceparent is refused naming the field.
+pub async fn meta_travels_with_the_job(h: Harness) {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut one = NewJob::new("traced", json!({}));
+    one.meta
+        .insert(crate::TRACEPARENT.into(), traceparent.into());
+    one.meta.insert("tenant".into(), json!({"id": 7}));
+    let single = h.store().job_insert(&one).await.unwrap().job;
+    assert_eq!(single.meta, one.meta);
+    let batch = h
+        .store()
+        .job_insert_many(&[one.clone(), NewJob::new("traced", json!({}))])
+        .await
+        .unwrap();
+    assert_eq!(batch[0].job.meta, one.meta);
+    assert!(batch[1].job.meta.is_empty());
+    assert_eq!(get(&h, single.id).await.meta, one.meta);
+    assert!(get(&h, batch[1].job.id).await.meta.is_empty());
+    let claimed = claim(&h, &["default"], &["traced"], 10).await;
+    assert_eq!(claimed.len(), 3);
+    for job in claimed {
+        let expected = if job.id == batch[1].job.id {
+            Default::default()
+        } else {
+            one.meta.clone()
+        };
+        assert_eq!(job.meta, expected, "job {}", job.id);
+    }
+    let mut bad = NewJob::new("traced", json!({}));
+    bad.meta.insert(crate::TRACEPARENT.into(), "00-nope".into());
+    match h.store().job_insert(&bad).await {
+        Err(StoreError::InvalidInput { field, .. }) => assert_eq!(field, "meta.traceparent"),
+        other => panic!("expected the traceparent refused, got {other:?}"),
+    }
+}
+
 /// This file's cases, for [`conformance_suite!`](crate::conformance_suite).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_insert {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none, insert_takes_the_queues_stored_defaults);
+        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none, insert_takes_the_queues_stored_defaults, meta_travels_with_the_job);
     };
 }

@@ -20,19 +20,20 @@ macro_rules! insert_unnest {
         concat!(
             "WITH input AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int4[], $5::timestamptz[],
-                                     $6::int4[], $7::int8[], $8::text[], $9::jsonb[], $10::int8[])
+                                     $6::int4[], $7::int8[], $8::text[], $9::jsonb[], $10::int8[],
+                                     $13::jsonb[])
                   WITH ORDINALITY AS i(queue, kind, args, priority, run_at, max_attempts, timeout_ms,
-                                       unique_key, tags, routed_from, ord)
+                                       unique_key, tags, routed_from, meta, ord)
             ), ins AS (
                 INSERT INTO {s}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
-                                       created_at, timeout_ms, unique_key, tags, routed_from)
+                                       created_at, timeout_ms, unique_key, tags, routed_from, meta)
                 SELECT i.queue, i.kind, i.args,
                        CASE WHEN coalesce(i.run_at, $11) > $11 THEN 'scheduled' ELSE 'available' END,
                        i.priority, i.max_attempts, coalesce(i.run_at, $11), $11, i.timeout_ms,
                        i.unique_key,
                        CASE WHEN i.tags = '[]'::jsonb THEN '{}'::text[]
                             ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags)) END,
-                       i.routed_from
+                       i.routed_from, i.meta
                   FROM input i ORDER BY i.ord
                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
                 RETURNING id, unique_key, queue, state
@@ -54,13 +55,13 @@ pub(crate) const INSERT_SQL: &str = insert_unnest!("$12::text AS channel");
 /// The insert of one job by the store itself (no `NOTIFY`): a plain `VALUES` row, which plans in a
 /// fraction of the time of the `unnest` form. With custom plans (see `PgStore::connect_with`) that
 /// planning is on every single enqueue's path. Same parameters and result columns as
-/// [`INSERT_SQL`], each array replaced by its one element.
+/// [`INSERT_SQL`], each array replaced by its one element, but for the meta, which is `$12` here.
 pub(crate) const INSERT_ONE_SQL: &str =
     "INSERT INTO {s}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
-                                  created_at, timeout_ms, unique_key, tags, routed_from)
+                                  created_at, timeout_ms, unique_key, tags, routed_from, meta)
      VALUES ($1, $2, $3,
              CASE WHEN coalesce($5, $11) > $11 THEN 'scheduled' ELSE 'available' END,
-             $4, $6, coalesce($5, $11), $11, $7, $8, $9, $10)
+             $4, $6, coalesce($5, $11), $11, $7, $8, $9, $10, $12)
      ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
      RETURNING id, unique_key";
 
@@ -202,6 +203,7 @@ pub(crate) async fn insert_plain(
             .bind(&job.tags)
             .bind(job.routed_from)
             .bind(now)
+            .bind(meta_value(&job.meta))
             .fetch_all(&mut *conn)
             .await
             .map_err(map)?
@@ -320,6 +322,7 @@ async fn insert_rows(
     let mut unique_key: Vec<Option<String>> = Vec::with_capacity(n);
     let mut tags = Vec::with_capacity(n);
     let mut routed_from: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut meta: Vec<Option<Value>> = Vec::with_capacity(n);
     for (job, &(attempts, timeout)) in jobs.iter().zip(resolved) {
         queue.push(job.queue.as_str());
         kind.push(job.kind.as_str());
@@ -331,6 +334,7 @@ async fn insert_rows(
         unique_key.push(job.unique_key.clone());
         tags.push(Value::from(job.tags.clone()));
         routed_from.push(job.routed_from);
+        meta.push(meta_value(&job.meta));
     }
     let sql = if notify {
         &inner.sql.insert_notify
@@ -350,7 +354,13 @@ async fn insert_rows(
         .bind(&routed_from)
         .bind(now)
         .bind(&inner.channel)
+        .bind(&meta)
         .fetch_all(&mut *conn)
         .await
         .map_err(map)
+}
+
+/// A job's meta as the `meta` column holds it: NULL when empty.
+pub(crate) fn meta_value(meta: &spooler_core::Meta) -> Option<Value> {
+    (!meta.is_empty()).then(|| Value::Object(meta.clone()))
 }

@@ -77,7 +77,7 @@ macro_rules! job_cols {
     () => {
         "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, \
          started_at, finished_at, timeout_ms, unique_key, tags, errors, result, lease_expires_at, \
-         worker_id, routed_from, cancel_requested, fence, origin"
+         worker_id, routed_from, cancel_requested, fence, origin, meta"
     };
 }
 
@@ -86,7 +86,7 @@ macro_rules! j_cols {
     () => {
         "j.id, j.queue, j.kind, j.args, j.state, j.priority, j.attempt, j.max_attempts, j.run_at, \
          j.created_at, j.started_at, j.finished_at, j.timeout_ms, j.unique_key, j.tags, j.errors, \
-         j.result, j.lease_expires_at, j.worker_id, j.routed_from, j.cancel_requested, j.fence, j.origin"
+         j.result, j.lease_expires_at, j.worker_id, j.routed_from, j.cancel_requested, j.fence, j.origin, j.meta"
     };
 }
 
@@ -152,6 +152,11 @@ pub(crate) fn decode(row: &PgRow) -> StoreResult<JobRow> {
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| bad(format!("origin: {e}")))?,
+        meta: match row.try_get::<Option<Value>, _>("meta").map_err(get_err)? {
+            Some(Value::Object(meta)) => meta,
+            Some(other) => return Err(bad(format!("meta: not an object: {other}"))),
+            None => Default::default(),
+        },
         cancel_requested: row.try_get("cancel_requested").map_err(get_err)?,
         fence: row.try_get("fence").map_err(get_err)?,
     })

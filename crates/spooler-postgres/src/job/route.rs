@@ -19,17 +19,17 @@ pub(crate) const ROUTED_FROM_SQL: &str =
 pub(crate) const ROUTE_INSERT_SQL: &str = concat!(
     "WITH ins AS (
         INSERT INTO {s}.jobs_active (queue, kind, args, state, priority, max_attempts, run_at,
-                                     created_at, timeout_ms, tags, routed_from, origin)
+                                     created_at, timeout_ms, tags, routed_from, origin, meta)
         SELECT i.queue, i.kind, i.args,
                CASE WHEN coalesce(i.run_at, $10) > $10 THEN 'scheduled' ELSE 'available' END,
                i.priority, i.max_attempts, coalesce(i.run_at, $10), $10, i.timeout_ms,
                CASE WHEN i.tags = '[]'::jsonb THEN '{}'::text[]
                     ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags)) END,
-               i.routed_from, i.origin
+               i.routed_from, i.origin, i.meta
           FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int4[], $5::timestamptz[],
-                      $6::int4[], $7::int8[], $8::jsonb[], $9::int8[], $11::jsonb[])
+                      $6::int4[], $7::int8[], $8::jsonb[], $9::int8[], $11::jsonb[], $13::jsonb[])
                AS i(queue, kind, args, priority, run_at, max_attempts, timeout_ms, tags,
-                    routed_from, origin)
+                    routed_from, origin, meta)
         RETURNING id, queue, state
     )
     SELECT ins.id, ",
@@ -138,6 +138,11 @@ async fn insert(
         .bind(now)
         .bind(col(|(_, origin)| origin.clone()))
         .bind(&inner.channel)
+        .bind(
+            jobs.iter()
+                .map(|(j, _)| super::insert::meta_value(&j.meta))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *conn)
         .await?;
     Ok(())

@@ -9,6 +9,8 @@ pub(crate) struct Prepared {
     job: NewJob,
     args: String,
     tags: String,
+    /// The job's meta as JSON, `None` when empty.
+    meta: Option<String>,
     /// The key the job is held by in the ledger when its queue makes jobs unique in a period.
     period: Option<(String, UniquePeriod)>,
 }
@@ -70,6 +72,11 @@ pub(crate) fn prepare(jobs: &[NewJob], settings: &QueueSettingsMap) -> StoreResu
             } else {
                 serde_json::to_string(&job.tags).map_err(|e| invalid("tags", e))?
             },
+            meta: if job.meta.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&job.meta).map_err(|e| invalid("meta", e))?)
+            },
             period: spooler_core::unique::period_key(settings.get(&job.queue), job),
             job: {
                 let mut job = job.clone();
@@ -96,7 +103,7 @@ pub(crate) async fn insert_many(
 }
 
 /// Columns bound per inserted job.
-const INSERT_COLUMNS: usize = 12;
+const INSERT_COLUMNS: usize = 13;
 
 /// The most jobs one INSERT statement carries; smaller remainders go in power-of-two statements
 /// so that at most 7 statement shapes are ever prepared.
@@ -106,7 +113,7 @@ const INSERT_CHUNK: usize = 64;
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO spooler_jobs (queue, kind, args, state, priority, max_attempts, run_at, \
-         created_at, timeout_ms, unique_key, tags, routed_from) VALUES ",
+         created_at, timeout_ms, unique_key, tags, routed_from, meta) VALUES ",
     );
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
@@ -241,6 +248,7 @@ fn flush(
                 &r.p.job.unique_key,
                 &r.p.tags,
                 &r.p.job.routed_from,
+                &r.p.meta,
             ]);
         }
         let inserted = conn.prepare_cached(sql)?.execute(&args[..])?;

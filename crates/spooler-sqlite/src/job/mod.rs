@@ -34,7 +34,7 @@ mod unique;
 /// The columns of a job, in the order [`RawJob::from_row`] reads them.
 pub(crate) const COLUMNS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
      run_at, created_at, started_at, finished_at, timeout_ms, unique_key, tags, errors, result, \
-     lease_expires_at, worker_id, routed_from, cancel_requested, fence, origin";
+     lease_expires_at, worker_id, routed_from, cancel_requested, fence, origin, meta";
 
 /// Clears a running job's lease in an `UPDATE … SET`.
 const CLEAR_LEASE: &str = "worker_id = NULL, lease_expires_at = NULL";
@@ -94,6 +94,7 @@ pub(crate) struct RawJob {
     cancel_requested: bool,
     fence: i32,
     origin: Option<String>,
+    meta: Option<String>,
 }
 
 impl RawJob {
@@ -123,6 +124,7 @@ impl RawJob {
             cancel_requested: r.get(20)?,
             fence: r.get(21)?,
             origin: r.get(22)?,
+            meta: r.get(23)?,
         })
     }
 
@@ -182,6 +184,12 @@ impl RawJob {
                 .map(|o| serde_json::from_str(&o))
                 .transpose()
                 .map_err(|e| bad("origin", e))?,
+            meta: self
+                .meta
+                .map(|m| serde_json::from_str(&m))
+                .transpose()
+                .map_err(|e| bad("meta", e))?
+                .unwrap_or_default(),
             cancel_requested: self.cancel_requested,
             fence: self.fence,
         })

@@ -48,6 +48,14 @@ pub(crate) fn spawn(
         queue = %job.queue,
         attempt = job.attempt,
         worker = %shared.id,
+        trace_id = crate::trace::trace_id(&job.meta),
+    );
+    // The run continues the trace of the span that enqueued the job.
+    crate::trace::continue_trace(
+        &span,
+        job.meta
+            .get(spooler_core::TRACEPARENT)
+            .and_then(|t| t.as_str()),
     );
     tokio::spawn(run(shared, slot, job, abort_rx).instrument(span));
 }

@@ -10,6 +10,8 @@ mod lifecycle;
 mod schedules;
 mod shutdown;
 mod spans;
+#[cfg(feature = "otel")]
+mod trace_context;
 #[cfg(feature = "postgres")]
 mod transactional;
 
