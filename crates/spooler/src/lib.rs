@@ -27,6 +27,7 @@
 //! |------------|---------|--------------|
 //! | `sqlite`   | yes     | the embedded SQLite store, `sqlite://path` and `sqlite::memory:` URLs |
 //! | `postgres` | no      | the PostgreSQL store, `postgres://` URLs |
+//! | `otel`     | no      | W3C trace context from the current span ([`trace`]): a job's run continues the trace that enqueued it |
 //!
 //! [`testing`] is a kit for an application's own tests: run a job inline, drain a worker, assert a
 //! job was enqueued.
