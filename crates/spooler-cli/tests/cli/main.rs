@@ -7,6 +7,7 @@ mod server_support;
 mod chaos;
 mod deploy;
 mod postgres_processes;
+mod postgres_tls;
 mod processes;
 mod server_api;
 mod server_bulk;

@@ -17,6 +17,13 @@ impl Cluster {
     /// Creates and starts a cluster with a database `chaos`; `Err` says why it cannot run here
     /// (no PostgreSQL binaries, no `postgres` user, no `runuser`).
     pub fn start() -> Result<Self, String> {
+        Self::start_with(|_| {})
+    }
+
+    /// Like [`Cluster::start`], with `setup` run on the data directory after initdb and before the
+    /// server starts (to write TLS files, `postgresql.conf` settings or `pg_hba.conf`); what it
+    /// writes is handed to the postgres user.
+    pub fn start_with(setup: impl FnOnce(&Path)) -> Result<Self, String> {
         let bin = find_bin().ok_or(
             "no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin",
         )?;
@@ -50,6 +57,13 @@ impl Cluster {
                 "UTF8",
             ],
         );
+        setup(&data);
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:"])
+            .arg(&data)
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "chown the cluster's data to postgres");
         cluster.pg_start();
         cluster.psql("CREATE DATABASE chaos");
         Ok(cluster)

@@ -13,7 +13,7 @@
 //! Also `SPOOLER_CHAOS_WORKERS` (3), `SPOOLER_CHAOS_KILL_EVERY` (2s), `SPOOLER_CHAOS_LEASE` (2s),
 //! `SPOOLER_CHAOS_SKEW` (+30s).
 
-mod cluster;
+pub(crate) mod cluster;
 mod proxy;
 mod sink;
 
