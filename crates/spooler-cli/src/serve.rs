@@ -174,6 +174,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         .local_addr()
         .with_context(|| format!("listener on {listen}"))?;
     let mut options = server_options(&config, token);
+    // A loopback listener answers loopback names only (DNS rebinding).
+    options.loopback_only = local.ip().is_loopback();
     if let Some(max_wait) = args.listen_flags.max_wait {
         options.max_wait = max_wait;
     }

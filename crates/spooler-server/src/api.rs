@@ -116,6 +116,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::refuse_foreign_host,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }

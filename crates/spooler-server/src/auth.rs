@@ -57,6 +57,53 @@ pub(crate) async fn refuse_cross_site(request: Request, next: Next) -> Response 
     next.run(request).await
 }
 
+/// On a loopback-only listener ([`ServerOptions::loopback_only`](crate::ServerOptions)), refuses
+/// a request whose `Host` names anything but a loopback name (DNS rebinding: a page at
+/// `evil.example` whose name now resolves to 127.0.0.1); every route, the dashboard too.
+pub(crate) async fn refuse_foreign_host(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.inner.options.loopback_only
+        && let Some(host) = request
+            .headers()
+            .get(header::HOST)
+            .map(|v| v.to_str().unwrap_or("?"))
+        && !is_loopback_host(host)
+    {
+        return ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "Host {host:?} is not a loopback name: this server listens on loopback only and answers requests for localhost, 127.0.0.1 and [::1] (a page whose name resolves here is refused)"
+            ),
+        )
+        .field("Host")
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// `localhost`, `*.localhost`, an address in 127.0.0.0/8 or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn cross_site(why: &str) -> Response {
     ApiError::new(
         axum::http::StatusCode::FORBIDDEN,
@@ -136,6 +183,34 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::token_matches as constant_time_eq;
+
+    #[test]
+    fn loopback_hosts_are_told_apart_from_others() {
+        use super::is_loopback_host;
+        for ok in [
+            "localhost",
+            "localhost:7700",
+            "127.0.0.1:7700",
+            "127.1.2.3",
+            "[::1]:7700",
+            "[::1]",
+            "app.localhost:80",
+            "LOCALHOST.",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:7700",
+            "localhost.evil.example",
+            "10.0.0.1:7700",
+            "[::2]",
+            "",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn equal_only_when_equal() {

@@ -9,14 +9,34 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde_json::Value;
 
-/// A JSON body of any shape, read within the body limit. Content-Type is not required (so that
-/// `curl -d` works); the body must parse as JSON.
+/// A JSON body of any shape, read within the body limit. A `Content-Type` other than
+/// `application/json` (or `…+json`) is refused with 415, so a browser form or a `fetch` without a
+/// preflight (`text/plain`, form encodings) can never be taken as a request; a client that sends
+/// no `Content-Type` is not a browser and is served. The body must parse as JSON.
 pub(crate) struct JsonBody(pub Value);
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(kind) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+            let kind = kind.to_str().unwrap_or("?");
+            let essence = kind
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!(
+                        "Content-Type {kind:?} is not JSON: send the body as application/json (curl: --json or -H 'content-type: application/json')"
+                    ),
+                )
+                .field("Content-Type"));
+            }
+        }
         let limit = state.inner.options.body_limit;
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

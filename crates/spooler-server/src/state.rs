@@ -31,6 +31,10 @@ pub struct ServerOptions {
     pub file_allow: crate::kinds::FileAllow,
     /// Where `http` and `tcp` jobs may go, for that check (`[net]`).
     pub net: crate::kinds::NetPolicy,
+    /// The server listens on a loopback address only: a request whose `Host` is not a loopback
+    /// name (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`) is refused, so a page whose own
+    /// name resolves to 127.0.0.1 (DNS rebinding) cannot reach it. Set by `spooler serve`.
+    pub loopback_only: bool,
 }
 
 impl Default for ServerOptions {
@@ -45,6 +49,7 @@ impl Default for ServerOptions {
             check_builtin_args: true,
             file_allow: crate::kinds::FileAllow::default(),
             net: crate::kinds::NetPolicy::default(),
+            loopback_only: false,
         }
     }
 }

@@ -732,11 +732,20 @@ async fn cross_site_changes_are_refused_and_nothing_changes() {
     let api = Api::new(ServerOptions::default()).await;
     let body = br#"{"kind": "file", "args": {"path": "x.jsonl", "payload": "owned"}}"#;
     let send = |headers: &[(&str, &str)]| {
+        // A browser's refused request is text/plain; the allowed ones below are JSON.
+        let kind = if headers.iter().any(|(k, v)| {
+            (*k == "origin" && *v != "http://127.0.0.1:7700")
+                || (*k == "sec-fetch-site" && *v == "cross-site")
+        }) {
+            "text/plain"
+        } else {
+            "application/json"
+        };
         let mut request = Request::builder()
             .method(Method::POST)
             .uri("/v1/jobs")
             .header(header::HOST, "127.0.0.1:7700")
-            .header(header::CONTENT_TYPE, "text/plain");
+            .header(header::CONTENT_TYPE, kind);
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
@@ -778,6 +787,76 @@ async fn cross_site_changes_are_refused_and_nothing_changes() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(api.send(read).await.0, StatusCode::OK, "reads stay open");
+}
+
+/// A body that is not declared JSON is a 415 naming the header, and nothing is written (a form or
+/// a `fetch` without a preflight can only send text/plain or form encodings); a loopback listener
+/// refuses a `Host` that is not a loopback name (DNS rebinding), on the dashboard too.
+#[tokio::test]
+async fn non_json_bodies_and_foreign_hosts_are_refused_and_nothing_changes() {
+    let api = Api::new(ServerOptions {
+        loopback_only: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let body = br#"{"kind": "noop", "args": {}}"#;
+    let post = |host: &str, kind: Option<&str>| {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/jobs")
+            .header(header::HOST, host);
+        if let Some(kind) = kind {
+            request = request.header(header::CONTENT_TYPE, kind);
+        }
+        request.body(Body::from(body.to_vec())).unwrap()
+    };
+    for kind in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (status, answer) = api.send(post("127.0.0.1:7700", Some(kind))).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{kind}: {answer}"
+        );
+        assert_eq!(answer["field"], "Content-Type", "{answer}");
+    }
+    for host in [
+        "evil.example",
+        "evil.example:7700",
+        "localhost.evil.example:7700",
+    ] {
+        let (status, answer) = api.send(post(host, Some("application/json"))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("not a loopback name"),
+            "{answer}"
+        );
+        let page = Request::builder()
+            .uri("/")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            api.send(page).await.0,
+            StatusCode::FORBIDDEN,
+            "{host}: the dashboard"
+        );
+    }
+    assert!(api.snapshot().await.is_empty(), "nothing was enqueued");
+    for (host, kind) in [
+        ("127.0.0.1:7700", Some("application/json")),
+        ("localhost:7700", Some("application/json; charset=utf-8")),
+        ("[::1]:7700", None),
+    ] {
+        let (status, answer) = api.send(post(host, kind)).await;
+        assert_eq!(status, StatusCode::CREATED, "{host} {kind:?}: {answer}");
+    }
 }
 
 /// A built-in kind's arguments are checked when it is enqueued: a mistake is a 422 naming `args`
