@@ -82,7 +82,7 @@ fn listening(log: &str) -> Option<SocketAddr> {
 fn healthz(addr: SocketAddr, within: Duration) -> Option<u16> {
     let (status, _) = raw(
         addr,
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         within,
     )?;
     Some(status)
@@ -153,9 +153,9 @@ async fn half_open_connections_under_a_descriptor_limit_are_closed_and_healthz_a
             .map(|i| {
                 let mut s = TcpStream::connect(addr).expect("connect");
                 let partial: &[u8] = if i % 6 == 5 {
-                    b"POST /v1/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n{\"kind\""
+                    b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{\"kind\""
                 } else {
-                    b"GET /v1/jobs HTTP/1.1\r\nHost: t\r\nX-Partial: "
+                    b"GET /v1/jobs HTTP/1.1\r\nHost: localhost\r\nX-Partial: "
                 };
                 s.write_all(partial).expect("write");
                 s
@@ -203,9 +203,9 @@ async fn half_open_connections_under_a_descriptor_limit_are_closed_and_healthz_a
 async fn requests_refused_before_routing_and_late_bodies_are_answered_in_json() {
     let server = Limited::start(1024, &["--body-read-timeout", "1s"]).await;
     let addr = server.addr;
-    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(70_000));
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: localhost\r\n\r\n", "a".repeat(70_000));
     let many_headers = format!(
-        "GET /healthz HTTP/1.1\r\nHost: t\r\n{}\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
         (0..200)
             .map(|i| format!("X-{i}: y\r\n"))
             .collect::<String>()
@@ -221,7 +221,7 @@ async fn requests_refused_before_routing_and_late_bodies_are_answered_in_json() 
         ("200 headers", many_headers.into_bytes(), 431, "headers"),
         (
             "a body that never comes",
-            b"POST /v1/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{".to_vec(),
+            b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{".to_vec(),
             408,
             "did not arrive within 1s",
         ),
@@ -291,7 +291,7 @@ async fn a_thousand_long_polls_on_one_job_cost_little_cpu() {
     let pid = server.pid();
     let addr = server.addr;
     let before = open_descriptors(pid);
-    let request = format!("GET /v1/jobs/{id}?wait=60s HTTP/1.1\r\nHost: t\r\n\r\n");
+    let request = format!("GET /v1/jobs/{id}?wait=60s HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let polls: Vec<TcpStream> = (0..1000)
         .map(|_| {
             let mut s = TcpStream::connect(addr).expect("connect");
@@ -365,7 +365,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     let closed = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         // The answer comes on a connection kept alive; then nothing is sent on it.
         stream
