@@ -6,6 +6,11 @@
 # old job past the thresholds, or jobs waiting in a queue no live worker works), 2 critical (no
 # answer within --timeout, or a store error): the convention Nomad and Consul read.
 
+variable "token" {
+  type        = string
+  description = "the API and dashboard token; spooler serve refuses a non-loopback listener without one"
+}
+
 variable "store" {
   type        = string
   description = "postgres://user@host:5432/db?sslmode=verify-full&sslrootcert=/secrets/ca.pem"
@@ -49,6 +54,7 @@ job "spooler" {
 
       env {
         SPOOLER_STORE      = var.store
+        SPOOLER_TOKEN      = var.token
         SPOOLER_LOG_FORMAT = "json"
       }
 

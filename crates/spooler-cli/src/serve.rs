@@ -173,6 +173,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     let local = listener
         .local_addr()
         .with_context(|| format!("listener on {listen}"))?;
+    if token.is_none() && !local.ip().is_loopback() {
+        return Err(anyhow!(
+            "refusing to serve on {local} without a token: anyone who can reach it could enqueue commands, webhooks and file writes (set --token or SPOOLER_TOKEN, or listen on 127.0.0.1)"
+        ));
+    }
     let mut options = server_options(&config, token);
     // A loopback listener answers loopback names only (DNS rebinding).
     options.loopback_only = local.ip().is_loopback();

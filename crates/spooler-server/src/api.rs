@@ -7,7 +7,7 @@ use crate::state::AppState;
 use crate::wire::{JobWire, parse_enqueue};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -65,7 +65,7 @@ fn v1_routes() -> Routes {
 /// (whose page asks for the token before calling `/v1`).
 fn open_routes() -> Routes {
     vec![
-        (Method::GET, "/", get(dashboard)),
+        (Method::GET, "/", get(crate::dashboard::overview)),
         (Method::GET, "/healthz", get(healthz)),
         (Method::GET, "/metrics", get(metrics)),
         (Method::GET, "/openapi.json", get(openapi)),
@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
     }
     let body_limit = state.inner.options.body_limit;
     open.merge(v1)
+        .merge(crate::dashboard::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -121,6 +122,9 @@ pub fn router(state: AppState) -> Router {
             crate::auth::refuse_foreign_host,
         ))
         .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn(
+            crate::dashboard::security_headers,
+        ))
         .with_state(state)
 }
 
@@ -364,7 +368,7 @@ async fn delete_job(
 }
 
 /// The queues the store knows, plus configured queues that hold no jobs yet.
-async fn queues_with_configured(state: &AppState) -> Result<Vec<QueueInfo>, ApiError> {
+pub(crate) async fn queues_with_configured(state: &AppState) -> Result<Vec<QueueInfo>, ApiError> {
     let mut queues = state.inner.client.queues().await?;
     for name in &state.inner.options.queues {
         if !queues.iter().any(|q| &q.name == name) {
@@ -399,7 +403,7 @@ async fn list_queues(State(state): State<AppState>) -> Result<Response, ApiError
 /// A queue the server knows: configured, or holding jobs or a pause flag in the store. Pausing
 /// or resuming any other name is a 404, so that a client cannot grow the store's queue table (and
 /// `/metrics`) with names of its choosing.
-async fn known_queue(state: &AppState, name: &str) -> Result<(), ApiError> {
+pub(crate) async fn known_queue(state: &AppState, name: &str) -> Result<(), ApiError> {
     if state.inner.options.queues.contains(name)
         || state
             .inner
@@ -526,8 +530,4 @@ async fn openapi() -> Response {
         crate::openapi::OPENAPI_JSON,
     )
         .into_response()
-}
-
-async fn dashboard() -> Html<&'static str> {
-    Html(crate::dashboard::PAGE)
 }

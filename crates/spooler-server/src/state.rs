@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Option<PrometheusHandle>,
     /// True once the server is shutting down: open long polls answer at once.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Keys the dashboard's CSRF fields when no token is configured.
+    pub(crate) dashboard_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for AppState {
@@ -89,6 +91,7 @@ impl AppState {
                 options,
                 metrics,
                 stopping: tokio::sync::watch::Sender::new(false),
+                dashboard_secret: rand::random(),
             }),
         }
     }

@@ -380,3 +380,16 @@ async fn postgres_migrate_print_makes_the_schema_migrate_makes() {
     );
     assert_eq!(enqueue.code, Some(0), "{}", enqueue.describe());
 }
+
+#[tokio::test]
+async fn serve_refuses_a_non_loopback_listener_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let run = cli(&["serve", "--store", &store, "--listen", "0.0.0.0:0"]).await;
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    assert!(
+        run.stderr.contains("without a token") && run.stderr.contains("--token"),
+        "{}",
+        run.describe()
+    );
+}

@@ -419,8 +419,11 @@ async fn open_routes_answer_and_the_served_document_is_the_crate_s() {
         .await
         .unwrap();
     assert!(
-        page.contains("v1/queues"),
-        "the dashboard calls the API:\n{page}"
+        page.contains(r#"<tr data-queue="mail">"#)
+            && page.contains(
+                r#"data-state="completed"><a href="jobs?queue=mail&amp;state=completed">1</a>"#
+            ),
+        "the dashboard shows the queue and its count:\n{page}"
     );
 }
 

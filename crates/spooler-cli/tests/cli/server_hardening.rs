@@ -203,7 +203,10 @@ async fn half_open_connections_under_a_descriptor_limit_are_closed_and_healthz_a
 async fn requests_refused_before_routing_and_late_bodies_are_answered_in_json() {
     let server = Limited::start(1024, &["--body-read-timeout", "1s"]).await;
     let addr = server.addr;
-    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: localhost\r\n\r\n", "a".repeat(70_000));
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "a".repeat(70_000)
+    );
     let many_headers = format!(
         "GET /healthz HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
         (0..200)

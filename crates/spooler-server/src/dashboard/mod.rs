@@ -1,0 +1,708 @@
+//! The dashboard: server-rendered pages, readable with JavaScript off, at `/` (queues), `/jobs`,
+//! `/jobs/{id}`, `/queues/{name}`, `/schedules`, `/workers` and `/routes`, with its actions as
+//! forms (retry, cancel, delete, pause and resume a queue, run, pause and resume a schedule). It
+//! reads and acts through the same `Client` and rules as the API; every action is guarded by a
+//! CSRF field and the cross-site check, and written to the audit log. Links are relative to a
+//! `<base href>` taken from the request, so the pages work wherever the router is nested.
+
+mod pages;
+mod session;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::Markup;
+use pages::{Frame, JobsView, QueueLine, RouteLine};
+use serde::Deserialize;
+use spooler::core::store::{LIVE_WORKER_WITHIN, queues_without_workers};
+use spooler::{JobList, JobState};
+use std::collections::HashMap;
+
+const STYLESHEET: &str = include_str!("../static/dashboard.css");
+const SCRIPT: &str = include_str!("../static/dashboard.js");
+
+/// The dashboard's routes but `/` (which the API's route table holds, documented), merged into
+/// the router by [`crate::router`].
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/jobs", get(jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/{action}", post(job_action))
+        .route("/queues/{name}", get(queue))
+        .route("/queues/{name}/{action}", post(queue_action))
+        .route("/schedules", get(schedules))
+        .route("/schedules/{name}/{action}", post(schedule_action))
+        .route("/workers", get(workers))
+        .route("/routes", get(routes_page))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/assets/dashboard.css", get(stylesheet))
+        .route("/assets/dashboard.js", get(script))
+        .route_layer(axum::middleware::from_fn(crate::auth::refuse_cross_site))
+}
+
+/// Headers on every response of the server: no framing, no sniffing, and for pages a content
+/// security policy that allows only the dashboard's own script and stylesheet (no inline script).
+pub(crate) async fn security_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'self'",
+        ),
+    );
+    response
+}
+
+/// What each page knows of its request: where the dashboard is mounted, and whether the caller
+/// may see it.
+pub(crate) struct Page {
+    /// Ends in `/`: `/` when served at the root, `/admin/` when nested under `/admin`.
+    base: String,
+    allowed: bool,
+}
+
+impl FromRequestParts<AppState> for Page {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let inner = parts.uri.path().to_string();
+        let original = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map(|o| o.0.path().to_string())
+            .unwrap_or_else(|| inner.clone());
+        // Nested under /admin, the overview is /admin (the nested router's `/`).
+        let prefix = match original.strip_suffix(inner.as_str()) {
+            Some(prefix) => prefix,
+            None if inner == "/" => original.as_str(),
+            None => "",
+        }
+        .trim_end_matches('/');
+        Ok(Page {
+            base: format!("{prefix}/"),
+            allowed: session::allowed(state, &parts.headers),
+        })
+    }
+}
+
+impl Page {
+    /// The frame of a page, or the way to the login form.
+    fn frame<'a>(
+        &'a self,
+        state: &'a AppState,
+        csrf: &'a str,
+        store: &'a str,
+        notice: Option<&'a str>,
+    ) -> Frame<'a> {
+        Frame {
+            base: &self.base,
+            home: self.home(),
+            csrf,
+            logout: state.inner.options.token.is_some(),
+            notice,
+            store,
+        }
+    }
+
+    /// The overview's path: `/`, or the prefix itself (`/admin`, which a nested router serves
+    /// where it would not serve `/admin/`).
+    fn home(&self) -> &str {
+        match self.base.trim_end_matches('/') {
+            "" => "/",
+            prefix => prefix,
+        }
+    }
+
+    fn to_login(&self) -> Response {
+        Redirect::to(&format!("{}login", self.base)).into_response()
+    }
+
+    /// An error as a page: the caller's mistakes keep their 4xx, faults are logged and generic.
+    fn error(&self, e: ApiError) -> Response {
+        let status = e.status();
+        let message = if status.is_server_error() {
+            tracing::warn!(error = %e, "dashboard page failed");
+            "the store did not answer as expected; the server log says more".to_string()
+        } else {
+            e.message().to_string()
+        };
+        (
+            status,
+            html(pages::error(&self.base, self.home(), &message)),
+        )
+            .into_response()
+    }
+}
+
+fn html(markup: Markup) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::response::Html(markup.into_string()),
+    )
+        .into_response()
+}
+
+/// The line an action's `done` parameter names; unknown values show nothing.
+fn notice(query: &HashMap<String, String>) -> Option<&'static str> {
+    Some(match query.get("done")?.as_str() {
+        "retried" => "Retried: the job is available again.",
+        "cancelled" => "Cancelled (a running job stops at its next check).",
+        "deleted" => "Deleted.",
+        "paused" => "Paused: no job is claimed from this queue until it is resumed.",
+        "resumed" => "Resumed.",
+        "run" => "Enqueued the schedule's job now; its next run did not move.",
+        "schedule-paused" => "Schedule paused.",
+        "schedule-resumed" => "Schedule resumed.",
+        _ => return None,
+    })
+}
+
+/// Every queue's line: counts, the oldest wait, whether a live worker works it, its routes.
+async fn queue_lines(
+    state: &AppState,
+) -> Result<(Vec<spooler::QueueInfo>, Vec<QueueLineData>, usize), ApiError> {
+    let queues = crate::api::queues_with_configured(state).await?;
+    let now = state.inner.store.clock().now();
+    let window = chrono::TimeDelta::from_std(LIVE_WORKER_WITHIN).unwrap_or(chrono::TimeDelta::MAX);
+    let live = state.inner.store.worker_list(now - window).await?;
+    let unworked = queues_without_workers(&queues, &live);
+    let settings = state.inner.store.queue_settings().await?;
+    let data = queues
+        .iter()
+        .map(|q| QueueLineData {
+            oldest_age_s: crate::metrics::oldest_age_seconds(q, now).map(|s| s as i64),
+            unworked: unworked.contains(&q.name),
+            routes: settings
+                .iter()
+                .find(|s| s.queue == q.name)
+                .map(|s| route_targets(&s.routes))
+                .unwrap_or_default(),
+        })
+        .collect();
+    Ok((queues, data, live.len()))
+}
+
+struct QueueLineData {
+    oldest_age_s: Option<i64>,
+    unworked: bool,
+    routes: Vec<String>,
+}
+
+fn route_targets(routes: &spooler::core::route::Routes) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(r) = &routes.on_failure {
+        out.push(format!("failed → {}", r.queue));
+    }
+    if let Some(r) = &routes.on_success {
+        out.push(format!("completed → {}", r.queue));
+    }
+    for (kind, k) in &routes.kinds {
+        if let Some(r) = &k.on_failure {
+            out.push(format!("{kind} failed → {}", r.queue));
+        }
+        if let Some(r) = &k.on_success {
+            out.push(format!("{kind} completed → {}", r.queue));
+        }
+    }
+    out
+}
+
+/// `GET /`: the queues.
+pub(crate) async fn overview(
+    State(state): State<AppState>,
+    page: Page,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let (queues, data, live) = match queue_lines(&state).await {
+        Ok(found) => found,
+        Err(e) => return page.error(e),
+    };
+    let lines: Vec<QueueLine<'_>> = queues
+        .iter()
+        .zip(data)
+        .map(|(info, d)| QueueLine {
+            info,
+            oldest_age_s: d.oldest_age_s,
+            unworked: d.unworked,
+            routes: d.routes,
+        })
+        .collect();
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    html(pages::overview(
+        &page.frame(&state, &csrf, &store, notice(&query)),
+        &lines,
+        live,
+    ))
+}
+
+/// `GET /jobs?queue=&state=&kind=&cursor=`.
+async fn jobs(
+    State(state): State<AppState>,
+    page: Page,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let get = |k: &str| query.get(k).map(|v| v.trim()).unwrap_or_default();
+    let job_state = match get("state") {
+        "" => None,
+        s => match s.parse::<JobState>() {
+            Ok(s) => Some(s),
+            Err(e) => return page.error(ApiError::invalid("state", e)),
+        },
+    };
+    let cursor = match get("cursor") {
+        "" => None,
+        c => match c.parse::<i64>() {
+            Ok(c) => Some(c),
+            Err(_) => {
+                return page.error(ApiError::invalid(
+                    "cursor",
+                    format!("cursor \"{c}\" is not a job id"),
+                ));
+            }
+        },
+    };
+    let list = JobList {
+        queue: Some(get("queue").to_string()).filter(|q| !q.is_empty()),
+        state: job_state,
+        kind: Some(get("kind").to_string()).filter(|k| !k.is_empty()),
+        limit: 50,
+        before_id: cursor,
+    };
+    let (found, next) = match state.inner.client.list(&list).await {
+        Ok(found) => found,
+        Err(e) => return page.error(e.into()),
+    };
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    let view = JobsView {
+        queue: get("queue"),
+        state: get("state"),
+        kind: get("kind"),
+        jobs: &found,
+        next,
+    };
+    html(pages::jobs(
+        &page.frame(&state, &csrf, &store, notice(&query)),
+        &view,
+    ))
+}
+
+/// `GET /jobs/{id}`.
+async fn job(
+    State(state): State<AppState>,
+    page: Page,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return page.error(ApiError::not_found(format!("\"{id}\" is not a job id")));
+    };
+    let job = match state.inner.client.status(id).await {
+        Ok(job) => job,
+        Err(e) => return page.error(e.into()),
+    };
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    let now = state.inner.store.clock().now();
+    html(pages::job(
+        &page.frame(&state, &csrf, &store, notice(&query)),
+        &job,
+        now,
+    ))
+}
+
+/// `GET /queues/{name}`.
+async fn queue(
+    State(state): State<AppState>,
+    page: Page,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let (queues, data, _) = match queue_lines(&state).await {
+        Ok(found) => found,
+        Err(e) => return page.error(e),
+    };
+    let Some((info, d)) = queues.iter().zip(data).find(|(q, _)| q.name == name) else {
+        return page.error(ApiError::not_found(format!(
+            "queue \"{name}\" has no jobs and is not configured"
+        )));
+    };
+    let settings = match state.inner.store.queue_settings().await {
+        Ok(all) => all
+            .into_iter()
+            .find(|s| s.queue == name)
+            .and_then(|s| serde_json::to_value(s).ok()),
+        Err(e) => return page.error(e.into()),
+    };
+    let recent = JobList {
+        queue: Some(name.clone()),
+        limit: 20,
+        ..Default::default()
+    };
+    let recent = match state.inner.client.list(&recent).await {
+        Ok((jobs, _)) => jobs,
+        Err(e) => return page.error(e.into()),
+    };
+    let line = QueueLine {
+        info,
+        oldest_age_s: d.oldest_age_s,
+        unworked: d.unworked,
+        routes: d.routes,
+    };
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    html(pages::queue(
+        &page.frame(&state, &csrf, &store, notice(&query)),
+        &line,
+        settings.as_ref(),
+        &recent,
+    ))
+}
+
+/// `GET /schedules`.
+async fn schedules(
+    State(state): State<AppState>,
+    page: Page,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let list = match state.inner.client.schedules().await {
+        Ok(list) => list,
+        Err(e) => return page.error(e.into()),
+    };
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    html(pages::schedules(
+        &page.frame(&state, &csrf, &store, notice(&query)),
+        &list,
+    ))
+}
+
+/// `GET /workers`: every worker seen in the last ten minutes; those past the live window are
+/// highlighted as stale.
+async fn workers(State(state): State<AppState>, page: Page) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let now = state.inner.store.clock().now();
+    let since = now - chrono::TimeDelta::minutes(10);
+    let list = match state.inner.store.worker_list(since).await {
+        Ok(list) => list,
+        Err(e) => return page.error(e.into()),
+    };
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    html(pages::workers(
+        &page.frame(&state, &csrf, &store, None),
+        &list,
+        now,
+        LIVE_WORKER_WITHIN.as_secs() as i64,
+    ))
+}
+
+/// `GET /routes`: every stored route, by queue and kind.
+async fn routes_page(State(state): State<AppState>, page: Page) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let settings = match state.inner.store.queue_settings().await {
+        Ok(settings) => settings,
+        Err(e) => return page.error(e.into()),
+    };
+    let mut lines = Vec::new();
+    let to = |r: &spooler::core::route::Route| serde_json::to_value(r).unwrap_or_default();
+    for s in &settings {
+        let r = &s.routes;
+        for (when, route) in [("failed", &r.on_failure), ("completed", &r.on_success)] {
+            if let Some(route) = route {
+                lines.push(RouteLine {
+                    queue: s.queue.clone(),
+                    kind: None,
+                    when,
+                    to: to(route),
+                });
+            }
+        }
+        for (kind, k) in &r.kinds {
+            for (when, route) in [("failed", &k.on_failure), ("completed", &k.on_success)] {
+                if let Some(route) = route {
+                    lines.push(RouteLine {
+                        queue: s.queue.clone(),
+                        kind: Some(kind.clone()),
+                        when,
+                        to: to(route),
+                    });
+                }
+            }
+        }
+    }
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    html(pages::routes(
+        &page.frame(&state, &csrf, &store, None),
+        &lines,
+    ))
+}
+
+/// The fields of an action's form.
+#[derive(Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Checks an action's caller and CSRF field; the refusal as a page.
+fn guard(state: &AppState, page: &Page, form: &ActionForm) -> Option<Response> {
+    if !page.allowed {
+        return Some(page.error(ApiError::unauthorized(
+            "log in to act on jobs (the dashboard's session has ended)",
+        )));
+    }
+    if !session::csrf_ok(state, &form.csrf) {
+        return Some(page.error(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF field is missing or stale: reload the page and try again",
+        )));
+    }
+    None
+}
+
+/// Who acted, for the audit log.
+fn actor(state: &AppState) -> &'static str {
+    if state.inner.options.token.is_some() {
+        "token"
+    } else {
+        "open dashboard"
+    }
+}
+
+/// `POST /jobs/{id}/{retry|cancel|delete}`.
+async fn job_action(
+    State(state): State<AppState>,
+    page: Page,
+    Path((id, action)): Path<(String, String)>,
+    axum::Form(form): axum::Form<ActionForm>,
+) -> Response {
+    if let Some(refused) = guard(&state, &page, &form) {
+        return refused;
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return page.error(ApiError::not_found(format!("\"{id}\" is not a job id")));
+    };
+    let client = &state.inner.client;
+    let (result, done) = match action.as_str() {
+        "retry" => (client.retry(id).await, "retried"),
+        "cancel" => (client.cancel(id).await, "cancelled"),
+        "delete" => (client.delete(id).await, "deleted"),
+        other => {
+            return page.error(ApiError::not_found(format!(
+                "no action \"{other}\" on jobs (retry, cancel, delete)"
+            )));
+        }
+    };
+    match result {
+        Ok(job) => {
+            tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, job = id, state = job.state.as_str(), affected = 1, "dashboard action");
+            let to = if action == "delete" {
+                format!("{}jobs?done=deleted", page.base)
+            } else {
+                format!("{}jobs/{id}?done={done}", page.base)
+            };
+            Redirect::to(&to).into_response()
+        }
+        Err(e) => {
+            tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, job = id, affected = 0, error = %e, "dashboard action refused");
+            page.error(e.into())
+        }
+    }
+}
+
+/// `POST /queues/{name}/{pause|resume}`.
+async fn queue_action(
+    State(state): State<AppState>,
+    page: Page,
+    Path((name, action)): Path<(String, String)>,
+    axum::Form(form): axum::Form<ActionForm>,
+) -> Response {
+    if let Some(refused) = guard(&state, &page, &form) {
+        return refused;
+    }
+    if let Err(e) = crate::api::known_queue(&state, &name).await {
+        return page.error(e);
+    }
+    let client = &state.inner.client;
+    let (result, done) = match action.as_str() {
+        "pause" => (client.pause(&name).await, "paused"),
+        "resume" => (client.resume(&name).await, "resumed"),
+        other => {
+            return page.error(ApiError::not_found(format!(
+                "no action \"{other}\" on queues (pause, resume)"
+            )));
+        }
+    };
+    if let Err(e) = result {
+        return page.error(e.into());
+    }
+    tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, queue = %name, affected = 1, "dashboard action");
+    Redirect::to(&format!(
+        "{}queues/{}?done={done}",
+        page.base,
+        pages::encode(&name)
+    ))
+    .into_response()
+}
+
+/// `POST /schedules/{name}/{run|pause|resume}`.
+async fn schedule_action(
+    State(state): State<AppState>,
+    page: Page,
+    Path((name, action)): Path<(String, String)>,
+    axum::Form(form): axum::Form<ActionForm>,
+) -> Response {
+    if let Some(refused) = guard(&state, &page, &form) {
+        return refused;
+    }
+    let client = &state.inner.client;
+    let (result, done) = match action.as_str() {
+        "run" => (client.run_schedule(&name).await.map(|_| ()), "run"),
+        "pause" => (
+            client.pause_schedule(&name).await.map(|_| ()),
+            "schedule-paused",
+        ),
+        "resume" => (
+            client.resume_schedule(&name).await.map(|_| ()),
+            "schedule-resumed",
+        ),
+        other => {
+            return page.error(ApiError::not_found(format!(
+                "no action \"{other}\" on schedules (run, pause, resume)"
+            )));
+        }
+    };
+    if let Err(e) = result {
+        return page.error(e.into());
+    }
+    tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, schedule = %name, affected = 1, "dashboard action");
+    Redirect::to(&format!("{}schedules?done={done}", page.base)).into_response()
+}
+
+/// `GET /login`.
+async fn login_page(
+    State(state): State<AppState>,
+    page: Page,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if state.inner.options.token.is_none() {
+        return Redirect::to(page.home()).into_response();
+    }
+    html(pages::login(
+        &page.base,
+        &session::csrf(&state),
+        query.contains_key("failed"),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /login`: the right token sets the session cookie.
+async fn login(
+    State(state): State<AppState>,
+    page: Page,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    if !session::csrf_ok(&state, &form.csrf) || !session::token_is(&state, form.token.trim()) {
+        tracing::info!(target: "spooler_server::audit", action = "login", ok = false, "dashboard login refused");
+        return Redirect::to(&format!("{}login?failed", page.base)).into_response();
+    }
+    tracing::info!(target: "spooler_server::audit", action = "login", ok = true, "dashboard login");
+    let cookie = format!(
+        "{}={}; Path={}; HttpOnly; SameSite=Strict; Max-Age={}",
+        session::COOKIE,
+        session::session_value(&state),
+        page.base,
+        session::SESSION_SECONDS
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to(page.home())).into_response()
+}
+
+/// `POST /logout`: the cookie is cleared.
+async fn logout(
+    State(state): State<AppState>,
+    page: Page,
+    axum::Form(form): axum::Form<ActionForm>,
+) -> Response {
+    if !session::csrf_ok(&state, &form.csrf) {
+        return page.error(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF field is missing or stale",
+        ));
+    }
+    let cookie = format!(
+        "{}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
+        session::COOKIE,
+        page.base
+    );
+    (
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to(&format!("{}login", page.base)),
+    )
+        .into_response()
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}

@@ -1,0 +1,397 @@
+//! The dashboard in-process (`Router::oneshot` on `sqlite::memory:`): every view renders without
+//! JavaScript and shows what the API shows, hostile text is escaped, actions need the CSRF field
+//! and refuse other sites, a token makes the pages ask for a login (HttpOnly, SameSite=Strict
+//! cookie), and the pages work nested under a prefix.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use spooler::prelude::*;
+use spooler::{JobState, NewJob};
+use spooler_server::{AppState, ServerOptions, router};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Dash {
+    store: Arc<dyn Store>,
+    app: axum::Router,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The CSRF field of the page's forms.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find(r#"name="csrf" value=""#)
+            .expect("a form with a CSRF field");
+        let rest = &self.body[at + r#"name="csrf" value=""#.len()..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+}
+
+impl Dash {
+    async fn new(options: ServerOptions) -> Self {
+        let store = spooler::connect("sqlite::memory:").await.expect("open");
+        let app = router(AppState::new(
+            store.clone(),
+            ServerOptions {
+                metrics: false,
+                ..options
+            },
+        ));
+        Self { store, app }
+    }
+
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.app.clone().oneshot(request).await.expect("answer");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 10 << 20)
+            .await
+            .unwrap();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
+        let mut request = Request::builder()
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:7700");
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post_form(&self, path: &str, form: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:7700")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        self.send(request.body(Body::from(form.to_string())).unwrap())
+            .await
+    }
+}
+
+/// A failed job, by hand: claimed and failed for good.
+async fn failed_job(store: &Arc<dyn Store>, kind: &str, args: Value, error: &str) -> i64 {
+    let mut job = NewJob::new(kind, args).queue("mail");
+    job.max_attempts = Some(1);
+    let id = store.job_insert(&job).await.unwrap().job.id;
+    let claimed = store
+        .job_claim(&spooler::core::store::JobClaim {
+            queues: vec!["mail".into()],
+            kinds: vec![kind.into()],
+            limit: 1,
+            worker_id: "w".into(),
+            lease: std::time::Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    let lease = claimed.jobs[0].lease();
+    store
+        .job_finish_many(&[spooler::core::store::JobFinish {
+            lease,
+            outcome: spooler::core::store::Outcome::Failed {
+                error: error.into(),
+            },
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.job_get(id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
+    id
+}
+
+#[tokio::test]
+async fn every_view_renders_without_javascript_with_safe_headers() {
+    let dash = Dash::new(ServerOptions::default()).await;
+    let id = dash
+        .store
+        .job_insert(&NewJob::new("noop", json!({"n": 1})).queue("mail"))
+        .await
+        .unwrap()
+        .job
+        .id;
+    for path in [
+        "/",
+        "/jobs",
+        "/jobs?state=available&queue=mail",
+        &format!("/jobs/{id}"),
+        "/queues/mail",
+        "/schedules",
+        "/workers",
+        "/routes",
+    ] {
+        let page = dash.get(path, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert!(page.body.starts_with("<!DOCTYPE html>"), "{path}");
+        assert!(!page.body.contains("<script>"), "{path}: no inline script");
+        let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    }
+    // The overview's counts are the API's.
+    let page = dash.get("/", None).await;
+    assert!(
+        page.body.contains(r#"<tr data-queue="mail">"#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(
+            r#"data-state="available"><a href="jobs?queue=mail&amp;state=available">1</a>"#
+        ),
+        "{}",
+        page.body
+    );
+    // No worker runs: the queue's jobs wait with nobody to work them, and the page says so.
+    assert!(page.body.contains("no live worker"), "{}", page.body);
+    let assets = dash.get("/assets/dashboard.js", None).await;
+    assert_eq!(assets.status, StatusCode::OK);
+    assert!(
+        assets.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+}
+
+#[tokio::test]
+async fn hostile_text_is_escaped() {
+    let dash = Dash::new(ServerOptions::default()).await;
+    let id = failed_job(
+        &dash.store,
+        "<img/src=x/onerror=alert(1)>",
+        json!({"html": "</pre><script>alert(2)</script>"}),
+        "<script>alert(3)</script>\nsecond line",
+    )
+    .await;
+    for path in [
+        format!("/jobs/{id}"),
+        "/jobs?state=failed".into(),
+        "/queues/mail".into(),
+    ] {
+        let page = dash.get(&path, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(
+            !page.body.contains("<script>alert") && !page.body.contains("<img/src"),
+            "{path}: {}",
+            page.body
+        );
+        assert!(
+            page.body.contains("&lt;script&gt;alert(3)") || path.starts_with("/queues"),
+            "{path}"
+        );
+    }
+    let page = dash.get(&format!("/jobs/{id}"), None).await;
+    assert!(
+        page.body.contains("second line"),
+        "the rest of the error is behind details"
+    );
+}
+
+#[tokio::test]
+async fn actions_need_the_csrf_field_and_refuse_other_sites() {
+    let dash = Dash::new(ServerOptions::default()).await;
+    let id = failed_job(&dash.store, "noop", json!({}), "boom").await;
+    let page = dash.get(&format!("/jobs/{id}"), None).await;
+    assert!(
+        page.body.contains(&format!(r#"action="jobs/{id}/retry""#)),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let state =
+        |store: Arc<dyn Store>| async move { store.job_get(id).await.unwrap().unwrap().state };
+    // No field, a wrong one, or another site's page: refused, nothing changes.
+    let refused = dash.post_form(&format!("/jobs/{id}/retry"), "", &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(refused.body.contains("CSRF"), "{}", refused.body);
+    let refused = dash
+        .post_form(&format!("/jobs/{id}/retry"), "csrf=nope", &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let refused = dash
+        .post_form(
+            &format!("/jobs/{id}/retry"),
+            &format!("csrf={csrf}"),
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(state(dash.store.clone()).await, JobState::Failed);
+    // The page's own form: done, and the job page says so.
+    let done = dash
+        .post_form(
+            &format!("/jobs/{id}/retry"),
+            &format!("csrf={csrf}"),
+            &[("origin", "http://127.0.0.1:7700")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), format!("/jobs/{id}?done=retried"));
+    assert_eq!(state(dash.store.clone()).await, JobState::Available);
+    let page = dash.get(done.location(), None).await;
+    assert!(page.body.contains("Retried"), "{}", page.body);
+    // A stale page's action (on a job gone meanwhile) is a 404 page naming it, never a 5xx.
+    let gone = id + 1000;
+    let stale = dash
+        .post_form(
+            &format!("/jobs/{gone}/cancel"),
+            &format!("csrf={csrf}"),
+            &[],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::NOT_FOUND, "{}", stale.body);
+    assert!(stale.body.contains(&gone.to_string()), "{}", stale.body);
+    // Pause and resume a queue.
+    let paused = dash
+        .post_form("/queues/mail/pause", &format!("csrf={csrf}"), &[])
+        .await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER);
+    assert!(dash.get("/", None).await.body.contains("paused"));
+    let queues = dash.store.queue_list().await.unwrap();
+    assert!(queues.iter().any(|q| q.name == "mail" && q.paused));
+    dash.post_form("/queues/mail/resume", &format!("csrf={csrf}"), &[])
+        .await;
+    assert!(
+        !dash
+            .store
+            .queue_list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|q| q.paused)
+    );
+}
+
+#[tokio::test]
+async fn a_token_makes_the_pages_ask_for_a_login() {
+    let dash = Dash::new(ServerOptions {
+        token: Some("s3cret".into()),
+        ..ServerOptions::default()
+    })
+    .await;
+    let id = failed_job(&dash.store, "noop", json!({}), "boom").await;
+    for path in ["/", "/jobs", &format!("/jobs/{id}"), "/workers"] {
+        let page = dash.get(path, None).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(page.location(), "/login", "{path}");
+    }
+    let refused = dash
+        .post_form(&format!("/jobs/{id}/retry"), "csrf=x", &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let login = dash.get("/login", None).await;
+    assert_eq!(login.status, StatusCode::OK);
+    let csrf = login.csrf();
+    let wrong = dash
+        .post_form("/login", &format!("csrf={csrf}&token=guess"), &[])
+        .await;
+    assert_eq!(wrong.location(), "/login?failed");
+    assert!(wrong.headers.get(header::SET_COOKIE).is_none());
+    let ok = dash
+        .post_form("/login", &format!("csrf={csrf}&token=s3cret"), &[])
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    let cookie = ok.headers[header::SET_COOKIE].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("s3cret"), "the cookie is not the token");
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = dash.get(&format!("/jobs/{id}"), Some(&session)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let done = dash
+        .post_form(
+            &format!("/jobs/{id}/retry"),
+            &format!("csrf={}", page.csrf()),
+            &[("cookie", &session)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(
+        dash.store.job_get(id).await.unwrap().unwrap().state,
+        JobState::Available
+    );
+    // A forged cookie is no session.
+    let page = dash.get("/", Some("spooler_session=forged")).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn the_pages_work_nested_under_a_prefix() {
+    let store = spooler::connect("sqlite::memory:").await.unwrap();
+    let id = failed_job(&store, "noop", json!({}), "boom").await;
+    let state = AppState::new(
+        store.clone(),
+        ServerOptions {
+            metrics: false,
+            ..ServerOptions::default()
+        },
+    );
+    let app = axum::Router::new().nest("/admin/jobs-ui", router(state));
+    let dash = Dash { store, app };
+    let page = dash.get(&format!("/admin/jobs-ui/jobs/{id}"), None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains(r#"<base href="/admin/jobs-ui/">"#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(r#"<a href="/admin/jobs-ui">Queues</a>"#),
+        "{}",
+        page.body
+    );
+    let overview = dash.get("/admin/jobs-ui", None).await;
+    assert_eq!(overview.status, StatusCode::OK);
+    assert!(
+        overview.body.contains(r#"<base href="/admin/jobs-ui/">"#),
+        "{}",
+        overview.body
+    );
+    let done = dash
+        .post_form(
+            &format!("/admin/jobs-ui/jobs/{id}/retry"),
+            &format!("csrf={}", page.csrf()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        done.location(),
+        format!("/admin/jobs-ui/jobs/{id}?done=retried")
+    );
+    let css = dash.get("/admin/jobs-ui/assets/dashboard.css", None).await;
+    assert_eq!(css.status, StatusCode::OK);
+}
