@@ -5,6 +5,7 @@
 mod server_support;
 
 mod chaos;
+mod dashboard_browser;
 mod deploy;
 mod postgres_processes;
 mod postgres_tls;
