@@ -75,6 +75,8 @@ try {
 
   step = "a failed job shows every attempt";
   await page.click('nav a:has-text("Failed")');
+  await page.waitForSelector("table.groups");
+  await page.click('a:has-text("the full list")');
   await page.waitForSelector(`a[href="jobs/${failedJob}"]`);
   await page.screenshot({ path: `${shots}/failed.png`, fullPage: true });
   await page.click(`a[href="jobs/${failedJob}"]`);
@@ -82,6 +84,18 @@ try {
   const rows = await page.locator("table.attempts tbody tr").count();
   if (rows !== attempts) throw new Error(`job ${failedJob} shows ${rows} attempts, not ${attempts}`);
   await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
+
+  step = "failures are grouped by kind and first error line";
+  await page.goto(url + "/failed");
+  await page.waitForSelector("table.groups");
+  const groups = await page.locator("table.groups tbody tr").count();
+  if (groups !== Number(process.env.GROUPS)) {
+    const listed = (await api("/v1/jobs")).jobs.map((j) => `${j.id} ${j.kind} ${j.state}`);
+    throw new Error(`${groups} groups, not ${process.env.GROUPS}: ${await page.innerText("table.groups")}; the API lists ${listed}`);
+  }
+  const biggest = await page.textContent("table.groups tbody tr:first-child td.num");
+  if (biggest.trim() !== process.env.BIGGEST_GROUP) throw new Error(`the biggest group has ${biggest} jobs`);
+  await page.screenshot({ path: `${shots}/failed-groups.png`, fullPage: true });
 
   step = "a hidden tab makes no requests";
   await page.goto(url + "/");
@@ -119,6 +133,22 @@ try {
   if (badge.trim() !== "available") throw new Error(`after retry the job is ${badge}`);
   const job = await api(`/v1/jobs/${failedJob}`);
   if (job.state !== "available") throw new Error(`the API says ${job.state}`);
+
+  step = "bulk retry by filter, with progress";
+  await page.goto(url + "/jobs?queue=mail&state=failed");
+  const matched = Number((await page.textContent("strong.matched")).trim());
+  const failedNow = (await api("/v1/jobs?queue=mail&state=failed&limit=1000")).jobs.length;
+  if (matched !== failedNow) throw new Error(`the page says ${matched} match, the API lists ${failedNow}`);
+  await page.click('form[action="operations"]:has(input[value="retry"]) button');
+  await page.waitForURL(/\/operations\/\d+$/);
+  await until("the operation to complete", async () => {
+    await page.reload();
+    return (await page.textContent("h1 .badge")).trim() === "completed";
+  });
+  const affected = Number((await page.textContent("dd.affected")).trim());
+  if (affected !== matched) throw new Error(`affected ${affected} of ${matched}`);
+  await page.screenshot({ path: `${shots}/operation.png`, fullPage: true });
+  if ((await api("/v1/jobs?queue=mail&state=failed")).jobs.length !== 0) throw new Error("failed jobs remain");
 
   step = "pause and resume a queue";
   await page.goto(url + "/queues/mail");

@@ -95,7 +95,8 @@ pub fn parse_bulk(body: &Value) -> Result<BulkRequest, ApiError> {
     })
 }
 
-fn parse_filter(value: &Value) -> Result<JobFilter, ApiError> {
+/// Reads a filter object (`{"queue": …, "state": …}`); errors name `filter.FIELD`.
+pub(crate) fn parse_filter(value: &Value) -> Result<JobFilter, ApiError> {
     let Some(obj) = value.as_object() else {
         return Err(ApiError::invalid(
             "filter",

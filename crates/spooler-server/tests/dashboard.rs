@@ -395,3 +395,130 @@ async fn the_pages_work_nested_under_a_prefix() {
     let css = dash.get("/admin/jobs-ui/assets/dashboard.css", None).await;
     assert_eq!(css.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn failures_are_grouped_and_a_group_is_retried() {
+    let dash = Dash::new(ServerOptions::default()).await;
+    let a = failed_job(
+        &dash.store,
+        "noop",
+        json!({"n": 1}),
+        "timeout after 5s\ndetails",
+    )
+    .await;
+    let b = failed_job(
+        &dash.store,
+        "noop",
+        json!({"n": 2}),
+        "timeout after 5s\nother details",
+    )
+    .await;
+    let c = failed_job(&dash.store, "noop", json!({"n": 3}), "refused").await;
+    let page = dash.get("/failed", None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let groups = page.body.matches("<tr><td class=\"num\">").count();
+    assert_eq!(groups, 2, "{}", page.body);
+    assert!(
+        page.body.contains(&format!(r#"value="{b},{a}""#)),
+        "the group of two, newest first: {}",
+        page.body
+    );
+    let done = dash
+        .post_form(
+            "/groups/retry",
+            &format!("csrf={}&ids={b},{a}", page.csrf()),
+            &[],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let after = dash.get(done.location(), None).await;
+    assert!(
+        after.body.contains("Affected 2, skipped 0"),
+        "{}",
+        after.body
+    );
+    for (id, state) in [
+        (a, JobState::Available),
+        (b, JobState::Available),
+        (c, JobState::Failed),
+    ] {
+        assert_eq!(
+            dash.store.job_get(id).await.unwrap().unwrap().state,
+            state,
+            "job {id}"
+        );
+    }
+    // Again: both are no longer failed, so retrying them is skipped, never a 5xx.
+    let again = dash
+        .post_form(
+            "/groups/retry",
+            &format!("csrf={}&ids={b},{a}", page.csrf()),
+            &[],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn every_matching_job_is_retried_by_a_durable_operation_with_progress() {
+    let dash = Dash::new(ServerOptions::default()).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(failed_job(&dash.store, "noop", json!({"n": n}), "boom").await);
+    }
+    let list = dash.get("/jobs?state=failed&queue=mail", None).await;
+    assert!(
+        list.body.contains(r#"<strong class="matched">3</strong>"#),
+        "{}",
+        list.body
+    );
+    let started = dash
+        .post_form(
+            "/operations",
+            &format!(
+                "csrf={}&action=retry&queue=mail&state=failed&kind=",
+                list.csrf()
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let progress = started.location().to_string();
+    assert!(progress.starts_with("/operations/"), "{progress}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let page = dash.get(&progress, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        if page.body.contains(">completed</span>") {
+            assert!(
+                page.body.contains(r#"<dd class="affected">3</dd>"#),
+                "{}",
+                page.body
+            );
+            assert!(page.body.contains("<progress"), "{}", page.body);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operation did not complete: {}",
+            page.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for id in ids {
+        assert_eq!(
+            dash.store.job_get(id).await.unwrap().unwrap().state,
+            JobState::Available
+        );
+    }
+    // A filter naming a state that does not exist is the form's mistake, named.
+    let bad = dash
+        .post_form(
+            "/operations",
+            &format!("csrf={}&action=retry&state=done", list.csrf()),
+            &[],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(bad.body.contains("filter.state"), "{}", bad.body);
+}

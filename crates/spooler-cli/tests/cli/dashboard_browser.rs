@@ -1,8 +1,9 @@
 //! The dashboard in a real headless Chromium (`tests/browser/dashboard.mjs`, playwright-core
 //! driving Debian's `chromium`) against the real binary: a token login, queue counts equal to
 //! `GET /v1/queues`, a failed job with every attempt, a hidden tab that makes no requests, the
-//! no-live-worker badge once the only worker stops, a retry, a pause and a resume, a logout.
-//! Screenshots of the overview, the failed jobs and a job page go to
+//! no-live-worker badge once the only worker stops, failures grouped, a retry, a bulk retry by
+//! filter with its progress, a pause and a resume, a logout. Screenshots of the overview, the
+//! failed jobs, a job page, the failure groups and an operation go to
 //! `target/dashboard-screenshots`. `.ci/run` installs Chromium and the npm package.
 
 use crate::server_support::{ServeOptions, Server, closed_port, spooler};
@@ -51,25 +52,37 @@ async fn the_dashboard_in_headless_chromium() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start a worker");
-    let failing = server
-        .enqueue(&json!({
-            "kind": "tcp",
-            "queue": "mail",
-            "args": {"address": format!("127.0.0.1:{}", closed_port()), "payload": "x"}
-        }))
+    // Three jobs fail alike (one group), one otherwise (another).
+    let port = closed_port();
+    let mut failing = Vec::new();
+    for n in 0..3 {
+        let job = server
+            .enqueue(&json!({
+                "kind": "tcp",
+                "queue": "mail",
+                "args": {"address": format!("127.0.0.1:{port}"), "payload": format!("x{n}")}
+            }))
+            .await;
+        failing.push(job["id"].as_i64().unwrap());
+    }
+    let other = server
+        .enqueue(&json!({"kind": "http", "queue": "mail", "args": {"url": format!("http://127.0.0.1:{port}/")}}))
         .await;
-    let failing = failing["id"].as_i64().unwrap();
+    failing.push(other["id"].as_i64().unwrap());
     for _ in 0..3 {
         server.enqueue(&json!({"kind": "noop"})).await;
     }
-    let failed = server
-        .wait_state(failing, "failed", Duration::from_secs(30))
-        .await;
-    assert_eq!(
-        failed["errors"].as_array().map(Vec::len),
-        Some(2),
-        "{failed}"
-    );
+    for &id in &failing {
+        let failed = server
+            .wait_state(id, "failed", Duration::from_secs(30))
+            .await;
+        assert_eq!(
+            failed["errors"].as_array().map(Vec::len),
+            Some(2),
+            "{failed}"
+        );
+    }
+    let failing = failing[0];
     let shots = repo.join("target/dashboard-screenshots");
     let run = tokio::time::timeout(
         Duration::from_secs(180),
@@ -79,6 +92,8 @@ async fn the_dashboard_in_headless_chromium() {
             .env("SPOOLER_TOKEN", token)
             .env("FAILED_JOB", failing.to_string())
             .env("ATTEMPTS", "2")
+            .env("GROUPS", "2")
+            .env("BIGGEST_GROUP", "3")
             .env("WORKER_PID", worker.id().expect("pid").to_string())
             .env("SPOOLER_SHOTS", &shots)
             .env("CHROMIUM", &chromium)
@@ -97,7 +112,13 @@ async fn the_dashboard_in_headless_chromium() {
         server.log_tail()
     );
     eprintln!("{stdout}screenshots in {}", shots.display());
-    for shot in ["overview.png", "failed.png", "job.png"] {
+    for shot in [
+        "overview.png",
+        "failed.png",
+        "job.png",
+        "failed-groups.png",
+        "operation.png",
+    ] {
         assert!(shots.join(shot).exists(), "no {shot}");
     }
     // The actions the browser took are in the audit log.

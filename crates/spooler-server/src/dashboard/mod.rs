@@ -37,6 +37,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/queues/{name}/{action}", post(queue_action))
         .route("/schedules", get(schedules))
         .route("/schedules/{name}/{action}", post(schedule_action))
+        .route("/failed", get(failed_groups))
+        .route("/groups/{action}", post(group_action))
+        .route("/operations", post(start_operation))
+        .route("/operations/{id}", get(operation))
+        .route("/operations/{id}/cancel", post(cancel_operation))
         .route("/workers", get(workers))
         .route("/routes", get(routes_page))
         .route("/login", get(login_page).post(login))
@@ -164,9 +169,23 @@ fn html(markup: Markup) -> Response {
         .into_response()
 }
 
-/// The line an action's `done` parameter names; unknown values show nothing.
-fn notice(query: &HashMap<String, String>) -> Option<&'static str> {
+/// The line an action's `done` parameter names (with the counts of a group action); unknown
+/// values show nothing.
+fn notice(query: &HashMap<String, String>) -> Option<String> {
+    let number = |key: &str| {
+        query
+            .get(key)
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
     Some(match query.get("done")?.as_str() {
+        "group" => {
+            return Some(format!(
+                "Affected {}, skipped {} (no longer in a state the action applies to, or gone).",
+                number("affected"),
+                number("skipped")
+            ));
+        }
         "retried" => "Retried: the job is available again.",
         "cancelled" => "Cancelled (a running job stops at its next check).",
         "deleted" => "Deleted.",
@@ -175,8 +194,10 @@ fn notice(query: &HashMap<String, String>) -> Option<&'static str> {
         "run" => "Enqueued the schedule's job now; its next run did not move.",
         "schedule-paused" => "Schedule paused.",
         "schedule-resumed" => "Schedule resumed.",
+        "cancelled-operation" => "Operation cancelled: what it did so far stays done.",
         _ => return None,
-    })
+    }
+    .to_string())
 }
 
 /// Every queue's line: counts, the oldest wait, whether a live worker works it, its routes.
@@ -254,7 +275,7 @@ pub(crate) async fn overview(
         .collect();
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     html(pages::overview(
-        &page.frame(&state, &csrf, &store, notice(&query)),
+        &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
         &lines,
         live,
     ))
@@ -300,6 +321,17 @@ async fn jobs(
         Ok(found) => found,
         Err(e) => return page.error(e.into()),
     };
+    // The preview of an action on every matching job: how many it would cover now.
+    let filter = spooler::JobFilter {
+        queue: list.queue.clone(),
+        state: list.state,
+        kind: list.kind.clone(),
+        ..Default::default()
+    };
+    let matched = match state.inner.client.count(&filter).await {
+        Ok(n) => n,
+        Err(e) => return page.error(e.into()),
+    };
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     let view = JobsView {
         queue: get("queue"),
@@ -307,9 +339,10 @@ async fn jobs(
         kind: get("kind"),
         jobs: &found,
         next,
+        matched,
     };
     html(pages::jobs(
-        &page.frame(&state, &csrf, &store, notice(&query)),
+        &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
         &view,
     ))
 }
@@ -334,7 +367,7 @@ async fn job(
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     let now = state.inner.store.clock().now();
     html(pages::job(
-        &page.frame(&state, &csrf, &store, notice(&query)),
+        &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
         &job,
         now,
     ))
@@ -383,7 +416,7 @@ async fn queue(
     };
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     html(pages::queue(
-        &page.frame(&state, &csrf, &store, notice(&query)),
+        &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
         &line,
         settings.as_ref(),
         &recent,
@@ -405,7 +438,7 @@ async fn schedules(
     };
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     html(pages::schedules(
-        &page.frame(&state, &csrf, &store, notice(&query)),
+        &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
         &list,
     ))
 }
@@ -705,4 +738,222 @@ async fn script() -> Response {
         SCRIPT,
     )
         .into_response()
+}
+
+/// How many of the newest failed jobs `/failed` groups.
+const GROUP_WINDOW: u32 = 1000;
+
+/// `GET /failed?queue=`: the newest failed jobs grouped by kind and first error line.
+async fn failed_groups(
+    State(state): State<AppState>,
+    page: Page,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let queue = query
+        .get("queue")
+        .map(|q| q.trim())
+        .filter(|q| !q.is_empty());
+    let mut jobs = Vec::new();
+    let mut before_id = None;
+    // Pages of at most 1,000 (the store's cap) until the window is full.
+    while jobs.len() < GROUP_WINDOW as usize {
+        let list = JobList {
+            queue: queue.map(str::to_string),
+            state: Some(JobState::Failed),
+            limit: GROUP_WINDOW - jobs.len() as u32,
+            before_id,
+            ..Default::default()
+        };
+        let (found, next) = match state.inner.client.list(&list).await {
+            Ok(found) => found,
+            Err(e) => return page.error(e.into()),
+        };
+        jobs.extend(found);
+        match next {
+            Some(next) => before_id = Some(next),
+            None => break,
+        }
+    }
+    let windowed = jobs.len() == GROUP_WINDOW as usize;
+    let groups = pages::group_failures(&jobs);
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    html(pages::failed_groups(
+        &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
+        queue.unwrap_or_default(),
+        &groups,
+        jobs.len(),
+        windowed,
+    ))
+}
+
+#[derive(Deserialize)]
+struct GroupForm {
+    #[serde(default)]
+    csrf: String,
+    /// Job ids, comma-separated.
+    #[serde(default)]
+    ids: String,
+}
+
+/// `POST /groups/{retry|delete}`: the jobs of one group of failures, each as its own action;
+/// answers how many were affected and how many skipped (no longer failed, or gone).
+async fn group_action(
+    State(state): State<AppState>,
+    page: Page,
+    Path(action): Path<String>,
+    axum::Form(form): axum::Form<GroupForm>,
+) -> Response {
+    if let Some(refused) = guard(
+        &state,
+        &page,
+        &ActionForm {
+            csrf: form.csrf.clone(),
+        },
+    ) {
+        return refused;
+    }
+    let ids: Vec<i64> = form
+        .ids
+        .split(',')
+        .filter_map(|id| id.trim().parse().ok())
+        .take(GROUP_WINDOW as usize)
+        .collect();
+    let client = &state.inner.client;
+    let (mut affected, mut skipped) = (0u32, 0u32);
+    for &id in &ids {
+        let done = match action.as_str() {
+            "retry" => client.retry(id).await.map(|_| ()),
+            "delete" => client.delete(id).await.map(|_| ()),
+            other => {
+                return page.error(ApiError::not_found(format!(
+                    "no action \"{other}\" on a group (retry, delete)"
+                )));
+            }
+        };
+        match done {
+            Ok(()) => affected += 1,
+            Err(_) => skipped += 1,
+        }
+    }
+    tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, jobs = ids.len(), affected, skipped, "dashboard group action");
+    Redirect::to(&format!(
+        "{}failed?affected={affected}&skipped={skipped}&done=group",
+        page.base
+    ))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct OperationForm {
+    #[serde(default)]
+    csrf: String,
+    action: String,
+    #[serde(default)]
+    queue: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// `POST /operations`: an operation by filter (retry, cancel or delete every matching job),
+/// durable and in chunks, as `POST /v1/jobs/bulk` starts it; then its progress page.
+async fn start_operation(
+    State(state): State<AppState>,
+    page: Page,
+    axum::Form(form): axum::Form<OperationForm>,
+) -> Response {
+    if let Some(refused) = guard(
+        &state,
+        &page,
+        &ActionForm {
+            csrf: form.csrf.clone(),
+        },
+    ) {
+        return refused;
+    }
+    let mut filter = serde_json::Map::new();
+    for (key, value) in [
+        ("queue", &form.queue),
+        ("state", &form.state),
+        ("kind", &form.kind),
+    ] {
+        if !value.trim().is_empty() {
+            filter.insert(key.into(), value.trim().into());
+        }
+    }
+    let request = serde_json::json!({"action": form.action, "filter": filter});
+    let request = match crate::bulk::parse_bulk(&request) {
+        Ok(request) => request,
+        Err(e) => return page.error(e),
+    };
+    match state
+        .inner
+        .client
+        .bulk(request.action, request.filter)
+        .await
+    {
+        Ok(op) => {
+            tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %op.action, operation = op.id, filter = %serde_json::to_string(&op.filter).unwrap_or_default(), matched = op.matched, "dashboard operation started");
+            Redirect::to(&format!("{}operations/{}", page.base, op.id)).into_response()
+        }
+        Err(e) => page.error(e.into()),
+    }
+}
+
+/// `GET /operations/{id}`: its progress.
+async fn operation(
+    State(state): State<AppState>,
+    page: Page,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return page.error(ApiError::not_found(format!(
+            "\"{id}\" is not an operation id"
+        )));
+    };
+    let op = match state.inner.client.operation(id).await {
+        Ok(op) => op,
+        Err(e) => return page.error(e.into()),
+    };
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    html(pages::operation(
+        &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
+        &op,
+    ))
+}
+
+/// `POST /operations/{id}/cancel`.
+async fn cancel_operation(
+    State(state): State<AppState>,
+    page: Page,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<ActionForm>,
+) -> Response {
+    if let Some(refused) = guard(&state, &page, &form) {
+        return refused;
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return page.error(ApiError::not_found(format!(
+            "\"{id}\" is not an operation id"
+        )));
+    };
+    match state.inner.client.operation_cancel(id).await {
+        Ok(op) => {
+            tracing::info!(target: "spooler_server::audit", who = actor(&state), action = "cancel", operation = id, affected = op.affected, "dashboard operation cancelled");
+            Redirect::to(&format!(
+                "{}operations/{id}?done=cancelled-operation",
+                page.base
+            ))
+            .into_response()
+        }
+        Err(e) => page.error(e.into()),
+    }
 }

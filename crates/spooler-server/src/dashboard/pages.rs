@@ -26,7 +26,7 @@ pub(crate) struct Frame<'a> {
 
 const NAV: &[(&str, &str)] = &[
     ("jobs", "Jobs"),
-    ("jobs?state=failed", "Failed"),
+    ("failed", "Failed"),
     ("schedules", "Schedules"),
     ("workers", "Workers"),
     ("routes", "Routes"),
@@ -240,6 +240,8 @@ pub(crate) struct JobsView<'a> {
     pub kind: &'a str,
     pub jobs: &'a [JobRow],
     pub next: Option<i64>,
+    /// How many jobs match the filter now: what an action on all of them would cover.
+    pub matched: i64,
 }
 
 fn jobs_table(jobs: &[JobRow]) -> Markup {
@@ -293,6 +295,22 @@ pub(crate) fn jobs(frame: &Frame<'_>, view: &JobsView<'_>) -> Markup {
             }
             @if let Some(next) = view.next {
                 p { a.next rel="next" href={ "jobs" (query(&[("queue", view.queue), ("state", view.state), ("kind", view.kind), ("cursor", &next.to_string())])) } { "Older jobs →" } }
+            }
+            @if view.matched > 0 {
+                section.bulk {
+                    h2 { "Every matching job" }
+                    p { strong.matched { (view.matched) } " job" @if view.matched != 1 { "s" } " match now. An action runs in the background, 1,000 jobs per transaction, and skips the jobs it does not apply to." }
+                    @for (action, label, danger) in [("retry", "Retry all", false), ("cancel", "Cancel all", true), ("delete", "Delete all", true)] {
+                        form.inline method="post" action="operations" {
+                            (csrf_field(frame.csrf))
+                            input type="hidden" name="action" value=(action);
+                            input type="hidden" name="queue" value=(view.queue);
+                            input type="hidden" name="state" value=(view.state);
+                            input type="hidden" name="kind" value=(view.kind);
+                            button type="submit" class=[danger.then_some("danger")] { (label) }
+                        }
+                    }
+                }
             }
         },
     )
@@ -571,4 +589,110 @@ pub(crate) fn error(base: &str, home: &str, message: &str) -> Markup {
             body { main { h1 { "Something is not right" } p.warn { (message) } p { a href=(home) { "Back to the queues" } } } }
         }
     }
+}
+
+/// Failed jobs that share a kind and a first error line.
+pub(crate) struct FailureGroup {
+    pub kind: String,
+    pub error: String,
+    pub ids: Vec<i64>,
+}
+
+/// Groups failed jobs by kind and the first line of their last error, biggest group first.
+pub(crate) fn group_failures(jobs: &[JobRow]) -> Vec<FailureGroup> {
+    let mut groups: Vec<FailureGroup> = Vec::new();
+    for j in jobs {
+        let error = j
+            .errors
+            .last()
+            .map(|e| e.message.lines().next().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        match groups
+            .iter_mut()
+            .find(|g| g.kind == j.kind && g.error == error)
+        {
+            Some(g) => g.ids.push(j.id),
+            None => groups.push(FailureGroup {
+                kind: j.kind.clone(),
+                error,
+                ids: vec![j.id],
+            }),
+        }
+    }
+    groups.sort_by(|a, b| b.ids.len().cmp(&a.ids.len()).then(a.kind.cmp(&b.kind)));
+    groups
+}
+
+/// `/failed`: failures grouped, each group with its own retry and delete.
+pub(crate) fn failed_groups(
+    frame: &Frame<'_>,
+    queue: &str,
+    groups: &[FailureGroup],
+    seen: usize,
+    windowed: bool,
+) -> Markup {
+    layout(
+        frame,
+        "Failed",
+        html! {
+            h1 { "Failed jobs" @if !queue.is_empty() { " in " (queue) } }
+            p.muted {
+                "Grouped by kind and first error line: "
+                @if windowed { "the newest " (seen) " failed jobs (older ones are in " } @else { (seen) " failed job" @if seen != 1 { "s" } " (see " }
+                a href={ "jobs" (query(&[("queue", queue), ("state", "failed")])) } { "the full list" } ")."
+            }
+            @if groups.is_empty() {
+                p { "No job has failed." }
+            } @else {
+                table.groups {
+                    thead { tr { th.num { "jobs" } th { "kind" } th { "error" } th { "newest" } th { "" } } }
+                    tbody {
+                        @for g in groups {
+                            tr {
+                                td.num { (g.ids.len()) }
+                                td { (g.kind) }
+                                td.error { (g.error) }
+                                td { a href={ "jobs/" (g.ids[0]) } { "job " (g.ids[0]) } }
+                                td {
+                                    @let ids = g.ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+                                    @for (action, label, danger) in [("retry", "Retry these", false), ("delete", "Delete these", true)] {
+                                        form.inline method="post" action={ "groups/" (action) } {
+                                            (csrf_field(frame.csrf))
+                                            input type="hidden" name="ids" value=(ids);
+                                            button type="submit" class=[danger.then_some("danger")] { (label) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// `/operations/{id}`: an operation by filter and how far it got.
+pub(crate) fn operation(frame: &Frame<'_>, op: &spooler::Operation) -> Markup {
+    let visited = op.affected + op.skipped;
+    let running = op.state == spooler::OperationState::Running;
+    layout(
+        frame,
+        &format!("Operation {}", op.id),
+        html! {
+            h1 { "Operation " (op.id) ": " (op.action.as_str()) " " span.badge.op-state { (op.state.as_str()) } }
+            p { code { (serde_json::to_string(&op.filter).unwrap_or_default()) } }
+            progress max=(op.matched.max(1)) value=(visited.min(op.matched)) {}
+            dl.fields {
+                dt { "matched" } dd.matched { (op.matched) }
+                dt { "affected" } dd.affected { (op.affected) }
+                dt { "skipped" } dd.skipped { (op.skipped) }
+                dt { "started" } dd { (time(op.created_at)) }
+                dt { "last chunk" } dd { (time(op.updated_at)) }
+            }
+            @if running {
+                (action_button(frame.csrf, &format!("operations/{}/cancel", op.id), "Cancel", true))
+            }
+        },
+    )
 }
