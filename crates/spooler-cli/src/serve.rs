@@ -114,6 +114,9 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` on every /v1 call.
     #[arg(long, env = "SPOOLER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A token that may read everything (GET on /v1, the dashboard's pages) and change nothing.
+    #[arg(long, env = "SPOOLER_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
     /// Serve the API only; run no worker for the built-in kinds.
     #[arg(long)]
     pub no_worker: bool,
@@ -179,6 +182,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         ));
     }
     let mut options = server_options(&config, token);
+    if let Some(read_token) = args.read_token.clone().filter(|t| !t.is_empty()) {
+        options.read_token = Some(read_token);
+    }
+    if options.read_token.is_some() && options.token.is_none() {
+        return Err(anyhow!(
+            "a read-only token needs a token beside it: without one everything is open anyway (set --token or SPOOLER_TOKEN)"
+        ));
+    }
     // A loopback listener answers loopback names only (DNS rebinding).
     options.loopback_only = local.ip().is_loopback();
     if let Some(max_wait) = args.listen_flags.max_wait {

@@ -139,9 +139,22 @@ pub(crate) async fn require_token(
                 .split_once(' ')
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, token)| token.trim());
+            let reader = state.inner.options.read_token.as_deref();
             match token {
                 Some(t) if token_matches(t.as_bytes(), expected.as_bytes()) => {
                     next.run(request).await
+                }
+                Some(t) if reader.is_some_and(|r| token_matches(t.as_bytes(), r.as_bytes())) => {
+                    use axum::http::Method;
+                    if matches!(*request.method(), Method::GET | Method::HEAD) {
+                        next.run(request).await
+                    } else {
+                        ApiError::new(
+                            axum::http::StatusCode::FORBIDDEN,
+                            "the read-only token can read but not change anything (use the token for this call)",
+                        )
+                        .into_response()
+                    }
                 }
                 Some(_) => ApiError::unauthorized("wrong token").into_response(),
                 None => {

@@ -26,6 +26,8 @@ pub struct Config {
     pub listen: Option<String>,
     /// API token (`token`).
     pub token: Option<String>,
+    /// A token that may read everything and change nothing (`read_token`).
+    pub read_token: Option<String>,
     /// `pretty`, `json` or `auto` (`log_format`).
     pub log_format: Option<String>,
     /// A `RUST_LOG`-style filter (`log_level`).
@@ -134,6 +136,7 @@ struct RawConfig {
     store: Option<String>,
     listen: Option<String>,
     token: Option<String>,
+    read_token: Option<String>,
     log_format: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
     body_limit: Option<Spanned<i64>>,
@@ -263,6 +266,7 @@ impl Config {
             store: raw.store,
             listen: raw.listen,
             token: raw.token.filter(|t| !t.is_empty()),
+            read_token: raw.read_token.filter(|t| !t.is_empty()),
             log_level: raw
                 .log_level
                 .map(|l| check_log_level(&src, l))

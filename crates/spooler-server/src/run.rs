@@ -116,6 +116,7 @@ pub fn server_options(config: &Config, token: Option<String>) -> ServerOptions {
     let defaults = ServerOptions::default();
     ServerOptions {
         token: token.filter(|t| !t.is_empty()),
+        read_token: config.read_token.clone(),
         body_limit: config.body_limit.unwrap_or(defaults.body_limit),
         batch_limit: config.batch_limit.unwrap_or(defaults.batch_limit),
         queues: config.queues.keys().cloned().collect(),

@@ -11,6 +11,9 @@ use std::time::Duration;
 pub struct ServerOptions {
     /// When set, every `/v1` call needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// A second token that may read everything (`GET` on `/v1`, every dashboard page) and change
+    /// nothing; only meaningful beside `token`.
+    pub read_token: Option<String>,
     /// Largest request body accepted, in bytes (1 MiB by default); larger bodies get 413.
     pub body_limit: usize,
     /// Most jobs one `POST /v1/jobs/batch` may carry (1,000 by default); more get 413.
@@ -41,6 +44,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             token: None,
+            read_token: None,
             body_limit: 1024 * 1024,
             batch_limit: 1000,
             max_wait: Duration::from_secs(60),

@@ -522,3 +522,80 @@ async fn every_matching_job_is_retried_by_a_durable_operation_with_progress() {
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
     assert!(bad.body.contains("filter.state"), "{}", bad.body);
 }
+
+#[tokio::test]
+async fn the_read_only_token_sees_everything_and_changes_nothing() {
+    let dash = Dash::new(ServerOptions {
+        token: Some("full".into()),
+        read_token: Some("reader".into()),
+        ..ServerOptions::default()
+    })
+    .await;
+    let id = failed_job(&dash.store, "noop", json!({}), "boom").await;
+    let login = dash.get("/login", None).await;
+    let ok = dash
+        .post_form(
+            "/login",
+            &format!("csrf={}&token=reader", login.csrf()),
+            &[],
+        )
+        .await;
+    let cookie = ok.headers[header::SET_COOKIE].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().to_string();
+    for path in [
+        "/",
+        "/jobs?state=failed",
+        &format!("/jobs/{id}"),
+        "/failed",
+        "/queues/mail",
+    ] {
+        let page = dash.get(path, Some(&session)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(page.body.contains("read-only"), "{path}");
+        assert!(
+            !page.body.contains(r#"method="post" action="jobs"#),
+            "{path}: no action forms"
+        );
+        assert!(!page.body.contains(r#"action="operations""#), "{path}");
+        assert!(!page.body.contains(r#"action="groups/"#), "{path}");
+    }
+    let csrf = dash.get("/", Some(&session)).await.csrf();
+    let refused = dash
+        .post_form(
+            &format!("/jobs/{id}/retry"),
+            &format!("csrf={csrf}"),
+            &[("cookie", &session)],
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "{} {}",
+        refused.location(),
+        refused.body
+    );
+    assert!(refused.body.contains("read-only"), "{}", refused.body);
+    assert_eq!(
+        dash.store.job_get(id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
+    // The API: reads yes, changes no.
+    let read = Request::builder()
+        .uri("/v1/jobs")
+        .header(header::AUTHORIZATION, "Bearer reader")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(dash.send(read).await.status, StatusCode::OK);
+    let write = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/v1/jobs/{id}/retry"))
+        .header(header::AUTHORIZATION, "Bearer reader")
+        .body(Body::empty())
+        .unwrap();
+    let answer = dash.send(write).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert_eq!(
+        dash.store.job_get(id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
+}

@@ -393,3 +393,25 @@ async fn serve_refuses_a_non_loopback_listener_without_a_token() {
         run.describe()
     );
 }
+
+#[tokio::test]
+async fn a_read_only_token_alone_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let run = cli(&[
+        "serve",
+        "--store",
+        &store,
+        "--listen",
+        "127.0.0.1:0",
+        "--read-token",
+        "r",
+    ])
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    assert!(
+        run.stderr.contains("needs a token beside it"),
+        "{}",
+        run.describe()
+    );
+}

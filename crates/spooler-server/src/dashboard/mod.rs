@@ -82,7 +82,10 @@ pub(crate) async fn security_headers(
 pub(crate) struct Page {
     /// Ends in `/`: `/` when served at the root, `/admin/` when nested under `/admin`.
     base: String,
+    /// Whether the caller may see the pages.
     allowed: bool,
+    /// Whether the caller may act (not the read-only token).
+    can_act: bool,
 }
 
 impl FromRequestParts<AppState> for Page {
@@ -105,9 +108,11 @@ impl FromRequestParts<AppState> for Page {
             None => "",
         }
         .trim_end_matches('/');
+        let access = session::access(state, &parts.headers);
         Ok(Page {
             base: format!("{prefix}/"),
-            allowed: session::allowed(state, &parts.headers),
+            allowed: access != session::Access::None,
+            can_act: access == session::Access::Full,
         })
     }
 }
@@ -125,6 +130,7 @@ impl Page {
             base: &self.base,
             home: self.home(),
             csrf,
+            can_act: self.can_act,
             logout: state.inner.options.token.is_some(),
             notice,
             store,
@@ -521,6 +527,12 @@ fn guard(state: &AppState, page: &Page, form: &ActionForm) -> Option<Response> {
             "log in to act on jobs (the dashboard's session has ended)",
         )));
     }
+    if !page.can_act {
+        return Some(page.error(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the read-only token can see everything and change nothing: log in with the token to act",
+        )));
+    }
     if !session::csrf_ok(state, &form.csrf) {
         return Some(page.error(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -679,15 +691,17 @@ async fn login(
     page: Page,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
-    if !session::csrf_ok(&state, &form.csrf) || !session::token_is(&state, form.token.trim()) {
+    let access = session::login_access(&state, form.token.trim());
+    if !session::csrf_ok(&state, &form.csrf) || access == session::Access::None {
         tracing::info!(target: "spooler_server::audit", action = "login", ok = false, "dashboard login refused");
         return Redirect::to(&format!("{}login?failed", page.base)).into_response();
     }
-    tracing::info!(target: "spooler_server::audit", action = "login", ok = true, "dashboard login");
+    let read_only = access == session::Access::Read;
+    tracing::info!(target: "spooler_server::audit", action = "login", ok = true, read_only, "dashboard login");
     let cookie = format!(
         "{}={}; Path={}; HttpOnly; SameSite=Strict; Max-Age={}",
         session::COOKIE,
-        session::session_value(&state),
+        session::session_value(&state, access),
         page.base,
         session::SESSION_SECONDS
     );

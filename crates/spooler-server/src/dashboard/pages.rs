@@ -16,6 +16,8 @@ pub(crate) struct Frame<'a> {
     pub home: &'a str,
     /// The CSRF field of its forms.
     pub csrf: &'a str,
+    /// Whether action forms are shown (not for the read-only token).
+    pub can_act: bool,
     /// Whether a logout button is shown (a token is configured).
     pub logout: bool,
     /// A line saying what the last action did.
@@ -55,6 +57,7 @@ pub(crate) fn layout(frame: &Frame<'_>, title: &str, content: Markup) -> Markup 
                         }
                     }
                     span.store title="store" { (frame.store) }
+                    @if !frame.can_act { span.badge title="signed in with the read-only token" { "read-only" } }
                     @if frame.logout {
                         form method="post" action="logout" {
                             (csrf_field(frame.csrf))
@@ -86,11 +89,13 @@ fn csrf_field(csrf: &str) -> Markup {
 }
 
 /// A button that posts to `action` (relative to the base).
-fn action_button(csrf: &str, action: &str, label: &str, danger: bool) -> Markup {
+fn action_button(frame: &Frame<'_>, action: &str, label: &str, danger: bool) -> Markup {
     html! {
-        form.inline method="post" action=(action) {
-            (csrf_field(csrf))
-            button type="submit" class=[danger.then_some("danger")] { (label) }
+        @if frame.can_act {
+            form.inline method="post" action=(action) {
+                (csrf_field(frame.csrf))
+                button type="submit" class=[danger.then_some("danger")] { (label) }
+            }
         }
     }
 }
@@ -219,9 +224,9 @@ pub(crate) fn overview(frame: &Frame<'_>, queues: &[QueueLine<'_>], live_workers
                                 td { @for (i, r) in q.routes.iter().enumerate() { @if i > 0 { ", " } (r) } }
                                 td {
                                     @if q.info.paused {
-                                        (action_button(frame.csrf, &format!("queues/{}/resume", encode(&q.info.name)), "Resume", false))
+                                        (action_button(frame, &format!("queues/{}/resume", encode(&q.info.name)), "Resume", false))
                                     } @else {
-                                        (action_button(frame.csrf, &format!("queues/{}/pause", encode(&q.info.name)), "Pause", false))
+                                        (action_button(frame, &format!("queues/{}/pause", encode(&q.info.name)), "Pause", false))
                                     }
                                 }
                             }
@@ -296,7 +301,7 @@ pub(crate) fn jobs(frame: &Frame<'_>, view: &JobsView<'_>) -> Markup {
             @if let Some(next) = view.next {
                 p { a.next rel="next" href={ "jobs" (query(&[("queue", view.queue), ("state", view.state), ("kind", view.kind), ("cursor", &next.to_string())])) } { "Older jobs →" } }
             }
-            @if view.matched > 0 {
+            @if view.matched > 0 && frame.can_act {
                 section.bulk {
                     h2 { "Every matching job" }
                     p { strong.matched { (view.matched) } " job" @if view.matched != 1 { "s" } " match now. An action runs in the background, 1,000 jobs per transaction, and skips the jobs it does not apply to." }
@@ -330,13 +335,13 @@ pub(crate) fn job(frame: &Frame<'_>, j: &JobRow, now: DateTime<Utc>) -> Markup {
             h1 { "Job " (j.id) " " (state_badge(j.state)) }
             div.actions {
                 @if matches!(j.state, JobState::Failed | JobState::Cancelled | JobState::Completed) {
-                    (action_button(frame.csrf, &format!("jobs/{}/retry", j.id), "Retry", false))
+                    (action_button(frame, &format!("jobs/{}/retry", j.id), "Retry", false))
                 }
                 @if !j.state.is_finished() {
-                    (action_button(frame.csrf, &format!("jobs/{}/cancel", j.id), "Cancel", true))
+                    (action_button(frame, &format!("jobs/{}/cancel", j.id), "Cancel", true))
                 }
                 @if j.state != JobState::Running {
-                    (action_button(frame.csrf, &format!("jobs/{}/delete", j.id), "Delete", true))
+                    (action_button(frame, &format!("jobs/{}/delete", j.id), "Delete", true))
                 }
             }
             dl.fields {
@@ -409,9 +414,9 @@ pub(crate) fn queue(
             h1 { "Queue " (q.name) @if q.paused { " " span.badge.paused { "paused" } } @if line.unworked { " " span.badge.warn { "no live worker" } } }
             div.actions {
                 @if q.paused {
-                    (action_button(frame.csrf, &format!("queues/{}/resume", encode(&q.name)), "Resume", false))
+                    (action_button(frame, &format!("queues/{}/resume", encode(&q.name)), "Resume", false))
                 } @else {
-                    (action_button(frame.csrf, &format!("queues/{}/pause", encode(&q.name)), "Pause", false))
+                    (action_button(frame, &format!("queues/{}/pause", encode(&q.name)), "Pause", false))
                 }
             }
             table.counts {
@@ -457,11 +462,11 @@ pub(crate) fn schedules(frame: &Frame<'_>, schedules: &[ScheduleView]) -> Markup
                                     @if let Some(id) = s.row.last_job_id { " " a href={ "jobs/" (id) } { "job " (id) } }
                                 }
                                 td {
-                                    (action_button(frame.csrf, &format!("schedules/{}/run", encode(&def.name)), "Run now", false))
+                                    (action_button(frame, &format!("schedules/{}/run", encode(&def.name)), "Run now", false))
                                     @if s.row.paused {
-                                        (action_button(frame.csrf, &format!("schedules/{}/resume", encode(&def.name)), "Resume", false))
+                                        (action_button(frame, &format!("schedules/{}/resume", encode(&def.name)), "Resume", false))
                                     } @else {
-                                        (action_button(frame.csrf, &format!("schedules/{}/pause", encode(&def.name)), "Pause", false))
+                                        (action_button(frame, &format!("schedules/{}/pause", encode(&def.name)), "Pause", false))
                                     }
                                 }
                             }
@@ -654,6 +659,7 @@ pub(crate) fn failed_groups(
                                 td.error { (g.error) }
                                 td { a href={ "jobs/" (g.ids[0]) } { "job " (g.ids[0]) } }
                                 td {
+                                    @if frame.can_act {
                                     @let ids = g.ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
                                     @for (action, label, danger) in [("retry", "Retry these", false), ("delete", "Delete these", true)] {
                                         form.inline method="post" action={ "groups/" (action) } {
@@ -661,6 +667,7 @@ pub(crate) fn failed_groups(
                                             input type="hidden" name="ids" value=(ids);
                                             button type="submit" class=[danger.then_some("danger")] { (label) }
                                         }
+                                    }
                                     }
                                 }
                             }
@@ -691,7 +698,7 @@ pub(crate) fn operation(frame: &Frame<'_>, op: &spooler::Operation) -> Markup {
                 dt { "last chunk" } dd { (time(op.updated_at)) }
             }
             @if running {
-                (action_button(frame.csrf, &format!("operations/{}/cancel", op.id), "Cancel", true))
+                (action_button(frame, &format!("operations/{}/cancel", op.id), "Cancel", true))
             }
         },
     )

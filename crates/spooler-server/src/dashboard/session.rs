@@ -30,9 +30,24 @@ fn key(state: &AppState) -> Vec<u8> {
     }
 }
 
-/// The session cookie's value for this server.
-pub(crate) fn session_value(state: &AppState) -> String {
-    mac(&key(state), "spooler dashboard session")
+/// What a caller of the dashboard may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Nothing: the login form.
+    None,
+    /// See every page, act on nothing (the read-only token).
+    Read,
+    /// See and act.
+    Full,
+}
+
+/// The session cookie's value for this server at `access` (`Read` or `Full`).
+pub(crate) fn session_value(state: &AppState, access: Access) -> String {
+    let what = match access {
+        Access::Read => "spooler dashboard read session",
+        _ => "spooler dashboard session",
+    };
+    mac(&key(state), what)
 }
 
 /// The CSRF field of every form.
@@ -40,38 +55,66 @@ pub(crate) fn csrf(state: &AppState) -> String {
     mac(&key(state), "spooler dashboard csrf")
 }
 
-/// Whether a request may see the dashboard: no token is configured, or its session cookie (or a
-/// bearer token, for scripts) is right.
-pub(crate) fn allowed(state: &AppState, headers: &HeaderMap) -> bool {
+/// What a request may do: everything when no token is configured; else what its session cookie
+/// (or a bearer token, for scripts) allows.
+pub(crate) fn access(state: &AppState, headers: &HeaderMap) -> Access {
     let Some(token) = &state.inner.options.token else {
-        return true;
+        return Access::Full;
     };
-    let expected = session_value(state);
-    let cookie_ok = headers
+    let read_token = state.inner.options.read_token.as_deref();
+    let cookies: Vec<&str> = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(name, value)| name == COOKIE && same(value.as_bytes(), expected.as_bytes()));
-    let bearer_ok = headers
+        .filter(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+        .collect();
+    let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, given)| {
-            scheme.eq_ignore_ascii_case("bearer") && same(given.trim().as_bytes(), token.as_bytes())
-        });
-    cookie_ok || bearer_ok
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, given)| given.trim());
+    let cookie_is = |access| {
+        let expected = session_value(state, access);
+        cookies
+            .iter()
+            .any(|c| same(c.as_bytes(), expected.as_bytes()))
+    };
+    if cookie_is(Access::Full) || bearer.is_some_and(|b| same(b.as_bytes(), token.as_bytes())) {
+        Access::Full
+    } else if read_token.is_some()
+        && (cookie_is(Access::Read)
+            || bearer
+                .zip(read_token)
+                .is_some_and(|(b, r)| same(b.as_bytes(), r.as_bytes())))
+    {
+        Access::Read
+    } else {
+        Access::None
+    }
 }
 
-/// Whether `given` is the server's token.
-pub(crate) fn token_is(state: &AppState, given: &str) -> bool {
-    state
-        .inner
-        .options
+/// What a login with `given` grants.
+pub(crate) fn login_access(state: &AppState, given: &str) -> Access {
+    let options = &state.inner.options;
+    if options
         .token
         .as_deref()
         .is_some_and(|t| same(given.as_bytes(), t.as_bytes()))
+    {
+        Access::Full
+    } else if options
+        .read_token
+        .as_deref()
+        .is_some_and(|t| same(given.as_bytes(), t.as_bytes()))
+    {
+        Access::Read
+    } else {
+        Access::None
+    }
 }
 
 /// Whether a form's CSRF field is right.
