@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// Keys the dashboard's CSRF fields when no token is configured.
     pub(crate) dashboard_secret: [u8; 32],
+    /// What the dashboard's queue pages show, shared by every tab.
+    pub(crate) dashboard_cache: crate::dashboard::SnapshotCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -96,6 +98,7 @@ impl AppState {
                 metrics,
                 stopping: tokio::sync::watch::Sender::new(false),
                 dashboard_secret: rand::random(),
+                dashboard_cache: Default::default(),
             }),
         }
     }

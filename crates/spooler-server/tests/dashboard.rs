@@ -599,3 +599,27 @@ async fn the_read_only_token_sees_everything_and_changes_nothing() {
         JobState::Failed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_tabs_polling_at_once_cost_one_read_of_the_store() {
+    let dash = Dash::new(ServerOptions::default()).await;
+    dash.store
+        .job_insert(&NewJob::new("noop", json!({})).queue("mail"))
+        .await
+        .unwrap();
+    let snapshot_of = |body: &str| {
+        let at = body.find("data-snapshot=\"").expect("the snapshot number") + 15;
+        body[at..at + body[at..].find('"').unwrap()].to_string()
+    };
+    let pages = futures::future::join_all((0..20).map(|_| dash.get("/", None))).await;
+    let seen: std::collections::BTreeSet<String> =
+        pages.iter().map(|p| snapshot_of(&p.body)).collect();
+    assert_eq!(seen.len(), 1, "every tab got the one refresh: {seen:?}");
+    // An action drops the snapshot: the next page reads the store again and shows the pause.
+    let csrf = pages[0].csrf();
+    dash.post_form("/queues/mail/pause", &format!("csrf={csrf}"), &[])
+        .await;
+    let after = dash.get("/", None).await;
+    assert_ne!(snapshot_of(&after.body), *seen.iter().next().unwrap());
+    assert!(after.body.contains("badge paused"), "{}", after.body);
+}

@@ -5,8 +5,11 @@
 //! CSRF field and the cross-site check, and written to the audit log. Links are relative to a
 //! `<base href>` taken from the request, so the pages work wherever the router is nested.
 
+mod cache;
 mod pages;
 mod session;
+
+pub(crate) use cache::SnapshotCache;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -206,29 +209,24 @@ fn notice(query: &HashMap<String, String>) -> Option<String> {
     .to_string())
 }
 
-/// Every queue's line: counts, the oldest wait, whether a live worker works it, its routes.
-async fn queue_lines(
-    state: &AppState,
-) -> Result<(Vec<spooler::QueueInfo>, Vec<QueueLineData>, usize), ApiError> {
-    let queues = crate::api::queues_with_configured(state).await?;
-    let now = state.inner.store.clock().now();
-    let window = chrono::TimeDelta::from_std(LIVE_WORKER_WITHIN).unwrap_or(chrono::TimeDelta::MAX);
-    let live = state.inner.store.worker_list(now - window).await?;
-    let unworked = queues_without_workers(&queues, &live);
-    let settings = state.inner.store.queue_settings().await?;
-    let data = queues
+/// Every queue's line: counts, the oldest wait, whether a live worker works it, its routes; from
+/// the shared snapshot.
+fn queue_lines(snapshot: &cache::Snapshot) -> Vec<QueueLineData> {
+    let unworked = queues_without_workers(&snapshot.queues, &snapshot.live);
+    snapshot
+        .queues
         .iter()
         .map(|q| QueueLineData {
-            oldest_age_s: crate::metrics::oldest_age_seconds(q, now).map(|s| s as i64),
+            oldest_age_s: crate::metrics::oldest_age_seconds(q, snapshot.now).map(|s| s as i64),
             unworked: unworked.contains(&q.name),
-            routes: settings
+            routes: snapshot
+                .settings
                 .iter()
                 .find(|s| s.queue == q.name)
                 .map(|s| route_targets(&s.routes))
                 .unwrap_or_default(),
         })
-        .collect();
-    Ok((queues, data, live.len()))
+        .collect()
 }
 
 struct QueueLineData {
@@ -265,13 +263,15 @@ pub(crate) async fn overview(
     if !page.allowed {
         return page.to_login();
     }
-    let (queues, data, live) = match queue_lines(&state).await {
-        Ok(found) => found,
+    let snapshot = match cache::snapshot(&state).await {
+        Ok(snapshot) => snapshot,
         Err(e) => return page.error(e),
     };
-    let lines: Vec<QueueLine<'_>> = queues
+    let live = snapshot.live.len();
+    let lines: Vec<QueueLine<'_>> = snapshot
+        .queues
         .iter()
-        .zip(data)
+        .zip(queue_lines(&snapshot))
         .map(|(info, d)| QueueLine {
             info,
             oldest_age_s: d.oldest_age_s,
@@ -284,6 +284,7 @@ pub(crate) async fn overview(
         &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
         &lines,
         live,
+        (snapshot.seq, snapshot.now),
     ))
 }
 
@@ -389,22 +390,26 @@ async fn queue(
     if !page.allowed {
         return page.to_login();
     }
-    let (queues, data, _) = match queue_lines(&state).await {
-        Ok(found) => found,
+    let snapshot = match cache::snapshot(&state).await {
+        Ok(snapshot) => snapshot,
         Err(e) => return page.error(e),
     };
-    let Some((info, d)) = queues.iter().zip(data).find(|(q, _)| q.name == name) else {
+    let lines = queue_lines(&snapshot);
+    let Some((info, d)) = snapshot
+        .queues
+        .iter()
+        .zip(lines)
+        .find(|(q, _)| q.name == name)
+    else {
         return page.error(ApiError::not_found(format!(
             "queue \"{name}\" has no jobs and is not configured"
         )));
     };
-    let settings = match state.inner.store.queue_settings().await {
-        Ok(all) => all
-            .into_iter()
-            .find(|s| s.queue == name)
-            .and_then(|s| serde_json::to_value(s).ok()),
-        Err(e) => return page.error(e.into()),
-    };
+    let settings = snapshot
+        .settings
+        .iter()
+        .find(|s| s.queue == name)
+        .and_then(|s| serde_json::to_value(s).ok());
     let recent = JobList {
         queue: Some(name.clone()),
         limit: 20,
@@ -577,6 +582,7 @@ async fn job_action(
     };
     match result {
         Ok(job) => {
+            state.inner.dashboard_cache.invalidate();
             tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, job = id, state = job.state.as_str(), affected = 1, "dashboard action");
             let to = if action == "delete" {
                 format!("{}jobs?done=deleted", page.base)
@@ -618,6 +624,7 @@ async fn queue_action(
     if let Err(e) = result {
         return page.error(e.into());
     }
+    state.inner.dashboard_cache.invalidate();
     tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, queue = %name, affected = 1, "dashboard action");
     Redirect::to(&format!(
         "{}queues/{}?done={done}",
@@ -657,6 +664,7 @@ async fn schedule_action(
     if let Err(e) = result {
         return page.error(e.into());
     }
+    state.inner.dashboard_cache.invalidate();
     tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, schedule = %name, affected = 1, "dashboard action");
     Redirect::to(&format!("{}schedules?done={done}", page.base)).into_response()
 }
@@ -852,6 +860,7 @@ async fn group_action(
             Err(_) => skipped += 1,
         }
     }
+    state.inner.dashboard_cache.invalidate();
     tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, jobs = ids.len(), affected, skipped, "dashboard group action");
     Redirect::to(&format!(
         "{}failed?affected={affected}&skipped={skipped}&done=group",
@@ -911,6 +920,7 @@ async fn start_operation(
         .await
     {
         Ok(op) => {
+            state.inner.dashboard_cache.invalidate();
             tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %op.action, operation = op.id, filter = %serde_json::to_string(&op.filter).unwrap_or_default(), matched = op.matched, "dashboard operation started");
             Redirect::to(&format!("{}operations/{}", page.base, op.id)).into_response()
         }

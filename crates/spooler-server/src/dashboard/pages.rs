@@ -189,13 +189,21 @@ fn count_of(info: &QueueInfo, state: JobState) -> i64 {
 }
 
 /// The overview: every queue with its counts per state.
-pub(crate) fn overview(frame: &Frame<'_>, queues: &[QueueLine<'_>], live_workers: usize) -> Markup {
+pub(crate) fn overview(
+    frame: &Frame<'_>,
+    queues: &[QueueLine<'_>],
+    live_workers: usize,
+    as_of: (u64, DateTime<Utc>),
+) -> Markup {
     layout(
         frame,
         "Queues",
         html! {
             h1 { "Queues" }
-            p.muted { (live_workers) " live worker" @if live_workers != 1 { "s" } " · " a href="workers" { "workers" } }
+            p.muted data-snapshot=(as_of.0) {
+                (live_workers) " live worker" @if live_workers != 1 { "s" } " · " a href="workers" { "workers" }
+                " · counts as of " (time(as_of.1))
+            }
             @if queues.is_empty() {
                 p { "No queue holds jobs yet. Enqueue one with " code { "spooler enqueue noop" } " or " code { "POST /v1/jobs" } "." }
             } @else {

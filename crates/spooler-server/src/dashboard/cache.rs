@@ -1,0 +1,77 @@
+//! What the queue pages show (counts, live workers, stored settings), read from the store at most
+//! once per [`MAX_AGE`] however many tabs poll: concurrent requests for a stale snapshot wait on
+//! the one refresh under way instead of each asking the store. An action drops the snapshot, so
+//! the page it leads to shows its effect.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use spooler::QueueInfo;
+use spooler::core::QueueSettings;
+use spooler::core::store::{LIVE_WORKER_WITHIN, WorkerInfo};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a snapshot serves: three store reads per refresh, so at most 1.5 a second.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(2);
+
+/// One read of what the queue pages show.
+pub(crate) struct Snapshot {
+    /// Every queue the store knows, and the configured ones with no jobs yet.
+    pub queues: Vec<QueueInfo>,
+    /// Workers with a fresh heartbeat.
+    pub live: Vec<WorkerInfo>,
+    /// The queues' stored settings.
+    pub settings: Vec<QueueSettings>,
+    /// The store's time when it was read.
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// Counts the refreshes, so a page can say which one it shows.
+    pub seq: u64,
+    taken: Instant,
+}
+
+/// The latest snapshot and the lock one refresh holds.
+#[derive(Default)]
+pub(crate) struct SnapshotCache {
+    latest: Mutex<Option<Arc<Snapshot>>>,
+    refresh: tokio::sync::Mutex<u64>,
+}
+
+impl SnapshotCache {
+    fn fresh(&self) -> Option<Arc<Snapshot>> {
+        let latest = self.latest.lock().expect("snapshot lock");
+        latest.clone().filter(|s| s.taken.elapsed() < MAX_AGE)
+    }
+
+    /// Forgets the snapshot (after an action).
+    pub(crate) fn invalidate(&self) {
+        *self.latest.lock().expect("snapshot lock") = None;
+    }
+}
+
+/// The current snapshot, read again when older than [`MAX_AGE`], once for all who ask meanwhile.
+pub(crate) async fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
+    let cache = &state.inner.dashboard_cache;
+    if let Some(s) = cache.fresh() {
+        return Ok(s);
+    }
+    let mut seq = cache.refresh.lock().await;
+    if let Some(s) = cache.fresh() {
+        return Ok(s);
+    }
+    let queues = crate::api::queues_with_configured(state).await?;
+    let now = state.inner.store.clock().now();
+    let window = chrono::TimeDelta::from_std(LIVE_WORKER_WITHIN).unwrap_or(chrono::TimeDelta::MAX);
+    let live = state.inner.store.worker_list(now - window).await?;
+    let settings = state.inner.store.queue_settings().await?;
+    *seq += 1;
+    let snapshot = Arc::new(Snapshot {
+        queues,
+        live,
+        settings,
+        now,
+        seq: *seq,
+        taken: Instant::now(),
+    });
+    *cache.latest.lock().expect("snapshot lock") = Some(snapshot.clone());
+    Ok(snapshot)
+}
