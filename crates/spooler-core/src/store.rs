@@ -443,6 +443,10 @@ pub trait JobAdminStore: Send + Sync {
     /// Jobs matching the filters, newest (highest id) first.
     async fn job_list(&self, list: &JobList) -> StoreResult<Vec<JobRow>>;
 
+    /// The jobs routes made from job `id` (their `routed_from`), oldest first, at most `limit`
+    /// (capped at 1,000): where a message went next.
+    async fn job_routed_from(&self, id: JobId, limit: u32) -> StoreResult<Vec<JobRow>>;
+
     /// How many jobs match `filter` now (a dry run of an operation).
     async fn job_count(&self, filter: &JobFilter) -> StoreResult<i64>;
 

@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "job_meta",
         include_str!("../migrations/0011_job_meta.sql"),
     ),
+    (
+        12,
+        "routed_from_index",
+        include_str!("../migrations/0012_routed_from_index.sql"),
+    ),
 ];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].

@@ -623,3 +623,40 @@ async fn twenty_tabs_polling_at_once_cost_one_read_of_the_store() {
     assert_ne!(snapshot_of(&after.body), *seen.iter().next().unwrap());
     assert!(after.body.contains("badge paused"), "{}", after.body);
 }
+
+#[tokio::test]
+async fn a_routed_job_links_both_ways() {
+    use spooler::core::QueueSettings;
+    use spooler::core::route::{Route, Routes};
+    let dash = Dash::new(ServerOptions::default()).await;
+    dash.store
+        .queue_configure(&[QueueSettings {
+            routes: Routes {
+                on_failure: Some(Route::to("mail-b")),
+                ..Default::default()
+            },
+            ..QueueSettings::new("mail")
+        }])
+        .await
+        .unwrap();
+    let original = failed_job(&dash.store, "noop", json!({}), "boom").await;
+    let next = dash.store.job_routed_from(original, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    let next = next[0].id;
+    let page = dash.get(&format!("/jobs/{original}"), None).await;
+    assert!(page.body.contains("routed to"), "{}", page.body);
+    assert!(
+        page.body.contains(&format!(
+            r#"<a href="jobs/{next}">job {next}</a> in mail-b"#
+        )),
+        "{}",
+        page.body
+    );
+    let page = dash.get(&format!("/jobs/{next}"), None).await;
+    assert!(
+        page.body
+            .contains(&format!(r#"<a href="jobs/{original}">job {original}</a>"#)),
+        "{}",
+        page.body
+    );
+}

@@ -40,6 +40,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "job_meta",
         include_str!("../migrations/0011_job_meta.sql"),
     ),
+    (
+        12,
+        "routed_from_index",
+        include_str!("../migrations/0012_routed_from_index.sql"),
+    ),
 ];
 
 /// The table that records the applied versions.

@@ -325,10 +325,70 @@ pub async fn a_replayed_message_is_enqueued_once_however_often_it_is_replayed(h:
     assert!(retried[0].enqueued, "a refused message's key is not spent");
 }
 
+/// Where a message went next: the jobs routed from a job, by `routed_from`, oldest first; none
+/// for a job no route left; the limit holds; the routed job carries the original's meta.
+pub async fn the_jobs_routed_from_a_job_are_found_by_it(h: Harness) {
+    configure(
+        &h,
+        &[
+            ("a", on_failure(Route::to("b"))),
+            ("b", on_failure(Route::to("c"))),
+        ],
+    )
+    .await;
+    let mut first = NewJob::new("tcp", json!({"n": 1}))
+        .queue("a")
+        .max_attempts(1);
+    first.meta.insert(
+        crate::TRACEPARENT.into(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    );
+    let original = insert(&h, first.clone()).await;
+    let other = insert(
+        &h,
+        NewJob::new("tcp", json!({"n": 2}))
+            .queue("a")
+            .max_attempts(1),
+    )
+    .await;
+    let c = claim_from(&h, "a", "tcp").await;
+    assert_eq!(c.id, original.id);
+    assert!(finish(&h, &c, failed("refused")).await);
+    let next = h.store().job_routed_from(original.id, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].queue, "b");
+    assert_eq!(next[0].routed_from, Some(original.id));
+    assert_eq!(
+        next[0].meta, first.meta,
+        "the trace goes on with the message"
+    );
+    assert!(
+        h.store()
+            .job_routed_from(other.id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.store()
+            .job_routed_from(next[0].id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.store()
+            .job_routed_from(original.id, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_routes {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "routes"; routes_are_stored_with_the_queue_settings, a_failed_job_is_routed_with_the_routes_args_merged_over_its_own, completions_follow_on_success_and_cancels_follow_nothing, a_kinds_own_route_is_followed_instead_of_the_queues, attempts_exhausted_at_rescue_follow_on_failure, a_delayed_route_schedules_the_routed_job, a_message_stops_after_max_hops_failed_with_the_reason, a_replayed_message_is_enqueued_once_however_often_it_is_replayed);
+        $crate::$m!($($a)*; "routes"; routes_are_stored_with_the_queue_settings, a_failed_job_is_routed_with_the_routes_args_merged_over_its_own, completions_follow_on_success_and_cancels_follow_nothing, a_kinds_own_route_is_followed_instead_of_the_queues, attempts_exhausted_at_rescue_follow_on_failure, a_delayed_route_schedules_the_routed_job, a_message_stops_after_max_hops_failed_with_the_reason, a_replayed_message_is_enqueued_once_however_often_it_is_replayed, the_jobs_routed_from_a_job_are_found_by_it);
     };
 }

@@ -222,6 +222,10 @@ impl JobAdminStore for PgStore {
         read::list(&self.inner, list).await
     }
 
+    async fn job_routed_from(&self, id: JobId, limit: u32) -> StoreResult<Vec<JobRow>> {
+        read::routed_from(&self.inner, id, limit).await
+    }
+
     /// Counted with the filter of operations (see `operation`).
     async fn job_count(&self, filter: &JobFilter) -> StoreResult<i64> {
         crate::operation::job_count(&self.inner, filter).await

@@ -50,6 +50,23 @@ pub(crate) const LIST_ACTIVE_SQL: &str = list_from!("jobs_active", "state = $2")
 /// The listing of a finished state `$2`.
 pub(crate) const LIST_FINISHED_SQL: &str = list_from!("jobs_done", "state = $2");
 
+/// The jobs routed from `$1`, oldest first, at most `$2` (a partial index on `routed_from`).
+pub(crate) const ROUTED_FROM_OF_SQL: &str = concat!(
+    "SELECT ",
+    job_cols!(),
+    " FROM {s}.jobs WHERE routed_from = $1 ORDER BY id LIMIT $2"
+);
+
+pub(super) async fn routed_from(inner: &Inner, id: JobId, limit: u32) -> StoreResult<Vec<JobRow>> {
+    let rows = sqlx::query(&inner.sql.routed_from_of)
+        .bind(id)
+        .bind(i64::from(limit.min(1000)))
+        .fetch_all(&inner.pool)
+        .await
+        .map_err(map)?;
+    rows.iter().map(decode).collect()
+}
+
 pub(super) async fn list(inner: &Inner, list: &JobList) -> StoreResult<Vec<JobRow>> {
     let sql = match list.state {
         None => &inner.sql.list,

@@ -371,12 +371,18 @@ async fn job(
         Ok(job) => job,
         Err(e) => return page.error(e.into()),
     };
+    // Where its routes sent it next.
+    let routed_to = match state.inner.store.job_routed_from(id, 20).await {
+        Ok(next) => next,
+        Err(e) => return page.error(e.into()),
+    };
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     let now = state.inner.store.clock().now();
     html(pages::job(
         &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
         &job,
         now,
+        &routed_to,
     ))
 }
 

@@ -330,7 +330,12 @@ pub(crate) fn jobs(frame: &Frame<'_>, view: &JobsView<'_>) -> Markup {
 }
 
 /// `/jobs/{id}`.
-pub(crate) fn job(frame: &Frame<'_>, j: &JobRow, now: DateTime<Utc>) -> Markup {
+pub(crate) fn job(
+    frame: &Frame<'_>,
+    j: &JobRow,
+    now: DateTime<Utc>,
+    routed_to: &[JobRow],
+) -> Markup {
     let waited = j.started_at.map(|s| (s - j.run_at).num_milliseconds());
     let ran = j
         .finished_at
@@ -369,6 +374,13 @@ pub(crate) fn job(frame: &Frame<'_>, j: &JobRow, now: DateTime<Utc>) -> Markup {
                 @if let Some(key) = &j.unique_key { dt { "unique key" } dd { (key) } }
                 @if !j.tags.is_empty() { dt { "tags" } dd { @for t in &j.tags { span.badge { (t) } " " } } }
                 @if let Some(from) = j.routed_from { dt { "routed from" } dd { a href={ "jobs/" (from) } { "job " (from) } } }
+                @if !routed_to.is_empty() {
+                    dt { "routed to" }
+                    dd.routed-to { @for (i, next) in routed_to.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        a href={ "jobs/" (next.id) } { "job " (next.id) } " in " (next.queue) " " (state_badge(next.state))
+                    } }
+                }
                 @if let Some(origin) = &j.origin { dt { "chain began" } dd { (origin.kind) " in " (origin.queue) ", " (origin.hops) " hop" @if origin.hops != 1 { "s" } " since" } }
                 @if j.cancel_requested { dt { "cancel" } dd { "asked; the worker stops the run" } }
                 @if let Some(tp) = j.meta.get("traceparent").and_then(Value::as_str) { dt { "trace" } dd { code { (tp) } } }

@@ -287,6 +287,10 @@ impl JobAdminStore for SqliteStore {
         read::list(&self.db, list).await
     }
 
+    async fn job_routed_from(&self, id: JobId, limit: u32) -> StoreResult<Vec<JobRow>> {
+        read::routed_from(&self.db, id, limit).await
+    }
+
     async fn job_count(&self, filter: &spooler_core::JobFilter) -> StoreResult<i64> {
         crate::operation::job_count(&self.db, filter).await
     }

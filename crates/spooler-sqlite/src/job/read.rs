@@ -9,6 +9,24 @@ pub(crate) async fn get(db: &Db, id: JobId) -> StoreResult<Option<JobRow>> {
         .transpose()
 }
 
+/// The jobs routed from `id`, oldest first, at most `limit` (a partial index on `routed_from`).
+pub(crate) async fn routed_from(db: &Db, id: JobId, limit: u32) -> StoreResult<Vec<JobRow>> {
+    let limit = limit.min(LIST_CAP);
+    let raws = db
+        .read(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM spooler_jobs WHERE routed_from = ?1 ORDER BY id LIMIT ?2"
+            );
+            let rows = conn
+                .prepare_cached(&sql)?
+                .query_map(rusqlite::params![id, limit], RawJob::from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await?;
+    raws.into_iter().map(RawJob::decode).collect()
+}
+
 pub(crate) async fn list(db: &Db, list: &JobList) -> StoreResult<Vec<JobRow>> {
     let limit = list.limit.min(LIST_CAP);
     if limit == 0 {
