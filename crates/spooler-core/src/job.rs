@@ -139,6 +139,18 @@ pub fn is_traceparent(text: &str) -> bool {
         && parts[2].bytes().any(|b| b != b'0')
 }
 
+/// Whether JSON `have` contains `want`: objects by their keys, recursively (every key of `want`
+/// present in `have` with a value that contains `want`'s); anything else by equality. The one
+/// rule for "args matching" wherever jobs are searched by their args.
+pub fn json_contains(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(have), Value::Object(want)) => want
+            .iter()
+            .all(|(k, w)| have.get(k).is_some_and(|h| json_contains(h, w))),
+        _ => have == want,
+    }
+}
+
 /// A job to insert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {

@@ -29,7 +29,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::StoreError;
 pub use job::{
     AttemptError, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobId, JobRow, Meta, NewJob, TRACEPARENT,
-    is_traceparent,
+    is_traceparent, json_contains,
 };
 pub use limit::{Admission, LimitState, QueueLimits, RateLimit};
 pub use operation::{BulkAction, JobFilter, MAX_CHUNK, Operation, OperationNew, OperationState};

@@ -660,3 +660,73 @@ async fn a_routed_job_links_both_ways() {
         page.body
     );
 }
+
+#[tokio::test]
+async fn jobs_are_searched_by_args_tag_and_time_in_a_bounded_window() {
+    let dash = Dash::new(ServerOptions::default()).await;
+    let mut jobs = Vec::new();
+    for n in 0..60 {
+        let mut job = NewJob::new(
+            "mail",
+            json!({"to": if n % 2 == 0 { "a@x" } else { "b@x" }, "n": n}),
+        );
+        if n % 3 == 0 {
+            job.tags = vec!["vip".into()];
+        }
+        jobs.push(job);
+    }
+    dash.store.job_insert_many(&jobs).await.unwrap();
+    let ids_on = |body: &str| -> Vec<i64> {
+        body.match_indices(r#"<td><a href="jobs/"#)
+            .map(|(at, _)| {
+                let rest = &body[at + r#"<td><a href="jobs/"#.len()..];
+                rest[..rest.find('"').unwrap()].parse().unwrap()
+            })
+            .collect()
+    };
+    let page = dash
+        .get(
+            &format!("/jobs?args={}", "%7B%22to%22%3A%22b%40x%22%7D"),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let found = ids_on(&page.body);
+    assert_eq!(found.len(), 30, "{}", page.body);
+    assert!(page.body.contains("this page read 60"), "{}", page.body);
+    assert!(
+        !page.body.contains(r#"action="operations""#),
+        "no bulk action for an args search"
+    );
+    for id in found {
+        let job = dash.store.job_get(id).await.unwrap().unwrap();
+        assert_eq!(job.args["to"], "b@x");
+    }
+    // A tag: 20 of the 60; a bulk action covers them by the same filter.
+    let page = dash.get("/jobs?tag=vip", None).await;
+    assert_eq!(ids_on(&page.body).len(), 20, "{}", page.body);
+    assert!(
+        page.body.contains(r#"<strong class="matched">20</strong>"#),
+        "{}",
+        page.body
+    );
+    // More matches than a page: the next page reads on from where this one stopped.
+    let page = dash.get("/jobs?after=2000-01-01T00:00", None).await;
+    assert_eq!(ids_on(&page.body).len(), 50);
+    let next = page
+        .body
+        .split(r#"rel="next" href=""#)
+        .nth(1)
+        .expect("a next page");
+    let next = next[..next.find('"').unwrap()].replace("&amp;", "&");
+    let rest = dash.get(&format!("/{next}"), None).await;
+    assert_eq!(ids_on(&rest.body).len(), 10, "{}", rest.body);
+    // Nothing created before 2000; a time that is not one is named.
+    let page = dash.get("/jobs?before=2000-01-01T00:00", None).await;
+    assert!(ids_on(&page.body).is_empty());
+    let bad = dash.get("/jobs?after=yesterday", None).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("after: "), "{}", bad.body);
+    let bad = dash.get("/jobs?args=%5B1%5D", None).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -49,6 +49,7 @@
 use crate::job::{AppState, Handler, Job, JobContext, JobError, TypedHandler};
 use crate::{Client, Error, Worker};
 use serde_json::Value;
+use spooler_core::json_contains as contains;
 use spooler_core::{JobList, JobRow, JobState, NewJob};
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,16 +208,6 @@ pub async fn assert_enqueued(client: &Client, kind: &str, args: &Value) -> JobRo
             format!(", the newest with args {seen:?}")
         }
     );
-}
-
-/// Whether `have` contains `want`: objects by their keys, recursively; anything else by equality.
-fn contains(have: &Value, want: &Value) -> bool {
-    match (have, want) {
-        (Value::Object(have), Value::Object(want)) => want
-            .iter()
-            .all(|(k, w)| have.get(k).is_some_and(|h| contains(h, w))),
-        _ => have == want,
-    }
 }
 
 #[cfg(test)]

@@ -317,23 +317,37 @@ async fn jobs(
             }
         },
     };
+    let narrowing = match Narrowing::read(&query) {
+        Ok(n) => n,
+        Err(e) => return page.error(e),
+    };
     let list = JobList {
         queue: Some(get("queue").to_string()).filter(|q| !q.is_empty()),
         state: job_state,
         kind: Some(get("kind").to_string()).filter(|k| !k.is_empty()),
-        limit: 50,
+        limit: PAGE,
         before_id: cursor,
     };
-    let (found, next) = match state.inner.client.list(&list).await {
-        Ok(found) => found,
-        Err(e) => return page.error(e.into()),
+    let (found, next, searched) = if narrowing.is_empty() {
+        match state.inner.client.list(&list).await {
+            Ok((found, next)) => (found, next, None),
+            Err(e) => return page.error(e.into()),
+        }
+    } else {
+        match narrowing.search(&state, list.clone()).await {
+            Ok(found) => found,
+            Err(e) => return page.error(e),
+        }
     };
-    // The preview of an action on every matching job: how many it would cover now.
+    // The preview of an action on every matching job: how many it would cover now (not offered
+    // for an args search, which no operation can express).
     let filter = spooler::JobFilter {
         queue: list.queue.clone(),
         state: list.state,
         kind: list.kind.clone(),
-        ..Default::default()
+        tag: narrowing.tag.clone(),
+        before: narrowing.before,
+        after: narrowing.after,
     };
     let matched = match state.inner.client.count(&filter).await {
         Ok(n) => n,
@@ -344,14 +358,129 @@ async fn jobs(
         queue: get("queue"),
         state: get("state"),
         kind: get("kind"),
+        tag: get("tag"),
+        after: narrowing.after.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        before: narrowing.before.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        args: get("args"),
         jobs: &found,
         next,
-        matched,
+        matched: if narrowing.args.is_some() { 0 } else { matched },
+        searched,
     };
     html(pages::jobs(
         &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
         &view,
     ))
+}
+
+/// Jobs shown per page.
+const PAGE: u32 = 50;
+
+/// How many of the newest jobs (of the queue, state and kind asked) an args, tag or time search
+/// reads per page before it says where it stopped.
+const SEARCH_WINDOW: usize = 10_000;
+
+/// The filters of `/jobs` the store's listing does not take: matched in Rust, by the same rules
+/// as everywhere ([`spooler::core::json_contains`] for args), over a bounded window of the newest
+/// jobs that match the rest.
+struct Narrowing {
+    tag: Option<String>,
+    after: Option<chrono::DateTime<chrono::Utc>>,
+    before: Option<chrono::DateTime<chrono::Utc>>,
+    args: Option<serde_json::Value>,
+}
+
+impl Narrowing {
+    fn read(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let get = |k: &str| query.get(k).map(|v| v.trim()).unwrap_or_default();
+        let time = |field: &'static str| -> Result<_, ApiError> {
+            match get(field) {
+                "" => Ok(None),
+                text => parse_time(text).map(Some).ok_or_else(|| {
+                    ApiError::invalid(
+                        field,
+                        format!("{field}: \"{text}\" is not a time like 2026-01-31T12:00 (UTC) or 2026-01-31T12:00:00+01:00"),
+                    )
+                }),
+            }
+        };
+        let args = match get("args") {
+            "" => None,
+            text => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(v @ serde_json::Value::Object(_)) => Some(v),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "args",
+                        format!(
+                            "args: {text:?} is not a JSON object like {{\"to\": \"a@example.com\"}}"
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(Self {
+            tag: Some(get("tag").to_string()).filter(|t| !t.is_empty()),
+            after: time("after")?,
+            before: time("before")?,
+            args,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tag.is_none() && self.after.is_none() && self.before.is_none() && self.args.is_none()
+    }
+
+    fn matches(&self, j: &spooler::JobRow) -> bool {
+        self.tag.as_ref().is_none_or(|t| j.tags.contains(t))
+            && self.after.is_none_or(|a| j.created_at >= a)
+            && self.before.is_none_or(|b| j.created_at < b)
+            && self
+                .args
+                .as_ref()
+                .is_none_or(|want| spooler::core::json_contains(&j.args, want))
+    }
+
+    /// Up to a page of matches, reading at most [`SEARCH_WINDOW`] jobs from the cursor on; the
+    /// cursor to go on from (the last job read) when more remain, and how many were read.
+    async fn search(
+        &self,
+        state: &AppState,
+        mut list: JobList,
+    ) -> Result<(Vec<spooler::JobRow>, Option<i64>, Option<usize>), ApiError> {
+        let mut found = Vec::new();
+        let mut read = 0;
+        loop {
+            list.limit = 1000;
+            let (jobs, next) = state.inner.client.list(&list).await?;
+            for j in jobs {
+                read += 1;
+                list.before_id = Some(j.id);
+                if self.matches(&j) {
+                    found.push(j);
+                    if found.len() == PAGE as usize {
+                        return Ok((found, list.before_id, Some(read)));
+                    }
+                }
+            }
+            if next.is_none() {
+                return Ok((found, None, Some(read)));
+            }
+            if read >= SEARCH_WINDOW {
+                return Ok((found, list.before_id, Some(read)));
+            }
+        }
+    }
+}
+
+/// RFC 3339, or a `datetime-local` value (`2026-01-31T12:00`, seconds optional) read as UTC.
+fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|t| t.and_utc())
 }
 
 /// `GET /jobs/{id}`.
@@ -886,6 +1015,12 @@ struct OperationForm {
     state: String,
     #[serde(default)]
     kind: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    after: String,
+    #[serde(default)]
+    before: String,
 }
 
 /// `POST /operations`: an operation by filter (retry, cancel or delete every matching job),
@@ -909,6 +1044,9 @@ async fn start_operation(
         ("queue", &form.queue),
         ("state", &form.state),
         ("kind", &form.kind),
+        ("tag", &form.tag),
+        ("after", &form.after),
+        ("before", &form.before),
     ] {
         if !value.trim().is_empty() {
             filter.insert(key.into(), value.trim().into());

@@ -251,10 +251,19 @@ pub(crate) struct JobsView<'a> {
     pub queue: &'a str,
     pub state: &'a str,
     pub kind: &'a str,
+    pub tag: &'a str,
+    /// RFC 3339, or empty.
+    pub after: String,
+    /// RFC 3339, or empty.
+    pub before: String,
+    /// JSON the args must contain, or empty.
+    pub args: &'a str,
     pub jobs: &'a [JobRow],
     pub next: Option<i64>,
     /// How many jobs match the filter now: what an action on all of them would cover.
     pub matched: i64,
+    /// For a tag, time or args search: how many jobs it read.
+    pub searched: Option<usize>,
 }
 
 fn jobs_table(jobs: &[JobRow]) -> Markup {
@@ -299,7 +308,14 @@ pub(crate) fn jobs(frame: &Frame<'_>, view: &JobsView<'_>) -> Markup {
                     }
                 }
                 label { "kind " input name="kind" value=(view.kind); }
+                label { "tag " input name="tag" value=(view.tag); }
+                label { "created after (UTC) " input name="after" value=(view.after) placeholder="2026-01-31T12:00"; }
+                label { "before " input name="before" value=(view.before) placeholder="2026-01-31T13:00"; }
+                label { "args contain " input name="args" value=(view.args) placeholder=r#"{"to": "a@example.com"}"#; }
                 button type="submit" { "Filter" }
+            }
+            @if let Some(read) = view.searched {
+                p.muted.searched { "Tag, time and args are matched in the newest jobs of this queue, state and kind: this page read " (read) " of them" @if view.next.is_some() { "; the next page reads on from where it stopped" } "." }
             }
             @if view.jobs.is_empty() {
                 p { "No job matches." }
@@ -307,7 +323,7 @@ pub(crate) fn jobs(frame: &Frame<'_>, view: &JobsView<'_>) -> Markup {
                 (jobs_table(view.jobs))
             }
             @if let Some(next) = view.next {
-                p { a.next rel="next" href={ "jobs" (query(&[("queue", view.queue), ("state", view.state), ("kind", view.kind), ("cursor", &next.to_string())])) } { "Older jobs →" } }
+                p { a.next rel="next" href={ "jobs" (query(&[("queue", view.queue), ("state", view.state), ("kind", view.kind), ("tag", view.tag), ("after", &view.after), ("before", &view.before), ("args", view.args), ("cursor", &next.to_string())])) } { "Older jobs →" } }
             }
             @if view.matched > 0 && frame.can_act {
                 section.bulk {
@@ -320,6 +336,9 @@ pub(crate) fn jobs(frame: &Frame<'_>, view: &JobsView<'_>) -> Markup {
                             input type="hidden" name="queue" value=(view.queue);
                             input type="hidden" name="state" value=(view.state);
                             input type="hidden" name="kind" value=(view.kind);
+                            input type="hidden" name="tag" value=(view.tag);
+                            input type="hidden" name="after" value=(view.after);
+                            input type="hidden" name="before" value=(view.before);
                             button type="submit" class=[danger.then_some("danger")] { (label) }
                         }
                     }
