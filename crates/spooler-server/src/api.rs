@@ -368,8 +368,13 @@ async fn delete_job(
 }
 
 /// The queues the store knows, plus configured queues that hold no jobs yet.
-pub(crate) async fn queues_with_configured(state: &AppState) -> Result<Vec<QueueInfo>, ApiError> {
-    let mut queues = state.inner.client.queues().await?;
+/// Their counts are exact, or on a store where counting is expensive the last exact count
+/// ([`crate::counts`]), as `counted` says.
+pub(crate) async fn queues_with_configured(
+    state: &AppState,
+) -> Result<(Vec<QueueInfo>, crate::counts::Counted), ApiError> {
+    let counted = crate::counts::queues(state).await?;
+    let mut queues = counted.queues.as_ref().clone();
     for name in &state.inner.options.queues {
         if !queues.iter().any(|q| &q.name == name) {
             queues.push(QueueInfo {
@@ -381,12 +386,12 @@ pub(crate) async fn queues_with_configured(state: &AppState) -> Result<Vec<Queue
         }
     }
     queues.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(queues)
+    Ok((queues, counted))
 }
 
 /// `GET /v1/queues`.
 async fn list_queues(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let queues = queues_with_configured(&state).await?;
+    let (queues, counted) = queues_with_configured(&state).await?;
     let settings = state.inner.store.queue_settings().await?;
     let now = state.inner.store.clock().now();
     let list: Vec<Value> = queues
@@ -397,7 +402,12 @@ async fn list_queues(State(state): State<AppState>) -> Result<Response, ApiError
             crate::wire::queue_json(q, own, now, Some(configured))
         })
         .collect();
-    Ok(Json(json!({ "queues": list })).into_response())
+    Ok(Json(json!({
+        "queues": list,
+        "counted_at": counted.at,
+        "counts": if counted.cached { "cached" } else { "exact" },
+    }))
+    .into_response())
 }
 
 /// A queue the server knows: configured, or holding jobs or a pause flag in the store. Pausing
@@ -427,6 +437,7 @@ async fn pause_queue(
 ) -> Result<Response, ApiError> {
     known_queue(&state, &name).await?;
     state.inner.client.pause(&name).await?;
+    crate::counts::forget(&state);
     Ok(Json(json!({ "name": name, "paused": true })).into_response())
 }
 
@@ -436,6 +447,7 @@ async fn resume_queue(
 ) -> Result<Response, ApiError> {
     known_queue(&state, &name).await?;
     state.inner.client.resume(&name).await?;
+    crate::counts::forget(&state);
     Ok(Json(json!({ "name": name, "paused": false })).into_response())
 }
 
@@ -509,7 +521,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus exposition text.
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let queues = queues_with_configured(&state).await?;
+    let (queues, _) = queues_with_configured(&state).await?;
     let now = state.inner.store.clock().now();
     let since = now - chrono::TimeDelta::seconds(60);
     let live = state.inner.store.worker_list(since).await?.len();

@@ -36,6 +36,7 @@ mod api;
 mod auth;
 pub mod bulk;
 pub mod config;
+mod counts;
 mod dashboard;
 mod error;
 mod extract;

@@ -38,6 +38,9 @@ pub struct ServerOptions {
     /// name (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`) is refused, so a page whose own
     /// name resolves to 127.0.0.1 (DNS rebinding) cannot reach it. Set by `spooler serve`.
     pub loopback_only: bool,
+    /// Counting jobs per queue that takes at least this long is cached and taken again in the
+    /// background ([`crate::counts`]); 20 ms by default.
+    pub count_cache_above: Duration,
 }
 
 impl Default for ServerOptions {
@@ -54,6 +57,7 @@ impl Default for ServerOptions {
             file_allow: crate::kinds::FileAllow::default(),
             net: crate::kinds::NetPolicy::default(),
             loopback_only: false,
+            count_cache_above: crate::counts::CHEAP,
         }
     }
 }
@@ -73,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// Keys the dashboard's CSRF fields when no token is configured.
     pub(crate) dashboard_secret: [u8; 32],
+    /// The last count of jobs per queue, for stores big enough to cache it.
+    pub(crate) counts: crate::counts::CountCache,
     /// What the dashboard's queue pages show, shared by every tab.
     pub(crate) dashboard_cache: crate::dashboard::SnapshotCache,
 }
@@ -99,6 +105,7 @@ impl AppState {
                 stopping: tokio::sync::watch::Sender::new(false),
                 dashboard_secret: rand::random(),
                 dashboard_cache: Default::default(),
+                counts: Default::default(),
             }),
         }
     }

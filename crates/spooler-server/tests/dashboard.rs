@@ -730,3 +730,59 @@ async fn jobs_are_searched_by_args_tag_and_time_in_a_bounded_window() {
     let bad = dash.get("/jobs?args=%5B1%5D", None).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn expensive_counts_are_cached_and_say_so() {
+    // Every count counts as expensive here: the first is taken, later ones served from it.
+    let dash = Dash::new(ServerOptions {
+        count_cache_above: std::time::Duration::ZERO,
+        ..ServerOptions::default()
+    })
+    .await;
+    dash.store
+        .job_insert(&NewJob::new("noop", json!({})).queue("mail"))
+        .await
+        .unwrap();
+    let queues = |dash: &Dash| {
+        let app = dash.app.clone();
+        async move {
+            let response = app
+                .oneshot(
+                    Request::builder()
+                        .uri("/v1/queues")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    let first = queues(&dash).await;
+    assert_eq!(first["counts"], "exact", "{first}");
+    assert_eq!(first["queues"][0]["counts"]["available"], 1);
+    dash.store
+        .job_insert(&NewJob::new("noop", json!({})).queue("mail"))
+        .await
+        .unwrap();
+    let second = queues(&dash).await;
+    assert_eq!(second["counts"], "cached", "{second}");
+    assert_eq!(second["counted_at"], first["counted_at"]);
+    assert_eq!(
+        second["queues"][0]["counts"]["available"], 1,
+        "the last exact count"
+    );
+    let page = dash.get("/", None).await;
+    assert!(page.body.contains(">cached</span>"), "{}", page.body);
+    // A pause here counts again, so the page shows it at once.
+    let csrf = page.csrf();
+    dash.post_form("/queues/mail/pause", &format!("csrf={csrf}"), &[])
+        .await;
+    let third = queues(&dash).await;
+    assert_eq!(third["counts"], "exact", "{third}");
+    assert_eq!(third["queues"][0]["counts"]["available"], 2);
+    assert_eq!(third["queues"][0]["paused"], true);
+}

@@ -24,6 +24,9 @@ pub(crate) struct Snapshot {
     pub settings: Vec<QueueSettings>,
     /// The store's time when it was read.
     pub now: chrono::DateTime<chrono::Utc>,
+    /// When the counts were taken, and whether before this refresh (a big store's cached count).
+    pub counted_at: chrono::DateTime<chrono::Utc>,
+    pub counts_cached: bool,
     /// Counts the refreshes, so a page can say which one it shows.
     pub seq: u64,
     taken: Instant,
@@ -58,7 +61,7 @@ pub(crate) async fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError
     if let Some(s) = cache.fresh() {
         return Ok(s);
     }
-    let queues = crate::api::queues_with_configured(state).await?;
+    let (queues, counted) = crate::api::queues_with_configured(state).await?;
     let now = state.inner.store.clock().now();
     let window = chrono::TimeDelta::from_std(LIVE_WORKER_WITHIN).unwrap_or(chrono::TimeDelta::MAX);
     let live = state.inner.store.worker_list(now - window).await?;
@@ -69,6 +72,8 @@ pub(crate) async fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError
         live,
         settings,
         now,
+        counted_at: counted.at,
+        counts_cached: counted.cached,
         seq: *seq,
         taken: Instant::now(),
     });

@@ -284,7 +284,7 @@ pub(crate) async fn overview(
         &page.frame(&state, &csrf, &store, notice(&query).as_deref()),
         &lines,
         live,
-        (snapshot.seq, snapshot.now),
+        (snapshot.seq, snapshot.counted_at, snapshot.counts_cached),
     ))
 }
 
@@ -759,6 +759,7 @@ async fn queue_action(
     if let Err(e) = result {
         return page.error(e.into());
     }
+    crate::counts::forget(&state);
     state.inner.dashboard_cache.invalidate();
     tracing::info!(target: "spooler_server::audit", who = actor(&state), action = %action, queue = %name, affected = 1, "dashboard action");
     Redirect::to(&format!(

@@ -193,7 +193,7 @@ pub(crate) fn overview(
     frame: &Frame<'_>,
     queues: &[QueueLine<'_>],
     live_workers: usize,
-    as_of: (u64, DateTime<Utc>),
+    as_of: (u64, DateTime<Utc>, bool),
 ) -> Markup {
     layout(
         frame,
@@ -202,7 +202,15 @@ pub(crate) fn overview(
             h1 { "Queues" }
             p.muted data-snapshot=(as_of.0) {
                 (live_workers) " live worker" @if live_workers != 1 { "s" } " · " a href="workers" { "workers" }
-                " · counts as of " (time(as_of.1))
+                " · counts "
+                @if as_of.2 {
+                    span.badge title="counting this store takes long: the last exact count is shown, taken again in the background" { "cached" }
+                    " "
+                } @else {
+                    span.badge title="counted for this page" { "exact" }
+                    " "
+                }
+                "as of " (time(as_of.1))
             }
             @if queues.is_empty() {
                 p { "No queue holds jobs yet. Enqueue one with " code { "spooler enqueue noop" } " or " code { "POST /v1/jobs" } "." }
