@@ -192,6 +192,16 @@ impl StateCounts {
         *self.get_mut(state) += n;
     }
 
+    /// Jobs in every state.
+    pub fn total(&self) -> i64 {
+        self.scheduled
+            + self.available
+            + self.running
+            + self.completed
+            + self.failed
+            + self.cancelled
+    }
+
     /// The count of `state`.
     pub fn get(&self, state: JobState) -> i64 {
         match state {

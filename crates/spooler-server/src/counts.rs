@@ -1,9 +1,11 @@
-//! Queue counts that stay cheap on a big store: counted exactly on every request while that is
-//! cheap, and, once one count took longer than [`CHEAP`] (the default of
-//! [`ServerOptions::count_cache_above`](crate::ServerOptions::count_cache_above)), served from the last exact count (its
-//! time said) while the next is taken in the background, at most once per [`cached_for`] of what
-//! the last one cost. So a store of a million jobs costs one full count every half minute however
-//! many readers poll, and a small store (every test's) is always counted exactly.
+//! Queue counts that stay cheap on a big store: counted exactly on every request while the store
+//! holds fewer than [`BIG`] jobs (the default of
+//! [`ServerOptions::count_cache_above`](crate::ServerOptions::count_cache_above)); above it served
+//! from the last exact count (its time said) while the next is taken in the background, at most
+//! once per [`cached_for`] of what the last one cost. So a store of a million jobs costs one full
+//! count every half minute however many readers poll, and a small store (every test's) is always
+//! counted exactly. The line is drawn by size, not by how long a count took, so a slow moment on
+//! a small store never makes its counts stale.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -12,8 +14,8 @@ use spooler::QueueInfo;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A count that took less than this is taken again for every request.
-pub(crate) const CHEAP: Duration = Duration::from_millis(20);
+/// A store holding fewer jobs than this is counted again for every request.
+pub(crate) const BIG: i64 = 100_000;
 
 /// How long an expensive count serves: fifty times what it cost, within 1 to 60 seconds.
 pub(crate) fn cached_for(cost: Duration) -> Duration {
@@ -32,6 +34,8 @@ pub(crate) struct Counted {
 
 struct Last {
     counted: Counted,
+    /// Jobs counted in all.
+    jobs: i64,
     cost: Duration,
     taken: Instant,
 }
@@ -62,6 +66,7 @@ fn keep(state: &AppState, counted: &Counted, cost: Duration) {
     *state.inner.counts.last.lock().expect("counts lock") = Some(Last {
         counted: counted.clone(),
         cost,
+        jobs: counted.queues.iter().map(|q| q.counts.total()).sum(),
         taken: Instant::now(),
     });
 }
@@ -73,7 +78,7 @@ pub(crate) async fn queues(state: &AppState) -> Result<Counted, ApiError> {
     let stale = {
         let last = cache.last.lock().expect("counts lock");
         match &*last {
-            Some(last) if last.cost >= state.inner.options.count_cache_above => {
+            Some(last) if last.jobs >= state.inner.options.count_cache_above => {
                 let stale = last.taken.elapsed() >= cached_for(last.cost);
                 Some((
                     Counted {
@@ -120,7 +125,10 @@ mod tests {
     #[test]
     fn an_expensive_count_serves_fifty_times_its_cost_within_bounds() {
         assert_eq!(cached_for(Duration::from_millis(5)), Duration::from_secs(1));
-        assert_eq!(cached_for(Duration::from_millis(600)), Duration::from_secs(30));
+        assert_eq!(
+            cached_for(Duration::from_millis(600)),
+            Duration::from_secs(30)
+        );
         assert_eq!(cached_for(Duration::from_secs(5)), Duration::from_secs(60));
     }
 }

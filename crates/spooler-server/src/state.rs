@@ -38,9 +38,9 @@ pub struct ServerOptions {
     /// name (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`) is refused, so a page whose own
     /// name resolves to 127.0.0.1 (DNS rebinding) cannot reach it. Set by `spooler serve`.
     pub loopback_only: bool,
-    /// Counting jobs per queue that takes at least this long is cached and taken again in the
-    /// background ([`crate::counts`]); 20 ms by default.
-    pub count_cache_above: Duration,
+    /// A store holding at least this many jobs has its counts per queue cached and taken again
+    /// in the background ([`crate::counts`]); 100,000 by default.
+    pub count_cache_above: i64,
 }
 
 impl Default for ServerOptions {
@@ -57,7 +57,7 @@ impl Default for ServerOptions {
             file_allow: crate::kinds::FileAllow::default(),
             net: crate::kinds::NetPolicy::default(),
             loopback_only: false,
-            count_cache_above: crate::counts::CHEAP,
+            count_cache_above: crate::counts::BIG,
         }
     }
 }

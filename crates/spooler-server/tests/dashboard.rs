@@ -733,9 +733,9 @@ async fn jobs_are_searched_by_args_tag_and_time_in_a_bounded_window() {
 
 #[tokio::test]
 async fn expensive_counts_are_cached_and_say_so() {
-    // Every count counts as expensive here: the first is taken, later ones served from it.
+    // Every store counts as big here: the first count is taken, later ones served from it.
     let dash = Dash::new(ServerOptions {
-        count_cache_above: std::time::Duration::ZERO,
+        count_cache_above: 0,
         ..ServerOptions::default()
     })
     .await;

@@ -176,18 +176,6 @@ const COLUMNS: &[JobState] = &[
     JobState::Cancelled,
 ];
 
-fn count_of(info: &QueueInfo, state: JobState) -> i64 {
-    let c = &info.counts;
-    match state {
-        JobState::Scheduled => c.scheduled,
-        JobState::Available => c.available,
-        JobState::Running => c.running,
-        JobState::Completed => c.completed,
-        JobState::Failed => c.failed,
-        JobState::Cancelled => c.cancelled,
-    }
-}
-
 /// The overview: every queue with its counts per state.
 pub(crate) fn overview(
     frame: &Frame<'_>,
@@ -233,7 +221,7 @@ pub(crate) fn overview(
                                 }
                                 @for s in COLUMNS {
                                     td.num data-state=(s.as_str()) {
-                                        a href={ "jobs" (query(&[("queue", &q.info.name), ("state", s.as_str())])) } { (count_of(q.info, *s)) }
+                                        a href={ "jobs" (query(&[("queue", &q.info.name), ("state", s.as_str())])) } { (q.info.counts.get(*s)) }
                                     }
                                 }
                                 td { @if let Some(a) = q.oldest_age_s { (age(a)) } @else { span.muted { "—" } } }
@@ -469,7 +457,7 @@ pub(crate) fn queue(
             table.counts {
                 thead { tr { @for s in COLUMNS { th.num { (s.as_str()) } } } }
                 tbody { tr data-queue=(q.name) { @for s in COLUMNS {
-                    td.num data-state=(s.as_str()) { a href={ "jobs" (query(&[("queue", &q.name), ("state", s.as_str())])) } { (count_of(q, *s)) } }
+                    td.num data-state=(s.as_str()) { a href={ "jobs" (query(&[("queue", &q.name), ("state", s.as_str())])) } { (q.counts.get(*s)) } }
                 } } }
             }
             @if let Some(settings) = settings {
