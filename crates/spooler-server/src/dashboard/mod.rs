@@ -149,6 +149,12 @@ impl Page {
         }
     }
 
+    /// The id a path segment names, or a 404 page saying it is none (`what`: "a job", "an operation").
+    fn id_of(&self, text: &str, what: &str) -> Result<i64, Response> {
+        text.parse::<i64>()
+            .map_err(|_| self.error(ApiError::not_found(format!("\"{text}\" is not {what} id"))))
+    }
+
     fn to_login(&self) -> Response {
         Redirect::to(&format!("{}login", self.base)).into_response()
     }
@@ -493,8 +499,9 @@ async fn job(
     if !page.allowed {
         return page.to_login();
     }
-    let Ok(id) = id.parse::<i64>() else {
-        return page.error(ApiError::not_found(format!("\"{id}\" is not a job id")));
+    let id = match page.id_of(&id, "a job") {
+        Ok(id) => id,
+        Err(refused) => return refused,
     };
     let job = match state.inner.client.status(id).await {
         Ok(job) => job,
@@ -701,8 +708,9 @@ async fn job_action(
     if let Some(refused) = guard(&state, &page, &form) {
         return refused;
     }
-    let Ok(id) = id.parse::<i64>() else {
-        return page.error(ApiError::not_found(format!("\"{id}\" is not a job id")));
+    let id = match page.id_of(&id, "a job") {
+        Ok(id) => id,
+        Err(refused) => return refused,
     };
     let client = &state.inner.client;
     let (result, done) = match action.as_str() {
@@ -1083,10 +1091,9 @@ async fn operation(
     if !page.allowed {
         return page.to_login();
     }
-    let Ok(id) = id.parse::<i64>() else {
-        return page.error(ApiError::not_found(format!(
-            "\"{id}\" is not an operation id"
-        )));
+    let id = match page.id_of(&id, "an operation") {
+        Ok(id) => id,
+        Err(refused) => return refused,
     };
     let op = match state.inner.client.operation(id).await {
         Ok(op) => op,
@@ -1109,10 +1116,9 @@ async fn cancel_operation(
     if let Some(refused) = guard(&state, &page, &form) {
         return refused;
     }
-    let Ok(id) = id.parse::<i64>() else {
-        return page.error(ApiError::not_found(format!(
-            "\"{id}\" is not an operation id"
-        )));
+    let id = match page.id_of(&id, "an operation") {
+        Ok(id) => id,
+        Err(refused) => return refused,
     };
     match state.inner.client.operation_cancel(id).await {
         Ok(op) => {

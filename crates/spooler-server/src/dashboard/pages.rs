@@ -167,14 +167,8 @@ pub(crate) struct QueueLine<'a> {
     pub routes: Vec<String>,
 }
 
-const COLUMNS: &[JobState] = &[
-    JobState::Scheduled,
-    JobState::Available,
-    JobState::Running,
-    JobState::Completed,
-    JobState::Failed,
-    JobState::Cancelled,
-];
+/// The count columns, in life order.
+const COLUMNS: [JobState; 6] = JobState::ALL;
 
 /// The overview: every queue with its counts per state.
 pub(crate) fn overview(
@@ -221,7 +215,7 @@ pub(crate) fn overview(
                                 }
                                 @for s in COLUMNS {
                                     td.num data-state=(s.as_str()) {
-                                        a href={ "jobs" (query(&[("queue", &q.info.name), ("state", s.as_str())])) } { (q.info.counts.get(*s)) }
+                                        a href={ "jobs" (query(&[("queue", &q.info.name), ("state", s.as_str())])) } { (q.info.counts.get(s)) }
                                     }
                                 }
                                 td { @if let Some(a) = q.oldest_age_s { (age(a)) } @else { span.muted { "—" } } }
@@ -457,7 +451,7 @@ pub(crate) fn queue(
             table.counts {
                 thead { tr { @for s in COLUMNS { th.num { (s.as_str()) } } } }
                 tbody { tr data-queue=(q.name) { @for s in COLUMNS {
-                    td.num data-state=(s.as_str()) { a href={ "jobs" (query(&[("queue", &q.name), ("state", s.as_str())])) } { (q.counts.get(*s)) } }
+                    td.num data-state=(s.as_str()) { a href={ "jobs" (query(&[("queue", &q.name), ("state", s.as_str())])) } { (q.counts.get(s)) } }
                 } } }
             }
             @if let Some(settings) = settings {
