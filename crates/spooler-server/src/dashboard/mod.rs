@@ -149,10 +149,10 @@ impl Page {
         }
     }
 
-    /// The id a path segment names, or a 404 page saying it is none (`what`: "a job", "an operation").
-    fn id_of(&self, text: &str, what: &str) -> Result<i64, Response> {
+    /// The id a path segment names, or why it is none (`what`: "a job", "an operation").
+    fn id_of(text: &str, what: &str) -> Result<i64, ApiError> {
         text.parse::<i64>()
-            .map_err(|_| self.error(ApiError::not_found(format!("\"{text}\" is not {what} id"))))
+            .map_err(|_| ApiError::not_found(format!("\"{text}\" is not {what} id")))
     }
 
     fn to_login(&self) -> Response {
@@ -499,9 +499,9 @@ async fn job(
     if !page.allowed {
         return page.to_login();
     }
-    let id = match page.id_of(&id, "a job") {
+    let id = match Page::id_of(&id, "a job") {
         Ok(id) => id,
-        Err(refused) => return refused,
+        Err(e) => return page.error(e),
     };
     let job = match state.inner.client.status(id).await {
         Ok(job) => job,
@@ -708,9 +708,9 @@ async fn job_action(
     if let Some(refused) = guard(&state, &page, &form) {
         return refused;
     }
-    let id = match page.id_of(&id, "a job") {
+    let id = match Page::id_of(&id, "a job") {
         Ok(id) => id,
-        Err(refused) => return refused,
+        Err(e) => return page.error(e),
     };
     let client = &state.inner.client;
     let (result, done) = match action.as_str() {
@@ -1091,9 +1091,9 @@ async fn operation(
     if !page.allowed {
         return page.to_login();
     }
-    let id = match page.id_of(&id, "an operation") {
+    let id = match Page::id_of(&id, "an operation") {
         Ok(id) => id,
-        Err(refused) => return refused,
+        Err(e) => return page.error(e),
     };
     let op = match state.inner.client.operation(id).await {
         Ok(op) => op,
@@ -1116,9 +1116,9 @@ async fn cancel_operation(
     if let Some(refused) = guard(&state, &page, &form) {
         return refused;
     }
-    let id = match page.id_of(&id, "an operation") {
+    let id = match Page::id_of(&id, "an operation") {
         Ok(id) => id,
-        Err(refused) => return refused,
+        Err(e) => return page.error(e),
     };
     match state.inner.client.operation_cancel(id).await {
         Ok(op) => {
