@@ -139,6 +139,7 @@ statements! {
     existing_unique => job::insert::EXISTING_UNIQUE_SQL,
     latest_by_key => job::insert::LATEST_BY_KEY_SQL,
     routed_from_of => job::read::ROUTED_FROM_OF_SQL,
+    request_any => job::request::ANY_SQL,
     request_take => job::request::TAKE_SQL,
     request_done => job::request::DONE_SQL,
     request_refuse => job::request::REFUSE_SQL,

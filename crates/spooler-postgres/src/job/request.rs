@@ -18,6 +18,9 @@ use tokio::sync::Notify;
 /// How often a process looks for requests without being told.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// The longest one batch may take, whatever the network does.
+const DEADLINE: Duration = Duration::from_secs(30);
+
 /// Requests taken per transaction.
 const BATCH: i64 = 1000;
 
@@ -26,6 +29,15 @@ pub(crate) const TAKE_SQL: &str = "SELECT id, queue, kind, args, priority, run_a
             timeout_ms, unique_key, tags
        FROM {s}.job_requests WHERE refused IS NULL
       ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+
+/// Whether a request waits: read outside any transaction, so a sweep that finds none (nearly
+/// every one) holds no lock and opens no transaction.
+pub(crate) const ANY_SQL: &str =
+    "SELECT EXISTS (SELECT 1 FROM {s}.job_requests WHERE refused IS NULL)";
+
+/// A transaction of the mover ends on the server if its connection goes silent mid-way, so a
+/// half-open connection cannot keep the requests (or a `DROP SCHEMA`) waiting.
+const IDLE_TIMEOUT_SQL: &str = "SET LOCAL idle_in_transaction_session_timeout = '5s'";
 
 /// Deletes the requests `$1` that became jobs.
 pub(crate) const DONE_SQL: &str = "DELETE FROM {s}.job_requests WHERE id = ANY($1)";
@@ -41,10 +53,14 @@ pub(crate) fn spawn(inner: Weak<Inner>, wake: Arc<Notify>) -> tokio::task::JoinH
         loop {
             let Some(inner) = inner.upgrade() else { return };
             loop {
-                match take(&inner).await {
-                    Ok(n) if n as i64 == BATCH => continue,
-                    Ok(_) => break,
-                    Err(e) => {
+                match tokio::time::timeout(DEADLINE, take(&inner)).await {
+                    Ok(Ok(n)) if n as i64 == BATCH => continue,
+                    Ok(Ok(_)) => break,
+                    Err(_) => {
+                        tracing::warn!(store = %inner.url, "turning SQL enqueue requests into jobs took over {DEADLINE:?}; trying again in {SWEEP_EVERY:?}");
+                        break;
+                    }
+                    Ok(Err(e)) => {
                         tracing::warn!(store = %inner.url, error = %e, "cannot turn SQL enqueue requests into jobs; trying again in {SWEEP_EVERY:?}");
                         break;
                     }
@@ -58,9 +74,23 @@ pub(crate) fn spawn(inner: Weak<Inner>, wake: Arc<Notify>) -> tokio::task::JoinH
 
 /// Turns up to [`BATCH`] requests into jobs in one transaction; returns how many it took.
 pub(crate) async fn take(inner: &Inner) -> StoreResult<usize> {
+    match sqlx::query_scalar::<_, bool>(&inner.sql.request_any)
+        .fetch_one(&inner.pool)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Ok(0),
+        // A schema not migrated to version 10 yet has no requests.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => return Ok(0),
+        Err(e) => return Err(map(e)),
+    }
     let settings = queue_settings(inner).await?;
     let mut conn = inner.pool.acquire().await.map_err(map)?;
     let mut tx = conn.begin().await.map_err(map)?;
+    sqlx::query(IDLE_TIMEOUT_SQL)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
     let rows = match sqlx::query(&inner.sql.request_take)
         .bind(BATCH)
         .fetch_all(&mut *tx)
