@@ -786,3 +786,49 @@ async fn expensive_counts_are_cached_and_say_so() {
     assert_eq!(third["queues"][0]["counts"]["available"], 2);
     assert_eq!(third["queues"][0]["paused"], true);
 }
+
+#[tokio::test]
+async fn the_workers_page_shows_what_each_runs() {
+    let dash = Dash::new(ServerOptions::default()).await;
+    let now = dash.store.clock().now();
+    dash.store
+        .worker_heartbeat(&spooler::core::store::WorkerInfo {
+            id: "w-1".into(),
+            host: "box".into(),
+            pid: 42,
+            queues: [("mail".to_string(), 2)].into_iter().collect(),
+            kinds: vec!["noop".into()],
+            running: 1,
+            started_at: now,
+            last_seen_at: now,
+        })
+        .await
+        .unwrap();
+    let id = dash
+        .store
+        .job_insert(&NewJob::new("noop", json!({})).queue("mail"))
+        .await
+        .unwrap()
+        .job
+        .id;
+    dash.store
+        .job_claim(&spooler::core::store::JobClaim {
+            queues: vec!["mail".into()],
+            kinds: vec!["noop".into()],
+            limit: 1,
+            worker_id: "w-1".into(),
+            lease: std::time::Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    let page = dash.get("/workers", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<code>w-1</code>"), "{}", page.body);
+    assert!(
+        page.body
+            .contains(&format!(r#"<a href="jobs/{id}">{id} noop</a>"#)),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("1/2"), "utilisation: {}", page.body);
+}

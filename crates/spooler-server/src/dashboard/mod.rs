@@ -608,10 +608,21 @@ async fn workers(State(state): State<AppState>, page: Page) -> Response {
         Ok(list) => list,
         Err(e) => return page.error(e.into()),
     };
+    // What each runs now: the running jobs (a partial index), at most a page of them.
+    let running = JobList {
+        state: Some(JobState::Running),
+        limit: 1000,
+        ..Default::default()
+    };
+    let running = match state.inner.client.list(&running).await {
+        Ok((jobs, _)) => jobs,
+        Err(e) => return page.error(e.into()),
+    };
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     html(pages::workers(
         &page.frame(&state, &csrf, &store, None),
         &list,
+        &running,
         now,
         LIVE_WORKER_WITHIN.as_secs() as i64,
     ))

@@ -511,6 +511,7 @@ pub(crate) fn schedules(frame: &Frame<'_>, schedules: &[ScheduleView]) -> Markup
 pub(crate) fn workers(
     frame: &Frame<'_>,
     workers: &[WorkerInfo],
+    running: &[JobRow],
     now: DateTime<Utc>,
     stale_after_s: i64,
 ) -> Markup {
@@ -523,7 +524,7 @@ pub(crate) fn workers(
                 p.warn { "No worker has sent a heartbeat in the last minute: jobs wait until one runs (" code { "spooler worker" } " or " code { "spooler serve" } ")." }
             } @else {
                 table.workers {
-                    thead { tr { th { "worker" } th { "host" } th.num { "pid" } th { "queues" } th { "kinds" } th.num { "running" } th { "started" } th { "last heartbeat" } } }
+                    thead { tr { th { "worker" } th { "host" } th.num { "pid" } th { "queues" } th { "kinds" } th.num { "running" } th { "jobs" } th { "started" } th { "last heartbeat" } } }
                     tbody {
                         @for w in workers {
                             @let seen = (now - w.last_seen_at).num_seconds();
@@ -535,6 +536,10 @@ pub(crate) fn workers(
                                 td { @for (i, (q, n)) in w.queues.iter().enumerate() { @if i > 0 { ", " } (q) " (" (n) ")" } }
                                 td { (w.kinds.join(", ")) }
                                 td.num { (w.running) "/" (slots) }
+                                td.running { @for (i, j) in running.iter().filter(|j| j.worker_id.as_deref() == Some(w.id.as_str())).take(20).enumerate() {
+                                    @if i > 0 { ", " }
+                                    a href={ "jobs/" (j.id) } { (j.id) " " (j.kind) }
+                                } }
                                 td { (time(w.started_at)) }
                                 td { (age(seen)) " ago" }
                             }
