@@ -136,10 +136,12 @@ try {
 
   step = "bulk retry by filter, with progress";
   await page.goto(url + "/jobs?queue=mail&state=failed");
+  await page.click('form[action="operations/new"]:has(input[value="retry"]) button');
+  await page.waitForSelector("strong.matched");
   const matched = Number((await page.textContent("strong.matched")).trim());
   const failedNow = (await api("/v1/jobs?queue=mail&state=failed&limit=1000")).jobs.length;
   if (matched !== failedNow) throw new Error(`the page says ${matched} match, the API lists ${failedNow}`);
-  await page.click('form[action="operations"]:has(input[value="retry"]) button');
+  await page.click('form[action="operations"] button');
   await page.waitForURL(/\/operations\/\d+$/);
   await until("the operation to complete", async () => {
     await page.reload();

@@ -468,16 +468,31 @@ async fn every_matching_job_is_retried_by_a_durable_operation_with_progress() {
     }
     let list = dash.get("/jobs?state=failed&queue=mail", None).await;
     assert!(
-        list.body.contains(r#"<strong class="matched">3</strong>"#),
+        list.body.contains(r#"action="operations/new""#),
         "{}",
         list.body
     );
+    // The confirmation counts what the operation would cover now.
+    let confirm = dash
+        .get(
+            "/operations/new?action=retry&queue=mail&state=failed&kind=",
+            None,
+        )
+        .await;
+    assert!(
+        confirm
+            .body
+            .contains(r#"<strong class="matched">3</strong>"#),
+        "{}",
+        confirm.body
+    );
+    assert!(confirm.body.contains("retry 3 jobs"), "{}", confirm.body);
     let started = dash
         .post_form(
             "/operations",
             &format!(
                 "csrf={}&action=retry&queue=mail&state=failed&kind=",
-                list.csrf()
+                confirm.csrf()
             ),
             &[],
         )
@@ -515,7 +530,7 @@ async fn every_matching_job_is_retried_by_a_durable_operation_with_progress() {
     let bad = dash
         .post_form(
             "/operations",
-            &format!("csrf={}&action=retry&state=done", list.csrf()),
+            &format!("csrf={}&action=retry&state=done", confirm.csrf()),
             &[],
         )
         .await;
@@ -556,7 +571,7 @@ async fn the_read_only_token_sees_everything_and_changes_nothing() {
             !page.body.contains(r#"method="post" action="jobs"#),
             "{path}: no action forms"
         );
-        assert!(!page.body.contains(r#"action="operations""#), "{path}");
+        assert!(!page.body.contains(r#"action="operations"#), "{path}");
         assert!(!page.body.contains(r#"action="groups/"#), "{path}");
     }
     let csrf = dash.get("/", Some(&session)).await.csrf();
@@ -695,7 +710,7 @@ async fn jobs_are_searched_by_args_tag_and_time_in_a_bounded_window() {
     assert_eq!(found.len(), 30, "{}", page.body);
     assert!(page.body.contains("this page read 60"), "{}", page.body);
     assert!(
-        !page.body.contains(r#"action="operations""#),
+        !page.body.contains(r#"action="operations/new""#),
         "no bulk action for an args search"
     );
     for id in found {
@@ -706,9 +721,19 @@ async fn jobs_are_searched_by_args_tag_and_time_in_a_bounded_window() {
     let page = dash.get("/jobs?tag=vip", None).await;
     assert_eq!(ids_on(&page.body).len(), 20, "{}", page.body);
     assert!(
-        page.body.contains(r#"<strong class="matched">20</strong>"#),
+        page.body.contains(r#"name="tag" value="vip""#),
         "{}",
         page.body
+    );
+    let confirm = dash
+        .get("/operations/new?action=delete&tag=vip", None)
+        .await;
+    assert!(
+        confirm
+            .body
+            .contains(r#"<strong class="matched">20</strong>"#),
+        "{}",
+        confirm.body
     );
     // More matches than a page: the next page reads on from where this one stopped.
     let page = dash.get("/jobs?after=2000-01-01T00:00", None).await;

@@ -43,6 +43,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/failed", get(failed_groups))
         .route("/groups/{action}", post(group_action))
         .route("/operations", post(start_operation))
+        .route("/operations/new", get(confirm_operation))
         .route("/operations/{id}", get(operation))
         .route("/operations/{id}/cancel", post(cancel_operation))
         .route("/workers", get(workers))
@@ -345,20 +346,6 @@ async fn jobs(
             Err(e) => return page.error(e),
         }
     };
-    // The preview of an action on every matching job: how many it would cover now (not offered
-    // for an args search, which no operation can express).
-    let filter = spooler::JobFilter {
-        queue: list.queue.clone(),
-        state: list.state,
-        kind: list.kind.clone(),
-        tag: narrowing.tag.clone(),
-        before: narrowing.before,
-        after: narrowing.after,
-    };
-    let matched = match state.inner.client.count(&filter).await {
-        Ok(n) => n,
-        Err(e) => return page.error(e.into()),
-    };
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     let view = JobsView {
         queue: get("queue"),
@@ -370,7 +357,9 @@ async fn jobs(
         args: get("args"),
         jobs: &found,
         next,
-        matched: if narrowing.args.is_some() { 0 } else { matched },
+        // An action on every matching job is offered unless args narrow the list, which no
+        // operation's filter can express.
+        bulk: narrowing.args.is_none() && !found.is_empty(),
         searched,
     };
     html(pages::jobs(
@@ -1028,6 +1017,7 @@ async fn group_action(
 struct OperationForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
     action: String,
     #[serde(default)]
     queue: String,
@@ -1041,6 +1031,50 @@ struct OperationForm {
     after: String,
     #[serde(default)]
     before: String,
+}
+
+/// The operation a form's fields describe, read by the same rules as `POST /v1/jobs/bulk`.
+fn operation_request(form: &OperationForm) -> Result<crate::bulk::BulkRequest, ApiError> {
+    let mut filter = serde_json::Map::new();
+    for (key, value) in [
+        ("queue", &form.queue),
+        ("state", &form.state),
+        ("kind", &form.kind),
+        ("tag", &form.tag),
+        ("after", &form.after),
+        ("before", &form.before),
+    ] {
+        if !value.trim().is_empty() {
+            filter.insert(key.into(), value.trim().into());
+        }
+    }
+    crate::bulk::parse_bulk(&serde_json::json!({"action": form.action, "filter": filter}))
+}
+
+/// `GET /operations/new?action=&queue=&state=…`: how many jobs the operation would cover now (a
+/// dry run), and the form that starts it.
+async fn confirm_operation(
+    State(state): State<AppState>,
+    page: Page,
+    Query(form): Query<OperationForm>,
+) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let request = match operation_request(&form) {
+        Ok(request) => request,
+        Err(e) => return page.error(e),
+    };
+    let matched = match state.inner.client.count(&request.filter).await {
+        Ok(n) => n,
+        Err(e) => return page.error(e.into()),
+    };
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    html(pages::confirm_operation(
+        &page.frame(&state, &csrf, &store, None),
+        &request,
+        matched,
+    ))
 }
 
 /// `POST /operations`: an operation by filter (retry, cancel or delete every matching job),
@@ -1059,21 +1093,7 @@ async fn start_operation(
     ) {
         return refused;
     }
-    let mut filter = serde_json::Map::new();
-    for (key, value) in [
-        ("queue", &form.queue),
-        ("state", &form.state),
-        ("kind", &form.kind),
-        ("tag", &form.tag),
-        ("after", &form.after),
-        ("before", &form.before),
-    ] {
-        if !value.trim().is_empty() {
-            filter.insert(key.into(), value.trim().into());
-        }
-    }
-    let request = serde_json::json!({"action": form.action, "filter": filter});
-    let request = match crate::bulk::parse_bulk(&request) {
+    let request = match operation_request(&form) {
         Ok(request) => request,
         Err(e) => return page.error(e),
     };

@@ -250,8 +250,8 @@ pub(crate) struct JobsView<'a> {
     pub args: &'a str,
     pub jobs: &'a [JobRow],
     pub next: Option<i64>,
-    /// How many jobs match the filter now: what an action on all of them would cover.
-    pub matched: i64,
+    /// Whether an action on every matching job is offered.
+    pub bulk: bool,
     /// For a tag, time or args search: how many jobs it read.
     pub searched: Option<usize>,
 }
@@ -315,13 +315,12 @@ pub(crate) fn jobs(frame: &Frame<'_>, view: &JobsView<'_>) -> Markup {
             @if let Some(next) = view.next {
                 p { a.next rel="next" href={ "jobs" (query(&[("queue", view.queue), ("state", view.state), ("kind", view.kind), ("tag", view.tag), ("after", &view.after), ("before", &view.before), ("args", view.args), ("cursor", &next.to_string())])) } { "Older jobs →" } }
             }
-            @if view.matched > 0 && frame.can_act {
+            @if view.bulk && frame.can_act {
                 section.bulk {
                     h2 { "Every matching job" }
-                    p { strong.matched { (view.matched) } " job" @if view.matched != 1 { "s" } " match now. An action runs in the background, 1,000 jobs per transaction, and skips the jobs it does not apply to." }
-                    @for (action, label, danger) in [("retry", "Retry all", false), ("cancel", "Cancel all", true), ("delete", "Delete all", true)] {
-                        form.inline method="post" action="operations" {
-                            (csrf_field(frame.csrf))
+                    p.muted { "Counted and confirmed on the next page; it then runs in the background, 1,000 jobs per transaction, skipping the jobs it does not apply to." }
+                    @for (action, label, danger) in [("retry", "Retry all…", false), ("cancel", "Cancel all…", true), ("delete", "Delete all…", true)] {
+                        form.inline method="get" action="operations/new" {
                             input type="hidden" name="action" value=(action);
                             input type="hidden" name="queue" value=(view.queue);
                             input type="hidden" name="state" value=(view.state);
@@ -734,6 +733,47 @@ pub(crate) fn operation(frame: &Frame<'_>, op: &spooler::Operation) -> Markup {
             @if running {
                 (action_button(frame, &format!("operations/{}/cancel", op.id), "Cancel", true))
             }
+        },
+    )
+}
+
+/// `/operations/new`: what an operation would cover now, and the form that starts it.
+pub(crate) fn confirm_operation(
+    frame: &Frame<'_>,
+    request: &crate::bulk::BulkRequest,
+    matched: i64,
+) -> Markup {
+    let f = &request.filter;
+    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    let action = request.action.as_str();
+    let state = f.state.map(|s| s.as_str()).unwrap_or_default();
+    let (after, before) = (time(f.after), time(f.before));
+    let fields: [(&str, &str); 6] = [
+        ("queue", f.queue.as_deref().unwrap_or_default()),
+        ("state", state),
+        ("kind", f.kind.as_deref().unwrap_or_default()),
+        ("tag", f.tag.as_deref().unwrap_or_default()),
+        ("after", &after),
+        ("before", &before),
+    ];
+    layout(
+        frame,
+        "Confirm",
+        html! {
+            h1 { (action) " every matching job" }
+            p { code { (serde_json::to_string(f).unwrap_or_default()) } }
+            p { strong.matched { (matched) } " job" @if matched != 1 { "s" } " match now (jobs enqueued later are not covered)." }
+            @if matched > 0 && frame.can_act {
+                form method="post" action="operations" {
+                    (csrf_field(frame.csrf))
+                    input type="hidden" name="action" value=(action);
+                    @for (name, value) in fields {
+                        input type="hidden" name=(name) value=(value);
+                    }
+                    button type="submit" class=[(action != "retry").then_some("danger")] { (action) " " (matched) " job" @if matched != 1 { "s" } }
+                }
+            }
+            p { a href={ "jobs" (query(&fields)) } { "← back to the jobs" } }
         },
     )
 }
