@@ -18,6 +18,7 @@ pub mod retry;
 pub mod route;
 pub mod schedule;
 pub mod state;
+pub mod stats;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

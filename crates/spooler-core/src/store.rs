@@ -350,6 +350,9 @@ pub struct WorkerInfo {
     pub host: String,
     /// Process id.
     pub pid: u32,
+    /// The spooler version it runs (empty when it did not say: a worker older than the field).
+    #[serde(default)]
+    pub version: String,
     /// Queues and their concurrency.
     pub queues: BTreeMap<String, u32>,
     /// Kinds it runs.
@@ -761,6 +764,26 @@ pub trait WorkerStore: Send + Sync {
     async fn worker_remove(&self, id: &str) -> StoreResult<()>;
 }
 
+/// Throughput and latency history, rolled up by the maintenance leader ([`crate::stats`]).
+#[async_trait]
+pub trait StatsStore: Send + Sync {
+    /// How far finished jobs have been rolled up (`None`: never).
+    async fn stats_mark(&self) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// Rolls up the jobs that finished in `[roll.from, roll.until)`: adds them to the stored rows
+    /// of every granularity ([`crate::stats::rollup`], [`crate::stats::merge_stored`]), moves the
+    /// mark to `roll.until` and deletes rows past [`crate::stats::prune_before`], in one
+    /// transaction, only while the mark is still `roll.mark`. False (and nothing written) when
+    /// another roll moved the mark first.
+    async fn stats_roll(&self, roll: &crate::stats::StatsRoll) -> StoreResult<bool>;
+
+    /// The stored rows `query` asks for, by bucket, queue and kind.
+    async fn stats_read(
+        &self,
+        query: &crate::stats::StatsQuery,
+    ) -> StoreResult<Vec<crate::stats::StatsRow>>;
+}
+
 /// The only seam between spooler and a database, composed of one trait per concern. Implemented
 /// by `spooler-sqlite` and `spooler-postgres`; specified by the conformance suite in
 /// [`crate::testing`]. Calling a method of a part needs that part in scope: `use
@@ -774,6 +797,7 @@ pub trait Store:
     + LeaderStore
     + ScheduleStore
     + WorkerStore
+    + StatsStore
     + std::fmt::Debug
     + 'static
 {
@@ -806,8 +830,8 @@ pub trait Store:
 /// The `Store` trait and its parts, for `use spooler_core::store::prelude::*`.
 pub mod prelude {
     pub use super::{
-        JobAdminStore, JobStore, LeaderStore, OperationStore, QueueStore, ScheduleStore, Store,
-        WorkerStore,
+        JobAdminStore, JobStore, LeaderStore, OperationStore, QueueStore, ScheduleStore,
+        StatsStore, Store, WorkerStore,
     };
 }
 
@@ -831,6 +855,7 @@ mod tests {
             id: format!("w-{queue}"),
             host: "h".into(),
             pid: 1,
+            version: String::new(),
             queues: BTreeMap::from([(queue.to_string(), 10)]),
             kinds: vec![],
             running: 0,

@@ -28,6 +28,7 @@ mod notify;
 mod operation;
 mod queue;
 mod schedule;
+mod stats;
 mod vacuum;
 mod worker;
 
@@ -207,6 +208,14 @@ statements! {
     op_retry_many => operation::RETRY_MANY_SQL,
     op_cancel_many => operation::CANCEL_MANY_SQL,
     op_delete_many => operation::DELETE_MANY_SQL,
+    stats_mark => stats::MARK_SQL,
+    stats_mark_first => stats::MARK_FIRST_SQL,
+    stats_mark_move => stats::MARK_MOVE_SQL,
+    stats_scan => stats::SCAN_SQL,
+    stats_stored => stats::STORED_SQL,
+    stats_put => stats::PUT_SQL,
+    stats_prune => stats::PRUNE_SQL,
+    stats_read => stats::READ_SQL,
 }
 
 pub(crate) struct Inner {

@@ -64,6 +64,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "routed_from_index",
         include_str!("../migrations/0012_routed_from_index.sql"),
     ),
+    (13, "stats", include_str!("../migrations/0013_stats.sql")),
 ];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].

@@ -13,16 +13,17 @@ use std::collections::BTreeMap;
 
 /// Records the worker `$1` as seen at `$8`, with what it runs.
 pub(crate) const HEARTBEAT_SQL: &str = "INSERT INTO {s}.workers
-        (id, host, pid, queues, kinds, running, started_at, last_seen_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        (id, host, pid, queues, kinds, running, started_at, last_seen_at, version)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT (id) DO UPDATE
        SET host = EXCLUDED.host, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
            kinds = EXCLUDED.kinds, running = EXCLUDED.running,
-           started_at = EXCLUDED.started_at, last_seen_at = EXCLUDED.last_seen_at";
+           started_at = EXCLUDED.started_at, last_seen_at = EXCLUDED.last_seen_at,
+           version = EXCLUDED.version";
 
 /// The workers seen since `$1`.
 pub(crate) const LIST_SQL: &str =
-    "SELECT id, host, pid, queues, kinds, running, started_at, last_seen_at
+    "SELECT id, host, pid, queues, kinds, running, started_at, last_seen_at, version
    FROM {s}.workers WHERE last_seen_at >= $1 ORDER BY id";
 
 /// Forgets the worker `$1`.
@@ -46,6 +47,7 @@ impl WorkerStore for PgStore {
             .bind(i32::try_from(worker.running).unwrap_or(i32::MAX))
             .bind(worker.started_at)
             .bind(self.inner.clock.now())
+            .bind(&worker.version)
             .execute(&self.inner.pool)
             .await
             .map_err(map)?;
@@ -75,6 +77,7 @@ impl WorkerStore for PgStore {
                     running: u32::try_from(row.try_get::<i32, _>(5).map_err(map)?).unwrap_or(0),
                     started_at: row.try_get(6).map_err(map)?,
                     last_seen_at: row.try_get(7).map_err(map)?,
+                    version: row.try_get(8).map_err(map)?,
                 })
             })
             .collect()

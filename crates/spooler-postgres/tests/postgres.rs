@@ -347,6 +347,7 @@ async fn register_worker(store: &PgStore, id: &str) {
             id: id.to_string(),
             host: "test".into(),
             pid: std::process::id(),
+            version: String::new(),
             queues: Default::default(),
             kinds: vec!["k".into()],
             running: 0,

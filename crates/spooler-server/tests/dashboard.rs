@@ -821,6 +821,7 @@ async fn the_workers_page_shows_what_each_runs() {
             id: "w-1".into(),
             host: "box".into(),
             pid: 42,
+            version: "9.8.7".into(),
             queues: [("mail".to_string(), 2)].into_iter().collect(),
             kinds: vec!["noop".into()],
             running: 1,
@@ -856,4 +857,9 @@ async fn the_workers_page_shows_what_each_runs() {
         page.body
     );
     assert!(page.body.contains("1/2"), "utilisation: {}", page.body);
+    assert!(
+        page.body.contains("<td>9.8.7</td>"),
+        "version: {}",
+        page.body
+    );
 }

@@ -31,6 +31,7 @@ mod migrate;
 mod operation;
 mod queue;
 mod schedule;
+mod stats;
 mod url;
 mod worker;
 mod writer;

@@ -45,6 +45,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "routed_from_index",
         include_str!("../migrations/0012_routed_from_index.sql"),
     ),
+    (13, "stats", include_str!("../migrations/0013_stats.sql")),
 ];
 
 /// The table that records the applied versions.

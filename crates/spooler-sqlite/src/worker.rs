@@ -24,11 +24,12 @@ impl WorkerStore for SqliteStore {
             ctx.conn
                 .prepare_cached(
                     "INSERT INTO spooler_workers \
-                         (id, host, pid, queues, kinds, running, started_at, last_seen_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                         (id, host, pid, queues, kinds, running, started_at, last_seen_at, version) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                      ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, \
                          queues = excluded.queues, kinds = excluded.kinds, running = excluded.running, \
-                         started_at = excluded.started_at, last_seen_at = excluded.last_seen_at",
+                         started_at = excluded.started_at, last_seen_at = excluded.last_seen_at, \
+                         version = excluded.version",
                 )?
                 .execute(params![
                     w.id,
@@ -38,7 +39,8 @@ impl WorkerStore for SqliteStore {
                     kinds,
                     w.running,
                     micros(w.started_at),
-                    micros(ctx.now)
+                    micros(ctx.now),
+                    w.version
                 ])?;
             Ok(())
         })
@@ -52,7 +54,7 @@ impl WorkerStore for SqliteStore {
             .read(move |conn| {
                 Ok(conn
                     .prepare_cached(
-                        "SELECT id, host, pid, queues, kinds, running, started_at, last_seen_at \
+                        "SELECT id, host, pid, queues, kinds, running, started_at, last_seen_at, version \
                          FROM spooler_workers WHERE last_seen_at >= ?1 ORDER BY id",
                     )?
                     .query_map([since], |r| {
@@ -65,28 +67,32 @@ impl WorkerStore for SqliteStore {
                             r.get(5)?,
                             r.get(6)?,
                             r.get(7)?,
+                            r.get(8)?,
                         ))
                     })?
                     .collect::<rusqlite::Result<_>>()?)
             })
             .await?;
         rows.into_iter()
-            .map(|(id, host, pid, queues, kinds, running, started, seen)| {
-                let bad = |what: &str, e: serde_json::Error| StoreError::Decode {
-                    id: 0,
-                    message: format!("worker {id}: {what}: {e}"),
-                };
-                Ok(WorkerInfo {
-                    queues: serde_json::from_str(&queues).map_err(|e| bad("queues", e))?,
-                    kinds: serde_json::from_str(&kinds).map_err(|e| bad("kinds", e))?,
-                    host,
-                    pid,
-                    running,
-                    started_at: from_micros(0, started)?,
-                    last_seen_at: from_micros(0, seen)?,
-                    id,
-                })
-            })
+            .map(
+                |(id, host, pid, queues, kinds, running, started, seen, version)| {
+                    let bad = |what: &str, e: serde_json::Error| StoreError::Decode {
+                        id: 0,
+                        message: format!("worker {id}: {what}: {e}"),
+                    };
+                    Ok(WorkerInfo {
+                        queues: serde_json::from_str(&queues).map_err(|e| bad("queues", e))?,
+                        kinds: serde_json::from_str(&kinds).map_err(|e| bad("kinds", e))?,
+                        host,
+                        pid,
+                        version,
+                        running,
+                        started_at: from_micros(0, started)?,
+                        last_seen_at: from_micros(0, seen)?,
+                        id,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -103,4 +109,4 @@ impl WorkerStore for SqliteStore {
     }
 }
 
-type WorkerRow = (String, String, u32, String, String, u32, i64, i64);
+type WorkerRow = (String, String, u32, String, String, u32, i64, i64, String);

@@ -1,10 +1,11 @@
 //! Maintenance on one elected leader: rescue jobs whose lease lapsed, promote scheduled jobs whose
 //! time has come, prune finished jobs past their retention; and, in loops of their own, fire due
-//! schedules and run the store's housekeeping.
+//! schedules, roll finished jobs up into the throughput and latency history, and run the store's
+//! housekeeping.
 
 use crate::Error;
 use crate::worker::Retention;
-use spooler_core::{JobRescue, LeaderElect, RetryPolicies, Store};
+use spooler_core::{JobRescue, LeaderElect, RetryPolicies, Store, stats};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct MaintenanceConfig {
     pub retention: Retention,
     /// Rows per rescue, promote or prune statement (1,000).
     pub batch: u32,
+    /// How often the leader rolls finished jobs up into the throughput and latency history
+    /// (15 s); see [`spooler_core::stats`].
+    pub stats_interval: Duration,
 }
 
 impl Default for MaintenanceConfig {
@@ -36,6 +40,7 @@ impl Default for MaintenanceConfig {
             prune_interval: Duration::from_secs(30),
             retention: Retention::default(),
             batch: 1000,
+            stats_interval: Duration::from_secs(15),
         }
     }
 }
@@ -53,6 +58,9 @@ impl MaintenanceConfig {
         }
         if self.leader_ttl <= self.interval {
             return invalid("leader_ttl", "must be longer than the interval");
+        }
+        if self.stats_interval.is_zero() {
+            return invalid("stats_interval", "must be greater than zero");
         }
         if self.batch == 0 {
             return invalid("batch", "must be at least 1");
@@ -170,6 +178,22 @@ impl Maintenance {
             .await
     }
 
+    /// Rolls finished jobs up into the throughput and latency history, every stretch that is due
+    /// by the store's clock (a leader that was away catches up, [`stats::ROLL_SPAN_MAX`] at a
+    /// time). Answers how many stretches it wrote; a roll another leader wrote first ends it.
+    pub async fn roll_stats(&self) -> Result<usize, Error> {
+        let mut mark = self.store.stats_mark().await?;
+        let mut rolled = 0;
+        while let Some(roll) = stats::plan_roll(mark, self.store.clock().now()) {
+            if !self.store.stats_roll(&roll).await? {
+                break;
+            }
+            mark = Some(roll.until);
+            rolled += 1;
+        }
+        Ok(rolled)
+    }
+
     /// Loops [`Maintenance::run_once`] every interval until `stop` turns true, then resigns at
     /// once, so another process leads while this one still drains its jobs. Beside the passes, in
     /// a loop of its own, the leader asks the store for its housekeeping (on Postgres a VACUUM
@@ -181,6 +205,7 @@ impl Maintenance {
             }
         });
         let stop_schedules = stop.clone();
+        let stop_stats = stop.clone();
         let housekeeping = crate::every::every(self.config.interval, stop, || async {
             if self.is_leader()
                 && let Err(e) = self.store.housekeep().await
@@ -188,7 +213,19 @@ impl Maintenance {
                 tracing::warn!(store = %self.store.describe(), error = %e, "store housekeeping failed; will try again");
             }
         });
-        tokio::join!(passes, housekeeping, self.run_schedules(stop_schedules));
+        let stats = crate::every::every(self.config.stats_interval, stop_stats, || async {
+            if self.is_leader()
+                && let Err(e) = self.roll_stats().await
+            {
+                tracing::warn!(store = %self.store.describe(), error = %e, "rolling up job statistics failed; will try again");
+            }
+        });
+        tokio::join!(
+            passes,
+            housekeeping,
+            stats,
+            self.run_schedules(stop_schedules)
+        );
         self.resign().await;
     }
 

@@ -49,6 +49,7 @@ pub async fn worker_registry(h: Harness) {
         id: "w-1".into(),
         host: "host-a".into(),
         pid: 42,
+        version: "1.2.3".into(),
         queues: [("default".to_string(), 10)].into_iter().collect(),
         kinds: vec!["a".into(), "b".into()],
         running: 3,
@@ -68,6 +69,7 @@ pub async fn worker_registry(h: Harness) {
     assert_eq!(listed[0].running, 4);
     assert_eq!(listed[0].last_seen_at, h.now());
     assert_eq!(listed[0].kinds, info.kinds);
+    assert_eq!(listed[0].version, "1.2.3");
     assert_eq!(listed[0].queues, info.queues);
     h.clock.advance(Duration::from_secs(60));
     assert!(

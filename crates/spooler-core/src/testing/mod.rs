@@ -16,6 +16,7 @@ mod read;
 mod rescue;
 mod routes;
 mod schedules;
+mod stats;
 mod unique;
 
 pub use claim::*;
@@ -30,6 +31,7 @@ pub use read::*;
 pub use rescue::*;
 pub use routes::*;
 pub use schedules::*;
+pub use stats::*;
 pub use unique::*;
 
 /// Each area file's source, so the suite can check that its list names every case it defines.
@@ -46,6 +48,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("rescue", include_str!("rescue.rs")),
     ("routes", include_str!("routes.rs")),
     ("schedules", include_str!("schedules.rs")),
+    ("stats", include_str!("stats.rs")),
     ("unique", include_str!("unique.rs")),
 ];
 
@@ -163,6 +166,7 @@ macro_rules! conformance_suite {
         $crate::__conformance_rescue!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_routes!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_schedules!(conformance_suite!(@cases $make, $cond));
+        $crate::__conformance_stats!(conformance_suite!(@cases $make, $cond));
         $crate::__conformance_unique!(conformance_suite!(@cases $make, $cond));
 
         #[test]
@@ -180,6 +184,7 @@ macro_rules! conformance_suite {
                 $crate::__conformance_rescue!(conformance_suite!(@names)),
                 $crate::__conformance_routes!(conformance_suite!(@names)),
                 $crate::__conformance_schedules!(conformance_suite!(@names)),
+                $crate::__conformance_stats!(conformance_suite!(@names)),
                 $crate::__conformance_unique!(conformance_suite!(@names)),
             ]);
         }

@@ -523,7 +523,7 @@ pub(crate) fn workers(
                 p.warn { "No worker has sent a heartbeat in the last minute: jobs wait until one runs (" code { "spooler worker" } " or " code { "spooler serve" } ")." }
             } @else {
                 table.workers {
-                    thead { tr { th { "worker" } th { "host" } th.num { "pid" } th { "queues" } th { "kinds" } th.num { "running" } th { "jobs" } th { "started" } th { "last heartbeat" } } }
+                    thead { tr { th { "worker" } th { "host" } th.num { "pid" } th { "version" } th { "queues" } th { "kinds" } th.num { "running" } th { "jobs" } th { "started" } th { "last heartbeat" } } }
                     tbody {
                         @for w in workers {
                             @let seen = (now - w.last_seen_at).num_seconds();
@@ -532,6 +532,7 @@ pub(crate) fn workers(
                                 td { code { (w.id) } }
                                 td { (w.host) }
                                 td.num { (w.pid) }
+                                td { @if w.version.is_empty() { span.muted { "—" } } @else { (w.version) } }
                                 td { @for (i, (q, n)) in w.queues.iter().enumerate() { @if i > 0 { ", " } (q) " (" (n) ")" } }
                                 td { (w.kinds.join(", ")) }
                                 td.num { (w.running) "/" (slots) }

@@ -129,6 +129,7 @@ async fn beat(shared: &Shared) -> bool {
         id: shared.id.to_string(),
         host: super::hostname(),
         pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
         queues: shared.queues.clone(),
         kinds: shared.kinds.clone(),
         running: shared.running_count() as u32,
