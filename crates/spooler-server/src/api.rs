@@ -53,6 +53,7 @@ fn v1_routes() -> Routes {
             post(resume_schedule),
         ),
         (Method::GET, "/v1/workers", get(list_workers)),
+        (Method::GET, "/v1/stats", get(get_stats)),
         (
             Method::POST,
             "/v1/replay",
@@ -493,6 +494,40 @@ async fn list_workers(State(state): State<AppState>) -> Result<Response, ApiErro
     let since = state.inner.store.clock().now() - window;
     let workers = state.inner.store.worker_list(since).await?;
     Ok(Json(json!({ "workers": workers })).into_response())
+}
+
+/// `GET /v1/stats?granularity=minute|hour|day&queue=&kind=`: what finished per bucket over the
+/// span the granularity shows, and run and wait percentiles per queue and kind.
+async fn get_stats(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    params.only(&["granularity", "queue", "kind"])?;
+    let granularity = read_granularity(params.get("granularity"))?;
+    for name in ["queue", "kind"] {
+        if let Some(value) = params.get(name) {
+            crate::wire::validate_name(value)
+                .map_err(|e| ApiError::bad_param(name, format!("{name}: {e}")))?;
+        }
+    }
+    let stats = state
+        .inner
+        .client
+        .stats(granularity, params.get("queue"), params.get("kind"))
+        .await?;
+    Ok(Json(crate::wire::stats_json(&stats)).into_response())
+}
+
+/// A `granularity` parameter (`minute` when left out), or a 400 naming the valid ones.
+pub(crate) fn read_granularity(
+    text: Option<&str>,
+) -> Result<spooler::core::stats::Granularity, ApiError> {
+    use spooler::core::stats::Granularity;
+    let text = text.unwrap_or("minute");
+    Granularity::parse(text).ok_or_else(|| {
+        ApiError::bad_param(
+            "granularity",
+            format!("granularity must be minute, hour or day, not \"{text}\""),
+        )
+        .with("valid", json!(Granularity::ALL.map(|g| g.as_str())))
+    })
 }
 
 /// `GET /healthz`: 200 when the store answers within 2 s, else 503.

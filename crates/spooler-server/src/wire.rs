@@ -436,6 +436,38 @@ pub fn queue_json(
     v
 }
 
+/// What `GET /v1/stats` answers: every bucket's counts and, per queue and kind, the job count
+/// and the run and wait percentiles in milliseconds (null where no job started).
+pub fn stats_json(stats: &spooler::Stats) -> serde_json::Value {
+    let ms = |d: &[Option<std::time::Duration>; 3]| {
+        let p = |i: usize| d[i].map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
+        serde_json::json!({ "p50": p(0), "p95": p(1), "p99": p(2) })
+    };
+    let latencies: Vec<_> = stats
+        .latencies
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "queue": l.queue,
+                "kind": l.kind,
+                "finished": l.finished,
+                "failed": l.failed,
+                "started": l.count,
+                "run_ms": ms(&l.run),
+                "wait_ms": ms(&l.wait),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "granularity": stats.granularity,
+        "since": stats.since,
+        "until": stats.until,
+        "rolled_until": stats.rolled_until,
+        "points": stats.points,
+        "latencies": latencies,
+    })
+}
+
 /// One schedule as the API (`GET /v1/schedules`) and the CLI show it: its name, cadence (as
 /// written and in words), time zone, catch-up, pause, the job a tick enqueues (kind, queue, args
 /// and the options it sets), its next runs and its last run.

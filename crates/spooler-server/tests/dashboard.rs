@@ -144,6 +144,7 @@ async fn every_view_renders_without_javascript_with_safe_headers() {
         "/schedules",
         "/workers",
         "/routes",
+        "/stats",
     ] {
         let page = dash.get(path, None).await;
         assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
@@ -861,5 +862,113 @@ async fn the_workers_page_shows_what_each_runs() {
         page.body.contains("<td>9.8.7</td>"),
         "version: {}",
         page.body
+    );
+}
+
+#[tokio::test]
+async fn charts_show_what_finished_with_run_and_wait_percentiles() {
+    use spooler::core::stats::{Granularity, StatsRoll};
+    let dash = Dash::new(ServerOptions::default()).await;
+    for i in 0..2 {
+        failed_job(&dash.store, "send", json!({"n": i}), "refused").await;
+    }
+    for _ in 0..3 {
+        dash.store
+            .job_insert(&NewJob::new("noop", json!({})).queue("mail"))
+            .await
+            .unwrap();
+    }
+    let claimed = dash
+        .store
+        .job_claim(&spooler::core::store::JobClaim {
+            queues: vec!["mail".into()],
+            kinds: vec!["noop".into()],
+            limit: 3,
+            worker_id: "w".into(),
+            lease: std::time::Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    let finishes: Vec<_> = claimed
+        .jobs
+        .iter()
+        .map(|j| spooler::core::store::JobFinish {
+            lease: j.lease(),
+            outcome: spooler::core::store::Outcome::Completed { result: None },
+        })
+        .collect();
+    dash.store.job_finish_many(&finishes).await.unwrap();
+    // The leader rolls closed minutes; here one roll covers the current one too.
+    let now = dash.store.clock().now();
+    let minute = Granularity::Minute.floor(now);
+    let roll = StatsRoll {
+        mark: None,
+        from: minute - chrono::TimeDelta::minutes(10),
+        until: minute + chrono::TimeDelta::minutes(1),
+    };
+    assert!(dash.store.stats_roll(&roll).await.unwrap());
+
+    let api = dash
+        .get("/v1/stats?granularity=minute&queue=mail", None)
+        .await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.body);
+    let stats: Value = serde_json::from_str(&api.body).unwrap();
+    let sum = |field: &str| {
+        stats["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!((sum("completed"), sum("failed")), (3, 2), "{stats}");
+    let kinds: Vec<(&str, u64)> = stats["latencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["started"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("noop", 3), ("send", 2)]);
+    assert!(stats["latencies"][0]["run_ms"]["p99"].as_f64().is_some());
+
+    let page = dash.get("/stats?queue=mail", None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("3 completed · 2 failed"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(r#"<rect class="failed""#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<td>send</td>"), "{}", page.body);
+    for span in ["hour", "day"] {
+        let page = dash.get(&format!("/stats?granularity={span}"), None).await;
+        assert_eq!(page.status, StatusCode::OK, "{span}");
+        assert!(
+            page.body.contains("3 completed · 2 failed"),
+            "{span}: {}",
+            page.body
+        );
+    }
+    let bad = dash.get("/stats?granularity=week", None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("granularity"), "{}", bad.body);
+    let bad = dash.get("/v1/stats?granularity=week", None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.body.contains(r#""field":"granularity""#),
+        "{}",
+        bad.body
+    );
+
+    // Each queue's line on the overview has its five-minute sparkline.
+    let overview = dash.get("/", None).await;
+    assert!(
+        overview.body.contains(r#"<svg class="spark""#),
+        "{}",
+        overview.body
     );
 }

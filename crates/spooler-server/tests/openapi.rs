@@ -220,6 +220,7 @@ async fn every_documented_operation_is_answered_with_a_documented_status() {
                 "limit" => "10",
                 "cursor" => "1000",
                 "wait" => "10ms",
+                "granularity" => "hour",
                 _ => "default",
             };
             let query: Vec<String> = names.iter().map(|n| format!("{n}={}", values(n))).collect();

@@ -5,6 +5,7 @@
 use crate::job::{BlockingJob, Job};
 use crate::{ConnectOptions, Error, Retention};
 use chrono::{DateTime, Utc};
+use spooler_core::stats::{self, Granularity, StatsQuery};
 use spooler_core::{
     Inserted, JobId, JobList, JobPrune, JobRow, Keep, NewJob, QueueInfo, QueueScope, Store,
     StoreError,
@@ -13,6 +14,23 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What finished over a chart's span: [`Client::stats`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// The buckets' size.
+    pub granularity: Granularity,
+    /// The first bucket's start.
+    pub since: DateTime<Utc>,
+    /// The store's time when read.
+    pub until: DateTime<Utc>,
+    /// How far finished jobs have been rolled up: later ones are not counted yet.
+    pub rolled_until: Option<DateTime<Utc>>,
+    /// Every bucket from `since` to `until`.
+    pub points: Vec<stats::ChartPoint>,
+    /// Run and wait percentiles per queue and kind over the span.
+    pub latencies: Vec<stats::Latency>,
+}
 
 /// Enqueues jobs and reads them back. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -210,6 +228,38 @@ impl Client {
     /// Every queue with jobs or a pause flag, with counts per state and the oldest wait.
     pub async fn queues(&self) -> Result<Vec<QueueInfo>, Error> {
         Ok(self.store.queue_list().await?)
+    }
+
+    /// What finished over the span a chart of `granularity` shows ([`Granularity::shown`]), of
+    /// `queue` and `kind` when given: completed, failed and cancelled per bucket (zeros where
+    /// none), and run and wait percentiles per queue and kind, from the history the maintenance
+    /// leader rolls up.
+    pub async fn stats(
+        &self,
+        granularity: Granularity,
+        queue: Option<&str>,
+        kind: Option<&str>,
+    ) -> Result<Stats, Error> {
+        let until = self.store.clock().now();
+        let since = granularity.floor(until - granularity.shown());
+        let rows = self
+            .store
+            .stats_read(&StatsQuery {
+                granularity,
+                since,
+                queue: queue.map(str::to_string),
+                kind: kind.map(str::to_string),
+            })
+            .await?;
+        let rolled_until = self.store.stats_mark().await?;
+        Ok(Stats {
+            granularity,
+            since,
+            until,
+            rolled_until,
+            points: stats::chart(&rows, granularity, since, until),
+            latencies: stats::latencies(&rows),
+        })
     }
 
     /// Stops claims from `queue`; running jobs go on.

@@ -45,7 +45,7 @@ pub mod testing;
 pub mod trace;
 mod worker;
 
-pub use client::{Client, Enqueue};
+pub use client::{Client, Enqueue, Stats};
 pub use connect::{ConnectOptions, connect, connect_with, migration_script};
 pub use error::Error;
 pub use job::{BlockingJob, Handler, Job, JobContext, JobError};

@@ -213,10 +213,18 @@ impl Maintenance {
                 tracing::warn!(store = %self.store.describe(), error = %e, "store housekeeping failed; will try again");
             }
         });
-        let stats = crate::every::every(self.config.stats_interval, stop_stats, || async {
-            if self.is_leader()
-                && let Err(e) = self.roll_stats().await
-            {
+        // Checked every interval, so a new leader rolls at once, then every stats interval.
+        let last_roll = std::sync::Mutex::new(None::<tokio::time::Instant>);
+        let stats = crate::every::every(self.config.interval, stop_stats, || async {
+            let due = last_roll
+                .lock()
+                .expect("roll time")
+                .is_none_or(|t| t.elapsed() >= self.config.stats_interval);
+            if !self.is_leader() || !due {
+                return;
+            }
+            *last_roll.lock().expect("roll time") = Some(tokio::time::Instant::now());
+            if let Err(e) = self.roll_stats().await {
                 tracing::warn!(store = %self.store.describe(), error = %e, "rolling up job statistics failed; will try again");
             }
         });

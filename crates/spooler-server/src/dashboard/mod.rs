@@ -1,5 +1,5 @@
 //! The dashboard: server-rendered pages, readable with JavaScript off, at `/` (queues), `/jobs`,
-//! `/jobs/{id}`, `/queues/{name}`, `/schedules`, `/workers` and `/routes`, with its actions as
+//! `/jobs/{id}`, `/queues/{name}`, `/schedules`, `/workers`, `/routes` and `/stats` (charts), with its actions as
 //! forms (retry, cancel, delete, pause and resume a queue, run, pause and resume a schedule). It
 //! reads and acts through the same `Client` and rules as the API; every action is guarded by a
 //! CSRF field and the cross-site check, and written to the audit log. Links are relative to a
@@ -7,6 +7,7 @@
 
 mod actions;
 mod cache;
+mod charts;
 mod pages;
 mod session;
 mod views;
@@ -51,6 +52,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/operations/{id}", get(views::operation))
         .route("/operations/{id}/cancel", post(actions::cancel_operation))
         .route("/workers", get(views::workers))
+        .route("/stats", get(views::stats))
         .route("/routes", get(views::routes_page))
         .route("/login", get(views::login_page).post(actions::login))
         .route("/logout", post(actions::logout))

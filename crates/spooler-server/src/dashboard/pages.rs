@@ -29,6 +29,7 @@ pub(crate) struct Frame<'a> {
 const NAV: &[(&str, &str)] = &[
     ("jobs", "Jobs"),
     ("failed", "Failed"),
+    ("stats", "Throughput"),
     ("schedules", "Schedules"),
     ("workers", "Workers"),
     ("routes", "Routes"),
@@ -101,7 +102,7 @@ fn action_button(frame: &Frame<'_>, action: &str, label: &str, danger: bool) -> 
 }
 
 /// A time, in UTC, that the script shows in the browser's zone.
-fn time(at: DateTime<Utc>) -> Markup {
+pub(crate) fn time(at: DateTime<Utc>) -> Markup {
     let utc = at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
     html! { time datetime=(at.to_rfc3339()) title=(utc) { (utc) } }
 }
@@ -133,7 +134,7 @@ fn state_badge(state: JobState) -> Markup {
     html! { span class={ "badge state-" (state.as_str()) } { (state.as_str()) } }
 }
 
-fn query(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
         out.push(if out.is_empty() { '?' } else { '&' });
@@ -165,6 +166,8 @@ pub(crate) struct QueueLine<'a> {
     pub unworked: bool,
     /// Where its failures (and successes) go.
     pub routes: Vec<String>,
+    /// Jobs finished in each of the last closed minutes, oldest first.
+    pub per_minute: Vec<u64>,
 }
 
 /// The count columns, in life order.
@@ -202,6 +205,7 @@ pub(crate) fn overview(
                         th { "queue" }
                         @for s in COLUMNS { th.num { (s.as_str()) } }
                         th { "oldest waiting" }
+                        th { a href="stats" title="jobs finished per minute, last 5 closed minutes" { "last 5 min" } }
                         th { "routes to" }
                         th { "" }
                     } }
@@ -219,6 +223,10 @@ pub(crate) fn overview(
                                     }
                                 }
                                 td { @if let Some(a) = q.oldest_age_s { (age(a)) } @else { span.muted { "—" } } }
+                                td.spark {
+                                    a href={ "stats" (query(&[("queue", &q.info.name)])) } { (super::charts::sparkline(&q.per_minute)) }
+                                    " " (q.per_minute.last().copied().unwrap_or(0)) "/min"
+                                }
                                 td { @for (i, r) in q.routes.iter().enumerate() { @if i > 0 { ", " } (r) } }
                                 td {
                                     @if q.info.paused {

@@ -20,6 +20,11 @@ pub(super) fn queue_lines(snapshot: &cache::Snapshot) -> Vec<QueueLineData> {
                 .find(|s| s.queue == q.name)
                 .map(|s| route_targets(&s.routes))
                 .unwrap_or_default(),
+            per_minute: snapshot
+                .per_minute
+                .get(&q.name)
+                .cloned()
+                .unwrap_or_else(|| vec![0; cache::SPARK_MINUTES as usize]),
         })
         .collect()
 }
@@ -28,6 +33,7 @@ pub(super) struct QueueLineData {
     oldest_age_s: Option<i64>,
     unworked: bool,
     routes: Vec<String>,
+    per_minute: Vec<u64>,
 }
 
 pub(super) fn route_targets(routes: &spooler::core::route::Routes) -> Vec<String> {
@@ -72,6 +78,7 @@ pub(crate) async fn overview(
             oldest_age_s: d.oldest_age_s,
             unworked: d.unworked,
             routes: d.routes,
+            per_minute: d.per_minute,
         })
         .collect();
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
@@ -343,6 +350,7 @@ pub(super) async fn queue(
         oldest_age_s: d.oldest_age_s,
         unworked: d.unworked,
         routes: d.routes,
+        per_minute: d.per_minute,
     };
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     html(pages::queue(
@@ -402,6 +410,50 @@ pub(super) async fn workers(State(state): State<AppState>, page: Page) -> Respon
         &running,
         now,
         LIVE_WORKER_WITHIN.as_secs() as i64,
+    ))
+}
+
+/// `GET /stats?granularity=&queue=&kind=`: what finished per bucket, and run and wait
+/// percentiles per queue and kind.
+pub(super) async fn stats(
+    State(state): State<AppState>,
+    page: Page,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !page.allowed {
+        return page.to_login();
+    }
+    let get = |k: &str| query.get(k).map(|v| v.trim()).unwrap_or_default();
+    let granularity =
+        match crate::api::read_granularity(Some(get("granularity")).filter(|g| !g.is_empty())) {
+            Ok(g) => g,
+            Err(e) => return page.error(e),
+        };
+    for name in ["queue", "kind"] {
+        if !get(name).is_empty()
+            && let Err(e) = crate::wire::validate_name(get(name))
+        {
+            return page.error(ApiError::invalid(name, format!("{name}: {e}")));
+        }
+    }
+    let some = |k: &str| Some(get(k)).filter(|v| !v.is_empty());
+    let stats = match state
+        .inner
+        .client
+        .stats(granularity, some("queue"), some("kind"))
+        .await
+    {
+        Ok(stats) => stats,
+        Err(e) => return page.error(e.into()),
+    };
+    let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
+    html(charts::stats_page(
+        &page.frame(&state, &csrf, &store, None),
+        &charts::StatsView {
+            stats: &stats,
+            queue: get("queue"),
+            kind: get("kind"),
+        },
     ))
 }
 
