@@ -107,12 +107,13 @@ fn bars(points: &[ChartPoint], g: Granularity) -> Markup {
     let w = WIDTH / n;
     let label = |at: DateTime<Utc>| match g {
         Granularity::Minute => at.format("%H:%M").to_string(),
-        Granularity::Hour => at.format("%a %H:00").to_string(),
+        Granularity::Hour => at.format("%b %d %H:00").to_string(),
         Granularity::Day => at.format("%b %d").to_string(),
     };
     html! {
         figure.chart {
-            svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT + 18.0) } role="img" aria-label={ "jobs finished per " (g.as_str()) } preserveAspectRatio="none" {
+            div.peak { "peak " (max as u64) " per " (g.as_str()) }
+            svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label={ "jobs finished per " (g.as_str()) } preserveAspectRatio="none" {
                 line.axis x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) {}
                 @for (i, p) in points.iter().enumerate() {
                     @let x = i as f64 * w;
@@ -130,11 +131,9 @@ fn bars(points: &[ChartPoint], g: Granularity) -> Markup {
                         rect.hover x=(fmt(x)) y="0" width=(fmt(w)) height=(HEIGHT) {}
                     }
                 }
-                @if let (Some(first), Some(last)) = (points.first(), points.last()) {
-                    text x="0" y=(HEIGHT + 14.0) { (label(first.at)) " UTC" }
-                    text x=(WIDTH) y=(HEIGHT + 14.0) text-anchor="end" { (label(last.at)) " UTC" }
-                }
-                text x="2" y="12" { "max " (max as u64) }
+            }
+            @if let (Some(first), Some(last)) = (points.first(), points.last()) {
+                div.axis { span { (label(first.at)) " UTC" } span { (label(last.at)) " UTC" } }
             }
             figcaption {
                 span.key.completed { "completed" } " " span.key.failed { "failed" } " " span.key.cancelled { "cancelled" }
