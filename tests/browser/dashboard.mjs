@@ -161,6 +161,17 @@ try {
   await page.waitForSelector("text=Resumed.");
   if ((await api("/v1/queues")).queues.find((q) => q.name === "mail").paused) throw new Error("still paused");
 
+  step = "charts";
+  await page.click('header nav a[href="stats"]');
+  await page.waitForSelector("figure.chart svg");
+  const stats = await api("/v1/stats");
+  const sum = (f) => stats.points.reduce((n, p) => n + p[f], 0);
+  const line = await page.textContent("main p.muted");
+  if (!line.startsWith(`${sum("completed")} completed · ${sum("failed")} failed`)) {
+    throw new Error(`the chart says "${line}", the API ${sum("completed")} completed, ${sum("failed")} failed`);
+  }
+  await page.screenshot({ path: `${shots}/charts.png`, fullPage: true });
+
   step = "log out";
   await page.click('form[action="logout"] button');
   await page.waitForURL(/\/login$/);

@@ -221,6 +221,7 @@ impl Target {
                     kind: filter.kind.clone(),
                     limit: filter.limit,
                     before_id: filter.cursor,
+                    after_id: None,
                 };
                 let (jobs, next) = spooler::Client::new(store.clone()).list(&list).await?;
                 Ok((

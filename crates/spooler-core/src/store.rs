@@ -167,6 +167,9 @@ pub struct JobList {
     pub limit: u32,
     /// Only ids below this one: the cursor of the previous page.
     pub before_id: Option<JobId>,
+    /// Only ids above this one: with `before_id`, bounds how many jobs a listing reads when
+    /// what it asks for is rare (the dashboard lists window by window).
+    pub after_id: Option<JobId>,
 }
 
 /// Counts of jobs per state.

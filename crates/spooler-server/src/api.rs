@@ -337,6 +337,7 @@ async fn list_jobs(State(state): State<AppState>, params: Params) -> Result<Resp
         kind: params.get("kind").map(str::to_string),
         limit,
         before_id,
+        after_id: None,
     };
     let (jobs, next) = state.inner.client.list(&list).await?;
     let next_cursor = next.map(|id| id.to_string());

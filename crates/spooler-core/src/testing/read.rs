@@ -104,6 +104,43 @@ pub async fn list_filters_and_pages_newest_first(h: Harness) {
     assert_eq!(pages(JobState::Available).await, available);
 }
 
+pub async fn a_listing_reads_only_the_ids_between_its_bounds(h: Harness) {
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let q = if i % 2 == 0 { "even" } else { "odd" };
+        ids.push(insert(&h, job("k").queue(q)).await.id);
+    }
+    for state in [None, Some(JobState::Available)] {
+        let list = JobList {
+            queue: Some("even".into()),
+            state,
+            limit: 100,
+            before_id: Some(ids[8]),
+            after_id: Some(ids[2]),
+            ..Default::default()
+        };
+        let got: Vec<i64> = h
+            .store()
+            .job_list(&list)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(
+            got,
+            [ids[6], ids[4]],
+            "{state:?}: newest first, bounds excluded"
+        );
+    }
+    let all_above = JobList {
+        limit: 100,
+        after_id: Some(ids[7]),
+        ..Default::default()
+    };
+    assert_eq!(h.store().job_list(&all_above).await.unwrap().len(), 2);
+}
+
 pub async fn queue_list_counts_and_oldest_wait(h: Harness) {
     let first = insert(&h, job("k").queue("q1")).await;
     h.clock.advance(Duration::from_secs(10));
@@ -146,6 +183,6 @@ pub async fn queue_list_counts_and_oldest_wait(h: Harness) {
 #[macro_export]
 macro_rules! __conformance_read {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "read"; list_filters_and_pages_newest_first, queue_list_counts_and_oldest_wait);
+        $crate::$m!($($a)*; "read"; list_filters_and_pages_newest_first, a_listing_reads_only_the_ids_between_its_bounds, queue_list_counts_and_oldest_wait);
     };
 }

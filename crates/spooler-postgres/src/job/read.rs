@@ -35,6 +35,7 @@ macro_rules! list_from {
             "
                 AND ($3::text IS NULL OR kind = $3)
                 AND ($4::int8 IS NULL OR id < $4)
+                AND ($6::int8 IS NULL OR id > $6)
               ORDER BY id DESC
               LIMIT $5"
         )
@@ -79,6 +80,7 @@ pub(super) async fn list(inner: &Inner, list: &JobList) -> StoreResult<Vec<JobRo
         .bind(list.kind.as_deref())
         .bind(list.before_id)
         .bind(i64::from(list.limit.min(1000)))
+        .bind(list.after_id)
         .fetch_all(&inner.pool)
         .await
         .map_err(map)?;

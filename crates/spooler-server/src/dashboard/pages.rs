@@ -313,7 +313,11 @@ pub(crate) fn jobs(frame: &Frame<'_>, view: &JobsView<'_>) -> Markup {
                 button type="submit" { "Filter" }
             }
             @if let Some(read) = view.searched {
-                p.muted.searched { "Tag, time and args are matched in the newest jobs of this queue, state and kind: this page read " (read) " of them" @if view.next.is_some() { "; the next page reads on from where it stopped" } "." }
+                @if view.tag.is_empty() && view.after.is_empty() && view.before.is_empty() && view.args.is_empty() {
+                    p.muted.searched { "Few of the newest jobs match: this page looked through " (read) " of them and stopped" @if view.next.is_some() { "; the next page reads on from where it stopped" } "." }
+                } @else {
+                    p.muted.searched { "Tag, time and args are matched in the newest jobs of this queue, state and kind: this page read " (read) " of them" @if view.next.is_some() { "; the next page reads on from where it stopped" } "." }
+                }
             }
             @if view.jobs.is_empty() {
                 p { "No job matches." }
