@@ -593,28 +593,19 @@ pub(super) async fn failed_groups(
         .get("queue")
         .map(|q| q.trim())
         .filter(|q| !q.is_empty());
-    let mut jobs = Vec::new();
-    let mut before_id = None;
-    // Pages of at most 1,000 (the store's cap) until the window is full.
-    while jobs.len() < GROUP_WINDOW as usize {
-        let list = JobList {
-            queue: queue.map(str::to_string),
-            state: Some(JobState::Failed),
-            limit: GROUP_WINDOW - jobs.len() as u32,
-            before_id,
-            ..Default::default()
-        };
-        let (found, next) = match state.inner.client.list(&list).await {
-            Ok(found) => found,
-            Err(e) => return page.error(e.into()),
-        };
-        jobs.extend(found);
-        match next {
-            Some(next) => before_id = Some(next),
-            None => break,
-        }
-    }
-    let windowed = jobs.len() == GROUP_WINDOW as usize;
+    // The newest failed jobs, window by window of ids within the page's budget (at most 1,000,
+    // the store's cap per listing).
+    let list = JobList {
+        queue: queue.map(str::to_string),
+        state: Some(JobState::Failed),
+        limit: GROUP_WINDOW,
+        ..Default::default()
+    };
+    let (jobs, _, searched) = match windowed(&state, list).await {
+        Ok(found) => found,
+        Err(e) => return page.error(e),
+    };
+    let windowed = jobs.len() == GROUP_WINDOW as usize || searched.is_some();
     let groups = pages::group_failures(&jobs);
     let (csrf, store) = (session::csrf(&state), state.inner.store.describe());
     html(pages::failed_groups(

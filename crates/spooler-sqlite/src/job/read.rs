@@ -66,7 +66,18 @@ pub(crate) async fn list(db: &Db, list: &JobList) -> StoreResult<Vec<JobRow>> {
                         Some(q) => conn.prepare_cached(&probe)?.query_row([q], |r| r.get(0))?,
                         None => conn.prepare_cached(&probe)?.query_row([], |r| r.get(0))?,
                     };
-                    if few < SORT_AT_MOST { "+id" } else { "id" }
+                    if few < SORT_AT_MOST {
+                        "+id"
+                    } else {
+                        // Ids only: the planner would still read the backlog from its partial
+                        // index and sort it (113 ms for 400,000 within a window of ids).
+                        sql = sql.replacen(
+                            "FROM spooler_jobs WHERE",
+                            "FROM spooler_jobs NOT INDEXED WHERE",
+                            1,
+                        );
+                        "id"
+                    }
                 }
                 Some(s) => {
                     filter(&mut sql, "state =", Box::new(s.as_str()));
