@@ -98,12 +98,12 @@ pub(crate) fn stats_page(frame: &Frame<'_>, view: &StatsView<'_>) -> Markup {
 /// its counts.
 fn bars(points: &[ChartPoint], g: Granularity) -> Markup {
     let n = points.len().max(1) as f64;
-    let max = points
+    let peak = points
         .iter()
         .map(|p| p.completed + p.failed + p.cancelled)
         .max()
-        .unwrap_or(0)
-        .max(1) as f64;
+        .unwrap_or(0);
+    let max = peak.max(1) as f64;
     let w = WIDTH / n;
     let label = |at: DateTime<Utc>| match g {
         Granularity::Minute => at.format("%H:%M").to_string(),
@@ -112,7 +112,7 @@ fn bars(points: &[ChartPoint], g: Granularity) -> Markup {
     };
     html! {
         figure.chart {
-            div.peak { "peak " (max as u64) " per " (g.as_str()) }
+            div.peak { "peak " (peak) " per " (g.as_str()) }
             svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label={ "jobs finished per " (g.as_str()) } preserveAspectRatio="none" {
                 line.axis x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) {}
                 @for (i, p) in points.iter().enumerate() {
