@@ -217,7 +217,7 @@ def main():
             ("GET /v1/stats", "/v1/stats"),
         ]
         print(f"\n| request ({args.requests} each) | p50 ms | p95 ms | max ms |\n|---|---|---|---|")
-        for label, path in paths:
+        for label, path in paths if args.requests > 0 else []:
             p50, p95, worst = timings(server, path, args.requests)
             print(f"| {label} | {p50:.1f} | {p95:.1f} | {worst:.1f} |", flush=True)
 

@@ -8,11 +8,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// After a chunk that took `busy`, an operation waits this many times as long (at most
-/// [`MAX_PAUSE`]): its chunks take a fifth of the time it runs, so the jobs workers claim and
+/// [`MAX_PAUSE`]): its chunks take a thirteenth of the time it runs, so the jobs workers claim and
 /// finish beside it keep most of the store's write capacity (on SQLite, its one writer). Measured
 /// on a million-job store, an unpaced retry of 100,000 jobs cut a worker's drain rate to a fifth
-/// while it ran (docs/performance.md).
-pub const PAUSE_PER_BUSY: u32 = 4;
+/// while it ran, a pause of 4× to 0.61-0.75×, and this one left it at 0.71-1.13× (mean 0.90);
+/// that retry then takes 6-8 s on SQLite and 26 s on Postgres (docs/performance.md).
+pub const PAUSE_PER_BUSY: u32 = 12;
 
 /// The longest pause between two chunks.
 pub const MAX_PAUSE: Duration = Duration::from_secs(2);
