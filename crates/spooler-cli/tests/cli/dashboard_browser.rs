@@ -2,8 +2,9 @@
 //! driving Debian's `chromium`) against the real binary: a token login, queue counts equal to
 //! `GET /v1/queues`, a failed job with every attempt, a hidden tab that makes no requests, the
 //! no-live-worker badge once the only worker stops, failures grouped, a retry, a bulk retry by
-//! filter with its progress, a pause and a resume, a logout. Screenshots of the overview, the
-//! failed jobs, a job page, the failure groups and an operation go to
+//! filter with its progress, the charts of what finished (jobs that finished before the server
+//! started, rolled up by its leader), a pause and a resume, a logout. Screenshots of the
+//! overview, the failed jobs, a job page, the failure groups, an operation and the charts go to
 //! `target/dashboard-screenshots`. `.ci/run` installs Chromium and the npm package.
 
 use crate::server_support::{ServeOptions, Server, closed_port, spooler};
@@ -17,6 +18,10 @@ const CONFIG: &str = r#"
 max_attempts = 2
 backoff = "200ms"
 "#;
+
+/// Jobs that completed before the server started: one every 30 s, from half an hour to ten
+/// minutes ago.
+const SEEDED_COMPLETED: u32 = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_headless_chromium() {
@@ -33,7 +38,33 @@ async fn the_dashboard_in_headless_chromium() {
         "no Chromium at {chromium}: apt-get install chromium (.ci/run does), or set CHROMIUM"
     );
     let token = "dashboard-test-token";
+    // History for the charts: jobs that finished over the last half hour, written before the
+    // server starts, so that the first roll-up of the leader it elects counts them.
+    let history = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", history.path().join("jobs.db").display());
+    let migrated = spooler()
+        .args(["migrate", "--store", &store])
+        .output()
+        .await
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let seed = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {SEEDED_COMPLETED})
+         INSERT INTO spooler_jobs (queue, kind, args, state, attempt, max_attempts, run_at,
+                                   created_at, started_at, finished_at)
+         SELECT 'history', 'noop', '{{}}', 'completed', 1, 1, t, t, t + 5000, t + 25000
+           FROM (SELECT {now_us} - 1800000000 + i * 30000000 AS t FROM n);"
+    );
+    let seeded = tokio::process::Command::new("sqlite3")
+        .arg(history.path().join("jobs.db"))
+        .arg(&seed)
+        .output()
+        .await
+        .expect("the sqlite3 shell (.ci/run installs it)");
+    assert!(seeded.status.success(), "{seeded:?}");
     let server = Server::start_with(ServeOptions {
+        store: Some(store),
         config: Some(CONFIG.into()),
         token: Some(token.into()),
         no_worker: true,
@@ -95,6 +126,7 @@ async fn the_dashboard_in_headless_chromium() {
             .env("GROUPS", "2")
             .env("BIGGEST_GROUP", "3")
             .env("WORKER_PID", worker.id().expect("pid").to_string())
+            .env("SEEDED_COMPLETED", SEEDED_COMPLETED.to_string())
             .env("SPOOLER_SHOTS", &shots)
             .env("CHROMIUM", &chromium)
             .kill_on_drop(true)
@@ -118,6 +150,7 @@ async fn the_dashboard_in_headless_chromium() {
         "job.png",
         "failed-groups.png",
         "operation.png",
+        "charts.png",
     ] {
         assert!(shots.join(shot).exists(), "no {shot}");
     }
