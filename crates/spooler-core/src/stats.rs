@@ -424,8 +424,8 @@ pub struct Latency {
     pub queue: String,
     /// The kind.
     pub kind: String,
-    /// Jobs counted (those that started).
-    pub count: u64,
+    /// Jobs that started (the percentiles count these).
+    pub started: u64,
     /// Jobs finished, started or not.
     pub finished: u64,
     /// Jobs that failed for good.
@@ -452,7 +452,7 @@ pub fn latencies(rows: &[StatsRow]) -> Vec<Latency> {
     merged
         .into_values()
         .map(|r| Latency {
-            count: r.run.count(),
+            started: r.run.count(),
             finished: r.finished(),
             failed: r.failed,
             run: PERCENTILES.map(|q| r.run.quantile(q)),
@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(points.len(), 1);
         assert_eq!(points[0].failed, 1);
         let lat = latencies(&rows[..1]);
-        assert_eq!(lat[0].count, 4);
+        assert_eq!(lat[0].started, 4);
         assert_eq!(lat[0].finished, 6);
     }
 

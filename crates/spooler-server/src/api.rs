@@ -326,10 +326,7 @@ async fn list_jobs(State(state): State<AppState>, params: Params) -> Result<Resp
         })
         .transpose()?;
     for name in ["queue", "kind"] {
-        if let Some(value) = params.get(name) {
-            crate::wire::validate_name(value)
-                .map_err(|e| ApiError::bad_param(name, format!("{name}: {e}")))?;
-        }
+        name_param(name, params.get(name))?;
     }
     let list = JobList {
         queue: params.get("queue").map(str::to_string),
@@ -503,10 +500,7 @@ async fn get_stats(State(state): State<AppState>, params: Params) -> Result<Resp
     params.only(&["granularity", "queue", "kind"])?;
     let granularity = read_granularity(params.get("granularity"))?;
     for name in ["queue", "kind"] {
-        if let Some(value) = params.get(name) {
-            crate::wire::validate_name(value)
-                .map_err(|e| ApiError::bad_param(name, format!("{name}: {e}")))?;
-        }
+        name_param(name, params.get(name))?;
     }
     let stats = state
         .inner
@@ -514,6 +508,19 @@ async fn get_stats(State(state): State<AppState>, params: Params) -> Result<Resp
         .stats(granularity, params.get("queue"), params.get("kind"))
         .await?;
     Ok(Json(crate::wire::stats_json(&stats)).into_response())
+}
+
+/// A queue or kind query parameter, checked by the one rule for names (`wire::validate_name`):
+/// a 400 naming the parameter when it breaks it.
+pub(crate) fn name_param<'a>(
+    name: &'static str,
+    value: Option<&'a str>,
+) -> Result<Option<&'a str>, ApiError> {
+    if let Some(v) = value {
+        crate::wire::validate_name(v)
+            .map_err(|e| ApiError::bad_param(name, format!("{name}: {e}")))?;
+    }
+    Ok(value)
 }
 
 /// A `granularity` parameter (`minute` when left out), or a 400 naming the valid ones.

@@ -452,7 +452,7 @@ pub fn stats_json(stats: &spooler::Stats) -> serde_json::Value {
                 "kind": l.kind,
                 "finished": l.finished,
                 "failed": l.failed,
-                "started": l.count,
+                "started": l.started,
                 "run_ms": ms(&l.run),
                 "wait_ms": ms(&l.wait),
             })

@@ -485,25 +485,19 @@ pub(super) async fn stats(
         return page.to_login();
     }
     let get = |k: &str| query.get(k).map(|v| v.trim()).unwrap_or_default();
-    let granularity =
-        match crate::api::read_granularity(Some(get("granularity")).filter(|g| !g.is_empty())) {
-            Ok(g) => g,
-            Err(e) => return page.error(e),
-        };
-    for name in ["queue", "kind"] {
-        if !get(name).is_empty()
-            && let Err(e) = crate::wire::validate_name(get(name))
-        {
-            return page.error(ApiError::invalid(name, format!("{name}: {e}")));
-        }
-    }
     let some = |k: &str| Some(get(k)).filter(|v| !v.is_empty());
-    let stats = match state
-        .inner
-        .client
-        .stats(granularity, some("queue"), some("kind"))
-        .await
-    {
+    let granularity = match crate::api::read_granularity(some("granularity")) {
+        Ok(g) => g,
+        Err(e) => return page.error(e),
+    };
+    let (queue, kind) = match (
+        crate::api::name_param("queue", some("queue")),
+        crate::api::name_param("kind", some("kind")),
+    ) {
+        (Ok(queue), Ok(kind)) => (queue, kind),
+        (Err(e), _) | (_, Err(e)) => return page.error(e),
+    };
+    let stats = match state.inner.client.stats(granularity, queue, kind).await {
         Ok(stats) => stats,
         Err(e) => return page.error(e.into()),
     };

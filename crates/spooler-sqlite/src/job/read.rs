@@ -38,7 +38,9 @@ pub(crate) async fn list(db: &Db, list: &JobList) -> StoreResult<Vec<JobRow>> {
     let list = list.clone();
     let raws = db
         .read(move |conn| {
-            let mut sql = format!("SELECT {COLUMNS} FROM spooler_jobs WHERE 1 = 1");
+            // The conditions after `WHERE 1 = 1`, and the table with any hint for the planner.
+            let mut sql = String::new();
+            let mut from = "spooler_jobs";
             let mut args: Vec<Box<dyn ToSql + Send>> = Vec::new();
             let mut filter = |sql: &mut String, column: &str, value: Box<dyn ToSql + Send>| {
                 args.push(value);
@@ -71,11 +73,7 @@ pub(crate) async fn list(db: &Db, list: &JobList) -> StoreResult<Vec<JobRow>> {
                     } else {
                         // Ids only: the planner would still read the backlog from its partial
                         // index and sort it (113 ms for 400,000 within a window of ids).
-                        sql = sql.replacen(
-                            "FROM spooler_jobs WHERE",
-                            "FROM spooler_jobs NOT INDEXED WHERE",
-                            1,
-                        );
+                        from = "spooler_jobs NOT INDEXED";
                         "id"
                     }
                 }
@@ -94,7 +92,9 @@ pub(crate) async fn list(db: &Db, list: &JobList) -> StoreResult<Vec<JobRow>> {
             if let Some(after) = list.after_id {
                 filter(&mut sql, &format!("{id} >"), Box::new(after));
             }
-            sql.push_str(&format!(" ORDER BY {id} DESC LIMIT {limit}"));
+            let sql = format!(
+                "SELECT {COLUMNS} FROM {from} WHERE 1 = 1{sql} ORDER BY {id} DESC LIMIT {limit}"
+            );
             let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref() as &dyn ToSql).collect();
             let rows = conn
                 .prepare_cached(&sql)?
