@@ -364,6 +364,7 @@ impl Readers {
             .and_then(|c| {
                 c.busy_timeout(self.busy_timeout)?;
                 c.set_prepared_statement_cache_capacity(64);
+                crate::plan_once(&c)?;
                 Ok(c)
             })
             .map_err(|e| map_sql(e, &self.label))?;

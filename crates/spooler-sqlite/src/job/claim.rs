@@ -169,3 +169,38 @@ pub(crate) async fn lease_extend(db: &Db, extend: &LeaseExtend) -> StoreResult<V
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+
+    /// The claim's limit changes with every call (the producer's free slots); SQLite must not
+    /// compile the statement again for each new value.
+    #[test]
+    fn the_claim_is_compiled_once_whatever_its_limit() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::plan_once(&conn).unwrap();
+        crate::migrate::migrate(&conn, 0).unwrap();
+        conn.execute_batch(
+            "INSERT INTO spooler_jobs (queue, kind, args, state, max_attempts, run_at, created_at) \
+             SELECT 'default', 'noop', '{}', 'available', 3, value, value \
+             FROM json_each('[1,2,3,4,5,6,7,8,9,10]')",
+        )
+        .unwrap();
+        let sql = claim_sql(1, 1);
+        let mut claimed = 0;
+        for limit in [3i64, 2, 4, 1] {
+            let mut stmt = conn.prepare_cached(&sql).unwrap();
+            claimed += stmt
+                .query_map(params![1i64, 2i64, "w", limit, "noop", "default"], |_| {
+                    Ok(())
+                })
+                .unwrap()
+                .count();
+        }
+        assert_eq!(claimed, 10);
+        let stmt = conn.prepare_cached(&sql).unwrap();
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+    }
+}
