@@ -12,6 +12,12 @@ mod serve;
 mod systemd;
 mod target;
 
+/// mimalloc instead of glibc's allocator for Rust's allocations: rows are decoded on the SQLite
+/// writer thread and dropped on the runtime's, where glibc's arena locks and consolidation were a
+/// sixth of a drain's CPU (docs/performance.md). SQLite's own allocations stay with glibc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
