@@ -241,6 +241,8 @@ pub(crate) struct Inner {
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The task turning `enqueue()` requests into jobs (`job::request`); stopped on drop.
     requests: std::sync::OnceLock<AbortOnDrop>,
+    /// Small enqueues waiting to be written together (`job::group`).
+    inserts: job::group::InsertGroup,
 }
 
 /// A task aborted when its owner is dropped.
@@ -467,6 +469,7 @@ impl PgStore {
             settings: Default::default(),
             limited_claims: Default::default(),
             requests: std::sync::OnceLock::new(),
+            inserts: Default::default(),
         });
         let mover = job::request::spawn(Arc::downgrade(&inner), requests_wake);
         let _ = inner.requests.set(AbortOnDrop(mover));

@@ -1315,3 +1315,55 @@ mod history {
         drop_schema(&store).await;
     }
 }
+
+mod grouped_inserts {
+    use super::*;
+
+    /// Small enqueues arriving together are written as one statement; a job PostgreSQL refuses
+    /// (a NUL character, which `jsonb` cannot hold) fails its own caller only, and every other
+    /// caller's jobs are written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_a_refused_job_fails_only_its_own_caller() {
+        let Some(url) = url() else { return };
+        let store = fresh_store(&url, Arc::new(SystemClock)).await;
+        let mut calls = tokio::task::JoinSet::new();
+        for caller in 0..30 {
+            let store = store.clone();
+            calls.spawn(async move {
+                let args = if caller == 7 {
+                    json!({"text": "nul \u{0} here"})
+                } else {
+                    json!({"caller": caller})
+                };
+                let jobs = vec![NewJob::new("grouped", args.clone())];
+                (caller, args, store.job_insert_many(&jobs).await)
+            });
+        }
+        let mut written = 0;
+        while let Some(done) = calls.join_next().await {
+            let (caller, args, answer) = done.unwrap();
+            if caller == 7 {
+                let err = answer.expect_err("PostgreSQL refuses a NUL in jsonb");
+                assert!(
+                    !matches!(err, spooler_core::StoreError::Unavailable { .. }),
+                    "{err:?}"
+                );
+                continue;
+            }
+            let inserted = answer.unwrap_or_else(|e| panic!("caller {caller}: {e}"));
+            let job = store.job_get(inserted[0].job.id).await.unwrap().unwrap();
+            assert_eq!(job.args, args);
+            written += 1;
+        }
+        assert_eq!(written, 29);
+        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{}\".jobs",
+            store.schema()
+        )))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(stored, 29);
+        drop_schema(&store).await;
+    }
+}

@@ -263,11 +263,56 @@ pub async fn meta_travels_with_the_job(h: Harness) {
     }
 }
 
+/// Many callers inserting at once (a store may write them together, as one statement and one
+/// commit): each is answered with its own jobs in its own order, and a unique key several callers
+/// carry makes one job, which every other caller is answered with.
+pub async fn concurrent_inserts_each_get_their_own_jobs(h: Harness) {
+    let mut calls = tokio::task::JoinSet::new();
+    for caller in 0..40 {
+        let store = h.store.clone();
+        calls.spawn(async move {
+            let mut jobs: Vec<NewJob> = (0..caller % 3 + 1)
+                .map(|k| NewJob::new("mix", json!({"caller": caller, "k": k})).priority(k))
+                .collect();
+            if caller % 10 == 0 {
+                jobs.push(NewJob::new("shared", json!({"caller": caller})).unique_key("shared"));
+            }
+            let inserted = store.job_insert_many(&jobs).await.unwrap();
+            (jobs, inserted)
+        });
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut shared = Vec::new();
+    let mut fresh_shared = 0;
+    while let Some(done) = calls.join_next().await {
+        let (sent, inserted) = done.unwrap();
+        assert_eq!(inserted.len(), sent.len());
+        for (job, ins) in sent.iter().zip(&inserted) {
+            if job.unique_key.is_some() {
+                shared.push(ins.job.id);
+                fresh_shared += usize::from(!ins.duplicate);
+                assert_eq!(ins.job.kind, "shared");
+                continue;
+            }
+            assert!(!ins.duplicate);
+            assert_eq!((&ins.job.kind, &ins.job.args), (&job.kind, &job.args));
+            assert_eq!(ins.job.priority, job.priority);
+            assert!(ids.insert(ins.job.id), "job {} answered twice", ins.job.id);
+            assert_eq!(get(&h, ins.job.id).await.args, job.args);
+        }
+    }
+    assert_eq!(ids.len(), (0..40).map(|c| c % 3 + 1).sum::<i32>() as usize);
+    assert_eq!(shared.len(), 4);
+    assert_eq!(fresh_shared, 1);
+    assert!(shared.iter().all(|id| *id == shared[0]));
+    assert!(!ids.contains(&shared[0]));
+}
+
 /// This file's cases, for [`conformance_suite!`](crate::conformance_suite).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_insert {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none, insert_takes_the_queues_stored_defaults, meta_travels_with_the_job);
+        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none, insert_takes_the_queues_stored_defaults, meta_travels_with_the_job, concurrent_inserts_each_get_their_own_jobs);
     };
 }

@@ -12,6 +12,7 @@ use spooler_core::{Inserted, JobRow, JobState, NewJob, StoreError, StoreResult};
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// The `unnest` insert, its result ending with `$returned`. `max_attempts` and `timeout_ms` come
 /// resolved ([`QueueSettings::resolve`](spooler_core::store::QueueSettings::resolve)).
@@ -95,7 +96,9 @@ pub(crate) async fn queue_settings(inner: &Inner) -> StoreResult<std::sync::Arc<
     Ok(inner.settings.keep(settings))
 }
 
-pub(super) async fn insert_many(inner: &Inner, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
+/// Inserts `jobs` for [`JobStore::job_insert_many`](spooler_core::store::JobStore::job_insert_many):
+/// a few jobs without period keys go with the other callers' of the moment ([`super::group`]).
+pub(super) async fn insert_many(inner: &Arc<Inner>, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -103,11 +106,14 @@ pub(super) async fn insert_many(inner: &Inner, jobs: &[NewJob]) -> StoreResult<V
         job.validate()?;
     }
     let settings = queue_settings(inner).await?;
-    let mut conn = inner.pool.acquire().await.map_err(map)?;
-    let (out, woken) = if jobs
+    let periods = jobs
         .iter()
-        .any(|j| spooler_core::unique::period_key(settings.get(&j.queue), j).is_some())
-    {
+        .any(|j| spooler_core::unique::period_key(settings.get(&j.queue), j).is_some());
+    if !periods && jobs.len() < super::group::ALONE_FROM {
+        return super::group::insert(inner, jobs, settings).await;
+    }
+    let mut conn = inner.pool.acquire().await.map_err(map)?;
+    let (out, woken) = if periods {
         // The period keys are taken in the transaction that inserts their jobs.
         let mut tx = conn.begin().await.map_err(map)?;
         let done = insert_on(inner, &mut tx, jobs, &settings, false).await?;

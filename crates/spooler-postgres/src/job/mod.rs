@@ -5,6 +5,7 @@
 
 pub(crate) mod claim;
 pub(crate) mod finish;
+pub(crate) mod group;
 pub(crate) mod insert;
 pub(crate) mod limit;
 pub(crate) mod maintenance;
