@@ -261,6 +261,13 @@ impl Inner {
         turns.entry(queue.to_string()).or_default().clone()
     }
 
+    /// Wakes every process's workers of `queues`, which a commit of this process's gave available
+    /// jobs: other processes' through the notifier, this one's directly.
+    pub(crate) fn announce(&self, queues: std::collections::BTreeSet<String>) {
+        self.notifier.send(queues.iter().cloned());
+        self.wake_local(queues);
+    }
+
     /// Wakes this process's subscribers for `queues` (after a commit that made jobs available).
     pub(crate) fn wake_local(&self, queues: impl IntoIterator<Item = String>) {
         for queue in queues {

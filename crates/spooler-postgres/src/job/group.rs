@@ -7,7 +7,7 @@
 //! everything that arrived meanwhile in one `unnest` insert. Each caller is answered with its own
 //! jobs, after the commit, as if it had inserted them alone.
 
-use super::insert::insert_plain;
+use super::insert::insert_now;
 use crate::Inner;
 use spooler_core::store::QueueSettingsMap;
 use spooler_core::{Inserted, NewJob, StoreError, StoreResult};
@@ -31,18 +31,18 @@ struct Request {
 }
 
 /// The queue of waiting requests and the permits of the tasks that write them.
-#[derive(Debug)]
 pub(crate) struct InsertGroup {
-    waiting: Mutex<Vec<RequestSlot>>,
+    waiting: Mutex<Vec<Request>>,
     flushers: Arc<Semaphore>,
 }
 
-/// A [`Request`] behind a `Debug` that shows its size only.
-struct RequestSlot(Request);
-
-impl std::fmt::Debug for RequestSlot {
+impl std::fmt::Debug for InsertGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Request({} jobs)", self.0.jobs.len())
+        let waiting = self.waiting.lock().map_or(0, |w| w.len());
+        f.debug_struct("InsertGroup")
+            .field("waiting", &waiting)
+            .field("free_flushers", &self.flushers.available_permits())
+            .finish()
     }
 }
 
@@ -60,14 +60,14 @@ impl InsertGroup {
     /// those whose caller gave up: nobody would learn their jobs' ids.
     fn take(&self) -> Vec<Request> {
         let mut waiting = self.waiting.lock().expect("insert group lock");
-        waiting.retain(|r| !r.0.reply.is_closed());
+        waiting.retain(|r| !r.reply.is_closed());
         let mut jobs = 0;
         let mut n = 0;
-        while n < waiting.len() && (n == 0 || jobs + waiting[n].0.jobs.len() <= MOST_JOBS) {
-            jobs += waiting[n].0.jobs.len();
+        while n < waiting.len() && (n == 0 || jobs + waiting[n].jobs.len() <= MOST_JOBS) {
+            jobs += waiting[n].jobs.len();
             n += 1;
         }
-        waiting.drain(..n).map(|r| r.0).collect()
+        waiting.drain(..n).collect()
     }
 
     fn is_empty(&self) -> bool {
@@ -93,7 +93,7 @@ pub(crate) async fn insert(
             inner: inner.clone(),
             permit: Some(permit),
         };
-        let done = alone(inner, jobs, &settings).await;
+        let done = insert_now(inner, jobs, &settings).await;
         drop(turn);
         return done;
     }
@@ -102,11 +102,11 @@ pub(crate) async fn insert(
         .waiting
         .lock()
         .expect("insert group lock")
-        .push(RequestSlot(Request {
+        .push(Request {
             jobs: jobs.to_vec(),
             settings,
             reply,
-        }));
+        });
     if let Ok(permit) = group.flushers.clone().try_acquire_owned() {
         tokio::spawn(flush(inner.clone(), permit));
     }
@@ -172,22 +172,20 @@ async fn flush(inner: Arc<Inner>, permit: OwnedSemaphorePermit) {
 /// Writes `requests` in one insert and answers each caller with its own jobs. When the statement
 /// fails for what it carried (not for the connection), nothing was written: each request is then
 /// written on its own, so one caller's bad job fails only that caller.
-async fn write(inner: &Arc<Inner>, requests: Vec<Request>) {
-    if let [_] = requests.as_slice() {
-        let request = requests.into_iter().next().expect("one request");
-        let done = alone(inner, &request.jobs, &request.settings).await;
+async fn write(inner: &Arc<Inner>, mut requests: Vec<Request>) {
+    if requests.len() == 1 {
+        let request = requests.pop().expect("one request");
+        let done = insert_now(inner, &request.jobs, &request.settings).await;
         let _ = request.reply.send(done);
         return;
     }
-    let mut jobs = Vec::with_capacity(requests.iter().map(|r| r.jobs.len()).sum());
-    let mut settings = QueueSettingsMap::new();
-    for r in &requests {
-        jobs.extend(r.jobs.iter().cloned());
-        for (queue, s) in r.settings.iter() {
-            settings.entry(queue.clone()).or_insert_with(|| s.clone());
-        }
-    }
-    match alone(inner, &jobs, &settings).await {
+    let jobs: Vec<NewJob> = requests
+        .iter()
+        .flat_map(|r| r.jobs.iter().cloned())
+        .collect();
+    // The queues' defaults as the newest request read them (every request reads the same cache).
+    let settings = requests.last().expect("requests").settings.clone();
+    match insert_now(inner, &jobs, &settings).await {
         Ok(mut inserted) => {
             for r in requests.into_iter().rev() {
                 let mine = inserted.split_off(inserted.len() - r.jobs.len());
@@ -203,23 +201,9 @@ async fn write(inner: &Arc<Inner>, requests: Vec<Request>) {
         }
         Err(_) => {
             for r in requests {
-                let done = alone(inner, &r.jobs, &r.settings).await;
+                let done = insert_now(inner, &r.jobs, &r.settings).await;
                 let _ = r.reply.send(done);
             }
         }
     }
-}
-
-/// Inserts `jobs` in one statement on a connection of the pool and sends their wake-ups.
-async fn alone(
-    inner: &Inner,
-    jobs: &[NewJob],
-    settings: &QueueSettingsMap,
-) -> StoreResult<Vec<Inserted>> {
-    let mut conn = inner.pool.acquire().await.map_err(crate::error::map)?;
-    let (out, woken) = insert_plain(inner, &mut conn, jobs, settings, false).await?;
-    drop(conn);
-    inner.notifier.send(woken.iter().cloned());
-    inner.wake_local(woken);
-    Ok(out)
 }

@@ -109,22 +109,34 @@ pub(super) async fn insert_many(inner: &Arc<Inner>, jobs: &[NewJob]) -> StoreRes
     let periods = jobs
         .iter()
         .any(|j| spooler_core::unique::period_key(settings.get(&j.queue), j).is_some());
-    if !periods && jobs.len() < super::group::ALONE_FROM {
-        return super::group::insert(inner, jobs, settings).await;
+    if !periods {
+        return if jobs.len() < super::group::ALONE_FROM {
+            super::group::insert(inner, jobs, settings).await
+        } else {
+            insert_now(inner, jobs, &settings).await
+        };
     }
+    // The period keys are taken in the transaction that inserts their jobs.
     let mut conn = inner.pool.acquire().await.map_err(map)?;
-    let (out, woken) = if periods {
-        // The period keys are taken in the transaction that inserts their jobs.
-        let mut tx = conn.begin().await.map_err(map)?;
-        let done = insert_on(inner, &mut tx, jobs, &settings, false).await?;
-        tx.commit().await.map_err(map)?;
-        done
-    } else {
-        insert_on(inner, &mut conn, jobs, &settings, false).await?
-    };
+    let mut tx = conn.begin().await.map_err(map)?;
+    let (out, woken) = insert_on(inner, &mut tx, jobs, &settings, false).await?;
+    tx.commit().await.map_err(map)?;
     drop(conn);
-    inner.notifier.send(woken.iter().cloned());
-    inner.wake_local(woken);
+    inner.announce(woken);
+    Ok(out)
+}
+
+/// Inserts `jobs` (none taking a period key) in one statement on a connection of the pool, and
+/// wakes the workers of the queues that gained available jobs.
+pub(super) async fn insert_now(
+    inner: &Inner,
+    jobs: &[NewJob],
+    settings: &QueueSettingsMap,
+) -> StoreResult<Vec<Inserted>> {
+    let mut conn = inner.pool.acquire().await.map_err(map)?;
+    let (out, woken) = insert_plain(inner, &mut conn, jobs, settings, false).await?;
+    drop(conn);
+    inner.announce(woken);
     Ok(out)
 }
 
