@@ -1,16 +1,30 @@
 //! The floor of spooler's SQLite drain: the claim and completion statements the store runs, on the
 //! table `spooler migrate` makes, in a bare loop with no runtime around them (one writer
-//! connection, WAL, `synchronous=NORMAL`, one transaction per claimed batch, each statement in a
-//! savepoint as the writer thread runs it).
+//! connection, WAL, `synchronous=NORMAL`, the query planner stability guarantee as the store sets
+//! it, one transaction per claimed batch, each statement in a savepoint as the writer thread runs
+//! it). Variants take one thing away at a time, to show where the time goes.
 //!
 //! Usage: spooler migrate --store sqlite://floor.db
-//!        cargo run --release --manifest-path bench/sqlite-floor/Cargo.toml -- floor.db [N] [BATCH...]
+//!        cargo run --release --manifest-path bench/sqlite-floor/Cargo.toml -- \
+//!            floor.db [N] [BATCH...] [--variant NAME]...
 //!
-//! For each batch size it copies the migrated file, fills it with N available jobs, drains them
-//! and prints `RESULT sqlite-floor batch=B jobs_per_s=… us_per_job=…`. Compare with
-//! `../shared/bench/sqlite-raw` (the same loop on a one-index table) and with `spooler bench`.
-use rusqlite::{Connection, params};
-use std::time::Instant;
+//! Variants (all when none is given):
+//! - `store`: the store's statements on the store's table;
+//! - `lean-claim`: the claim index on `id` alone, the claim ordered by id with no queue or kind
+//!   filter, returning only the id (what a claim costs without claim order and the full row);
+//! - `lean-claim-per-id`: that claim, and the completion as one plain `UPDATE … WHERE id = ?`
+//!   per job, as the plain loop does;
+//! - `lean-claim-per-id-no-indexes`: that, with every other index of the table dropped;
+//! - `plain`: the plain loop's own five-column table and statements (`../shared/bench/sqlite-raw`),
+//!   run by this loop;
+//! - `plain-wide`: the plain table with 19 more integer columns (24 in all, as the store's).
+//!
+//! For each variant and batch size it copies the migrated file, fills it with N available jobs,
+//! drains them and prints the time per job spent in claims, completions and commits, the
+//! statements' virtual-machine steps per job, and
+//! `RESULT sqlite-floor variant=V batch=B jobs_per_s=… us_per_job=…`.
+use rusqlite::{Connection, StatementStatus, params};
+use std::time::{Duration, Instant};
 
 /// The claim statement of `spooler-sqlite` (`job/claim.rs`) for one queue and one kind.
 const CLAIM: &str = "UPDATE spooler_jobs SET state = 'running', attempt = attempt + 1, \
@@ -29,83 +43,268 @@ const COMPLETE: &str = "UPDATE spooler_jobs SET state = 'completed', finished_at
     WHERE spooler_jobs.id = f.value ->> 0 AND spooler_jobs.fence = f.value ->> 1 \
     AND spooler_jobs.state = 'running' RETURNING spooler_jobs.id, spooler_jobs.queue";
 
+/// The claim without claim order or the full row.
+const LEAN_CLAIM: &str = "UPDATE spooler_jobs SET state = 'running', attempt = attempt + 1, \
+    fence = fence + 1, started_at = ?1, lease_expires_at = ?2, worker_id = ?3 \
+    WHERE id IN (SELECT id FROM spooler_jobs WHERE state = 'available' ORDER BY id LIMIT ?4) \
+    RETURNING id";
+
+/// A completion per job, fenced as the store's.
+const COMPLETE_ONE: &str = "UPDATE spooler_jobs SET state = 'completed', finished_at = ?1, \
+    result = NULL, worker_id = NULL, lease_expires_at = NULL \
+    WHERE id = ?2 AND fence = 1 AND state = 'running'";
+
+/// The plain loop's claim and completion (`../shared/bench/sqlite-raw`); `?1`–`?3` are bound
+/// and ignored, so every variant binds the same parameters.
+const PLAIN_CLAIM: &str = "UPDATE jobs SET state = 'running' WHERE id IN (SELECT id FROM jobs \
+    WHERE state = 'ready' ORDER BY id LIMIT ?4) AND ?1 IS NOT NULL AND ?2 IS NOT NULL \
+    AND ?3 IS NOT NULL RETURNING id";
+const PLAIN_COMPLETE: &str = "UPDATE jobs SET state = 'done', done_at = ?1 WHERE id = ?2";
+
+const STORE_INDEXES: [&str; 5] = [
+    "spooler_jobs_scheduled",
+    "spooler_jobs_lease",
+    "spooler_jobs_finished",
+    "spooler_jobs_unique",
+    "spooler_jobs_routed_from",
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Store,
+    LeanClaim,
+    LeanClaimPerId,
+    LeanClaimPerIdNoIndexes,
+    Plain,
+    PlainWide,
+}
+
+impl Variant {
+    const ALL: [(&'static str, Variant); 6] = [
+        ("store", Variant::Store),
+        ("lean-claim", Variant::LeanClaim),
+        ("lean-claim-per-id", Variant::LeanClaimPerId),
+        (
+            "lean-claim-per-id-no-indexes",
+            Variant::LeanClaimPerIdNoIndexes,
+        ),
+        ("plain", Variant::Plain),
+        ("plain-wide", Variant::PlainWide),
+    ];
+
+    fn name(self) -> &'static str {
+        Variant::ALL.iter().find(|(_, v)| *v == self).unwrap().0
+    }
+
+    fn claim(self) -> &'static str {
+        match self {
+            Variant::Store => CLAIM,
+            Variant::LeanClaim | Variant::LeanClaimPerId | Variant::LeanClaimPerIdNoIndexes => {
+                LEAN_CLAIM
+            }
+            Variant::Plain | Variant::PlainWide => PLAIN_CLAIM,
+        }
+    }
+
+    /// The per-job completion, or `None` for the store's one statement per batch.
+    fn complete_one(self) -> Option<&'static str> {
+        match self {
+            Variant::Store | Variant::LeanClaim => None,
+            Variant::LeanClaimPerId | Variant::LeanClaimPerIdNoIndexes => Some(COMPLETE_ONE),
+            Variant::Plain | Variant::PlainWide => Some(PLAIN_COMPLETE),
+        }
+    }
+
+    /// Columns the claim returns (each read as the store reads a row).
+    fn returned(self) -> usize {
+        if self == Variant::Store { 24 } else { 1 }
+    }
+
+    /// Shapes the copied file and fills it with `n` available jobs.
+    fn fill(self, c: &Connection, n: i64) {
+        let sql = match self {
+            Variant::Plain | Variant::PlainWide => {
+                let wide = if self == Variant::PlainWide { 19 } else { 0 };
+                let extra: String = (0..wide)
+                    .map(|i| format!(", x{i} INTEGER NOT NULL DEFAULT {i}"))
+                    .collect();
+                format!(
+                    "CREATE TABLE jobs (id INTEGER PRIMARY KEY, state TEXT NOT NULL DEFAULT 'ready', \
+                     payload TEXT NOT NULL, created_at INTEGER NOT NULL DEFAULT (unixepoch()), \
+                     done_at INTEGER{extra}); \
+                     CREATE INDEX jobs_ready ON jobs(id) WHERE state = 'ready'; \
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+                     INSERT INTO jobs (payload) SELECT json_object('n', i) FROM n;"
+                )
+            }
+            _ => {
+                let mut sql = String::new();
+                if self != Variant::Store {
+                    sql.push_str(
+                        "DROP INDEX spooler_jobs_claim; CREATE INDEX spooler_jobs_claim \
+                         ON spooler_jobs (id) WHERE state = 'available';",
+                    );
+                }
+                if self == Variant::LeanClaimPerIdNoIndexes {
+                    for index in STORE_INDEXES {
+                        sql.push_str(&format!("DROP INDEX {index};"));
+                    }
+                }
+                sql.push_str(&format!(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+                     INSERT INTO spooler_jobs (queue, kind, args, state, max_attempts, run_at, \
+                     created_at) SELECT 'default', 'noop', json_object('n', i), 'available', 25, \
+                     i, i FROM n;"
+                ));
+                sql
+            }
+        };
+        c.execute_batch(&sql).expect("fill");
+    }
+}
+
+/// Time spent in each phase, summed over the run.
+#[derive(Default)]
+struct Phases {
+    claim: Duration,
+    complete: Duration,
+    commit: Duration,
+}
+
+fn drain(migrated: &str, variant: Variant, n: i64, batch: i64) {
+    let path = format!("{migrated}.floor");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+    std::fs::copy(migrated, &path).expect("copy the migrated database");
+    let c = Connection::open(&path).expect("open");
+    c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    c.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    c.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .unwrap();
+    variant.fill(&c, n);
+    let exec = |sql: &str| c.prepare_cached(sql).unwrap().execute([]).unwrap();
+    let mut phases = Phases::default();
+    let t0 = Instant::now();
+    let (mut done, mut now) = (0i64, 1_000_000_000i64);
+    loop {
+        let started = Instant::now();
+        exec("BEGIN IMMEDIATE");
+        exec("SAVEPOINT op");
+        now += 1;
+        let ids: Vec<i64> = c
+            .prepare_cached(variant.claim())
+            .unwrap()
+            .query_map(params![now, now + 30_000_000, "worker", batch], |r| {
+                for i in 1..variant.returned() {
+                    let _ = r.get_ref(i)?;
+                }
+                r.get(0)
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        exec("RELEASE op");
+        let claimed = Instant::now();
+        phases.claim += claimed - started;
+        if ids.is_empty() {
+            exec("COMMIT");
+            break;
+        }
+        exec("SAVEPOINT op");
+        let completed = match variant.complete_one() {
+            Some(sql) => {
+                let mut one = c.prepare_cached(sql).unwrap();
+                ids.iter()
+                    .map(|id| one.execute(params![now, id]).unwrap())
+                    .sum::<usize>()
+            }
+            None => {
+                let list: Vec<String> = ids.iter().map(|id| format!("[{id},1,null]")).collect();
+                c.prepare_cached(COMPLETE)
+                    .unwrap()
+                    .query_map(params![now, format!("[{}]", list.join(","))], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .unwrap()
+                    .count()
+            }
+        };
+        assert_eq!(completed, ids.len());
+        exec("RELEASE op");
+        let finished = Instant::now();
+        phases.complete += finished - claimed;
+        exec("COMMIT");
+        phases.commit += finished.elapsed();
+        done += completed as i64;
+    }
+    let s = t0.elapsed().as_secs_f64();
+    let per_job = |d: Duration| d.as_secs_f64() * 1e6 / done as f64;
+    let steps = |sql: &str| {
+        c.prepare_cached(sql)
+            .unwrap()
+            .get_status(StatementStatus::VmStep) as f64
+            / done as f64
+    };
+    let complete_steps = steps(variant.complete_one().unwrap_or(COMPLETE));
+    println!(
+        "{:<30} batch={batch:<4} claim {:5.2} µs/job ({:.0} steps), complete {:5.2} ({:.0} steps), \
+         commit {:5.2}",
+        variant.name(),
+        per_job(phases.claim),
+        steps(variant.claim()),
+        per_job(phases.complete),
+        complete_steps,
+        per_job(phases.commit),
+    );
+    println!(
+        "RESULT sqlite-floor variant={} batch={batch} n={done} jobs_per_s={:.0} us_per_job={:.2}",
+        variant.name(),
+        done as f64 / s,
+        s * 1e6 / done as f64
+    );
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let Some(migrated) = args.get(1) else {
-        eprintln!("usage: sqlite-floor MIGRATED_DB [N] [BATCH...]");
+    let mut positional = Vec::new();
+    let mut variants = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--variant" {
+            let name = args.next().unwrap_or_default();
+            let Some((_, v)) = Variant::ALL.iter().find(|(n, _)| *n == name) else {
+                let names: Vec<&str> = Variant::ALL.iter().map(|(n, _)| *n).collect();
+                eprintln!("unknown variant {name:?}: one of {}", names.join(", "));
+                std::process::exit(2);
+            };
+            variants.push(*v);
+        } else {
+            positional.push(arg);
+        }
+    }
+    let Some(migrated) = positional.first() else {
+        eprintln!("usage: sqlite-floor MIGRATED_DB [N] [BATCH...] [--variant NAME]...");
         std::process::exit(2);
     };
-    let n: i64 = args.get(2).map_or(100_000, |s| s.parse().expect("N"));
-    let batches: Vec<i64> = if args.len() > 3 {
-        args[3..]
+    let n: i64 = positional.get(1).map_or(100_000, |s| s.parse().expect("N"));
+    let batches: Vec<i64> = if positional.len() > 2 {
+        positional[2..]
             .iter()
             .map(|s| s.parse().expect("BATCH"))
             .collect()
     } else {
-        vec![10, 50, 100]
+        vec![100]
     };
+    if variants.is_empty() {
+        variants = Variant::ALL.iter().map(|(_, v)| *v).collect();
+    }
     println!("sqlite version {}", rusqlite::version());
     for batch in batches {
-        let path = format!("{migrated}.floor");
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        for &variant in &variants {
+            drain(migrated, variant, n, batch);
         }
-        std::fs::copy(migrated, &path).expect("copy the migrated database");
-        let c = Connection::open(&path).expect("open");
-        c.pragma_update(None, "journal_mode", "WAL").unwrap();
-        c.pragma_update(None, "synchronous", "NORMAL").unwrap();
-        c.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
-             INSERT INTO spooler_jobs (queue, kind, args, state, max_attempts, run_at, created_at) \
-             SELECT 'default', 'noop', json_object('n', i), 'available', 25, i, i FROM n",
-            [n],
-        )
-        .expect("fill");
-        let exec = |sql: &str| c.prepare_cached(sql).unwrap().execute([]).unwrap();
-        let t0 = Instant::now();
-        let (mut done, mut now) = (0i64, 1_000_000_000i64);
-        loop {
-            exec("BEGIN IMMEDIATE");
-            exec("SAVEPOINT op");
-            now += 1;
-            let ids: Vec<i64> = c
-                .prepare_cached(CLAIM)
-                .unwrap()
-                .query_map(params![now, now + 30_000_000, "worker", batch], |r| {
-                    // Every column read as the store reads it.
-                    for i in 1..24 {
-                        let _ = r.get_ref(i)?;
-                    }
-                    r.get(0)
-                })
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            exec("RELEASE op");
-            if ids.is_empty() {
-                exec("COMMIT");
-                break;
-            }
-            exec("SAVEPOINT op");
-            let list: Vec<String> = ids.iter().map(|id| format!("[{id},1,null]")).collect();
-            let completed = c
-                .prepare_cached(COMPLETE)
-                .unwrap()
-                .query_map(params![now, format!("[{}]", list.join(","))], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .unwrap()
-                .count();
-            assert_eq!(completed, ids.len());
-            exec("RELEASE op");
-            exec("COMMIT");
-            done += completed as i64;
-        }
-        let s = t0.elapsed().as_secs_f64();
-        println!(
-            "RESULT sqlite-floor batch={batch} n={done} jobs_per_s={:.0} us_per_job={:.2}",
-            done as f64 / s,
-            s * 1e6 / done as f64
-        );
     }
 }
