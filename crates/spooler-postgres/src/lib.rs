@@ -137,6 +137,8 @@ statements! {
     insert_notify => job::insert::INSERT_NOTIFY_SQL,
     insert => job::insert::INSERT_SQL,
     insert_one => job::insert::INSERT_ONE_SQL,
+    next_ids => job::copy::NEXT_IDS_SQL,
+    copy_jobs => job::copy::COPY_JOBS_SQL,
     existing_unique => job::insert::EXISTING_UNIQUE_SQL,
     latest_by_key => job::insert::LATEST_BY_KEY_SQL,
     routed_from_of => job::read::ROUTED_FROM_OF_SQL,

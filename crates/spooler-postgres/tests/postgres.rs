@@ -1367,3 +1367,98 @@ mod grouped_inserts {
         drop_schema(&store).await;
     }
 }
+
+mod copied_batches {
+    use super::*;
+
+    /// A large batch is streamed with `COPY`: one job PostgreSQL refuses (a NUL character, which
+    /// `jsonb` cannot hold) in the middle of it stores none of the batch, the caller is told (not
+    /// as the store being unavailable), and the store's connections go on working: the same batch
+    /// without that job is stored whole, on a pool of one connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_a_refused_job_stores_none_of_its_batch() {
+        let Some(url) = url() else { return };
+        let schema = fresh_schema("spt");
+        let store = connect(
+            &url,
+            spooler_postgres::PgOptions {
+                max_connections: 1,
+                ..options(&schema, Arc::new(SystemClock))
+            },
+        )
+        .await;
+        store.migrate().await.unwrap();
+        let mut jobs: Vec<NewJob> = (0..500)
+            .map(|i| NewJob::new("copied", json!({ "i": i })))
+            .collect();
+        jobs[250].args = json!({"text": "nul \u{0} here"});
+        let err = store
+            .job_insert_many(&jobs)
+            .await
+            .expect_err("jsonb refuses a NUL");
+        assert!(
+            !matches!(err, spooler_core::StoreError::Unavailable { .. }),
+            "{err:?}"
+        );
+        let stored = |store: &PgStore| {
+            let sql = format!("SELECT count(*) FROM \"{}\".jobs", store.schema());
+            let pool = store.pool().clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(stored(&store).await, 0);
+        jobs[250].args = json!({ "i": 250 });
+        let inserted = store.job_insert_many(&jobs).await.unwrap();
+        assert_eq!(inserted.len(), 500);
+        assert_eq!(stored(&store).await, 500);
+        for (i, ins) in inserted.iter().enumerate() {
+            assert_eq!(ins.job.args, json!({ "i": i }));
+        }
+        drop_schema(&store).await;
+    }
+    /// A caller that gives up while its batch streams (its deadline passed) leaves all of the
+    /// batch stored or none of it, and the connection it used goes on working.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_a_batch_given_up_midway_is_whole_or_absent() {
+        let Some(url) = url() else { return };
+        let schema = fresh_schema("spt");
+        let store = connect(
+            &url,
+            spooler_postgres::PgOptions {
+                max_connections: 1,
+                ..options(&schema, Arc::new(SystemClock))
+            },
+        )
+        .await;
+        store.migrate().await.unwrap();
+        let big: Vec<NewJob> = (0..50_000)
+            .map(|i| NewJob::new("copied", json!({ "i": i, "pad": "x".repeat(64) })))
+            .collect();
+        for wait_ms in [5, 50, 200] {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(wait_ms), store.job_insert_many(&big))
+                    .await;
+        }
+        let small: Vec<NewJob> = (0..200)
+            .map(|i| NewJob::new("after", json!({ "i": i })))
+            .collect();
+        assert_eq!(store.job_insert_many(&small).await.unwrap().len(), 200);
+        let count = |kind: &str| {
+            let sql = format!("SELECT count(*) FROM \"{schema}\".jobs WHERE kind = '{kind}'");
+            let pool = store.pool().clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("copied").await % 50_000, 0, "whole batches only");
+        assert_eq!(count("after").await, 200);
+        drop_schema(&store).await;
+    }
+}

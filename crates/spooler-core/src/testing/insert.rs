@@ -263,6 +263,106 @@ pub async fn meta_travels_with_the_job(h: Harness) {
     }
 }
 
+/// A large batch of varied jobs (a store may stream such a batch rather than bind it): each job
+/// reads back exactly as the insert answered it, text with every character a bulk format gives a
+/// meaning, tags that look like `NULL` or hold commas, quotes and braces, scheduled and available
+/// jobs, defaults resolved from the queue's settings.
+pub async fn a_large_batch_reads_back_as_it_was_answered(h: Harness) {
+    let mut settings = QueueSettings::new("bulk");
+    settings.max_attempts = Some(7);
+    settings.timeout = Some(Duration::from_secs(9));
+    h.store().queue_configure(&[settings]).await.unwrap();
+    let origin = insert(&h, job("origin")).await;
+    let texts = [
+        "plain",
+        "tab\there\tand\nnewline\r\n",
+        "back\\slash \\N \\. end",
+        "quote \" and 'single'",
+        "unicode é ✓ 🚀",
+        "{braces}, [brackets], commas",
+    ];
+    let tags: Vec<String> = ["NULL", "a,b", "q\"d", "b\\s", "", "{x}", "tab\tt", "sp ace"]
+        .map(String::from)
+        .to_vec();
+    let jobs: Vec<NewJob> = (0..300)
+        .map(|i| {
+            let text = texts[i % texts.len()];
+            let mut new = NewJob::new(format!("kind {}", i % 3), json!({"i": i, "text": text}))
+                .queue(if i % 2 == 0 { "default" } else { "bulk" })
+                .priority((i % 7) as i32 - 3);
+            if i % 5 == 0 {
+                new = new.run_at(h.now() + TimeDelta::seconds(60));
+            }
+            if i % 5 == 1 {
+                new = new.run_at(h.now() - TimeDelta::seconds(60));
+            }
+            if i % 4 == 0 {
+                new = new.max_attempts(2).timeout(Duration::from_millis(1500));
+            }
+            if i % 6 == 0 {
+                new.tags = tags.clone();
+            }
+            if i % 9 == 0 {
+                new.routed_from = Some(origin.id);
+            }
+            if i % 10 == 3 {
+                new.meta
+                    .insert("tenant".into(), json!({"id": i, "note": text}));
+            }
+            new
+        })
+        .collect();
+    let inserted = h.store().job_insert_many(&jobs).await.unwrap();
+    assert_eq!(inserted.len(), jobs.len());
+    for (i, pair) in inserted.windows(2).enumerate() {
+        assert!(pair[0].job.id < pair[1].job.id, "ids increase at {i}");
+    }
+    for (i, (sent, ins)) in jobs.iter().zip(&inserted).enumerate() {
+        let job = &ins.job;
+        assert!(!ins.duplicate);
+        assert_eq!(
+            (&job.kind, &job.args, &job.queue),
+            (&sent.kind, &sent.args, &sent.queue)
+        );
+        assert_eq!((&job.tags, &job.meta), (&sent.tags, &sent.meta), "job {i}");
+        let scheduled = i % 5 == 0;
+        assert_eq!(
+            job.state,
+            if scheduled {
+                JobState::Scheduled
+            } else {
+                JobState::Available
+            },
+            "job {i}"
+        );
+        let (attempts, timeout) = match (i % 4 == 0, i % 2 == 1) {
+            (true, _) => (2, Some(Duration::from_millis(1500))),
+            (false, true) => (7, Some(Duration::from_secs(9))),
+            (false, false) => (crate::DEFAULT_MAX_ATTEMPTS, None),
+        };
+        assert_eq!(
+            (job.max_attempts, job.timeout),
+            (attempts, timeout),
+            "job {i}"
+        );
+        assert_eq!(
+            get(&h, job.id).await,
+            *job,
+            "job {i} reads back as answered"
+        );
+    }
+    let available = jobs.len() - jobs.len().div_ceil(5);
+    let mut claimed = claim(
+        &h,
+        &["default", "bulk"],
+        &["kind 0", "kind 1", "kind 2"],
+        1000,
+    )
+    .await;
+    claimed.sort_by_key(|j| j.id);
+    assert_eq!(claimed.len(), available);
+}
+
 /// Many callers inserting at once (a store may write them together, as one statement and one
 /// commit): each is answered with its own jobs in its own order, and a unique key several callers
 /// carry makes one job, which every other caller is answered with.
@@ -313,6 +413,6 @@ pub async fn concurrent_inserts_each_get_their_own_jobs(h: Harness) {
 #[macro_export]
 macro_rules! __conformance_insert {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none, insert_takes_the_queues_stored_defaults, meta_travels_with_the_job, concurrent_inserts_each_get_their_own_jobs);
+        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none, insert_takes_the_queues_stored_defaults, meta_travels_with_the_job, a_large_batch_reads_back_as_it_was_answered, concurrent_inserts_each_get_their_own_jobs);
     };
 }

@@ -126,16 +126,22 @@ pub(super) async fn insert_many(inner: &Arc<Inner>, jobs: &[NewJob]) -> StoreRes
     Ok(out)
 }
 
-/// Inserts `jobs` (none taking a period key) in one statement on a connection of the pool, and
-/// wakes the workers of the queues that gained available jobs.
+/// Inserts `jobs` (none taking a period key) on a connection of the pool, in one statement or,
+/// for a large batch without unique keys, one `COPY` ([`super::copy`]), and wakes the workers of
+/// the queues that gained available jobs.
 pub(super) async fn insert_now(
     inner: &Inner,
     jobs: &[NewJob],
     settings: &QueueSettingsMap,
 ) -> StoreResult<Vec<Inserted>> {
     let mut conn = inner.pool.acquire().await.map_err(map)?;
-    let (out, woken) = insert_plain(inner, &mut conn, jobs, settings, false).await?;
-    drop(conn);
+    let (out, woken) = if super::copy::fits(jobs) {
+        super::copy::insert_copy(inner, conn, jobs, settings).await?
+    } else {
+        let inserted = insert_plain(inner, &mut conn, jobs, settings, false).await?;
+        drop(conn);
+        inserted
+    };
     inner.announce(woken);
     Ok(out)
 }

@@ -1,9 +1,10 @@
 //! Jobs: the row decoding, the helpers and SQL fragments the job statements share, and the
 //! [`JobStore`] and [`JobAdminStore`] implementations, each operation in the submodule of its
 //! concern. Every time is a bind parameter read from the store's clock; batches travel as arrays
-//! expanded with `unnest`.
+//! expanded with `unnest`, but for large batches of new jobs, which are streamed with `COPY`.
 
 pub(crate) mod claim;
+pub(crate) mod copy;
 pub(crate) mod finish;
 pub(crate) mod group;
 pub(crate) mod insert;
