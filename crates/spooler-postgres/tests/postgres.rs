@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{connect, drop_schema, fresh_schema, fresh_store, options, url};
+use common::{
+    connect, count_jobs, drop_schema, fresh_schema, fresh_store, one_connection_store, options, url,
+};
 use serde_json::json;
 use spooler_core::store::prelude::*;
 use spooler_core::{JobClaim, JobFinish, ManualClock, NewJob, Outcome, Store, SystemClock, Wakeup};
@@ -942,17 +944,9 @@ mod plans {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_plans_made_on_an_empty_queue_still_use_the_indexes_when_it_is_deep() {
         let Some(url) = url() else { return };
-        let schema = fresh_schema("spt");
         // One connection, so every statement below is prepared and planned on the one we inspect.
-        let store = connect(
-            &url,
-            spooler_postgres::PgOptions {
-                max_connections: 1,
-                ..options(&schema, Arc::new(SystemClock))
-            },
-        )
-        .await;
-        store.migrate().await.unwrap();
+        let store = one_connection_store(&url).await;
+        let schema = store.schema().to_string();
         let sql = |s: &str| sqlx::AssertSqlSafe(s.replace("{s}", &format!("\"{schema}\"")));
         sqlx::query(sql("VACUUM ANALYZE {s}.jobs_active"))
             .execute(store.pool())
@@ -1356,14 +1350,7 @@ mod grouped_inserts {
             written += 1;
         }
         assert_eq!(written, 29);
-        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM \"{}\".jobs",
-            store.schema()
-        )))
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        assert_eq!(stored, 29);
+        assert_eq!(count_jobs(&store, "true").await, 29);
         drop_schema(&store).await;
     }
 }
@@ -1378,16 +1365,7 @@ mod copied_batches {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_a_refused_job_stores_none_of_its_batch() {
         let Some(url) = url() else { return };
-        let schema = fresh_schema("spt");
-        let store = connect(
-            &url,
-            spooler_postgres::PgOptions {
-                max_connections: 1,
-                ..options(&schema, Arc::new(SystemClock))
-            },
-        )
-        .await;
-        store.migrate().await.unwrap();
+        let store = one_connection_store(&url).await;
         let mut jobs: Vec<NewJob> = (0..500)
             .map(|i| NewJob::new("copied", json!({ "i": i })))
             .collect();
@@ -1400,21 +1378,11 @@ mod copied_batches {
             !matches!(err, spooler_core::StoreError::Unavailable { .. }),
             "{err:?}"
         );
-        let stored = |store: &PgStore| {
-            let sql = format!("SELECT count(*) FROM \"{}\".jobs", store.schema());
-            let pool = store.pool().clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-            }
-        };
-        assert_eq!(stored(&store).await, 0);
+        assert_eq!(count_jobs(&store, "true").await, 0);
         jobs[250].args = json!({ "i": 250 });
         let inserted = store.job_insert_many(&jobs).await.unwrap();
         assert_eq!(inserted.len(), 500);
-        assert_eq!(stored(&store).await, 500);
+        assert_eq!(count_jobs(&store, "true").await, 500);
         for (i, ins) in inserted.iter().enumerate() {
             assert_eq!(ins.job.args, json!({ "i": i }));
         }
@@ -1425,16 +1393,7 @@ mod copied_batches {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_a_batch_given_up_midway_is_whole_or_absent() {
         let Some(url) = url() else { return };
-        let schema = fresh_schema("spt");
-        let store = connect(
-            &url,
-            spooler_postgres::PgOptions {
-                max_connections: 1,
-                ..options(&schema, Arc::new(SystemClock))
-            },
-        )
-        .await;
-        store.migrate().await.unwrap();
+        let store = one_connection_store(&url).await;
         let big: Vec<NewJob> = (0..50_000)
             .map(|i| NewJob::new("copied", json!({ "i": i, "pad": "x".repeat(64) })))
             .collect();
@@ -1447,18 +1406,12 @@ mod copied_batches {
             .map(|i| NewJob::new("after", json!({ "i": i })))
             .collect();
         assert_eq!(store.job_insert_many(&small).await.unwrap().len(), 200);
-        let count = |kind: &str| {
-            let sql = format!("SELECT count(*) FROM \"{schema}\".jobs WHERE kind = '{kind}'");
-            let pool = store.pool().clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-            }
-        };
-        assert_eq!(count("copied").await % 50_000, 0, "whole batches only");
-        assert_eq!(count("after").await, 200);
+        assert_eq!(
+            count_jobs(&store, "kind = 'copied'").await % 50_000,
+            0,
+            "whole batches only"
+        );
+        assert_eq!(count_jobs(&store, "kind = 'after'").await, 200);
         drop_schema(&store).await;
     }
 }

@@ -1,12 +1,12 @@
 //! Large batches without unique keys, written with `COPY … FROM STDIN`: no statement to plan,
 //! no arrays to receive and expand, rows streamed straight into `jobs_active`. The ids are drawn
 //! from the sequence first, so the rows answered are built here, as every insert builds them
-//! ([`NewJob::into_row`]), and written as built.
+//! ([`answered_row`]), and written as built.
 
-use super::insert::meta_value;
+use super::insert::{answered_row, meta_value, resolve};
 use crate::Inner;
 use crate::error::map;
-use spooler_core::store::{QueueSettings, QueueSettingsMap};
+use spooler_core::store::QueueSettingsMap;
 use spooler_core::{Inserted, JobRow, JobState, NewJob, StoreError, StoreResult};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres};
@@ -93,12 +93,7 @@ async fn copy_on(
     let mut out = Vec::with_capacity(jobs.len());
     let mut woken = BTreeSet::new();
     for (i, (job, id)) in jobs.iter().zip(ids).enumerate() {
-        let (max_attempts, timeout) = QueueSettings::resolve(settings.get(&job.queue), job);
-        let mut row = job.clone().into_row(id, now);
-        row.max_attempts = max_attempts;
-        // Stored in whole milliseconds, as every insert stores it.
-        row.timeout = timeout
-            .map(|t| std::time::Duration::from_millis(spooler_core::job::timeout_ms(t) as u64));
+        let row = answered_row(job, id, now, resolve(settings, job));
         write_row(&mut data, &row)?;
         if row.state == JobState::Available {
             woken.insert(row.queue.clone());
@@ -130,7 +125,7 @@ fn write_row(out: &mut String, row: &JobRow) -> StoreResult<()> {
             message: e.to_string(),
         })
     };
-    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f+00");
     let _ = write!(out, "{}\t", row.id);
     field(out, &row.queue);
     field(out, &row.kind);

@@ -202,14 +202,7 @@ pub(crate) async fn insert_plain(
     for job in jobs {
         job.validate()?;
     }
-    // What each job leaves unset, from its queue's settings: (max_attempts, timeout_ms).
-    let resolved: Vec<(i32, Option<i64>)> = jobs
-        .iter()
-        .map(|job| {
-            let (max_attempts, timeout) = QueueSettings::resolve(settings.get(&job.queue), job);
-            (max_attempts, timeout.map(spooler_core::job::timeout_ms))
-        })
-        .collect();
+    let resolved: Vec<(i32, Option<i64>)> = jobs.iter().map(|job| resolve(settings, job)).collect();
     let now = inner.clock.now();
     let n = jobs.len();
     let rows = if let [job] = jobs
@@ -296,9 +289,7 @@ pub(crate) async fn insert_plain(
             let (id, _) = fresh.next().ok_or_else(|| StoreError::Database {
                 message: "insert returned fewer rows than expected".into(),
             })?;
-            let mut row = job.clone().into_row(id, now);
-            row.max_attempts = max_attempts;
-            row.timeout = timeout_ms.map(|ms| std::time::Duration::from_millis(ms as u64));
+            let row = answered_row(job, id, now, (max_attempts, timeout_ms));
             if row.state == JobState::Available {
                 woken.insert(row.queue.clone());
             }
@@ -324,6 +315,25 @@ pub(crate) async fn insert_plain(
         }
     }
     Ok((out, woken))
+}
+
+/// What `job` leaves unset, from its queue's settings: (max_attempts, timeout in whole ms).
+pub(crate) fn resolve(settings: &QueueSettingsMap, job: &NewJob) -> (i32, Option<i64>) {
+    let (max_attempts, timeout) = QueueSettings::resolve(settings.get(&job.queue), job);
+    (max_attempts, timeout.map(spooler_core::job::timeout_ms))
+}
+
+/// The row an insert of `job` as `id` at `now` answers, with its `resolved` defaults.
+pub(crate) fn answered_row(
+    job: &NewJob,
+    id: i64,
+    now: DateTime<Utc>,
+    (max_attempts, timeout_ms): (i32, Option<i64>),
+) -> JobRow {
+    let mut row = job.clone().into_row(id, now);
+    row.max_attempts = max_attempts;
+    row.timeout = timeout_ms.map(|ms| std::time::Duration::from_millis(ms as u64));
+    row
 }
 
 /// Runs the `unnest` insert of `jobs` (any number; with `notify`, the wake-ups are sent in it).

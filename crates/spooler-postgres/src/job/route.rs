@@ -7,7 +7,7 @@ use crate::Inner;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use spooler_core::route::{Next, may_route, route_for};
-use spooler_core::store::{QueueSettings, QueueSettingsMap};
+use spooler_core::store::QueueSettingsMap;
 use spooler_core::{AttemptError, JobId, NewJob};
 use sqlx::PgConnection;
 
@@ -112,10 +112,7 @@ async fn insert(
     let col = |f: fn(&(NewJob, Value)) -> Value| jobs.iter().map(f).collect::<Vec<Value>>();
     let (max_attempts, timeout_ms): (Vec<i32>, Vec<Option<i64>>) = jobs
         .iter()
-        .map(|(job, _)| {
-            let (attempts, timeout) = QueueSettings::resolve(settings.get(&job.queue), job);
-            (attempts, timeout.map(spooler_core::job::timeout_ms))
-        })
+        .map(|(job, _)| super::insert::resolve(settings, job))
         .unzip();
     sqlx::query(&inner.sql.route_insert)
         .bind(

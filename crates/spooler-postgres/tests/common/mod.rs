@@ -70,6 +70,34 @@ pub async fn fresh_store(url: &str, clock: Arc<dyn Clock>) -> PgStore {
     store
 }
 
+/// Connects and migrates a store on a fresh schema with one connection, so every statement runs
+/// on the same one.
+pub async fn one_connection_store(url: &str) -> PgStore {
+    let schema = fresh_schema("spt");
+    let store = connect(
+        url,
+        PgOptions {
+            max_connections: 1,
+            ..options(&schema, Arc::new(spooler_core::SystemClock))
+        },
+    )
+    .await;
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// How many jobs of `store` match `filter` (SQL over the `jobs` table).
+pub async fn count_jobs(store: &PgStore, filter: &str) -> i64 {
+    let sql = format!(
+        "SELECT count(*) FROM \"{}\".jobs WHERE {filter}",
+        store.schema()
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("counting jobs where {filter}: {e}"))
+}
+
 /// Drops `schema` and everything in it.
 pub async fn drop_schema(store: &PgStore) {
     let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", store.schema());
