@@ -118,6 +118,12 @@ struct Row {
     /// Rows in the store at the end of a window, any state.
     #[serde(skip_serializing_if = "Option::is_none")]
     stored_jobs: Option<i64>,
+    /// Latency and steady workloads: how long the enqueue call itself took (its share of
+    /// enqueue→start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enqueue_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enqueue_p99_ms: Option<f64>,
 }
 
 /// Runs the benchmark.
@@ -342,6 +348,8 @@ fn row(
         rss_mb: rss_mb(),
         history: None,
         stored_jobs: None,
+        enqueue_p50_ms: None,
+        enqueue_p99_ms: None,
     }
 }
 
@@ -647,14 +655,17 @@ async fn latency(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row
     let n = args.latency_jobs;
     let bar = progress(n, "latency");
     let mut samples = latency_histogram();
+    let mut enqueue_took = latency_histogram();
     let mut started = Instant::now();
     for i in 0..LATENCY_WARMUP + n {
         if i == LATENCY_WARMUP {
             samples.reset();
+            enqueue_took.reset();
             started = Instant::now();
         }
         let t0 = Instant::now();
         let id = client.enqueue_new(noop_job(i)).await?.job.id;
+        enqueue_took.saturating_record(t0.elapsed().as_micros().max(1) as u64);
         loop {
             let (started_id, at) = tokio::time::timeout(Duration::from_secs(30), starts.recv())
                 .await
@@ -676,6 +687,7 @@ async fn latency(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row
     handle.shutdown().await?;
     let mut r = row(args, fresh, "latency", "enqueue→start", n, took);
     fill_from_histogram(&mut r, &samples);
+    fill_enqueue_split(&mut r, &enqueue_took);
     Ok(vec![r])
 }
 
@@ -712,8 +724,11 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
         spooler::JobId,
         Instant,
     >::new()));
+    // The enqueue calls' own time, the first part of enqueue→start.
+    let enqueue_took = Arc::new(std::sync::Mutex::new(latency_histogram()));
     let producer = {
         let (client, enqueued_at, bar) = (client.clone(), enqueued_at.clone(), bar.clone());
+        let enqueue_took = enqueue_took.clone();
         tokio::spawn(async move {
             // Jobs arrive as from many independent callers: each due job is enqueued by its own
             // task, so the offered rate does not depend on one enqueue's round trip.
@@ -728,10 +743,13 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
                 while sent < due {
                     let permit = in_flight.clone().acquire_owned().await.expect("open");
                     let (client, enqueued_at) = (client.clone(), enqueued_at.clone());
+                    let enqueue_took = enqueue_took.clone();
                     let job = noop_job(sent);
                     enqueues.spawn(async move {
                         let t0 = Instant::now();
                         let id = client.enqueue_new(job).await?.job.id;
+                        let micros = t0.elapsed().as_micros().max(1) as u64;
+                        enqueue_took.lock().expect("lock").saturating_record(micros);
                         enqueued_at.lock().expect("lock").insert(id, t0);
                         drop(permit);
                         Ok::<_, spooler::Error>(())
@@ -815,6 +833,7 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
     let mut r = row(args, fresh, "steady", "offered", total, took);
     r.offered_per_sec = Some(args.rate);
     fill_from_histogram(&mut r, &all);
+    fill_enqueue_split(&mut r, &enqueue_took.lock().expect("lock"));
     rows.push(r);
     Ok(rows)
 }
@@ -830,6 +849,15 @@ fn fill_from_histogram(r: &mut Row, h: &hdrhistogram::Histogram<u64>) {
         r.p50_ms = Some(ms(h.value_at_quantile(0.50)));
         r.p99_ms = Some(ms(h.value_at_quantile(0.99)));
         r.max_ms = Some(ms(h.max()));
+    }
+}
+
+/// The enqueue calls' own share of enqueue→start.
+fn fill_enqueue_split(r: &mut Row, h: &hdrhistogram::Histogram<u64>) {
+    if !h.is_empty() {
+        let ms = |micros: u64| round(micros as f64 / 1000.0, 3);
+        r.enqueue_p50_ms = Some(ms(h.value_at_quantile(0.50)));
+        r.enqueue_p99_ms = Some(ms(h.value_at_quantile(0.99)));
     }
 }
 
