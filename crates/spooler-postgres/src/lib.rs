@@ -154,6 +154,7 @@ statements! {
     limit_row => job::limit::LIMIT_ROW_SQL,
     claim_limited => job::limit::CLAIM_LIMITED_SQL,
     finish => job::finish::FINISH_SQL,
+    finish_fn => job::finish::FINISH_FN,
     facts => job::finish::FACTS_SQL,
     routed_from => job::route::ROUTED_FROM_SQL,
     route_insert => job::route::ROUTE_INSERT_SQL,

@@ -10,7 +10,8 @@ use sqlx::{Acquire, Executor, PgPool};
 /// Every migration: version, name and SQL with a `{schema}` placeholder. Version 1 is the SQLite
 /// store's version 1; versions 2 (finished jobs in their own partition) and 3 (the claim from one
 /// queue as a function with a kept plan) are this store's own; versions 4 (operations by filter) and 5
-/// (queue defaults) are both stores'; version 10 (enqueue from SQL) is this store's own.
+/// (queue defaults) are both stores'; versions 10 (enqueue from SQL) and 14 (the
+/// write of outcomes as a function with a kept plan) are this store's own.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (
@@ -65,6 +66,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0012_routed_from_index.sql"),
     ),
     (13, "stats", include_str!("../migrations/0013_stats.sql")),
+    (
+        14,
+        "finish_function",
+        include_str!("../migrations/0014_finish_function.sql"),
+    ),
 ];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].

@@ -907,34 +907,6 @@ mod claims {
     }
 }
 
-/// The plan a pooled connection would use for the finish, now, as `EXPLAIN EXECUTE` of the
-/// statement the store prepared on it (found by its text).
-async fn cached_finish_plan(conn: &mut sqlx::PgConnection) -> String {
-    let prepared: Vec<(String, String)> =
-        sqlx::query_as("SELECT name, statement FROM pg_prepared_statements")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-    let name_of = |marker: &str| {
-        prepared
-            .iter()
-            .find(|(_, sql)| sql.contains(marker))
-            .map(|(name, _)| name.clone())
-            .unwrap_or_else(|| panic!("no prepared statement contains {marker:?}"))
-    };
-    let finish =
-        name_of("AS u(id, fence, state, run_at, finished_at, err, result, max_attempts, attempt)");
-    let sql = format!(
-        "EXPLAIN (COSTS OFF) EXECUTE {finish}('{{1}}', '{{1}}', '{{completed}}', '{{NULL}}',
-                                               ARRAY[now()], '{{NULL}}', '{{NULL}}', '{{NULL}}', 'c', '{{NULL}}')"
-    );
-    let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    lines.join("\n")
-}
-
 mod plans {
     use super::*;
 
@@ -986,9 +958,8 @@ mod plans {
         .execute(store.pool())
         .await
         .unwrap();
-        let mut conn = store.pool().acquire().await.unwrap();
-        let finish_plan = cached_finish_plan(&mut conn).await;
-        drop(conn);
+        // The finish keeps one plan per connection too (a function's, as the claim's).
+        let finish_plan = store.explain_finish().await.unwrap();
         // The claim keeps one plan per connection; it is the same whatever the statistics say.
         let claim_plan = store
             .explain_claim(&claim("default", "k", 10, "w"))
@@ -1008,6 +979,10 @@ mod plans {
             claim_plan.contains("Index Scan using jobs_claim")
                 && empty_claim_plan.contains("Index Scan using jobs_claim"),
             "the claim walks the claim index:\n{claim_plan}"
+        );
+        assert!(
+            finish_plan.contains("Index Scan using jobs_active_pkey"),
+            "the finish finds each job by its key:\n{finish_plan}"
         );
         drop_schema(&store).await;
     }

@@ -1,16 +1,14 @@
 //! Claim (from many queues by one statement, from one by the function `claim_one`), the plan
 //! of a claim ([`PgStore::explain_claim`]) and lease extension.
 
+use super::kept_plan::{KeptPlan, plan_text};
 use super::{decode, j_cols, job_cols};
 use crate::error::{again_if_moved, map};
 use crate::{Inner, PgStore};
 use chrono::{DateTime, Utc};
 use spooler_core::clock::add;
-use spooler_core::{
-    Claimed, JobClaim, JobRow, LeaseExtend, LeaseRef, LeaseStatus, StoreError, StoreResult,
-};
-use sqlx::postgres::PgRow;
-use sqlx::{Connection, PgConnection, Row};
+use spooler_core::{Claimed, JobClaim, JobRow, LeaseExtend, LeaseRef, LeaseStatus, StoreResult};
+use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 
 /// The claim. Each asked-for, unpaused queue is probed on the partial index `jobs_claim` with
@@ -157,16 +155,25 @@ impl PgStore {
         let now = self.inner.clock.now();
         let rows = if one_queue(claim) {
             let mut conn = self.inner.pool.acquire().await.map_err(map)?;
-            let explained = explain_claim_one(&self.inner, &mut conn, claim, now).await;
-            // A prepared statement outlives the transaction; do not leave it on a pooled connection
-            // (nor one that may still hold it).
-            let deallocate = sqlx::raw_sql("DEALLOCATE spooler_claim_one")
-                .execute(&mut *conn)
-                .await;
-            if deallocate.is_err() {
-                conn.detach();
+            // EXECUTE takes no bound parameters: the server quotes them into the statement.
+            let args: String = claim_query(
+                "SELECT format('%L, %L, %s, %L, %L, %L', $1::text, $2::text[], $3::bigint,
+                               $4::timestamptz, $5::timestamptz, $6::text)",
+                claim,
+                now,
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map)?
+            .try_get(0)
+            .map_err(map)?;
+            KeptPlan {
+                function: &self.inner.sql.claim_one_fn,
+                marker: "claim",
+                args,
             }
-            explained?
+            .explain(&mut conn)
+            .await?
         } else {
             claim_query(
                 sqlx::AssertSqlSafe(format!("EXPLAIN {}", self.inner.sql.claim)),
@@ -177,65 +184,8 @@ impl PgStore {
             .await
             .map_err(map)?
         };
-        let lines = rows
-            .iter()
-            .map(|row| row.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map)?;
-        Ok(lines.join("\n"))
+        plan_text(&rows)
     }
-}
-
-/// `EXPLAIN EXECUTE` of the statement inside `claim_one`, read back from the database and prepared
-/// with the function's settings, so the plan shown is the generic plan the function keeps.
-async fn explain_claim_one(
-    inner: &Inner,
-    conn: &mut PgConnection,
-    claim: &JobClaim,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<PgRow>> {
-    let function = &inner.sql.claim_one_fn;
-    let source: String =
-        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE oid = $1::regprocedure")
-            .bind(&**function)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(map)?;
-    let statement = source
-        .split_once("-- claim:begin")
-        .and_then(|(_, rest)| rest.split_once("-- claim:end"))
-        .map(|(statement, _)| statement)
-        .ok_or_else(|| StoreError::Database {
-            message: format!("{function} has no claim:begin/claim:end markers"),
-        })?;
-    let mut tx = conn.begin().await.map_err(map)?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL plan_cache_mode = force_generic_plan;
-         SET LOCAL enable_seqscan = off;
-         SET LOCAL enable_bitmapscan = off;
-         PREPARE spooler_claim_one(text, text[], bigint, timestamptz, timestamptz, text) AS {statement}"
-    )))
-    .execute(&mut *tx)
-    .await
-    .map_err(map)?;
-    // EXECUTE takes no bound parameters: the server quotes them into the statement.
-    let explain: String = claim_query(
-        "SELECT format('EXPLAIN EXECUTE spooler_claim_one(%L, %L, %s, %L, %L, %L)',
-                       $1::text, $2::text[], $3::bigint, $4::timestamptz, $5::timestamptz, $6::text)",
-        claim,
-        now,
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map)?
-    .try_get(0)
-    .map_err(map)?;
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(explain))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    tx.rollback().await.map_err(map)?;
-    Ok(rows)
 }
 
 /// Extends the leases `($1[i], $2[i])` still held to `$3`; returns those it extended, with

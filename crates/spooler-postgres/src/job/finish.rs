@@ -1,9 +1,10 @@
 //! Finish: outcomes decided by [`decide`] and written by one fenced statement; that transition
 //! write and the locked read of the facts are shared with the rescue of lapsed leases.
 
-use super::{Writes, Written, available_queues, notify_fragment};
-use crate::Inner;
+use super::kept_plan::{KeptPlan, plan_text};
+use super::{Writes, Written, available_queues};
 use crate::error::{again_if_moved, map};
+use crate::{Inner, PgStore};
 use spooler_core::route::any_on_success;
 use spooler_core::store::QueueSettingsMap;
 use spooler_core::{Facts, JobFinish, JobState, LeaseRef, StoreResult, decide};
@@ -28,7 +29,7 @@ pub(super) async fn finish_many(inner: &Inner, finishes: &[JobFinish]) -> StoreR
         .await
         .map_err(map)?;
     let accepted: HashSet<LeaseRef> = written.iter().map(|w| w.0).collect();
-    inner.wake_local(available_queues(written));
+    inner.announce(available_queues(written));
     Ok(finishes
         .iter()
         .zip(sent)
@@ -37,32 +38,14 @@ pub(super) async fn finish_many(inner: &Inner, finishes: &[JobFinish]) -> StoreR
 }
 
 /// Writes decided transitions ([`Transition`](spooler_core::Transition)), fenced by (id, fence)
-/// on running jobs; the statement decides nothing.
-pub(crate) const FINISH_SQL: &str = concat!(
-    "WITH u AS (
-        SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[],
-                             $5::timestamptz[], $6::jsonb[], $7::jsonb[], $8::int4[], $10::int4[])
-          AS u(id, fence, state, run_at, finished_at, err, result, max_attempts, attempt)
-    ), done AS (
-        UPDATE {s}.jobs j SET
-            state = u.state,
-            run_at = coalesce(u.run_at, j.run_at),
-            finished_at = u.finished_at,
-            errors = CASE WHEN u.err IS NULL THEN j.errors
-                          ELSE j.errors || jsonb_build_array(u.err) END,
-            result = u.result,
-            max_attempts = coalesce(u.max_attempts, j.max_attempts),
-            attempt = coalesce(u.attempt, j.attempt),
-            lease_expires_at = NULL,
-            worker_id = NULL
-          FROM u
-         WHERE j.id = u.id AND j.fence = u.fence AND j.state = 'running'
-        RETURNING j.id, j.fence, j.queue, j.state
-    )
-    SELECT done.id, done.fence, done.queue, done.state, ",
-    notify_fragment!("done", "$9"),
-    " FROM done"
-);
+/// on running jobs: the function of migration 14, whose plan is made once per connection (see that
+/// migration). It decides nothing; the wake-ups for jobs it made available are the caller's, after
+/// the commit.
+pub(crate) const FINISH_SQL: &str = "SELECT job_id, job_fence, job_queue, job_state FROM {s}.finish_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// The signature of the function [`FINISH_SQL`] calls.
+pub(crate) const FINISH_FN: &str = "{s}.finish_jobs(int8[], int4[], text[], timestamptz[], \
+     timestamptz[], jsonb[], jsonb[], int4[], int4[])";
 
 /// The facts [`decide`] reads, of the running jobs the leases still hold, locked until the write.
 pub(crate) const FACTS_SQL: &str =
@@ -161,7 +144,6 @@ pub(super) async fn write(
         .bind(&writes.errors)
         .bind(&writes.results)
         .bind(&writes.max_attempts)
-        .bind(&inner.channel)
         .bind(&writes.attempts)
         .fetch_all(conn)
         .await?;
@@ -178,4 +160,22 @@ pub(super) async fn write(
             Ok((lease, row.try_get(2)?, state))
         })
         .collect()
+}
+
+impl PgStore {
+    /// The plan the function `finish_jobs` keeps for writing outcomes (nothing is written): shows
+    /// that each job is found by the primary key of `jobs_active`, whatever the statistics say.
+    pub async fn explain_finish(&self) -> StoreResult<String> {
+        let mut conn = self.inner.pool.acquire().await.map_err(map)?;
+        let rows = KeptPlan {
+            function: &self.inner.sql.finish_fn,
+            marker: "finish",
+            args: "'{1}', '{1}', '{completed}', '{NULL}', ARRAY[now()], '{NULL}', '{NULL}', \
+                   '{NULL}', '{NULL}'"
+                .into(),
+        }
+        .explain(&mut conn)
+        .await?;
+        plan_text(&rows)
+    }
 }

@@ -32,7 +32,7 @@ pub(super) async fn rescue(inner: &Inner, rescue: &JobRescue) -> StoreResult<Res
         report.record(lease.id, *state);
     }
     report.sort();
-    inner.wake_local(available_queues(written));
+    inner.announce(available_queues(written));
     Ok(report)
 }
 

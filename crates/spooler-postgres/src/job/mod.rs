@@ -8,6 +8,7 @@ pub(crate) mod copy;
 pub(crate) mod finish;
 pub(crate) mod group;
 pub(crate) mod insert;
+pub(crate) mod kept_plan;
 pub(crate) mod limit;
 pub(crate) mod maintenance;
 pub(crate) mod manual;
