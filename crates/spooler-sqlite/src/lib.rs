@@ -24,6 +24,7 @@
 //! Wake-ups reach this process's subscribers only (`cross_process_wakeups` is false): workers in
 //! other processes poll.
 
+mod checkpoint;
 mod error;
 mod job;
 mod leader;
@@ -134,7 +135,7 @@ impl SqliteStore {
     /// Opens the store at `url` with `options`; see [`SqliteStore::open`].
     pub fn open_with(url: &str, options: SqliteOptions) -> StoreResult<Self> {
         let target = parse_url(url)?;
-        let (conn, label, readers) = match &target {
+        let (mut conn, label, readers) = match &target {
             SqliteTarget::Memory => {
                 let conn = Connection::open_in_memory().map_err(|e| StoreError::Open {
                     url: url.to_string(),
@@ -165,8 +166,23 @@ impl SqliteStore {
                 },
             }
         })?;
+        let checkpointer = match &target {
+            SqliteTarget::File(path) => Some(checkpoint::Checkpointer::start(
+                &mut conn,
+                path,
+                &label,
+                options.busy_timeout,
+            )?),
+            SqliteTarget::Memory => None,
+        };
         let (wakeups, _) = broadcast::channel(1024);
-        let writer = Writer::start(conn, label, options.clock.clone(), wakeups.clone())?;
+        let writer = Writer::start(
+            conn,
+            checkpointer,
+            label,
+            options.clock.clone(),
+            wakeups.clone(),
+        )?;
         Ok(Self {
             db: Arc::new(Db {
                 writer,

@@ -5,8 +5,9 @@
 //! is queued (up to [`MAX_BATCH`]), runs them all in one `BEGIN IMMEDIATE … COMMIT` transaction,
 //! each inside its own savepoint so that one operation's error rolls back only that operation,
 //! and replies to every caller after the commit. Concurrent claims, completions and inserts thus
-//! share one commit (and one fsync of the WAL when it checkpoints).
+//! share one commit. Checkpoints run beside it, on a thread of their own (`checkpoint.rs`).
 
+use crate::checkpoint::Checkpointer;
 use crate::error::{OpError, copy_error, map_sql};
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
@@ -141,9 +142,10 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread owning `conn`.
+    /// Starts the writer thread owning `conn` (and `checkpointer`, stopped before `conn` closes).
     pub(crate) fn start(
         conn: Connection,
+        checkpointer: Option<Checkpointer>,
         label: String,
         clock: Arc<dyn Clock>,
         wakeups: broadcast::Sender<Wakeup>,
@@ -152,7 +154,16 @@ impl Writer {
         let thread_label = label.clone();
         let thread = std::thread::Builder::new()
             .name("spooler-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &thread_label, clock.as_ref(), &wakeups))
+            .spawn(move || {
+                writer_loop(
+                    conn,
+                    checkpointer,
+                    rx,
+                    &thread_label,
+                    clock.as_ref(),
+                    &wakeups,
+                )
+            })
             .map_err(|e| StoreError::Open {
                 url: label.clone(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -203,6 +214,7 @@ impl Drop for Writer {
 
 fn writer_loop(
     conn: Connection,
+    checkpointer: Option<Checkpointer>,
     rx: mpsc::Receiver<Box<dyn Op>>,
     label: &str,
     clock: &dyn Clock,
@@ -220,7 +232,9 @@ fn writer_loop(
         }
         run_batch(&conn, label, clock, &mut batch, wakeups);
     }
-    // Channel closed: the last store handle is gone.
+    // Channel closed: the last store handle is gone. The checkpoint connection closes first, so
+    // this one is the last: it checkpoints and removes the WAL.
+    drop(checkpointer);
     if let Err((_, e)) = conn.close() {
         tracing::warn!(store = label, error = %e, "closing the sqlite writer connection failed");
     }

@@ -293,3 +293,52 @@ mod writer {
         assert_eq!(store.job_get(2).await.unwrap().unwrap().id, 2);
     }
 }
+
+mod checkpoints {
+    use super::*;
+
+    /// Checkpoints run beside the writer, which checkpoints itself only past four times SQLite's
+    /// threshold: however the thread keeps up, the WAL stays bounded, every write lands, and
+    /// closing the store (the checkpoint connection first) removes the WAL.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_and_is_removed_at_close() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("wal.db");
+        let wal = dir.path().join("wal.db-wal");
+        let store = migrated(&path).await;
+        // About 64 MiB of rows, sixteen times the writer's own threshold (4,000 pages of 4 KiB).
+        let filler = "x".repeat(16 * 1024);
+        let mut most = 0;
+        for batch in 0..64 {
+            let jobs: Vec<NewJob> = (0..64)
+                .map(|i| NewJob::new("k", json!({ "batch": batch, "i": i, "filler": filler })))
+                .collect();
+            store.job_insert_many(&jobs).await.unwrap();
+            most = most.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        let bound = 2 * 4000 * 4096 + 64 * 20 * 1024;
+        assert!(
+            most > 0 && most < bound,
+            "the WAL grew to {most} bytes (bound {bound})"
+        );
+        assert_eq!(
+            store
+                .job_count(&spooler_core::JobFilter::default())
+                .await
+                .unwrap(),
+            64 * 64
+        );
+        drop(store);
+        assert!(!wal.exists(), "the WAL outlived the store");
+        let reopened = migrated(&path).await;
+        assert_eq!(
+            reopened
+                .job_claim(&claim("w", 100))
+                .await
+                .unwrap()
+                .jobs
+                .len(),
+            100
+        );
+    }
+}
