@@ -33,6 +33,15 @@ impl OpError {
     }
 }
 
+/// Whether `e` says another connection holds a lock this one waited for (or would have).
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
 /// Maps a SQLite error on the database `label` to a [`StoreError`] kind.
 pub(crate) fn map_sql(e: rusqlite::Error, label: &str) -> StoreError {
     let (code, extended) = match &e {

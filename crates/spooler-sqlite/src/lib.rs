@@ -103,6 +103,19 @@ impl Db {
         self.writer.run(f).await
     }
 
+    /// Runs `f`, a read of one row by its key, on a read connection: on the caller's thread when
+    /// one is idle (see [`Readers::run_point`]).
+    pub(crate) async fn read_point<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, error::OpError> + Send + 'static,
+    {
+        match &self.readers {
+            Some(readers) => readers.run_point(f).await,
+            None => self.writer.run(move |ctx| f(ctx.conn)).await,
+        }
+    }
+
     /// Runs `f` on a read connection (the writer's, for `:memory:`).
     pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where

@@ -342,3 +342,34 @@ mod checkpoints {
         );
     }
 }
+
+mod point_reads {
+    use super::*;
+
+    /// A job read by id runs on the caller's thread when a read connection is idle and on the
+    /// blocking pool when none is: many readers at once, on both paths, each get their own job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_reads_at_once_each_answer_their_job() {
+        let dir = TempDir::new().unwrap();
+        let store = migrated(&dir.path().join("reads.db")).await;
+        let jobs: Vec<NewJob> = (0..200)
+            .map(|i| NewJob::new("k", json!({ "i": i })))
+            .collect();
+        let inserted = store.job_insert_many(&jobs).await.unwrap();
+        let mut reads = tokio::task::JoinSet::new();
+        for (i, job) in inserted.iter().enumerate() {
+            let (store, id) = (store.clone(), job.job.id);
+            reads.spawn(async move {
+                for _ in 0..20 {
+                    let got = store.job_get(id).await.unwrap().expect("the job");
+                    assert_eq!((got.id, got.args["i"].as_u64()), (id, Some(i as u64)));
+                }
+            });
+        }
+        while let Some(done) = reads.join_next().await {
+            done.unwrap();
+        }
+        let missing = store.job_get(i64::MAX).await.unwrap();
+        assert!(missing.is_none());
+    }
+}

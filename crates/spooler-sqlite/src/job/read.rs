@@ -3,7 +3,7 @@
 use super::*;
 
 pub(crate) async fn get(db: &Db, id: JobId) -> StoreResult<Option<JobRow>> {
-    db.read(move |conn| Ok(select_one(conn, id)?))
+    db.read_point(move |conn| Ok(select_one(conn, id)?))
         .await?
         .map(RawJob::decode)
         .transpose()
