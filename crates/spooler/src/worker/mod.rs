@@ -38,6 +38,8 @@ pub struct TestSignals {
     pub flushed: Signal,
     /// A heartbeat (lease renewal and worker record) is done.
     pub heartbeat: Signal,
+    /// A stopping worker's producers have all stopped: it claims nothing more.
+    pub stopped_claiming: Signal,
 }
 
 impl TestSignals {
@@ -47,6 +49,7 @@ impl TestSignals {
             idle: Signal::on("idle"),
             flushed: Signal::on("flushed"),
             heartbeat: Signal::on("heartbeat"),
+            stopped_claiming: Signal::on("stopped_claiming"),
         }
     }
 }
@@ -616,6 +619,7 @@ impl Worker {
         // Producers stop first (a claim in flight is released, not started), so that the set of
         // running jobs is final before the grace period starts.
         while producers.join_next().await.is_some() {}
+        shared.signals.stopped_claiming.notify();
         if let Stop::Retire(mut hurry) = how {
             // Replaced by another worker: running jobs run to their end, however long, unless the
             // process is told to stop; then they get the grace period.

@@ -138,9 +138,11 @@ async fn a_retired_worker_claims_nothing_and_lets_its_jobs_run_past_the_grace_pe
     let old = Worker::builder(b.store.clone())
         .register::<Nap>()
         .grace_period(Duration::from_millis(50))
+        .test_signals()
         .build()
         .unwrap()
         .start();
+    let old_signals = old.test_signals().clone();
     let tag = rand::random::<u64>() | 1;
     let nap = |millis| Nap {
         millis,
@@ -156,6 +158,12 @@ async fn a_retired_worker_claims_nothing_and_lets_its_jobs_run_past_the_grace_pe
     .await;
     let (hurry_tx, hurry) = tokio::sync::watch::channel(false);
     let retiring = tokio::spawn(old.retire(hurry.clone()));
+    // Retiring is asked for in the background; once its producers stopped it claims nothing more
+    // (a job enqueued before that could still be its own).
+    old_signals
+        .stopped_claiming
+        .wait_for(1, Duration::from_secs(10))
+        .await;
     let new = Worker::builder(b.store.clone())
         .register::<Nap>()
         .build()
