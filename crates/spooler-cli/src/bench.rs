@@ -845,20 +845,28 @@ fn latency_histogram() -> hdrhistogram::Histogram<u64> {
 
 fn fill_from_histogram(r: &mut Row, h: &hdrhistogram::Histogram<u64>) {
     if !h.is_empty() {
-        let ms = |micros: u64| round(micros as f64 / 1000.0, 3);
-        r.p50_ms = Some(ms(h.value_at_quantile(0.50)));
-        r.p99_ms = Some(ms(h.value_at_quantile(0.99)));
-        r.max_ms = Some(ms(h.max()));
+        r.p50_ms = Some(ms_at(h, 0.50));
+        r.p99_ms = Some(ms_at(h, 0.99));
+        r.max_ms = Some(ms_at(h, 1.0));
     }
 }
 
 /// The enqueue calls' own share of enqueue→start.
 fn fill_enqueue_split(r: &mut Row, h: &hdrhistogram::Histogram<u64>) {
     if !h.is_empty() {
-        let ms = |micros: u64| round(micros as f64 / 1000.0, 3);
-        r.enqueue_p50_ms = Some(ms(h.value_at_quantile(0.50)));
-        r.enqueue_p99_ms = Some(ms(h.value_at_quantile(0.99)));
+        r.enqueue_p50_ms = Some(ms_at(h, 0.50));
+        r.enqueue_p99_ms = Some(ms_at(h, 0.99));
     }
+}
+
+/// The histogram's value at quantile `q` (1.0: its maximum), in milliseconds.
+fn ms_at(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
+    let micros = if q >= 1.0 {
+        h.max()
+    } else {
+        h.value_at_quantile(q)
+    };
+    round(micros as f64 / 1000.0, 3)
 }
 
 /// Rows in the store, any state.

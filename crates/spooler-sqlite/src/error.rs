@@ -50,13 +50,11 @@ pub(crate) fn map_sql(e: rusqlite::Error, label: &str) -> StoreError {
     };
     let text = e.to_string();
     match code {
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable {
-                message: format!(
-                    "database {label} is locked by another connection and the busy timeout expired: {text}"
-                ),
-            }
-        }
+        _ if is_busy(&e) => StoreError::Unavailable {
+            message: format!(
+                "database {label} is locked by another connection and the busy timeout expired: {text}"
+            ),
+        },
         Some(ErrorCode::ConstraintViolation)
             if extended == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                 || extended == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>

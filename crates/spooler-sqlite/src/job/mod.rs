@@ -200,8 +200,12 @@ fn decode_all(raws: Vec<RawJob>) -> StoreResult<Vec<JobRow>> {
     raws.into_iter().map(RawJob::decode).collect()
 }
 
+/// One job by id, built once: every read by id (`GET /v1/jobs/{id}`, a status) runs it.
+static SELECT_ONE_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM spooler_jobs WHERE id = ?1"));
+
 fn select_one(conn: &Connection, id: JobId) -> rusqlite::Result<Option<RawJob>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM spooler_jobs WHERE id = ?1"))?
+    conn.prepare_cached(&SELECT_ONE_SQL)?
         .query_row([id], RawJob::from_row)
         .optional()
 }
