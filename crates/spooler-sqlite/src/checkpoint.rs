@@ -105,8 +105,19 @@ impl Drop for Checkpointer {
 
 fn checkpoint_loop(conn: Connection, rx: Receiver<Message>, label: &str) {
     while let Ok(Message::Nudge) = rx.recv() {
-        if let Err(e) = conn.wal_checkpoint_v2(Some("main"), CheckpointMode::PASSIVE) {
-            tracing::warn!(store = label, error = %e, "sqlite checkpoint failed; the writer checkpoints past the limit");
+        match conn.wal_checkpoint_v2(Some("main"), CheckpointMode::PASSIVE) {
+            Ok(_) => {}
+            // Another checkpoint holds the lock: the writer's own, past its limit, which copies
+            // what this one would have.
+            Err(e) if crate::error::is_busy(&e) => {
+                tracing::debug!(
+                    store = label,
+                    "sqlite checkpoint skipped: the writer is checkpointing"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(store = label, error = %e, "sqlite checkpoint failed; the writer checkpoints past the limit");
+            }
         }
     }
     if let Err((_, e)) = conn.close() {
