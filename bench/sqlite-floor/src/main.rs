@@ -17,7 +17,12 @@
 //! - `lean-claim-per-id-no-indexes`: that, with every other index of the table dropped;
 //! - `plain`: the plain loop's own five-column table and statements (`../shared/bench/sqlite-raw`),
 //!   run by this loop;
-//! - `plain-wide`: the plain table with 19 more integer columns (24 in all, as the store's).
+//! - `plain-wide`: the plain table with 19 more integer columns (24 in all, as the store's);
+//! - `narrow`: the claim takes ids from a narrow table keyed by claim order (`DELETE … RETURNING`),
+//!   reads each wide row by id and writes its lease in a narrow table; the completion deletes the
+//!   lease (fenced) and writes the wide row once (the claim's steps count the take only);
+//! - `narrow-outcome`: that, with the outcome inserted in a narrow table of its own, so the wide
+//!   row is written only by the insert.
 //!
 //! For each variant and batch size it copies the migrated file, fills it with N available jobs,
 //! drains them and prints the time per job spent in claims, completions and commits, the
@@ -61,6 +66,40 @@ const PLAIN_CLAIM: &str = "UPDATE jobs SET state = 'running' WHERE id IN (SELECT
     AND ?3 IS NOT NULL RETURNING id";
 const PLAIN_COMPLETE: &str = "UPDATE jobs SET state = 'done', done_at = ?1 WHERE id = ?2";
 
+/// The narrow design: the claim takes ids from a narrow table of claimable jobs (its key is the
+/// claim order), reads the wide rows, and writes each lease in a narrow table; the wide row is
+/// written once more, at the finish.
+const NARROW_SCHEMA: &str = "DROP INDEX spooler_jobs_claim; \
+    DROP INDEX spooler_jobs_lease; \
+    CREATE TABLE spooler_claimable (queue TEXT NOT NULL, priority INTEGER NOT NULL, \
+    run_at INTEGER NOT NULL, id INTEGER NOT NULL, kind TEXT NOT NULL, \
+    PRIMARY KEY (queue, priority DESC, run_at, id)) WITHOUT ROWID; \
+    CREATE TABLE spooler_leases (id INTEGER PRIMARY KEY, fence INTEGER NOT NULL, \
+    started_at INTEGER NOT NULL, lease_expires_at INTEGER NOT NULL, worker_id TEXT NOT NULL); \
+    CREATE INDEX spooler_leases_expiry ON spooler_leases (lease_expires_at);";
+const NARROW_TAKE: &str = "DELETE FROM spooler_claimable WHERE (queue, priority, run_at, id) IN \
+    (SELECT queue, priority, run_at, id FROM spooler_claimable WHERE queue = 'default' \
+    AND kind IN ('noop') ORDER BY priority DESC, run_at, id LIMIT ?4) \
+    AND ?1 IS NOT NULL AND ?2 IS NOT NULL AND ?3 IS NOT NULL RETURNING id";
+const NARROW_READ: &str = "SELECT id, queue, kind, args, state, priority, attempt, max_attempts, \
+    run_at, created_at, started_at, finished_at, timeout_ms, unique_key, tags, errors, result, \
+    lease_expires_at, worker_id, routed_from, cancel_requested, fence, origin, meta \
+    FROM spooler_jobs WHERE id = ?1";
+const NARROW_LEASE: &str = "INSERT INTO spooler_leases (id, fence, started_at, lease_expires_at, \
+    worker_id) VALUES (?1, ?2, ?3, ?4, ?5)";
+const NARROW_RELEASE: &str = "DELETE FROM spooler_leases WHERE id = ?1 AND fence = ?2";
+const NARROW_FINISH: &str = "UPDATE spooler_jobs SET state = 'completed', finished_at = ?1, \
+    result = NULL, attempt = attempt + 1, fence = ?3, worker_id = NULL WHERE id = ?2";
+
+/// The narrow design with the outcome in a table of its own: after the insert the wide row is
+/// never written again.
+const OUTCOME_SCHEMA: &str = "CREATE TABLE spooler_outcomes (id INTEGER PRIMARY KEY, \
+    state TEXT NOT NULL, attempt INTEGER NOT NULL, fence INTEGER NOT NULL, \
+    started_at INTEGER, finished_at INTEGER NOT NULL, result TEXT); \
+    CREATE INDEX spooler_outcomes_finished ON spooler_outcomes (state, finished_at);";
+const OUTCOME_FINISH: &str = "INSERT INTO spooler_outcomes (id, state, attempt, fence, \
+    started_at, finished_at, result) VALUES (?2, 'completed', ?3, ?3, ?1, ?1, NULL)";
+
 const STORE_INDEXES: [&str; 5] = [
     "spooler_jobs_scheduled",
     "spooler_jobs_lease",
@@ -77,10 +116,12 @@ enum Variant {
     LeanClaimPerIdNoIndexes,
     Plain,
     PlainWide,
+    Narrow,
+    NarrowOutcome,
 }
 
 impl Variant {
-    const ALL: [(&'static str, Variant); 6] = [
+    const ALL: [(&'static str, Variant); 8] = [
         ("store", Variant::Store),
         ("lean-claim", Variant::LeanClaim),
         ("lean-claim-per-id", Variant::LeanClaimPerId),
@@ -90,6 +131,8 @@ impl Variant {
         ),
         ("plain", Variant::Plain),
         ("plain-wide", Variant::PlainWide),
+        ("narrow", Variant::Narrow),
+        ("narrow-outcome", Variant::NarrowOutcome),
     ];
 
     fn name(self) -> &'static str {
@@ -103,6 +146,7 @@ impl Variant {
                 LEAN_CLAIM
             }
             Variant::Plain | Variant::PlainWide => PLAIN_CLAIM,
+            Variant::Narrow | Variant::NarrowOutcome => NARROW_TAKE,
         }
     }
 
@@ -110,9 +154,15 @@ impl Variant {
     fn complete_one(self) -> Option<&'static str> {
         match self {
             Variant::Store | Variant::LeanClaim => None,
+            Variant::Narrow => Some(NARROW_FINISH),
+            Variant::NarrowOutcome => Some(OUTCOME_FINISH),
             Variant::LeanClaimPerId | Variant::LeanClaimPerIdNoIndexes => Some(COMPLETE_ONE),
             Variant::Plain | Variant::PlainWide => Some(PLAIN_COMPLETE),
         }
+    }
+
+    fn narrow(self) -> bool {
+        matches!(self, Variant::Narrow | Variant::NarrowOutcome)
     }
 
     /// Columns the claim returns (each read as the store reads a row).
@@ -145,6 +195,12 @@ impl Variant {
                          ON spooler_jobs (id) WHERE state = 'available';",
                     );
                 }
+                if self.narrow() {
+                    sql.push_str(NARROW_SCHEMA);
+                }
+                if self == Variant::NarrowOutcome {
+                    sql.push_str(OUTCOME_SCHEMA);
+                }
                 if self == Variant::LeanClaimPerIdNoIndexes {
                     for index in STORE_INDEXES {
                         sql.push_str(&format!("DROP INDEX {index};"));
@@ -156,6 +212,12 @@ impl Variant {
                      created_at) SELECT 'default', 'noop', json_object('n', i), 'available', 25, \
                      i, i FROM n;"
                 ));
+                if self.narrow() {
+                    sql.push_str(
+                        "INSERT INTO spooler_claimable SELECT queue, priority, run_at, id, kind \
+                         FROM spooler_jobs;",
+                    );
+                }
                 sql
             }
         };
@@ -207,6 +269,23 @@ fn drain(migrated: &str, variant: Variant, n: i64, batch: i64) {
             .unwrap()
             .map(Result::unwrap)
             .collect();
+        if variant.narrow() {
+            let mut read = c.prepare_cached(NARROW_READ).unwrap();
+            let mut lease = c.prepare_cached(NARROW_LEASE).unwrap();
+            for id in &ids {
+                let fence: i64 = read
+                    .query_row([id], |r| {
+                        for i in 1..24 {
+                            let _ = r.get_ref(i)?;
+                        }
+                        r.get(21)
+                    })
+                    .unwrap();
+                lease
+                    .execute(params![id, fence + 1, now, now + 30_000_000, "worker"])
+                    .unwrap();
+            }
+        }
         exec("RELEASE op");
         let claimed = Instant::now();
         phases.claim += claimed - started;
@@ -216,6 +295,16 @@ fn drain(migrated: &str, variant: Variant, n: i64, batch: i64) {
         }
         exec("SAVEPOINT op");
         let completed = match variant.complete_one() {
+            Some(sql) if variant.narrow() => {
+                let mut release = c.prepare_cached(NARROW_RELEASE).unwrap();
+                let mut one = c.prepare_cached(sql).unwrap();
+                ids.iter()
+                    .map(|id| {
+                        assert_eq!(release.execute(params![id, 1]).unwrap(), 1);
+                        one.execute(params![now, id, 1]).unwrap()
+                    })
+                    .sum::<usize>()
+            }
             Some(sql) => {
                 let mut one = c.prepare_cached(sql).unwrap();
                 ids.iter()
