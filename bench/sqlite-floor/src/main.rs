@@ -31,15 +31,27 @@
 use rusqlite::{Connection, StatementStatus, params};
 use std::time::{Duration, Instant};
 
+/// The 24 columns the store reads of a job, in its order (`fence` is the 22nd, index 21).
+macro_rules! job_columns {
+    () => {
+        "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, \
+         started_at, finished_at, timeout_ms, unique_key, tags, errors, result, lease_expires_at, \
+         worker_id, routed_from, cancel_requested, fence, origin, meta"
+    };
+}
+
+/// Where `fence` is among [`job_columns`].
+const FENCE_COLUMN: usize = 21;
+
 /// The claim statement of `spooler-sqlite` (`job/claim.rs`) for one queue and one kind.
-const CLAIM: &str = "UPDATE spooler_jobs SET state = 'running', attempt = attempt + 1, \
-    fence = fence + 1, started_at = ?1, lease_expires_at = ?2, worker_id = ?3 \
-    WHERE id IN (SELECT id FROM (SELECT id, priority, run_at FROM spooler_jobs \
-    WHERE state = 'available' AND queue = 'default' AND kind IN ('noop') \
-    ORDER BY priority DESC, run_at, id LIMIT ?4)) \
-    RETURNING id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, \
-    started_at, finished_at, timeout_ms, unique_key, tags, errors, result, lease_expires_at, \
-    worker_id, routed_from, cancel_requested, fence, origin, meta";
+const CLAIM: &str = concat!(
+    "UPDATE spooler_jobs SET state = 'running', attempt = attempt + 1, \
+     fence = fence + 1, started_at = ?1, lease_expires_at = ?2, worker_id = ?3 \
+     WHERE id IN (SELECT id FROM (SELECT id, priority, run_at FROM spooler_jobs \
+     WHERE state = 'available' AND queue = 'default' AND kind IN ('noop') \
+     ORDER BY priority DESC, run_at, id LIMIT ?4)) RETURNING ",
+    job_columns!()
+);
 
 /// The completion of many jobs in one statement (`job/finish.rs`).
 const COMPLETE: &str = "UPDATE spooler_jobs SET state = 'completed', finished_at = ?1, \
@@ -81,10 +93,11 @@ const NARROW_TAKE: &str = "DELETE FROM spooler_claimable WHERE (queue, priority,
     (SELECT queue, priority, run_at, id FROM spooler_claimable WHERE queue = 'default' \
     AND kind IN ('noop') ORDER BY priority DESC, run_at, id LIMIT ?4) \
     AND ?1 IS NOT NULL AND ?2 IS NOT NULL AND ?3 IS NOT NULL RETURNING id";
-const NARROW_READ: &str = "SELECT id, queue, kind, args, state, priority, attempt, max_attempts, \
-    run_at, created_at, started_at, finished_at, timeout_ms, unique_key, tags, errors, result, \
-    lease_expires_at, worker_id, routed_from, cancel_requested, fence, origin, meta \
-    FROM spooler_jobs WHERE id = ?1";
+const NARROW_READ: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM spooler_jobs WHERE id = ?1"
+);
 const NARROW_LEASE: &str = "INSERT INTO spooler_leases (id, fence, started_at, lease_expires_at, \
     worker_id) VALUES (?1, ?2, ?3, ?4, ?5)";
 const NARROW_RELEASE: &str = "DELETE FROM spooler_leases WHERE id = ?1 AND fence = ?2";
@@ -278,7 +291,7 @@ fn drain(migrated: &str, variant: Variant, n: i64, batch: i64) {
                         for i in 1..24 {
                             let _ = r.get_ref(i)?;
                         }
-                        r.get(21)
+                        r.get(FENCE_COLUMN)
                     })
                     .unwrap();
                 lease
