@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "finish_function",
         include_str!("../migrations/0014_finish_function.sql"),
     ),
+    (
+        15,
+        "lease_index",
+        include_str!("../migrations/0015_lease_index.sql"),
+    ),
 ];
 
 /// Maps a failure of `version` (0 for the bookkeeping around migrations) to a [`StoreError`].

@@ -17,10 +17,12 @@ use std::time::Duration;
 const ATTEMPTS: u32 = 4;
 
 /// The queue `$1`'s rate state and version (NULL without a row), and its running jobs counted up
-/// to `$2` (the running set is small: the partial index of running jobs serves it).
+/// to `$2` (the running set is small: the partial index of leases serves it, and is named by
+/// asking for the lease every running job holds).
 pub(crate) const LIMIT_STATE_SQL: &str = "SELECT l.tat, l.version,
         (SELECT count(*) FROM (SELECT 1 FROM {s}.jobs_active a
-            WHERE a.state = 'running' AND a.queue = $1 LIMIT $2) r)::int8 AS running
+            WHERE a.state = 'running' AND a.lease_expires_at IS NOT NULL AND a.queue = $1
+            LIMIT $2) r)::int8 AS running
    FROM (SELECT 1) one LEFT JOIN {s}.queue_limits l ON l.queue = $1";
 
 /// Makes the queue `$1`'s state row, the first time it is claimed from.
