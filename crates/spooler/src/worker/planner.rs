@@ -136,7 +136,8 @@ impl ClaimPlanner {
     ///
     /// The first claim goes when slots are free and nothing is held for them, or (pipelining)
     /// when what is held runs below half the prefetch; more go, while a backlog waits, as long
-    /// as together they would not take more than the free slots and the prefetch hold.
+    /// as together they would not take more than the free slots and the prefetch hold, and each
+    /// is a full one (`max_claim`, or half the prefetch when that is less).
     pub(crate) fn next_claim(&mut self, free: u32, buffered: u32) -> Option<Ask> {
         // Jobs held or coming: buffered, and asked for by claims under way.
         let ahead = buffered + self.asked;
@@ -147,7 +148,12 @@ impl ClaimPlanner {
         let send = if self.in_flight == 0 {
             ahead == 0 || ahead < self.prefetch / 2
         } else {
-            self.backlog && self.in_flight < self.most_in_flight
+            // Beside a claim under way, only a full one: topping up a slot or two at a time
+            // costs the store a statement and a commit for a few jobs, and the claim under way
+            // brings enough to start them.
+            self.backlog
+                && self.in_flight < self.most_in_flight
+                && want >= self.max_claim.min(self.prefetch / 2)
         };
         let held = self.held_until.is_some();
         if held || !(self.work_waiting && send && want > 0 && (free > 0 || self.prefetch > 0)) {
@@ -413,13 +419,14 @@ mod tests {
         for a in asks {
             p.claim_returned(a, a.limit, None, t0 + 3 * MS);
         }
-        // 25 held (below half the prefetch): the claims stop at 10 + 60 − 25 = 45 asked.
+        // 25 held (below half the prefetch): 10 + 60 − 25 = 45 are wanted, in full claims only;
+        // the 5 left over wait for the claims under way.
         let asks: Vec<_> = std::iter::from_fn(|| p.next_claim(10, 25)).collect();
         assert_eq!(
             asks.iter().map(|a| a.limit).collect::<Vec<_>>(),
-            vec![20, 20, 5]
+            vec![20, 20]
         );
-        // With everything asked for, no slot or buffered job changes that while they are out.
+        // No slot or buffered job changes that while they are out.
         assert_eq!(p.next_claim(10, 25), None);
         for a in &asks {
             p.claim_returned(*a, a.limit, None, t0 + 4 * MS);
@@ -428,6 +435,21 @@ mod tests {
         assert_eq!(p.next_claim(10, 30), None);
         // Every slot busy and the prefetch full: no claim either.
         assert_eq!(p.next_claim(0, 60), None);
+    }
+
+    #[test]
+    fn beside_a_claim_under_way_slots_freed_one_by_one_send_no_claim_until_a_full_one_is_wanted() {
+        let (mut p, _) = pipelined();
+        let first = p.next_claim(10, 0).unwrap();
+        assert_eq!(first.limit, 20);
+        // 20 asked and 35 held: as slots free, 5, 10, then 15 more are wanted; none is a full
+        // claim, so none goes.
+        for free in [0, 5, 10] {
+            assert_eq!(p.next_claim(free, 35), None, "{free} free");
+        }
+        // 20 wanted: a full claim goes beside the first.
+        assert_eq!(p.next_claim(10, 30).map(|a| a.limit), Some(20));
+        assert_eq!(p.claims_under_way(), 2);
     }
 
     #[test]
