@@ -910,6 +910,27 @@ mod claims {
 mod plans {
     use super::*;
 
+    /// Runs `sql` on the store's schema, which `{s}` names.
+    async fn execute(store: &PgStore, sql: &str) {
+        let sql = sql.replace("{s}", &format!("\"{}\"", store.schema()));
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+
+    /// A burst of 20,000 available jobs of kind `k`, written behind the store's back (no
+    /// statistics are taken).
+    async fn burst(store: &PgStore) {
+        execute(
+            store,
+            "INSERT INTO {s}.jobs (queue, kind, args, state, max_attempts, run_at, created_at)
+             SELECT 'default', 'k', '{}', 'available', 25, now(), now()
+               FROM generate_series(1, 20000)",
+        )
+        .await;
+    }
+
     /// A queue that sat empty (and was vacuumed so) and then ran a trickle of jobs must not keep
     /// plans made for an empty table: when a burst arrives, the claim and the finish walk their
     /// indexes instead of scanning and sorting the whole backlog on every call.
@@ -918,12 +939,7 @@ mod plans {
         let Some(url) = url() else { return };
         // One connection, so every statement below is prepared and planned on the one we inspect.
         let store = one_connection_store(&url).await;
-        let schema = store.schema().to_string();
-        let sql = |s: &str| sqlx::AssertSqlSafe(s.replace("{s}", &format!("\"{schema}\"")));
-        sqlx::query(sql("VACUUM ANALYZE {s}.jobs_active"))
-            .execute(store.pool())
-            .await
-            .unwrap();
+        execute(&store, "VACUUM ANALYZE {s}.jobs_active").await;
         let empty_claim_plan = store
             .explain_claim(&claim("default", "k", 10, "w"))
             .await
@@ -950,14 +966,7 @@ mod plans {
             assert_eq!(store.job_finish_many(&finishes).await.unwrap(), vec![true]);
         }
         // The burst, without a fresh ANALYZE (autovacuum may be off or behind).
-        sqlx::query(sql(
-            "INSERT INTO {s}.jobs (queue, kind, args, state, max_attempts, run_at, created_at)
-             SELECT 'default', 'k', '{}', 'available', 25, now(), now()
-               FROM generate_series(1, 20000)",
-        ))
-        .execute(store.pool())
-        .await
-        .unwrap();
+        burst(&store).await;
         // The finish keeps one plan per connection too (a function's, as the claim's).
         let finish_plan = store.explain_finish().await.unwrap();
         // The claim keeps one plan per connection; it is the same whatever the statistics say.
@@ -995,20 +1004,8 @@ mod plans {
     async fn postgres_the_finish_finds_jobs_by_key_when_statistics_show_none_running() {
         let Some(url) = url() else { return };
         let store = one_connection_store(&url).await;
-        let schema = store.schema().to_string();
-        let sql = |s: &str| sqlx::AssertSqlSafe(s.replace("{s}", &format!("\"{schema}\"")));
-        sqlx::query(sql(
-            "INSERT INTO {s}.jobs (queue, kind, args, state, max_attempts, run_at, created_at)
-             SELECT 'default', 'k', '{}', 'available', 25, now(), now()
-               FROM generate_series(1, 20000)",
-        ))
-        .execute(store.pool())
-        .await
-        .unwrap();
-        sqlx::query(sql("VACUUM ANALYZE {s}.jobs_active"))
-            .execute(store.pool())
-            .await
-            .unwrap();
+        burst(&store).await;
+        execute(&store, "VACUUM ANALYZE {s}.jobs_active").await;
         let claimed = store
             .job_claim(&claim("default", "k", 400, "w"))
             .await
