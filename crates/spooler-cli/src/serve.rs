@@ -167,12 +167,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         .or_else(|| config.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let token = args.token.clone().or_else(|| config.token.clone());
-    let store = spooler::connect(&store_url).await?;
-    store_config(store.clone(), &config).await?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let starting = async {
+        let store = spooler::connect(&store_url).await?;
+        store_config(store.clone(), &config).await?;
+        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+            anyhow!("cannot listen on {listen}: {e} (is another server there? choose an address with --listen or SPOOLER_LISTEN)")
+        })?;
+        anyhow::Ok((store, listener))
+    };
+    let Some(started) = unless_stopped(&mut stop, starting).await else {
+        return Ok(0);
+    };
+    let (store, listener) = started?;
     let mut reloads = spooler_server::reload::spawn_reload(store.clone(), config.clone());
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-        anyhow!("cannot listen on {listen}: {e} (is another server there? choose an address with --listen or SPOOLER_LISTEN)")
-    })?;
     let local = listener
         .local_addr()
         .with_context(|| format!("listener on {listen}"))?;
@@ -240,8 +249,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     // The listener is bound and listening: connections are accepted from here on.
     crate::systemd::ready(&format!("serving on http://{local}"));
     let watchdog = crate::systemd::spawn_watchdog();
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -301,8 +308,17 @@ pub struct WorkerArgs {
 /// Runs a worker for the built-in kinds until SIGINT/SIGTERM, then stops gracefully.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let (config, store_url) = args.common.setup()?;
-    let store = spooler::connect(&store_url).await?;
-    store_config(store.clone(), &config).await?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let starting = async {
+        let store = spooler::connect(&store_url).await?;
+        store_config(store.clone(), &config).await?;
+        anyhow::Ok(store)
+    };
+    let Some(store) = unless_stopped(&mut stop, starting).await else {
+        return Ok(0);
+    };
+    let store = store?;
     let mut reloads = spooler_server::reload::spawn_reload(store.clone(), config.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut probe_addr = None;
@@ -336,8 +352,6 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     };
     crate::systemd::ready(&status);
     let watchdog = crate::systemd::spawn_watchdog();
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -359,6 +373,23 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         let _ = tokio::time::timeout(Duration::from_secs(5), probes).await;
     }
     Ok(0)
+}
+
+/// Runs the start of `serve` or `worker` (connecting to the store, writing the config's queues,
+/// each of which may wait on the store for a long time) unless `stop` completes first: then it
+/// logs that nothing was started and gives `None`, and the process exits cleanly.
+async fn unless_stopped<T>(
+    stop: &mut (impl std::future::Future<Output = ()> + Unpin),
+    starting: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = stop => {
+            tracing::info!("stopped while starting; nothing was started");
+            None
+        }
+        started = starting => Some(started),
+    }
 }
 
 /// `spooler migrate`.

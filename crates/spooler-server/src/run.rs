@@ -507,34 +507,43 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for JsonParseErrors
 }
 
 /// Completes on SIGINT or SIGTERM (on non-Unix systems: Ctrl-C).
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this is called, not when the future is first polled: from then
+/// on a signal no longer kills the process, it completes this future. Call it before a slow start
+/// (connecting to the store, waiting for a lock) and watch it meanwhile, so a SIGTERM then ends the
+/// process cleanly instead of killing it. (Elsewhere than Unix, Ctrl-C is watched from the first
+/// poll.)
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        let mut int = match signal(SignalKind::interrupt()) {
-            Ok(s) => s,
-            Err(_) => {
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let mut term = match term {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+            let Ok(mut int) = int else {
                 term.recv().await;
                 return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             }
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("Ctrl-C: shutting down");
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C: shutting down");
+        }
     }
 }
 

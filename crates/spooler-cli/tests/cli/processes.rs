@@ -33,7 +33,8 @@ pub fn skewed_clock(offset: &str) -> Option<Vec<(String, String)>> {
     ])
 }
 
-/// A worker process; killed (SIGKILL) if the test ends without stopping it.
+/// A worker process (or a server's: [`WorkerProcess::start_subcommand`]); killed (SIGKILL) if the
+/// test ends without stopping it.
 pub struct WorkerProcess {
     child: Option<Child>,
     log: std::path::PathBuf,
@@ -42,7 +43,7 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `spooler worker --store STORE EXTRA…`, logging JSON to `DIR/NAME.log`.
     pub fn start(store: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
-        Self::start_command(spooler_sync(), store, dir, name, extra)
+        Self::spawn(spooler_sync(), "worker", store, dir, name, extra)
     }
 
     /// [`WorkerProcess::start`] with environment variables `env` added (e.g. libfaketime's
@@ -57,7 +58,7 @@ impl WorkerProcess {
     ) -> Self {
         let mut cmd = spooler_sync();
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        Self::start_command(cmd, store, dir, name, extra)
+        Self::spawn(cmd, "worker", store, dir, name, extra)
     }
 
     /// [`WorkerProcess::start`] with its wall clock `offset` off (e.g. `+30s`), through
@@ -73,8 +74,20 @@ impl WorkerProcess {
         Some(Self::start_with_env(store, dir, name, extra, &env))
     }
 
-    fn start_command(
+    /// [`WorkerProcess::start`] for another subcommand that takes `--store` (e.g. `serve`).
+    pub fn start_subcommand(
+        subcommand: &str,
+        store: &str,
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn(spooler_sync(), subcommand, store, dir, name, extra)
+    }
+
+    fn spawn(
         mut cmd: Command,
+        subcommand: &str,
         store: &str,
         dir: &Path,
         name: &str,
@@ -85,7 +98,7 @@ impl WorkerProcess {
         // In its directory, as a server is: relative paths (a file job's) land there.
         let child = cmd
             .current_dir(dir)
-            .args(["worker", "--store", store, "--log-format", "json"])
+            .args([subcommand, "--store", store, "--log-format", "json"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(out)

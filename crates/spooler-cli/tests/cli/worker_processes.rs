@@ -311,3 +311,54 @@ async fn a_worker_with_listen_serves_health_and_metrics() {
     let status = worker.terminate(Duration::from_secs(30));
     assert!(status.success(), "{}", worker.log_text());
 }
+
+/// A SIGTERM while `spooler worker` or `spooler serve` is still starting (here: waiting on a
+/// store that accepted the connection and never answers) ends it cleanly, exit 0 with the stop
+/// logged, instead of killing it by the signal's default action or waiting out the connect.
+#[test]
+fn sigterm_while_starting_exits_cleanly() {
+    use std::sync::mpsc;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (accepted_tx, accepted) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            let Ok(stream) = stream else { return };
+            held.push(stream);
+            if accepted_tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let url = format!("postgres://postgres@127.0.0.1:{port}/test?connect_timeout=120");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, extra) in [
+        ("worker", vec![]),
+        ("serve", vec!["--listen", "127.0.0.1:0"]),
+    ] {
+        let mut process = if name == "worker" {
+            WorkerProcess::start(&url, dir.path(), name, &extra)
+        } else {
+            WorkerProcess::start_subcommand("serve", &url, dir.path(), name, &extra)
+        };
+        accepted
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "spooler {name} never connected to 127.0.0.1:{port}; log:\n{}",
+                    process.log_text()
+                )
+            });
+        let status = process.terminate(Duration::from_secs(10));
+        let log = process.log_text();
+        assert!(
+            status.success(),
+            "spooler {name} exited with {status}; log:\n{log}"
+        );
+        assert!(
+            log.contains("SIGTERM") && log.contains("stopped while starting"),
+            "spooler {name} logs the signal and the stop; log:\n{log}"
+        );
+    }
+}
