@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// Offered rate of the steady workload, jobs per second.
     #[arg(long, default_value_t = 2_000)]
     pub rate: u32,
+    /// Steady workload: jobs that arrive together, at the same instant. 1 (the default) spreads
+    /// arrivals evenly, one every 1/rate seconds; 10 offers the same rate as ten simultaneous
+    /// enqueues every 10/rate seconds, where each waits for the others ahead of it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: u32,
     /// Duration of the steady workload.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub duration: Duration,
@@ -697,6 +702,39 @@ async fn latency(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row
 /// milliseconds for each connection and statement, into the 99th percentile.
 const LATENCY_WARMUP: usize = 100;
 
+/// How many jobs are due, sent each time it grows: jobs arrive in bursts of `burst`, burst `b`
+/// at `b * burst / rate` seconds after the start. A thread of its own keeps the time, sleeping
+/// until the next burst is due, so arrivals are spread as asked (tokio's timer, with its
+/// millisecond wheel, would bunch them: ten enqueues at once every 5 ms, each waiting for those
+/// ahead of it). When the thread wakes late, every job due by then is sent at once.
+fn paced_arrivals(rate: f64, burst: usize, total: usize) -> mpsc::UnboundedReceiver<usize> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("bench-arrivals".into())
+        .spawn(move || {
+            let begin = Instant::now();
+            let due_by = |elapsed: Duration| {
+                let bursts = (elapsed.as_secs_f64() * rate / burst as f64) as usize + 1;
+                bursts.saturating_mul(burst).min(total)
+            };
+            let mut due = due_by(Duration::ZERO);
+            loop {
+                if tx.send(due).is_err() || due >= total {
+                    return;
+                }
+                let next =
+                    begin + Duration::from_secs_f64((due / burst) as f64 * burst as f64 / rate);
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+                due = due_by(begin.elapsed()).max(due + burst).min(total);
+            }
+        })
+        .expect("start the arrivals thread");
+    rx
+}
+
 /// Enqueues of the steady workload in flight at once, at most.
 const STEADY_IN_FLIGHT: usize = 64;
 
@@ -716,6 +754,7 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
     let handle = builder.build()?.start();
     let rate = f64::from(args.rate.max(1));
     let total = (rate * args.duration.as_secs_f64()).round() as usize;
+    let burst = args.burst.max(1) as usize;
     let bar = progress(total, "steady");
     // Sized by what is in flight, not by the run: entries leave once their job started, so a
     // long run's own bookkeeping does not grow (a map sized for the whole run touched ever more
@@ -734,12 +773,12 @@ async fn steady(args: &BenchArgs, fresh: &FreshStore) -> anyhow::Result<Vec<Row>
             // task, so the offered rate does not depend on one enqueue's round trip.
             let in_flight = Arc::new(tokio::sync::Semaphore::new(STEADY_IN_FLIGHT));
             let mut enqueues = tokio::task::JoinSet::new();
-            let begin = Instant::now();
+            let mut arrivals = paced_arrivals(rate, burst, total);
             let mut sent = 0usize;
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
             while sent < total {
-                tick.tick().await;
-                let due = ((begin.elapsed().as_secs_f64() * rate) as usize).min(total);
+                let Some(due) = arrivals.recv().await else {
+                    break;
+                };
                 while sent < due {
                     let permit = in_flight.clone().acquire_owned().await.expect("open");
                     let (client, enqueued_at) = (client.clone(), enqueued_at.clone());
@@ -935,5 +974,29 @@ fn print_table(rows: &[Row]) {
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "-".into())
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paced_arrivals;
+
+    /// Every count sent is a whole number of bursts (or the total), grows each time, and ends at
+    /// the total, whatever the thread's wake-ups: bursts are never split.
+    #[tokio::test]
+    async fn arrivals_come_in_whole_bursts_up_to_the_total() {
+        for (burst, total) in [(1, 500), (10, 1_000), (7, 100)] {
+            let mut arrivals = paced_arrivals(200_000.0, burst, total);
+            let mut last = 0;
+            while let Some(due) = arrivals.recv().await {
+                assert!(due > last, "burst {burst}: {due} after {last}");
+                assert!(
+                    due % burst == 0 || due == total,
+                    "burst {burst}: {due} splits a burst"
+                );
+                last = due;
+            }
+            assert_eq!(last, total, "burst {burst}");
+        }
     }
 }
