@@ -15,6 +15,9 @@
 #   - old-lease-index:  the lease index as it was before schema version 15 (`state = 'running'`
 #                       alone), with statistics taken while nothing ran: the finish's kept plan then
 #                       walks every running job for each job it writes;
+#   - narrow:           the wide row written by the insert only: claims take ids from a narrow
+#                       `ready` table and write leases to `leases`, completions write `outcomes`
+#                       (narrow.sql, run with narrow-drain.sql);
 #   - sql:FILE:         FILE run by psql on the migrated schema (`:schema` names it), for an
 #                       experiment of one's own;
 #   - reference:        ../shared/bench/raw-sql's table and claim100.sql.
@@ -63,8 +66,12 @@ store_variant() {
     "$bin" migrate --store "postgres://$PGUSER@$PGHOST:$PGPORT/$db?schema=$schema" \
         --log-format json >/dev/null 2>&1 \
         || { echo "$bin migrate failed against $PGHOST:$PGPORT/$db" >&2; exit 1; }
+    local script=${DRAIN_SCRIPT:-$here/drain.sql}
     case $variant in
         store) ;;
+        narrow)
+            psql -d "$db" -q -v ON_ERROR_STOP=1 -v schema=$schema -f "$here/narrow.sql" >/dev/null
+            script=$here/narrow-drain.sql ;;
         no-autovacuum)
             psql -d "$db" -qc "ALTER TABLE $schema.jobs_active SET (autovacuum_enabled = false);
                                ALTER TABLE $schema.jobs_done SET (autovacuum_enabled = false)" ;;
@@ -81,12 +88,20 @@ store_variant() {
                               now(), now()
                          FROM generate_series(1, $((n + 2000))) g" >/dev/null
     psql -d "$db" -qc "VACUUM ANALYZE $schema.jobs_active" >/dev/null
+    [ "$variant" != narrow ] || psql -d "$db" -qc "VACUUM ANALYZE $schema.ready" >/dev/null
     local t before after
     before=$(server_ticks)
-    t=$(pgbench -n --max-tries=10 -c $clients -j 2 -t $scripts -D schema=$schema -f "${DRAIN_SCRIPT:-$here/drain.sql}" "$db" | tps)
+    t=$(pgbench -n --max-tries=10 -c $clients -j 2 -t $scripts -D schema=$schema -f "$script" "$db" | tps)
     after=$(server_ticks)
     local done
-    done=$(psql -d "$db" -qAtc "SELECT string_agg(state || '=' || n, ',' ORDER BY state) FROM (SELECT state, count(*) AS n FROM $schema.jobs GROUP BY state) s")
+    if [ "$variant" = narrow ]; then
+        # The wide row keeps the state it was inserted with; the narrow tables say where a job is.
+        done=$(psql -d "$db" -qAtc "SELECT 'ready=' || (SELECT count(*) FROM $schema.ready)
+                                        || ',leases=' || (SELECT count(*) FROM $schema.leases)
+                                        || ',outcomes=' || (SELECT count(*) FROM $schema.outcomes)")
+    else
+        done=$(psql -d "$db" -qAtc "SELECT string_agg(state || '=' || n, ',' ORDER BY state) FROM (SELECT state, count(*) AS n FROM $schema.jobs GROUP BY state) s")
+    fi
     psql -d "$db" -qc "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1
     echo "RESULT postgres-floor variant=$variant n=$n jobs_per_s=$(jobs_per_s "$t")" \
         "server_cpu_us_per_job=$(us_per_job $((after - before))) states=$done"
