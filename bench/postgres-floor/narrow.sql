@@ -1,4 +1,4 @@
--- The `narrow` variant of run.sh: the wide row is written by the insert only. Available jobs are
+-- The `narrow` variant of run.sh (drain.sql calls its claim_narrow and finish_narrow): the wide row is written by the insert only. Available jobs are
 -- listed in a narrow `ready` table in claim order, leases in `leases`, outcomes in `outcomes`. The
 -- claim deletes from `ready`, writes a lease and updates only unindexed columns of the wide row
 -- (a HOT update: the table keeps half of each page free for it); the completion deletes the lease,
@@ -48,8 +48,11 @@ BEGIN
     SELECT u.* FROM u;
 END $$;
 
+-- The same arguments as the store's finish_jobs, so that drain.sql calls either; a completion
+-- needs only the ids, fences, states, finish times and results.
 CREATE FUNCTION :schema.finish_narrow(ids int8[], fences int4[], states text[],
-                                      finished timestamptz[], results jsonb[])
+                                      run_ats timestamptz[], finished timestamptz[], errs jsonb[],
+                                      results jsonb[], max_attempts int4[], attempts int4[])
 RETURNS TABLE (id int8, fence int4) LANGUAGE plpgsql SET search_path = :schema AS $$
 BEGIN
     RETURN QUERY

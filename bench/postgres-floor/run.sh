@@ -17,13 +17,14 @@
 #                       walks every running job for each job it writes;
 #   - narrow:           the wide row written by the insert only: claims take ids from a narrow
 #                       `ready` table and write leases to `leases`, completions write `outcomes`
-#                       (narrow.sql, run with narrow-drain.sql);
+#                       (narrow.sql);
 #   - sql:FILE:         FILE run by psql on the migrated schema (`:schema` names it), for an
 #                       experiment of one's own;
 #   - reference:        ../shared/bench/raw-sql's table and claim100.sql.
 # Env: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), PGDATABASE (test; the reference uses
 #   bench_raw, as its own run.sh does); CLIENTS (10); DRAIN_SCRIPT (drain.sql beside this file: a
-#   pgbench script of one's own for the store's variants, `:schema` naming the schema).
+#   pgbench script of one's own for the store's variants, `:schema` naming the schema, `:claim` and
+#   `:finish` the claim and finish functions).
 # Prints `RESULT postgres-floor variant=V n=N jobs_per_s=… server_cpu_us_per_job=…`: the CPU time
 #   of the server's processes per job drained (read from /proc, when the server runs on this host
 #   and its data directory is readable; 0 otherwise), which is steadier than the rate on a noisy
@@ -66,12 +67,12 @@ store_variant() {
     "$bin" migrate --store "postgres://$PGUSER@$PGHOST:$PGPORT/$db?schema=$schema" \
         --log-format json >/dev/null 2>&1 \
         || { echo "$bin migrate failed against $PGHOST:$PGPORT/$db" >&2; exit 1; }
-    local script=${DRAIN_SCRIPT:-$here/drain.sql}
+    local claim=claim_one finish=finish_jobs
     case $variant in
         store) ;;
         narrow)
             psql -d "$db" -q -v ON_ERROR_STOP=1 -v schema=$schema -f "$here/narrow.sql" >/dev/null
-            script=$here/narrow-drain.sql ;;
+            claim=claim_narrow finish=finish_narrow ;;
         no-autovacuum)
             psql -d "$db" -qc "ALTER TABLE $schema.jobs_active SET (autovacuum_enabled = false);
                                ALTER TABLE $schema.jobs_done SET (autovacuum_enabled = false)" ;;
@@ -91,7 +92,8 @@ store_variant() {
     [ "$variant" != narrow ] || psql -d "$db" -qc "VACUUM ANALYZE $schema.ready" >/dev/null
     local t before after
     before=$(server_ticks)
-    t=$(pgbench -n --max-tries=10 -c $clients -j 2 -t $scripts -D schema=$schema -f "$script" "$db" | tps)
+    t=$(pgbench -n --max-tries=10 -c $clients -j 2 -t $scripts -D schema=$schema -D claim=$claim \
+        -D finish=$finish -f "${DRAIN_SCRIPT:-$here/drain.sql}" "$db" | tps)
     after=$(server_ticks)
     local done
     if [ "$variant" = narrow ]; then
