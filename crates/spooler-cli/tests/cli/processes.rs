@@ -43,7 +43,7 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `spooler worker --store STORE EXTRA…`, logging JSON to `DIR/NAME.log`.
     pub fn start(store: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
-        Self::spawn(spooler_sync(), "worker", store, dir, name, extra)
+        Self::start_subcommand("worker", store, dir, name, extra, &[])
     }
 
     /// [`WorkerProcess::start`] with environment variables `env` added (e.g. libfaketime's
@@ -56,9 +56,7 @@ impl WorkerProcess {
         extra: &[&str],
         env: &[(String, String)],
     ) -> Self {
-        let mut cmd = spooler_sync();
-        cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        Self::spawn(cmd, "worker", store, dir, name, extra)
+        Self::start_subcommand("worker", store, dir, name, extra, env)
     }
 
     /// [`WorkerProcess::start`] with its wall clock `offset` off (e.g. `+30s`), through
@@ -74,36 +72,28 @@ impl WorkerProcess {
         Some(Self::start_with_env(store, dir, name, extra, &env))
     }
 
-    /// [`WorkerProcess::start`] for another subcommand that takes `--store` (e.g. `serve`).
+    /// Starts `spooler SUBCOMMAND --store STORE EXTRA…` (`worker`, or another that takes
+    /// `--store`, such as `serve`) with the variables `env` added, logging JSON to `DIR/NAME.log`.
     pub fn start_subcommand(
         subcommand: &str,
         store: &str,
         dir: &Path,
         name: &str,
         extra: &[&str],
-    ) -> Self {
-        Self::spawn(spooler_sync(), subcommand, store, dir, name, extra)
-    }
-
-    fn spawn(
-        mut cmd: Command,
-        subcommand: &str,
-        store: &str,
-        dir: &Path,
-        name: &str,
-        extra: &[&str],
+        env: &[(String, String)],
     ) -> Self {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         // In its directory, as a server is: relative paths (a file job's) land there.
-        let child = cmd
+        let child = spooler_sync()
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .args([subcommand, "--store", store, "--log-format", "json"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
-            .expect("start spooler worker");
+            .unwrap_or_else(|e| panic!("start spooler {subcommand}: {e}"));
         Self {
             child: Some(child),
             log,

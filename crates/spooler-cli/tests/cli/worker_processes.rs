@@ -337,11 +337,8 @@ fn sigterm_while_starting_exits_cleanly() {
         ("worker", vec![]),
         ("serve", vec!["--listen", "127.0.0.1:0"]),
     ] {
-        let mut process = if name == "worker" {
-            WorkerProcess::start(&url, dir.path(), name, &extra)
-        } else {
-            WorkerProcess::start_subcommand("serve", &url, dir.path(), name, &extra)
-        };
+        let mut process =
+            WorkerProcess::start_subcommand(name, &url, dir.path(), name, &extra, &[]);
         accepted
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| {
