@@ -81,6 +81,22 @@ def build_sqlite_reference(args):
     return os.path.join(target, "release", "sqlite-raw")
 
 
+def add_binary_args(parser):
+    """The options every alternating comparison takes: the two binaries and the rounds."""
+    parser.add_argument("--base", required=True, help="the binary before the change")
+    parser.add_argument("--head", required=True, help="the binary with the change")
+    parser.add_argument("--rounds", type=int, default=3)
+
+
+def binaries(args):
+    return {"base": os.path.abspath(args.base), "head": os.path.abspath(args.head)}
+
+
+def order(round_):
+    """Which binary runs first in this round: swapped every round, so a drift favours neither."""
+    return ["base", "head"] if round_ % 2 == 0 else ["head", "base"]
+
+
 def spread(values):
     if not values:
         return "-"
@@ -89,10 +105,8 @@ def spread(values):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", required=True, help="the binary before the change")
-    parser.add_argument("--head", required=True, help="the binary with the change")
+    add_binary_args(parser)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--workload", action="append", default=[])
@@ -102,7 +116,7 @@ def main():
     args = parser.parse_args()
     if not args.workload:
         args.workload = ["enqueue", "drain"]
-    binaries = {"base": os.path.abspath(args.base), "head": os.path.abspath(args.head)}
+    paths = binaries(args)
     built = None
     if not args.no_reference and args.store == "sqlite":
         built = build_sqlite_reference(args)
@@ -113,11 +127,10 @@ def main():
         if not args.no_reference:
             for name, v in reference(args, built).items():
                 figures["ref"].setdefault(name, []).append(v)
-        order = ["base", "head"] if round_ % 2 == 0 else ["head", "base"]
-        for which in order:
+        for which in order(round_):
             with tempfile.TemporaryDirectory(prefix="spooler-compare-") as workdir:
                 store = "sqlite://bench.db" if args.store == "sqlite" else args.postgres
-                rows = spooler_bench(binaries[which], args, store, workdir)
+                rows = spooler_bench(paths[which], args, store, workdir)
             for key, r in rows.items():
                 figures[which].setdefault(key, []).append(r["jobs_per_sec"])
                 if "p99_ms" in r:

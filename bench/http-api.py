@@ -12,7 +12,7 @@ The table gives each request's median and range over the rounds and the ratio of
 
 Usage: bench/http-api.py --base OLD_BIN --head NEW_BIN [--rounds 3] [--seconds 6] [--request single ...]
 
-Needs `wrk` (`apt-get install wrk`). Standard library only.
+Needs `wrk` (`apt-get install wrk`). Standard library only, and compare.py beside it.
 """
 
 import argparse
@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+from compare import add_binary_args, binaries, order, spread
 
 BATCH = 1000
 REQUESTS = ["single", "batch", "get"]
@@ -110,17 +112,9 @@ def measure(binary, args, workdir):
             server.kill()
 
 
-def spread(values):
-    if not values:
-        return "-"
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", required=True, help="the binary before the change")
-    parser.add_argument("--head", required=True, help="the binary with the change")
-    parser.add_argument("--rounds", type=int, default=3)
+    add_binary_args(parser)
     parser.add_argument("--seconds", type=int, default=6, help="length of each wrk run")
     parser.add_argument("--request", action="append", choices=REQUESTS, default=[])
     args = parser.parse_args()
@@ -128,13 +122,12 @@ def main():
         args.request = REQUESTS
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    binaries = {"base": os.path.abspath(args.base), "head": os.path.abspath(args.head)}
+    paths = binaries(args)
     figures = {"base": {}, "head": {}}
     for round_ in range(args.rounds):
-        order = ["base", "head"] if round_ % 2 == 0 else ["head", "base"]
-        for which in order:
+        for which in order(round_):
             with tempfile.TemporaryDirectory(prefix="spooler-http-") as workdir:
-                for request, rate in measure(binaries[which], args, workdir).items():
+                for request, rate in measure(paths[which], args, workdir).items():
                     figures[which].setdefault(request, []).append(rate)
         print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
