@@ -178,7 +178,7 @@ pub(crate) fn insert_tx(
             let existing = conn
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM spooler_jobs \
-                     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state IN {UNFINISHED}"
+                     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND {UNFINISHED}"
                 ))?
                 .query_row([key], RawJob::from_row)
                 .optional()?;

@@ -40,7 +40,7 @@ pub(crate) const COLUMNS: &str = "id, queue, kind, args, state, priority, attemp
 const CLEAR_LEASE: &str = "worker_id = NULL, lease_expires_at = NULL";
 
 /// The states in which a `unique_key` deduplicates (as the unique index says).
-const UNFINISHED: &str = "('scheduled', 'available', 'running')";
+const UNFINISHED: &str = "(state = 'scheduled' OR state = 'available' OR state = 'running')";
 
 /// The most `job_list` returns.
 const LIST_CAP: u32 = 1000;
@@ -368,7 +368,7 @@ mod tests {
             (
                 &format!(
                     "SELECT {COLUMNS} FROM spooler_jobs \
-                     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state IN {UNFINISHED}"
+                     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND {UNFINISHED}"
                 ),
                 "spooler_jobs_unique",
             ),
