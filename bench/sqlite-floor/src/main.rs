@@ -22,7 +22,10 @@
 //!   reads each wide row by id and writes its lease in a narrow table; the completion deletes the
 //!   lease (fenced) and writes the wide row once (the claim's steps count the take only);
 //! - `narrow-outcome`: that, with the outcome inserted in a narrow table of its own, so the wide
-//!   row is written only by the insert.
+//!   row is written only by the insert;
+//! - `sql:FILE`: the store's statements, with FILE's SQL run on the filled copy first, for an
+//!   experiment of one's own (`PRAGMA ignore_check_constraints = ON`, an index dropped, a table
+//!   rebuilt), as `bench/postgres-floor` takes one.
 //!
 //! For each variant and batch size it copies the migrated file, fills it with N available jobs,
 //! drains them and prints the time per job spent in claims, completions and commits, the
@@ -148,10 +151,6 @@ impl Variant {
         ("narrow-outcome", Variant::NarrowOutcome),
     ];
 
-    fn name(self) -> &'static str {
-        Variant::ALL.iter().find(|(_, v)| *v == self).unwrap().0
-    }
-
     fn claim(self) -> &'static str {
         match self {
             Variant::Store => CLAIM,
@@ -246,7 +245,15 @@ struct Phases {
     commit: Duration,
 }
 
-fn drain(migrated: &str, variant: Variant, n: i64, batch: i64) {
+/// A variant to run: its name as printed, and the SQL a `sql:FILE` variant runs after the fill.
+struct Run {
+    label: String,
+    variant: Variant,
+    setup: Option<String>,
+}
+
+fn drain(migrated: &str, run: &Run, n: i64, batch: i64) {
+    let variant = run.variant;
     let path = format!("{migrated}.floor");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{path}{suffix}"));
@@ -261,6 +268,10 @@ fn drain(migrated: &str, variant: Variant, n: i64, batch: i64) {
     )
     .unwrap();
     variant.fill(&c, n);
+    if let Some(setup) = &run.setup {
+        c.execute_batch(setup)
+            .unwrap_or_else(|e| panic!("{}: {e}", run.label));
+    }
     let exec = |sql: &str| c.prepare_cached(sql).unwrap().execute([]).unwrap();
     let mut phases = Phases::default();
     let t0 = Instant::now();
@@ -355,7 +366,7 @@ fn drain(migrated: &str, variant: Variant, n: i64, batch: i64) {
     println!(
         "{:<30} batch={batch:<4} claim {:5.2} µs/job ({:.0} steps), complete {:5.2} ({:.0} steps), \
          commit {:5.2}",
-        variant.name(),
+        run.label,
         per_job(phases.claim),
         steps(variant.claim()),
         per_job(phases.complete),
@@ -364,7 +375,7 @@ fn drain(migrated: &str, variant: Variant, n: i64, batch: i64) {
     );
     println!(
         "RESULT sqlite-floor variant={} batch={batch} n={done} jobs_per_s={:.0} us_per_job={:.2}",
-        variant.name(),
+        run.label,
         done as f64 / s,
         s * 1e6 / done as f64
     );
@@ -377,12 +388,31 @@ fn main() {
     while let Some(arg) = args.next() {
         if arg == "--variant" {
             let name = args.next().unwrap_or_default();
+            if let Some(file) = name.strip_prefix("sql:") {
+                let setup = std::fs::read_to_string(file).unwrap_or_else(|e| {
+                    eprintln!("cannot read {file}: {e}");
+                    std::process::exit(2);
+                });
+                variants.push(Run {
+                    label: name.clone(),
+                    variant: Variant::Store,
+                    setup: Some(setup),
+                });
+                continue;
+            }
             let Some((_, v)) = Variant::ALL.iter().find(|(n, _)| *n == name) else {
                 let names: Vec<&str> = Variant::ALL.iter().map(|(n, _)| *n).collect();
-                eprintln!("unknown variant {name:?}: one of {}", names.join(", "));
+                eprintln!(
+                    "unknown variant {name:?}: one of {}, or sql:FILE",
+                    names.join(", ")
+                );
                 std::process::exit(2);
             };
-            variants.push(*v);
+            variants.push(Run {
+                label: name,
+                variant: *v,
+                setup: None,
+            });
         } else {
             positional.push(arg);
         }
@@ -401,12 +431,19 @@ fn main() {
         vec![100]
     };
     if variants.is_empty() {
-        variants = Variant::ALL.iter().map(|(_, v)| *v).collect();
+        variants = Variant::ALL
+            .iter()
+            .map(|(name, v)| Run {
+                label: name.to_string(),
+                variant: *v,
+                setup: None,
+            })
+            .collect();
     }
     println!("sqlite version {}", rusqlite::version());
     for batch in batches {
-        for &variant in &variants {
-            drain(migrated, variant, n, batch);
+        for run in &variants {
+            drain(migrated, run, n, batch);
         }
     }
 }
