@@ -176,10 +176,7 @@ pub(crate) fn insert_tx(
             // Everything before it is inserted first, so a duplicate earlier in the batch is found.
             flush(conn, &mut pending, &mut out, now, now_us)?;
             let existing = conn
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM spooler_jobs \
-                     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND {UNFINISHED}"
-                ))?
+                .prepare_cached(&UNIQUE_HOLDER_SQL)?
                 .query_row([key], RawJob::from_row)
                 .optional()?;
             if let Some(raw) = existing {

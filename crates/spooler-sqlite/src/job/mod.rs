@@ -39,8 +39,14 @@ pub(crate) const COLUMNS: &str = "id, queue, kind, args, state, priority, attemp
 /// Clears a running job's lease in an `UPDATE … SET`.
 const CLEAR_LEASE: &str = "worker_id = NULL, lease_expires_at = NULL";
 
-/// The states in which a `unique_key` deduplicates (as the unique index says).
-const UNFINISHED: &str = "(state = 'scheduled' OR state = 'available' OR state = 'running')";
+/// The unfinished job holding the key `?1`, if any. Its condition is the unique index's, written
+/// the same way (migration 16), so the planner finds the job by that index.
+static UNIQUE_HOLDER_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM spooler_jobs WHERE unique_key = ?1 AND unique_key IS NOT NULL \
+         AND (state = 'scheduled' OR state = 'available' OR state = 'running')"
+    )
+});
 
 /// The most `job_list` returns.
 const LIST_CAP: u32 = 1000;
@@ -365,13 +371,7 @@ mod tests {
                  ORDER BY finished_at LIMIT ?3",
                 "spooler_jobs_finished",
             ),
-            (
-                &format!(
-                    "SELECT {COLUMNS} FROM spooler_jobs \
-                     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND {UNFINISHED}"
-                ),
-                "spooler_jobs_unique",
-            ),
+            (&UNIQUE_HOLDER_SQL, "spooler_jobs_unique"),
         ];
         for (sql, index) in cases {
             let p = plan(&conn, sql);
