@@ -99,7 +99,12 @@ pub(crate) async fn insert_many(
     }
     let prepared = prepare(jobs, settings)?;
     let done = db.write(move |ctx| insert_tx(ctx, prepared)).await?;
-    done.into_iter().map(Insert::decode).collect()
+    // Into a new vector: collecting in place would reallocate the buffer to an answer's size.
+    let mut inserted = Vec::with_capacity(done.len());
+    for insert in done {
+        inserted.push(insert.decode()?);
+    }
+    Ok(inserted)
 }
 
 /// Columns bound per inserted job.

@@ -81,7 +81,8 @@ pub(crate) struct RawJob {
     queue: String,
     kind: String,
     args: String,
-    state: String,
+    /// Parsed as the row is read (no string kept); why not when it names no state.
+    state: Result<JobState, String>,
     priority: i32,
     attempt: i32,
     max_attempts: i32,
@@ -91,8 +92,10 @@ pub(crate) struct RawJob {
     finished_at: Option<i64>,
     timeout_ms: Option<i64>,
     unique_key: Option<String>,
-    tags: String,
-    errors: String,
+    /// `None` for the empty list most jobs have, which is not copied out of the row.
+    tags: Option<String>,
+    /// `None` for the empty list most jobs have, which is not copied out of the row.
+    errors: Option<String>,
     result: Option<String>,
     lease_expires_at: Option<i64>,
     worker_id: Option<String>,
@@ -111,7 +114,7 @@ impl RawJob {
             queue: r.get(1)?,
             kind: r.get(2)?,
             args: r.get(3)?,
-            state: r.get(4)?,
+            state: r.get_ref(4)?.as_str()?.parse(),
             priority: r.get(5)?,
             attempt: r.get(6)?,
             max_attempts: r.get(7)?,
@@ -121,8 +124,8 @@ impl RawJob {
             finished_at: r.get(11)?,
             timeout_ms: r.get(12)?,
             unique_key: r.get(13)?,
-            tags: r.get(14)?,
-            errors: r.get(15)?,
+            tags: unless_empty_list(r, 14)?,
+            errors: unless_empty_list(r, 15)?,
             result: r.get(16)?,
             lease_expires_at: r.get(17)?,
             worker_id: r.get(18)?,
@@ -135,7 +138,7 @@ impl RawJob {
     }
 
     fn state(&self) -> StoreResult<JobState> {
-        self.state.parse().map_err(|message| StoreError::Decode {
+        self.state.clone().map_err(|message| StoreError::Decode {
             id: self.id,
             message,
         })
@@ -166,16 +169,14 @@ impl RawJob {
                 .timeout_ms
                 .map(|ms| Duration::from_millis(ms.max(0) as u64)),
             unique_key: self.unique_key,
-            tags: if self.tags == "[]" {
-                Vec::new()
-            } else {
-                serde_json::from_str(&self.tags).map_err(|e| bad("tags", e))?
+            tags: match &self.tags {
+                None => Vec::new(),
+                Some(tags) => serde_json::from_str(tags).map_err(|e| bad("tags", e))?,
             },
-            errors: if self.errors == "[]" {
-                Vec::new()
-            } else {
-                serde_json::from_str::<Vec<AttemptError>>(&self.errors)
-                    .map_err(|e| bad("errors", e))?
+            errors: match &self.errors {
+                None => Vec::new(),
+                Some(errors) => serde_json::from_str::<Vec<AttemptError>>(errors)
+                    .map_err(|e| bad("errors", e))?,
             },
             result: self
                 .result
@@ -202,8 +203,19 @@ impl RawJob {
     }
 }
 
+/// A JSON list column's text, `None` when it is the empty list `[]`.
+fn unless_empty_list(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<String>> {
+    let text = r.get_ref(idx)?.as_str()?;
+    Ok((text != "[]").then(|| text.to_string()))
+}
+
 fn decode_all(raws: Vec<RawJob>) -> StoreResult<Vec<JobRow>> {
-    raws.into_iter().map(RawJob::decode).collect()
+    // Into a new vector: collecting in place would reallocate the rows' buffer to a job's size.
+    let mut jobs = Vec::with_capacity(raws.len());
+    for raw in raws {
+        jobs.push(raw.decode()?);
+    }
+    Ok(jobs)
 }
 
 /// One job by id, built once: every read by id (`GET /v1/jobs/{id}`, a status) runs it.
