@@ -40,6 +40,27 @@ pub struct Client {
     waiters: Arc<Waiters>,
 }
 
+/// Adds enqueued jobs, given by queue and kind, to the enqueued counter: one update per run of
+/// jobs of one queue and kind, so a batch of a thousand alike costs one look-up of the counter,
+/// not a thousand (and a batch of all different ones no more than before).
+fn count_enqueued<'a>(jobs: impl Iterator<Item = (&'a str, &'a str)>) {
+    let mut counts: Vec<((&str, &str), u64)> = Vec::new();
+    for job in jobs {
+        match counts.last_mut() {
+            Some((last, n)) if *last == job => *n += 1,
+            _ => counts.push((job, 1)),
+        }
+    }
+    for ((queue, kind), n) in counts {
+        metrics::counter!(
+            crate::metrics::JOBS_ENQUEUED,
+            "queue" => queue.to_string(),
+            "kind" => kind.to_string()
+        )
+        .increment(n);
+    }
+}
+
 impl Client {
     /// A client over an open store.
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -108,14 +129,12 @@ impl Client {
             crate::trace::stamp(&mut job.meta);
         }
         let inserted = self.store.job_insert_many(&jobs).await?;
-        for i in inserted.iter().filter(|i| !i.duplicate) {
-            metrics::counter!(
-                crate::metrics::JOBS_ENQUEUED,
-                "queue" => i.job.queue.clone(),
-                "kind" => i.job.kind.clone()
-            )
-            .increment(1);
-        }
+        count_enqueued(
+            inserted
+                .iter()
+                .filter(|i| !i.duplicate)
+                .map(|i| (i.job.queue.as_str(), i.job.kind.as_str())),
+        );
         Ok(inserted)
     }
 
@@ -127,16 +146,13 @@ impl Client {
         replays: &[spooler_core::store::Replay],
     ) -> Result<Vec<spooler_core::store::Replayed>, Error> {
         let replayed = self.store.job_replay(replays).await?;
-        for (r, done) in replays.iter().zip(&replayed) {
-            if done.enqueued {
-                metrics::counter!(
-                    crate::metrics::JOBS_ENQUEUED,
-                    "queue" => r.job.queue.clone(),
-                    "kind" => r.job.kind.clone()
-                )
-                .increment(1);
-            }
-        }
+        count_enqueued(
+            replays
+                .iter()
+                .zip(&replayed)
+                .filter(|(_, done)| done.enqueued)
+                .map(|(r, _)| (r.job.queue.as_str(), r.job.kind.as_str())),
+        );
         Ok(replayed)
     }
 
