@@ -395,12 +395,13 @@ pub struct Wakeup {
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Inserts jobs in one transaction, in order; a job whose `unique_key` matches an unfinished
-    /// job is not inserted and the existing one is returned (`duplicate: true`).
-    async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>>;
+    /// job is not inserted and the existing one is returned (`duplicate: true`). The jobs are
+    /// taken, not borrowed: a store moves them into the rows it answers with, never copying them.
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>>;
 
     /// Inserts one job; see [`Store::job_insert_many`].
     async fn job_insert(&self, job: &NewJob) -> StoreResult<Inserted> {
-        let mut inserted = self.job_insert_many(std::slice::from_ref(job)).await?;
+        let mut inserted = self.job_insert_many(vec![job.clone()]).await?;
         inserted.pop().ok_or_else(|| StoreError::Database {
             message: "insert returned no row".into(),
         })

@@ -397,7 +397,7 @@ mod wakeups {
         let batch: Vec<NewJob> = (0..1000)
             .map(|i| NewJob::new("k", json!({ "i": i })).queue(if i % 2 == 0 { "a" } else { "b" }))
             .collect();
-        store.job_insert_many(&batch).await.unwrap();
+        store.job_insert_many(batch).await.unwrap();
         // Notifications arrive in commit order: once the marker is heard, the batch's all were.
         store
             .job_insert(&NewJob::new("k", json!({})).queue("marker"))
@@ -782,7 +782,7 @@ mod claims {
             .map(|i| NewJob::new("k", json!({ "i": i })))
             .collect();
         for chunk in batch.chunks(1000) {
-            first.job_insert_many(chunk).await.unwrap();
+            first.job_insert_many(chunk.to_vec()).await.unwrap();
         }
         let mut stores = vec![first.clone()];
         for _ in 1..4 {
@@ -947,7 +947,7 @@ mod plans {
         // A trickle: more runs of each statement than PostgreSQL's custom-plan trials (five).
         for i in 0..12 {
             store
-                .job_insert_many(&[NewJob::new("k", json!({ "i": i }))])
+                .job_insert_many(vec![NewJob::new("k", json!({ "i": i }))])
                 .await
                 .unwrap();
             let jobs = store
@@ -1077,7 +1077,7 @@ mod history {
             .map(|i| NewJob::new("k", json!({ "i": i })))
             .collect();
         let ids: Vec<i64> = store
-            .job_insert_many(&jobs)
+            .job_insert_many(jobs)
             .await
             .unwrap()
             .iter()
@@ -1250,7 +1250,7 @@ mod history {
         let batch: Vec<NewJob> = (0..JOBS)
             .map(|i| NewJob::new("k", json!({ "i": i })))
             .collect();
-        let first = store.job_insert_many(&batch).await.unwrap()[0].job.id;
+        let first = store.job_insert_many(batch).await.unwrap()[0].job.id;
         let mut claimers = Vec::new();
         for t in 0..4 {
             let store = store.clone();
@@ -1339,7 +1339,7 @@ mod grouped_inserts {
                     json!({"caller": caller})
                 };
                 let jobs = vec![NewJob::new("grouped", args.clone())];
-                (caller, args, store.job_insert_many(&jobs).await)
+                (caller, args, store.job_insert_many(jobs).await)
             });
         }
         let mut written = 0;
@@ -1380,7 +1380,7 @@ mod copied_batches {
             .collect();
         jobs[250].args = json!({"text": "nul \u{0} here"});
         let err = store
-            .job_insert_many(&jobs)
+            .job_insert_many(jobs.clone())
             .await
             .expect_err("jsonb refuses a NUL");
         assert!(
@@ -1389,7 +1389,7 @@ mod copied_batches {
         );
         assert_eq!(count_jobs(&store, "true").await, 0);
         jobs[250].args = json!({ "i": 250 });
-        let inserted = store.job_insert_many(&jobs).await.unwrap();
+        let inserted = store.job_insert_many(jobs).await.unwrap();
         assert_eq!(inserted.len(), 500);
         assert_eq!(count_jobs(&store, "true").await, 500);
         for (i, ins) in inserted.iter().enumerate() {
@@ -1407,14 +1407,16 @@ mod copied_batches {
             .map(|i| NewJob::new("copied", json!({ "i": i, "pad": "x".repeat(64) })))
             .collect();
         for wait_ms in [5, 50, 200] {
-            let _ =
-                tokio::time::timeout(Duration::from_millis(wait_ms), store.job_insert_many(&big))
-                    .await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(wait_ms),
+                store.job_insert_many(big.clone()),
+            )
+            .await;
         }
         let small: Vec<NewJob> = (0..200)
             .map(|i| NewJob::new("after", json!({ "i": i })))
             .collect();
-        assert_eq!(store.job_insert_many(&small).await.unwrap().len(), 200);
+        assert_eq!(store.job_insert_many(small).await.unwrap().len(), 200);
         assert_eq!(
             count_jobs(&store, "kind = 'copied'").await % 50_000,
             0,

@@ -691,7 +691,7 @@ async fn jobs_are_searched_by_args_tag_and_time_in_a_bounded_window() {
         }
         jobs.push(job);
     }
-    dash.store.job_insert_many(&jobs).await.unwrap();
+    dash.store.job_insert_many(jobs).await.unwrap();
     let ids_on = |body: &str| -> Vec<i64> {
         body.match_indices(r#"<td><a href="jobs/"#)
             .map(|(at, _)| {
@@ -987,7 +987,7 @@ async fn a_rare_queue_is_found_window_by_window_below_many_newer_jobs() {
         .map(|_| NewJob::new("noop", json!({})).queue("busy"))
         .collect();
     for chunk in busy.chunks(5_000) {
-        dash.store.job_insert_many(chunk).await.unwrap();
+        dash.store.job_insert_many(chunk.to_vec()).await.unwrap();
     }
     // The rare job lies more than one window (20,000 ids) below the newest.
     let page = dash.get("/jobs?queue=rare", None).await;

@@ -154,10 +154,7 @@ impl ScheduleStore for SqliteStore {
 
     async fn schedule_fire(&self, fire: &ScheduleFire) -> StoreResult<Option<Inserted>> {
         let prepared = match &fire.job {
-            Some(job) => Some(prepare(
-                std::slice::from_ref(job),
-                &*self.insert_settings().await?,
-            )?),
+            Some(job) => Some(prepare(vec![job.clone()], &*self.insert_settings().await?)?),
             None => None,
         };
         let fire = fire.clone();

@@ -137,7 +137,7 @@ mod shared_file {
         let jobs: Vec<NewJob> = (0..2000)
             .map(|i| NewJob::new("k", json!({ "i": i })))
             .collect();
-        first.job_insert_many(&jobs).await.unwrap();
+        first.job_insert_many(jobs).await.unwrap();
         let mut tasks = Vec::new();
         for h in 0..4 {
             let store = migrated(&path).await; // concurrent migrate is a no-op
@@ -225,7 +225,7 @@ mod writer {
         let jobs: Vec<NewJob> = (0..100)
             .map(|i| NewJob::new("k", json!({})).queue(if i % 2 == 0 { "a" } else { "b" }))
             .collect();
-        store.job_insert_many(&jobs).await.unwrap();
+        store.job_insert_many(jobs).await.unwrap();
         let mut queues = Vec::new();
         while let Ok(w) = rx.try_recv() {
             queues.push(w.queue);
@@ -313,7 +313,7 @@ mod checkpoints {
             let jobs: Vec<NewJob> = (0..64)
                 .map(|i| NewJob::new("k", json!({ "batch": batch, "i": i, "filler": filler })))
                 .collect();
-            store.job_insert_many(&jobs).await.unwrap();
+            store.job_insert_many(jobs).await.unwrap();
             most = most.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
         }
         let bound = 2 * 4000 * 4096 + 64 * 20 * 1024;
@@ -355,7 +355,7 @@ mod point_reads {
         let jobs: Vec<NewJob> = (0..200)
             .map(|i| NewJob::new("k", json!({ "i": i })))
             .collect();
-        let inserted = store.job_insert_many(&jobs).await.unwrap();
+        let inserted = store.job_insert_many(jobs).await.unwrap();
         let mut reads = tokio::task::JoinSet::new();
         for (i, job) in inserted.iter().enumerate() {
             let (store, id) = (store.clone(), job.job.id);

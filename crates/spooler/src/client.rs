@@ -128,7 +128,7 @@ impl Client {
         for job in &mut jobs {
             crate::trace::stamp(&mut job.meta);
         }
-        let inserted = self.store.job_insert_many(&jobs).await?;
+        let inserted = self.store.job_insert_many(jobs).await?;
         count_enqueued(
             inserted
                 .iter()

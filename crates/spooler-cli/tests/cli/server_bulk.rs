@@ -23,7 +23,7 @@ async fn make_failed(store: &Arc<dyn Store>, queue: &str, n: usize) {
                     .max_attempts(1)
             })
             .collect();
-        store.job_insert_many(&jobs).await.expect("insert");
+        store.job_insert_many(jobs).await.expect("insert");
         let claimed = store
             .job_claim(&JobClaim {
                 queues: vec![queue.to_string()],

@@ -73,7 +73,7 @@ pub async fn claim_skips_paused_queues(h: Harness) {
 
 pub async fn concurrent_claims_never_share_a_job(h: Harness) {
     let jobs: Vec<NewJob> = (0..400).map(|_| job("k")).collect();
-    h.store().job_insert_many(&jobs).await.unwrap();
+    h.store().job_insert_many(jobs).await.unwrap();
     let mut tasks = Vec::new();
     for w in 0..8 {
         let store = h.store.clone();

@@ -68,7 +68,7 @@ pub async fn insert_many_assigns_increasing_ids(h: Harness) {
     let jobs: Vec<NewJob> = (0..250)
         .map(|i| NewJob::new("k", json!({ "i": i })))
         .collect();
-    let ins = h.store().job_insert_many(&jobs).await.unwrap();
+    let ins = h.store().job_insert_many(jobs).await.unwrap();
     assert_eq!(ins.len(), 250);
     for (i, pair) in ins.windows(2).enumerate() {
         assert!(pair[0].job.id < pair[1].job.id, "ids increase at {i}");
@@ -76,7 +76,7 @@ pub async fn insert_many_assigns_increasing_ids(h: Harness) {
     for (i, inserted) in ins.iter().enumerate() {
         assert_eq!(inserted.job.args, json!({ "i": i }));
     }
-    assert!(h.store().job_insert_many(&[]).await.unwrap().is_empty());
+    assert!(h.store().job_insert_many(vec![]).await.unwrap().is_empty());
 }
 
 pub async fn insert_rejects_invalid_fields(h: Harness) {
@@ -93,7 +93,7 @@ pub async fn insert_rejects_invalid_fields(h: Harness) {
     }
     // A bad job in a batch inserts nothing.
     let batch = vec![job("ok"), NewJob::new("", json!({}))];
-    assert!(h.store().job_insert_many(&batch).await.is_err());
+    assert!(h.store().job_insert_many(batch).await.is_err());
     assert!(
         h.store()
             .job_list(&JobList {
@@ -123,7 +123,7 @@ pub async fn unique_key_returns_the_unfinished_job(h: Harness) {
     // Within one batch as well.
     let batch = h
         .store()
-        .job_insert_many(&[job("k").unique_key("b"), job("k").unique_key("b")])
+        .job_insert_many(vec![job("k").unique_key("b"), job("k").unique_key("b")])
         .await
         .unwrap();
     assert!(!batch[0].duplicate);
@@ -184,7 +184,7 @@ pub async fn insert_takes_the_queues_stored_defaults(h: Harness) {
     // One insert and a batch alike: the job's own values win, the queue's fill in, then the defaults.
     let one = insert(&h, job("k").queue("mail")).await;
     let batch = store
-        .job_insert_many(&[
+        .job_insert_many(vec![
             job("k").queue("mail").max_attempts(9),
             job("k").queue("mail").timeout(Duration::from_secs(1)),
             job("k").queue("slow"),
@@ -238,7 +238,7 @@ pub async fn meta_travels_with_the_job(h: Harness) {
     assert_eq!(single.meta, one.meta);
     let batch = h
         .store()
-        .job_insert_many(&[one.clone(), NewJob::new("traced", json!({}))])
+        .job_insert_many(vec![one.clone(), NewJob::new("traced", json!({}))])
         .await
         .unwrap();
     assert_eq!(batch[0].job.meta, one.meta);
@@ -312,7 +312,7 @@ pub async fn a_large_batch_reads_back_as_it_was_answered(h: Harness) {
             new
         })
         .collect();
-    let inserted = h.store().job_insert_many(&jobs).await.unwrap();
+    let inserted = h.store().job_insert_many(jobs.clone()).await.unwrap();
     assert_eq!(inserted.len(), jobs.len());
     for (i, pair) in inserted.windows(2).enumerate() {
         assert!(pair[0].job.id < pair[1].job.id, "ids increase at {i}");
@@ -377,7 +377,7 @@ pub async fn concurrent_inserts_each_get_their_own_jobs(h: Harness) {
             if caller % 10 == 0 {
                 jobs.push(NewJob::new("shared", json!({"caller": caller})).unique_key("shared"));
             }
-            let inserted = store.job_insert_many(&jobs).await.unwrap();
+            let inserted = store.job_insert_many(jobs.clone()).await.unwrap();
             (jobs, inserted)
         });
     }

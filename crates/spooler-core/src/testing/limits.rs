@@ -43,7 +43,7 @@ async fn fill(h: &Harness, queue: &str, n: usize) {
     let jobs: Vec<NewJob> = (0..n)
         .map(|i| NewJob::new("k", json!({ "i": i })).queue(queue))
         .collect();
-    h.store().job_insert_many(&jobs).await.expect("insert");
+    h.store().job_insert_many(jobs).await.expect("insert");
 }
 
 pub async fn limits_are_stored_with_the_queue_settings(h: Harness) {

@@ -97,7 +97,7 @@ pub async fn a_batch_holding_one_job_twice_inserts_it_once(h: Harness) {
     unique_queue(&h, "once").await;
     let out = h
         .store()
-        .job_insert_many(&[
+        .job_insert_many(vec![
             mail("a@example.com"),
             NewJob::new("plain", json!({})),
             mail("a@example.com"),

@@ -167,8 +167,8 @@ pub(crate) fn decode(row: &PgRow) -> StoreResult<JobRow> {
 
 #[async_trait]
 impl JobStore for PgStore {
-    async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
-        insert::insert_many(&self.inner, jobs).await
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+        insert::insert_many(&self.inner, &jobs).await
     }
 
     async fn job_claim(&self, claim: &JobClaim) -> StoreResult<Claimed> {

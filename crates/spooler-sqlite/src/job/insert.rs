@@ -57,10 +57,13 @@ impl Insert {
 }
 
 /// Validates `jobs` and serializes their JSON, each taking what it leaves unset from its queue's
-/// `settings`.
-pub(crate) fn prepare(jobs: &[NewJob], settings: &QueueSettingsMap) -> StoreResult<Vec<Prepared>> {
+/// `settings`. The jobs are moved, not copied: they come back in the answer.
+pub(crate) fn prepare(
+    jobs: Vec<NewJob>,
+    settings: &QueueSettingsMap,
+) -> StoreResult<Vec<Prepared>> {
     let mut prepared = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for mut job in jobs {
         job.validate()?;
         let invalid = |field: &'static str, e: serde_json::Error| StoreError::InvalidInput {
             field,
@@ -78,9 +81,8 @@ pub(crate) fn prepare(jobs: &[NewJob], settings: &QueueSettingsMap) -> StoreResu
             } else {
                 Some(serde_json::to_string(&job.meta).map_err(|e| invalid("meta", e))?)
             },
-            period: spooler_core::unique::period_key(settings.get(&job.queue), job),
+            period: spooler_core::unique::period_key(settings.get(&job.queue), &job),
             job: {
-                let mut job = job.clone();
                 QueueSettings::fill(settings.get(&job.queue), &mut job);
                 job
             },
@@ -92,7 +94,7 @@ pub(crate) fn prepare(jobs: &[NewJob], settings: &QueueSettingsMap) -> StoreResu
 /// Inserts `jobs`, each taking what it leaves unset from its queue's `settings`.
 pub(crate) async fn insert_many(
     db: &Db,
-    jobs: &[NewJob],
+    jobs: Vec<NewJob>,
     settings: &QueueSettingsMap,
 ) -> StoreResult<Vec<Inserted>> {
     if jobs.is_empty() {

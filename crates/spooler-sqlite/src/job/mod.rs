@@ -243,7 +243,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl JobStore for SqliteStore {
-    async fn job_insert_many(&self, jobs: &[NewJob]) -> StoreResult<Vec<Inserted>> {
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
         let settings = self.insert_settings().await?;
         insert::insert_many(&self.db, jobs, &settings).await
     }

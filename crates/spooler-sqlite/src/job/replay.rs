@@ -13,7 +13,7 @@ pub(crate) async fn replay(
     }
     // Validated and serialized here, as every insert is; a bad message fails the call.
     let jobs: Vec<NewJob> = replays.iter().map(|r| r.job.clone()).collect();
-    let prepared = insert::prepare(&jobs, settings)?;
+    let prepared = insert::prepare(jobs, settings)?;
     let keys: Vec<String> = replays.iter().map(|r| r.key.clone()).collect();
     db.write(move |ctx| {
         let mut out = Vec::with_capacity(keys.len());

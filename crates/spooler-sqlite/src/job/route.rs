@@ -26,7 +26,7 @@ pub(super) fn follow(
     };
     let error = match route.follow(&job, ctx.now) {
         Next::Enqueue { job: next, origin } => {
-            match insert::prepare(std::slice::from_ref(&next), settings) {
+            match insert::prepare(vec![*next], settings) {
                 Ok(prepared) => {
                     let routed = insert::insert_tx(ctx, prepared)?;
                     let routed = routed.first().map(insert::Insert::id);
