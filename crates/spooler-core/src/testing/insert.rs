@@ -79,6 +79,63 @@ pub async fn insert_many_assigns_increasing_ids(h: Harness) {
     assert!(h.store().job_insert_many(vec![]).await.unwrap().is_empty());
 }
 
+/// A batch of jobs alike in queue and kind, each different in everything else, stores each one's
+/// own fields (a store may bind what the jobs share once per statement, as SQLite does), beside
+/// jobs of other queues and kinds in the same batch.
+pub async fn a_batch_keeps_each_jobs_own_fields(h: Harness) {
+    let later = add(h.now(), Duration::from_secs(90));
+    let jobs: Vec<NewJob> = (0..71)
+        .map(|i: i32| {
+            let mut j = NewJob::new(if i < 67 { "alike" } else { "other" }, json!({ "i": i }))
+                .priority(i % 5)
+                .max_attempts(1 + i % 7)
+                .timeout(Duration::from_millis(1000 + i as u64));
+            if i >= 69 {
+                j = j.queue("elsewhere");
+            }
+            if i % 3 == 0 {
+                j.tags = vec![format!("t{i}")];
+            }
+            if i % 4 == 0 {
+                j.meta.insert("n".into(), json!(i));
+            }
+            if i % 6 == 0 {
+                j = j.run_at(later);
+            }
+            j
+        })
+        .collect();
+    let inserted = h.store().job_insert_many(jobs.clone()).await.unwrap();
+    assert_eq!(inserted.len(), jobs.len());
+    for (new, ins) in jobs.iter().zip(&inserted) {
+        let stored = get(&h, ins.job.id).await;
+        assert_eq!(stored, ins.job, "job {} reads back as answered", ins.job.id);
+        assert_eq!(
+            (stored.queue.as_str(), stored.kind.as_str()),
+            (new.queue.as_str(), new.kind.as_str())
+        );
+        assert_eq!(stored.args, new.args);
+        assert_eq!(stored.priority, new.priority);
+        assert_eq!(Some(stored.max_attempts), new.max_attempts);
+        assert_eq!(stored.timeout, new.timeout);
+        assert_eq!(stored.tags, new.tags);
+        assert_eq!(stored.meta, new.meta);
+        assert_eq!(stored.created_at, h.now());
+        let scheduled = new.run_at.is_some();
+        assert_eq!(stored.run_at, if scheduled { later } else { h.now() });
+        assert_eq!(
+            stored.state,
+            if scheduled {
+                JobState::Scheduled
+            } else {
+                JobState::Available
+            },
+            "job {}",
+            stored.id
+        );
+    }
+}
+
 pub async fn insert_rejects_invalid_fields(h: Harness) {
     for (bad, field) in [
         (NewJob::new("", json!({})), "kind"),
@@ -413,6 +470,6 @@ pub async fn concurrent_inserts_each_get_their_own_jobs(h: Harness) {
 #[macro_export]
 macro_rules! __conformance_insert {
     ($m:ident!($($a:tt)*)) => {
-        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none, insert_takes_the_queues_stored_defaults, meta_travels_with_the_job, a_large_batch_reads_back_as_it_was_answered, concurrent_inserts_each_get_their_own_jobs);
+        $crate::$m!($($a)*; "insert"; insert_and_get_round_trip, insert_in_the_future_is_scheduled, insert_many_assigns_increasing_ids, a_batch_keeps_each_jobs_own_fields, insert_rejects_invalid_fields, unique_key_returns_the_unfinished_job, get_unknown_is_none, insert_takes_the_queues_stored_defaults, meta_travels_with_the_job, a_large_batch_reads_back_as_it_was_answered, concurrent_inserts_each_get_their_own_jobs);
     };
 }

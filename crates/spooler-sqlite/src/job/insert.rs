@@ -110,28 +110,40 @@ pub(crate) async fn insert_many(
     Ok(inserted)
 }
 
-/// Columns bound per inserted job.
+/// Columns written per inserted job.
 const INSERT_COLUMNS: usize = 13;
 
+/// The columns a statement can bind once for all its jobs when they share them (by their place
+/// in the INSERT): the queue, the kind and the creation time.
+const SHARED_COLUMNS: [usize; 3] = [0, 1, 7];
+
 /// The most jobs one INSERT statement carries; smaller remainders go in power-of-two statements
-/// so that at most 7 statement shapes are ever prepared.
+/// so that at most 14 statement shapes are ever prepared (7 sizes, shared columns or not).
 const INSERT_CHUNK: usize = 64;
 
 /// `INSERT … VALUES (…), (…)` for `rows` jobs. Text costs SQLite an allocation and a copy per
-/// value bound (rusqlite binds it `SQLITE_TRANSIENT`), so what most jobs share is not bound as
-/// text: the state as whether the job is scheduled, and the tags as NULL when there are none.
-fn insert_sql(rows: usize) -> String {
+/// value bound (rusqlite binds it `SQLITE_TRANSIENT`), so what jobs share is not bound per job as
+/// text: the state as whether the job is scheduled, the tags as NULL when there are none, and,
+/// with `shared`, the queue, kind and creation time once, as `?1`–`?3`, for every row.
+fn insert_sql(rows: usize, shared: bool) -> String {
     let mut sql = String::from(
         "INSERT INTO spooler_jobs (queue, kind, args, state, priority, max_attempts, run_at, \
          created_at, timeout_ms, unique_key, tags, routed_from, meta) VALUES ",
     );
+    let mut next = if shared { SHARED_COLUMNS.len() + 1 } else { 1 };
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
         for c in 0..INSERT_COLUMNS {
             if c > 0 {
                 sql.push_str(", ");
             }
-            let p = r * INSERT_COLUMNS + c + 1;
+            let p = match SHARED_COLUMNS.iter().position(|&s| s == c) {
+                Some(i) if shared => i + 1,
+                _ => {
+                    next += 1;
+                    next - 1
+                }
+            };
             sql.push_str(&match c {
                 3 => format!("CASE WHEN ?{p} THEN 'scheduled' ELSE 'available' END"),
                 10 => format!("coalesce(?{p}, '[]')"),
@@ -143,16 +155,20 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
-/// The INSERT statements for 1, 2, 4 … [`INSERT_CHUNK`] jobs, built once.
-static INSERT_SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
-    let mut sizes = Vec::new();
-    let mut n = INSERT_CHUNK;
-    while n > 0 {
-        sizes.push((n, insert_sql(n)));
-        n /= 2;
-    }
-    sizes
-});
+/// The INSERT statements for 1, 2, 4 … [`INSERT_CHUNK`] jobs, without and with shared columns,
+/// built once.
+static INSERT_SQL: std::sync::LazyLock<[Vec<(usize, String)>; 2]> =
+    std::sync::LazyLock::new(|| {
+        [false, true].map(|shared| {
+            let mut sizes = Vec::new();
+            let mut n = INSERT_CHUNK;
+            while n > 0 {
+                sizes.push((n, insert_sql(n, shared)));
+                n /= 2;
+            }
+            sizes
+        })
+    });
 
 /// A job about to be inserted: everything bound, computed.
 struct NewRow {
@@ -241,15 +257,29 @@ fn flush(
     let mut rows = std::mem::take(pending).into_iter().peekable();
     while rows.peek().is_some() {
         let left = rows.len();
-        let (n, sql) = INSERT_SQL
+        let n = INSERT_SQL[0]
             .iter()
-            .find(|(n, _)| *n <= left)
+            .map(|(n, _)| *n)
+            .find(|n| *n <= left)
             .expect("a statement for one row exists");
-        let chunk: Vec<NewRow> = rows.by_ref().take(*n).collect();
+        let chunk: Vec<NewRow> = rows.by_ref().take(n).collect();
+        let (queue, kind) = (&chunk[0].p.job.queue, &chunk[0].p.job.kind);
+        let shared = n > 1
+            && chunk
+                .iter()
+                .all(|r| r.p.job.queue == *queue && r.p.job.kind == *kind);
+        let sql = &INSERT_SQL[usize::from(shared)]
+            .iter()
+            .find(|(size, _)| *size == n)
+            .expect("every size has both forms")
+            .1;
         let mut args: Vec<&dyn ToSql> = Vec::with_capacity(n * INSERT_COLUMNS);
+        if shared {
+            args.extend([queue as &dyn ToSql, kind, &now_us]);
+        }
         for r in &chunk {
-            args.extend([
-                &r.p.job.queue as &dyn ToSql,
+            let columns: [&dyn ToSql; INSERT_COLUMNS] = [
+                &r.p.job.queue,
                 &r.p.job.kind,
                 &r.p.args,
                 &r.scheduled,
@@ -262,7 +292,14 @@ fn flush(
                 &r.p.tags,
                 &r.p.job.routed_from,
                 &r.p.meta,
-            ]);
+            ];
+            args.extend(
+                columns
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(c, _)| !shared || !SHARED_COLUMNS.contains(c))
+                    .map(|(_, v)| v),
+            );
         }
         let inserted = conn.prepare_cached(sql)?.execute(&args[..])?;
         drop(args);
