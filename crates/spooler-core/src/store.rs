@@ -396,7 +396,8 @@ pub struct Wakeup {
 pub trait JobStore: Send + Sync {
     /// Inserts jobs in one transaction, in order; a job whose `unique_key` matches an unfinished
     /// job is not inserted and the existing one is returned (`duplicate: true`). The jobs are
-    /// taken, not borrowed: a store moves them into the rows it answers with, never copying them.
+    /// taken by value so that a store can move them into the rows it answers with instead of
+    /// copying each one (the SQLite store does; the Postgres store still copies them).
     async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>>;
 
     /// Inserts one job; see [`Store::job_insert_many`].

@@ -102,12 +102,7 @@ pub(crate) async fn insert_many(
     }
     let prepared = prepare(jobs, settings)?;
     let done = db.write(move |ctx| insert_tx(ctx, prepared)).await?;
-    // Into a new vector: collecting in place would reallocate the buffer to an answer's size.
-    let mut inserted = Vec::with_capacity(done.len());
-    for insert in done {
-        inserted.push(insert.decode()?);
-    }
-    Ok(inserted)
+    super::decode_each(done, Insert::decode)
 }
 
 /// Columns written per inserted job.
@@ -155,27 +150,23 @@ fn insert_sql(rows: usize, shared: bool) -> String {
     sql
 }
 
-/// The INSERT statements for 1, 2, 4 … [`INSERT_CHUNK`] jobs, without and with shared columns,
-/// built once.
-static INSERT_SQL: std::sync::LazyLock<[Vec<(usize, String)>; 2]> =
+/// The INSERT statements for 1, 2, 4 … [`INSERT_CHUNK`] jobs, each without and with shared
+/// columns (indexed by `shared`), built once.
+static INSERT_SQL: std::sync::LazyLock<Vec<(usize, [String; 2])>> =
     std::sync::LazyLock::new(|| {
-        [false, true].map(|shared| {
-            let mut sizes = Vec::new();
-            let mut n = INSERT_CHUNK;
-            while n > 0 {
-                sizes.push((n, insert_sql(n, shared)));
-                n /= 2;
-            }
-            sizes
-        })
+        let mut sizes = Vec::new();
+        let mut n = INSERT_CHUNK;
+        while n > 0 {
+            sizes.push((n, [false, true].map(|shared| insert_sql(n, shared))));
+            n /= 2;
+        }
+        sizes
     });
 
 /// A job about to be inserted: everything bound, computed.
 struct NewRow {
     p: Prepared,
     state: JobState,
-    /// Whether `state` is scheduled (else available), as the statement binds it.
-    scheduled: bool,
     run_at_us: i64,
     timeout_ms: Option<i64>,
 }
@@ -199,7 +190,6 @@ pub(crate) fn insert_tx(
         };
         let row = NewRow {
             state,
-            scheduled: state == JobState::Scheduled,
             run_at_us: micros(run_at),
             timeout_ms: p.job.timeout_ms(),
             p,
@@ -257,22 +247,18 @@ fn flush(
     let mut rows = std::mem::take(pending).into_iter().peekable();
     while rows.peek().is_some() {
         let left = rows.len();
-        let n = INSERT_SQL[0]
+        let (n, forms) = INSERT_SQL
             .iter()
-            .map(|(n, _)| *n)
-            .find(|n| *n <= left)
+            .find(|(n, _)| *n <= left)
             .expect("a statement for one row exists");
+        let n = *n;
         let chunk: Vec<NewRow> = rows.by_ref().take(n).collect();
         let (queue, kind) = (&chunk[0].p.job.queue, &chunk[0].p.job.kind);
         let shared = n > 1
             && chunk
                 .iter()
                 .all(|r| r.p.job.queue == *queue && r.p.job.kind == *kind);
-        let sql = &INSERT_SQL[usize::from(shared)]
-            .iter()
-            .find(|(size, _)| *size == n)
-            .expect("every size has both forms")
-            .1;
+        let sql = &forms[usize::from(shared)];
         let mut args: Vec<&dyn ToSql> = Vec::with_capacity(n * INSERT_COLUMNS);
         if shared {
             args.extend([queue as &dyn ToSql, kind, &now_us]);
@@ -282,7 +268,12 @@ fn flush(
                 &r.p.job.queue,
                 &r.p.job.kind,
                 &r.p.args,
-                &r.scheduled,
+                // Whether the job is scheduled (else available), as the statement takes it.
+                if r.state == JobState::Scheduled {
+                    &true
+                } else {
+                    &false
+                },
                 &r.p.job.priority,
                 &r.p.job.max_attempts,
                 &r.run_at_us,

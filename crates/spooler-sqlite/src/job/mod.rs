@@ -210,12 +210,17 @@ fn unless_empty_list(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<String>
 }
 
 fn decode_all(raws: Vec<RawJob>) -> StoreResult<Vec<JobRow>> {
-    // Into a new vector: collecting in place would reallocate the rows' buffer to a job's size.
-    let mut jobs = Vec::with_capacity(raws.len());
-    for raw in raws {
-        jobs.push(raw.decode()?);
+    decode_each(raws, RawJob::decode)
+}
+
+/// Decodes each of `items` into a new vector. Collecting in place would keep the input's buffer
+/// and reallocate it to the output's element size.
+fn decode_each<T, U>(items: Vec<T>, decode: fn(T) -> StoreResult<U>) -> StoreResult<Vec<U>> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(decode(item)?);
     }
-    Ok(jobs)
+    Ok(out)
 }
 
 /// One job by id, built once: every read by id (`GET /v1/jobs/{id}`, a status) runs it.
