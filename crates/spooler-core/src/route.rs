@@ -233,9 +233,13 @@ pub fn may_route(settings: &crate::store::QueueSettingsMap, queue: &str, state: 
 /// True when some queue routes completed jobs: finishing a completion must then read the job
 /// and may insert, so it needs a transaction.
 pub fn any_on_success(settings: &crate::store::QueueSettingsMap) -> bool {
-    settings
-        .values()
-        .any(|s| s.routes.may_route(JobState::Completed))
+    any_may_route(settings, JobState::Completed)
+}
+
+/// Whether a job of some queue that became `state` may follow a route: when not, a store need not
+/// learn a finished job's queue.
+pub fn any_may_route(settings: &crate::store::QueueSettingsMap, state: JobState) -> bool {
+    settings.values().any(|s| s.routes.may_route(state))
 }
 
 /// A cycle of routes none of which has a delay, as the queues along it (the first repeated at
