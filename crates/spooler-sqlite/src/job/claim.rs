@@ -3,47 +3,41 @@
 use super::*;
 use spooler_core::QueueLimits;
 
-/// The claim's read: the first `?1` available jobs of `queues` queues and `kinds` kinds, every
-/// column. Parameters: ?1 limit, then the kinds, then the queues. Each queue is read from the
-/// partial claim index in claim order (no sort of the backlog); several queues are merged by a
-/// sort of at most `limit` ids per queue.
-///
-/// A claim reads its jobs and then takes each one by id ([`TAKE_SQL`]), rather than taking them in
-/// one `UPDATE … RETURNING`: SQLite keeps a statement's returned rows in a temporary table until
-/// the last row is written, and for 24 columns that cost more than the second look-up of each row
-/// (2.5 against 3.0 µs a job in `bench/sqlite-floor`). Nothing can come between the read and the
-/// writes: both run in the one writer's transaction.
+/// The claim statement for `queues` queues and `kinds` kinds. Parameters: ?1 now, ?2 lease end,
+/// ?3 worker id, ?4 limit, then the kinds, then the queues. Each queue is read from the partial
+/// claim index in claim order (no sort of the backlog); several queues are merged by a sort of
+/// at most `limit` rows per queue.
 pub(crate) fn claim_sql(queues: usize, kinds: usize) -> String {
     let kind_list = (0..kinds)
-        .map(|i| format!("?{}", 2 + i))
+        .map(|i| format!("?{}", 5 + i))
         .collect::<Vec<_>>()
         .join(", ");
-    let per_queue = |q: usize, columns: &str| {
+    let per_queue = |q: usize| {
         format!(
-            "SELECT {columns} FROM spooler_jobs \
+            "SELECT id, priority, run_at FROM spooler_jobs \
              WHERE state = 'available' AND queue = ?{} AND kind IN ({kind_list}) \
-             ORDER BY priority DESC, run_at, id LIMIT ?1",
-            2 + kinds + q
+             ORDER BY priority DESC, run_at, id LIMIT ?4",
+            5 + kinds + q
         )
     };
-    if queues == 1 {
-        return per_queue(0, COLUMNS);
-    }
-    let parts = (0..queues)
-        .map(|q| format!("SELECT * FROM ({})", per_queue(q, "id, priority, run_at")))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
+    let pick = if queues == 1 {
+        per_queue(0)
+    } else {
+        let parts = (0..queues)
+            .map(|q| format!("SELECT * FROM ({})", per_queue(q)))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        format!(
+            "SELECT id, priority, run_at FROM ({parts}) ORDER BY priority DESC, run_at, id LIMIT ?4"
+        )
+    };
     format!(
-        "SELECT {COLUMNS} FROM spooler_jobs WHERE id IN (SELECT id FROM \
-         (SELECT id, priority, run_at FROM ({parts}) ORDER BY priority DESC, run_at, id LIMIT ?1))"
+        "UPDATE spooler_jobs SET state = 'running', attempt = attempt + 1, fence = fence + 1, \
+         started_at = ?1, \
+         lease_expires_at = ?2, worker_id = ?3 \
+         WHERE id IN (SELECT id FROM ({pick})) RETURNING {COLUMNS}"
     )
 }
-
-/// Takes one read job: writes the attempt, fence and lease [`RawJob::claimed`] gave it, if it is
-/// still available under the fence it was read with (`?7`).
-const TAKE_SQL: &str = "UPDATE spooler_jobs SET state = 'running', attempt = ?2, fence = ?3, \
-     started_at = ?4, lease_expires_at = ?5, worker_id = ?6 \
-     WHERE id = ?1 AND fence = ?7 AND state = 'available'";
 
 pub(crate) async fn claim(
     db: &Db,
@@ -123,7 +117,7 @@ fn claim_tx(
     Ok((rows, held_back))
 }
 
-/// Claims up to `limit` jobs from `queues` (none paused): one read, then one write per job.
+/// Claims up to `limit` jobs from `queues` (none paused) in one statement.
 pub(super) fn claim_rows(
     conn: &rusqlite::Connection,
     queues: &[String],
@@ -131,37 +125,19 @@ pub(super) fn claim_rows(
     limit: u32,
 ) -> Result<Vec<RawJob>, OpError> {
     let limit = i64::from(limit);
-    let mut bound: Vec<&dyn ToSql> = Vec::with_capacity(1 + args.kinds.len() + queues.len());
-    bound.push(&limit);
+    let mut bound: Vec<&dyn ToSql> = Vec::with_capacity(4 + args.kinds.len() + queues.len());
+    bound.extend([
+        &args.now_us as &dyn ToSql,
+        &args.until_us,
+        &args.worker_id,
+        &limit,
+    ]);
     bound.extend(args.kinds.iter().map(|k| k as &dyn ToSql));
     bound.extend(queues.iter().map(|q| q as &dyn ToSql));
-    let mut rows = conn
-        .prepare_cached(&claim_sql(queues.len(), args.kinds.len()))?
+    let mut stmt = conn.prepare_cached(&claim_sql(queues.len(), args.kinds.len()))?;
+    let rows = stmt
         .query_map(&bound[..], RawJob::from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut take = conn.prepare_cached(TAKE_SQL)?;
-    for raw in &mut rows {
-        let read_fence = raw.fence;
-        raw.claimed(args.now_us, args.until_us, args.worker_id);
-        let taken = take.execute(params![
-            raw.id,
-            raw.attempt,
-            raw.fence,
-            args.now_us,
-            args.until_us,
-            args.worker_id,
-            read_fence
-        ])?;
-        if taken != 1 {
-            return Err(StoreError::Database {
-                message: format!(
-                    "job {} changed between the claim's read and its write",
-                    raw.id
-                ),
-            }
-            .into());
-        }
-    }
     Ok(rows)
 }
 
@@ -217,15 +193,11 @@ mod tests {
         for limit in [3i64, 2, 4, 1] {
             let mut stmt = conn.prepare_cached(&sql).unwrap();
             claimed += stmt
-                .query_map(params![limit, "noop", "default"], |_| Ok(()))
+                .query_map(params![1i64, 2i64, "w", limit, "noop", "default"], |_| {
+                    Ok(())
+                })
                 .unwrap()
                 .count();
-            conn.execute(
-                "UPDATE spooler_jobs SET state = 'running' WHERE id IN \
-                 (SELECT id FROM spooler_jobs WHERE state = 'available' ORDER BY id LIMIT ?1)",
-                [limit],
-            )
-            .unwrap();
         }
         assert_eq!(claimed, 10);
         let stmt = conn.prepare_cached(&sql).unwrap();

@@ -137,17 +137,6 @@ impl RawJob {
         })
     }
 
-    /// The row as the claim leaves it, read while available: running, its attempt and fence one
-    /// more, leased to `worker_id` from `now` (µs) until `until`.
-    fn claimed(&mut self, now: i64, until: i64, worker_id: &str) {
-        self.state = Ok(JobState::Running);
-        self.attempt += 1;
-        self.fence += 1;
-        self.started_at = Some(now);
-        self.lease_expires_at = Some(until);
-        self.worker_id = Some(worker_id.to_string());
-    }
-
     fn state(&self) -> StoreResult<JobState> {
         self.state.clone().map_err(|message| StoreError::Decode {
             id: self.id,
