@@ -10,6 +10,8 @@
 //!
 //! Variants (all when none is given):
 //! - `store`: the store's statements on the store's table;
+//! - `list-completion`: the store's claim, and the completion it ran until stop 33: one
+//!   statement over a JSON list of the batch's (id, fence, result), `RETURNING` id and queue;
 //! - `lean-claim`: the claim index on `id` alone, the claim ordered by id with no queue or kind
 //!   filter, returning only the id (what a claim costs without claim order and the full row);
 //! - `lean-claim-per-id`: that claim, and the completion as one plain `UPDATE … WHERE id = ?`
@@ -56,8 +58,13 @@ const CLAIM: &str = concat!(
     job_columns!()
 );
 
-/// The completion of many jobs in one statement (`job/finish.rs`).
-const COMPLETE: &str = "UPDATE spooler_jobs SET state = 'completed', finished_at = ?1, \
+/// The store's completion of one job (`END_SQL` in `job/finish.rs`): state, finish time and
+/// result, fenced, acknowledged by the count of rows changed.
+const STORE_COMPLETE: &str = "UPDATE spooler_jobs SET state = ?1, finished_at = ?2, result = ?3, \
+    worker_id = NULL, lease_expires_at = NULL WHERE id = ?4 AND fence = ?5 AND state = 'running'";
+
+/// The completion of many jobs in one statement, as the store ran it until stop 33.
+const COMPLETE_LIST: &str = "UPDATE spooler_jobs SET state = 'completed', finished_at = ?1, \
     result = f.value ->> 2, worker_id = NULL, lease_expires_at = NULL \
     FROM json_each(?2) AS f \
     WHERE spooler_jobs.id = f.value ->> 0 AND spooler_jobs.fence = f.value ->> 1 \
@@ -127,6 +134,7 @@ const STORE_INDEXES: [&str; 5] = [
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
     Store,
+    ListCompletion,
     LeanClaim,
     LeanClaimPerId,
     LeanClaimPerIdNoIndexes,
@@ -137,8 +145,9 @@ enum Variant {
 }
 
 impl Variant {
-    const ALL: [(&'static str, Variant); 8] = [
+    const ALL: [(&'static str, Variant); 9] = [
         ("store", Variant::Store),
+        ("list-completion", Variant::ListCompletion),
         ("lean-claim", Variant::LeanClaim),
         ("lean-claim-per-id", Variant::LeanClaimPerId),
         (
@@ -153,7 +162,7 @@ impl Variant {
 
     fn claim(self) -> &'static str {
         match self {
-            Variant::Store => CLAIM,
+            Variant::Store | Variant::ListCompletion => CLAIM,
             Variant::LeanClaim | Variant::LeanClaimPerId | Variant::LeanClaimPerIdNoIndexes => {
                 LEAN_CLAIM
             }
@@ -162,10 +171,11 @@ impl Variant {
         }
     }
 
-    /// The per-job completion, or `None` for the store's one statement per batch.
+    /// The per-job completion, or `None` for one statement per batch over a JSON list.
     fn complete_one(self) -> Option<&'static str> {
         match self {
-            Variant::Store | Variant::LeanClaim => None,
+            Variant::ListCompletion => None,
+            Variant::Store | Variant::LeanClaim => Some(STORE_COMPLETE),
             Variant::Narrow => Some(NARROW_FINISH),
             Variant::NarrowOutcome => Some(OUTCOME_FINISH),
             Variant::LeanClaimPerId | Variant::LeanClaimPerIdNoIndexes => Some(COMPLETE_ONE),
@@ -179,7 +189,11 @@ impl Variant {
 
     /// Columns the claim returns (each read as the store reads a row).
     fn returned(self) -> usize {
-        if self == Variant::Store { 24 } else { 1 }
+        if matches!(self, Variant::Store | Variant::ListCompletion) {
+            24
+        } else {
+            1
+        }
     }
 
     /// Shapes the copied file and fills it with `n` available jobs.
@@ -201,7 +215,7 @@ impl Variant {
             }
             _ => {
                 let mut sql = String::new();
-                if self != Variant::Store {
+                if !matches!(self, Variant::Store | Variant::ListCompletion) {
                     sql.push_str(
                         "DROP INDEX spooler_jobs_claim; CREATE INDEX spooler_jobs_claim \
                          ON spooler_jobs (id) WHERE state = 'available';",
@@ -329,6 +343,13 @@ fn drain(migrated: &str, run: &Run, n: i64, batch: i64) {
                     })
                     .sum::<usize>()
             }
+            Some(STORE_COMPLETE) => {
+                let mut one = c.prepare_cached(STORE_COMPLETE).unwrap();
+                let result: Option<&str> = None;
+                ids.iter()
+                    .map(|id| one.execute(params!["completed", now, result, id, 1]).unwrap())
+                    .sum::<usize>()
+            }
             Some(sql) => {
                 let mut one = c.prepare_cached(sql).unwrap();
                 ids.iter()
@@ -337,7 +358,7 @@ fn drain(migrated: &str, run: &Run, n: i64, batch: i64) {
             }
             None => {
                 let list: Vec<String> = ids.iter().map(|id| format!("[{id},1,null]")).collect();
-                c.prepare_cached(COMPLETE)
+                c.prepare_cached(COMPLETE_LIST)
                     .unwrap()
                     .query_map(params![now, format!("[{}]", list.join(","))], |r| {
                         r.get::<_, i64>(0)
@@ -362,7 +383,7 @@ fn drain(migrated: &str, run: &Run, n: i64, batch: i64) {
             .get_status(StatementStatus::VmStep) as f64
             / done as f64
     };
-    let complete_steps = steps(variant.complete_one().unwrap_or(COMPLETE));
+    let complete_steps = steps(variant.complete_one().unwrap_or(COMPLETE_LIST));
     println!(
         "{:<30} batch={batch:<4} claim {:5.2} µs/job ({:.0} steps), complete {:5.2} ({:.0} steps), \
          commit {:5.2}",
