@@ -2,7 +2,8 @@
 //! table `spooler migrate` makes, in a bare loop with no runtime around them (one writer
 //! connection, WAL, `synchronous=NORMAL`, temporary tables in memory and the query planner
 //! stability guarantee as the store sets them, one transaction per claimed batch, each statement
-//! in a savepoint as the writer thread runs it). Variants take one thing away at a time, to show where the time goes.
+//! in a savepoint as the writer thread runs it). Variants take one thing away at a time, to show
+//! where the time goes.
 //!
 //! Usage: spooler migrate --store sqlite://floor.db
 //!        cargo run --release --manifest-path bench/sqlite-floor/Cargo.toml -- \
