@@ -1,9 +1,12 @@
 //! Logs to stderr: pretty on a terminal, JSON lines otherwise (or when asked), filtered by
-//! `RUST_LOG` or the config's `log_level`; and, with the `otel` feature, spans exported over OTLP
-//! when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
+//! `RUST_LOG` or the config's `log_level`, written by a thread of their own; and, with the `otel`
+//! feature, spans exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
 
 use clap::ValueEnum;
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry};
@@ -26,7 +29,16 @@ impl LogFormat {
     }
 }
 
+/// The log writer thread's guard: dropping it writes the lines still queued.
+static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
 /// Installs the global subscriber. `level` is the default filter when `RUST_LOG` is unset.
+///
+/// A line is formatted where it is logged and written to stderr by a thread of their own, which
+/// writes whatever has queued in one call and waits for nothing: the server logs a line per
+/// request, and writing each with its own system call on the request's thread cost a sixth of
+/// the HTTP API's throughput (`docs/performance.md`). The queue is not lossy: a burst of lines
+/// waits for room rather than being dropped.
 pub fn init(format: LogFormat, level: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
@@ -36,7 +48,11 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (stderr, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("spooler-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(stderr);
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
         Box::new(
             fmt.json()
@@ -52,11 +68,15 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     #[cfg(feature = "otel")]
     let registry = registry.with(otlp::layer());
     // A second init (only possible in tests) keeps the first subscriber.
-    drop(registry.try_init());
+    if registry.try_init().is_ok() {
+        *WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    }
 }
 
-/// Sends the spans not yet exported (at most a few seconds); call before the process exits.
+/// Writes the log lines still queued, and sends the spans not yet exported (at most a few
+/// seconds); call before the process exits.
 pub fn shutdown() {
+    drop(WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());
     #[cfg(feature = "otel")]
     otlp::shutdown();
 }
