@@ -13,6 +13,8 @@
 //! - `store`: the store's statements on the store's table;
 //! - `list-completion`: the store's claim, and the completion it ran until stop 33: one
 //!   statement over a JSON list of the batch's (id, fence, result), `RETURNING` id and queue;
+//! - `returning-completion`: the store's, its completion `RETURNING` the job's queue (what it
+//!   runs when a queue routes completed jobs);
 //! - `lean-claim`: the claim index on `id` alone, the claim ordered by id with no queue or kind
 //!   filter, returning only the id (what a claim costs without claim order and the full row);
 //! - `lean-claim-per-id`: that claim, and the completion as one plain `UPDATE … WHERE id = ?`
@@ -63,6 +65,11 @@ const CLAIM: &str = concat!(
 /// result, fenced, acknowledged by the count of rows changed.
 const STORE_COMPLETE: &str = "UPDATE spooler_jobs SET state = ?1, finished_at = ?2, result = ?3, \
     worker_id = NULL, lease_expires_at = NULL WHERE id = ?4 AND fence = ?5 AND state = 'running'";
+
+/// The store's completion of one job, its queue read back.
+const RETURNING_COMPLETE: &str = "UPDATE spooler_jobs SET state = ?1, finished_at = ?2, \
+    result = ?3, worker_id = NULL, lease_expires_at = NULL \
+    WHERE id = ?4 AND fence = ?5 AND state = 'running' RETURNING queue";
 
 /// The completion of many jobs in one statement, as the store ran it until stop 33.
 const COMPLETE_LIST: &str = "UPDATE spooler_jobs SET state = 'completed', finished_at = ?1, \
@@ -136,6 +143,7 @@ const STORE_INDEXES: [&str; 5] = [
 enum Variant {
     Store,
     ListCompletion,
+    ReturningCompletion,
     LeanClaim,
     LeanClaimPerId,
     LeanClaimPerIdNoIndexes,
@@ -146,9 +154,10 @@ enum Variant {
 }
 
 impl Variant {
-    const ALL: [(&'static str, Variant); 9] = [
+    const ALL: [(&'static str, Variant); 10] = [
         ("store", Variant::Store),
         ("list-completion", Variant::ListCompletion),
+        ("returning-completion", Variant::ReturningCompletion),
         ("lean-claim", Variant::LeanClaim),
         ("lean-claim-per-id", Variant::LeanClaimPerId),
         (
@@ -163,7 +172,7 @@ impl Variant {
 
     fn claim(self) -> &'static str {
         match self {
-            Variant::Store | Variant::ListCompletion => CLAIM,
+            Variant::Store | Variant::ListCompletion | Variant::ReturningCompletion => CLAIM,
             Variant::LeanClaim | Variant::LeanClaimPerId | Variant::LeanClaimPerIdNoIndexes => {
                 LEAN_CLAIM
             }
@@ -177,11 +186,20 @@ impl Variant {
         match self {
             Variant::ListCompletion => None,
             Variant::Store | Variant::LeanClaim => Some(STORE_COMPLETE),
+            Variant::ReturningCompletion => Some(RETURNING_COMPLETE),
             Variant::Narrow => Some(NARROW_FINISH),
             Variant::NarrowOutcome => Some(OUTCOME_FINISH),
             Variant::LeanClaimPerId | Variant::LeanClaimPerIdNoIndexes => Some(COMPLETE_ONE),
             Variant::Plain | Variant::PlainWide => Some(PLAIN_COMPLETE),
         }
+    }
+
+    /// Whether the claim is the store's, on the store's claim index.
+    fn store_claim(self) -> bool {
+        matches!(
+            self,
+            Variant::Store | Variant::ListCompletion | Variant::ReturningCompletion
+        )
     }
 
     fn narrow(self) -> bool {
@@ -190,7 +208,7 @@ impl Variant {
 
     /// Columns the claim returns (each read as the store reads a row).
     fn returned(self) -> usize {
-        if matches!(self, Variant::Store | Variant::ListCompletion) {
+        if self.store_claim() {
             24
         } else {
             1
@@ -216,7 +234,7 @@ impl Variant {
             }
             _ => {
                 let mut sql = String::new();
-                if !matches!(self, Variant::Store | Variant::ListCompletion) {
+                if !self.store_claim() {
                     sql.push_str(
                         "DROP INDEX spooler_jobs_claim; CREATE INDEX spooler_jobs_claim \
                          ON spooler_jobs (id) WHERE state = 'available';",
@@ -352,6 +370,18 @@ fn drain(migrated: &str, run: &Run, n: i64, batch: i64) {
                 let result: Option<&str> = None;
                 ids.iter()
                     .map(|id| one.execute(params!["completed", now, result, id, 1]).unwrap())
+                    .sum::<usize>()
+            }
+            Some(RETURNING_COMPLETE) => {
+                let mut one = c.prepare_cached(RETURNING_COMPLETE).unwrap();
+                let result: Option<&str> = None;
+                ids.iter()
+                    .map(|id| {
+                        let queue: String = one
+                            .query_row(params!["completed", now, result, id, 1], |r| r.get(0))
+                            .unwrap();
+                        usize::from(!queue.is_empty())
+                    })
                     .sum::<usize>()
             }
             Some(sql) => {

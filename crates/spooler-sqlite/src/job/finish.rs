@@ -113,8 +113,8 @@ static END_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// available, and follows the route `settings` give a job made final.
 ///
 /// Completions, the bulk of all finishes, are written one statement each, the job's queue not
-/// read back unless some queue routes them: 1.7 µs a job in `bench/sqlite-floor`, against 2.4 for
-/// one statement over a JSON list of them (whose `RETURNING` gave the acknowledgements) and 4.6
+/// read back unless some queue routes them: 1.4 µs a job in `bench/sqlite-floor`, against 1.6 for
+/// one statement over a JSON list of them (whose `RETURNING` gave the acknowledgements) and 3.3
 /// for one statement each with `RETURNING`.
 pub(super) fn write_transition(
     ctx: &mut Ctx<'_>,
