@@ -208,11 +208,7 @@ impl Variant {
 
     /// Columns the claim returns (each read as the store reads a row).
     fn returned(self) -> usize {
-        if self.store_claim() {
-            24
-        } else {
-            1
-        }
+        if self.store_claim() { 24 } else { 1 }
     }
 
     /// Shapes the copied file and fills it with `n` available jobs.
@@ -369,7 +365,10 @@ fn drain(migrated: &str, run: &Run, n: i64, batch: i64) {
                 let mut one = c.prepare_cached(STORE_COMPLETE).unwrap();
                 let result: Option<&str> = None;
                 ids.iter()
-                    .map(|id| one.execute(params!["completed", now, result, id, 1]).unwrap())
+                    .map(|id| {
+                        one.execute(params!["completed", now, result, id, 1])
+                            .unwrap()
+                    })
                     .sum::<usize>()
             }
             Some(RETURNING_COMPLETE) => {
