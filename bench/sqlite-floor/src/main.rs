@@ -361,25 +361,20 @@ fn drain(migrated: &str, run: &Run, n: i64, batch: i64) {
                     })
                     .sum::<usize>()
             }
-            Some(STORE_COMPLETE) => {
-                let mut one = c.prepare_cached(STORE_COMPLETE).unwrap();
+            Some(sql @ (STORE_COMPLETE | RETURNING_COMPLETE)) => {
+                let mut one = c.prepare_cached(sql).unwrap();
                 let result: Option<&str> = None;
                 ids.iter()
                     .map(|id| {
-                        one.execute(params!["completed", now, result, id, 1])
-                            .unwrap()
-                    })
-                    .sum::<usize>()
-            }
-            Some(RETURNING_COMPLETE) => {
-                let mut one = c.prepare_cached(RETURNING_COMPLETE).unwrap();
-                let result: Option<&str> = None;
-                ids.iter()
-                    .map(|id| {
-                        let queue: String = one
-                            .query_row(params!["completed", now, result, id, 1], |r| r.get(0))
-                            .unwrap();
-                        usize::from(!queue.is_empty())
+                        let bound = params!["completed", now, result, id, 1];
+                        if sql == RETURNING_COMPLETE {
+                            // The queue read back; a row per job completed.
+                            one.query_row(bound, |r| r.get::<_, String>(0))
+                                .map(|_| 1)
+                                .unwrap()
+                        } else {
+                            one.execute(bound).unwrap()
+                        }
                     })
                     .sum::<usize>()
             }
